@@ -1,0 +1,1 @@
+"""Pure policy: identity from verified claims, rules, decisions. No I/O here."""

@@ -1,0 +1,96 @@
+"""Access rules: which groups may reach which targets, and what each statement class needs.
+
+A rule matches a client when the client's groups intersect the rule's groups and
+the target is one of the rule's targets. Precedence when several rules match:
+the strictest answer wins per class (deny > approve > allow), approver groups are
+the union, the hold mode is `wait` only if every matching rule says `wait`, and
+the shortest timeout/ttl wins. Stricter-wins means adding a rule can never
+loosen what another rule already demands of a group.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class Action(enum.Enum):
+    ALLOW = "allow"
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+_STRICTNESS = {Action.ALLOW: 0, Action.APPROVE: 1, Action.DENY: 2}
+
+
+class HoldMode(enum.Enum):
+    WAIT = "wait"
+    REJECT = "reject"
+
+
+#: Statement classes, in the order of the SPEC.
+STATEMENT_CLASSES = ("read", "write", "ddl", "admin", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    groups: frozenset[str]
+    targets: frozenset[str]
+    read: Action = Action.ALLOW
+    write: Action = Action.APPROVE
+    ddl: Action = Action.DENY
+    admin: Action = Action.DENY
+    unknown: Action = Action.APPROVE
+    approvers: frozenset[str] = frozenset()
+    hold: HoldMode = HoldMode.WAIT
+    hold_timeout_s: float = 300.0
+    grant_ttl_s: float = 900.0
+    session_ttl_s: float = 3600.0
+
+    def action_for(self, statement_class: str) -> Action:
+        action: Action = getattr(self, statement_class)
+        return action
+
+
+@dataclass(frozen=True, slots=True)
+class EffectivePolicy:
+    """What the matching rules add up to for one client on one target."""
+
+    actions: dict[str, Action]
+    approvers: frozenset[str]
+    hold: HoldMode
+    hold_timeout_s: float
+    grant_ttl_s: float
+    session_ttl_s: float
+
+    def action_for(self, statement_class: str) -> Action:
+        # `unknown` (or anything unexpected) is treated as the strictest class.
+        return self.actions.get(statement_class, self.actions["unknown"])
+
+
+def matching_rules(rules: Iterable[Rule], groups: Iterable[str], target: str) -> list[Rule]:
+    group_set = frozenset(groups)
+    return [r for r in rules if target in r.targets and r.groups & group_set]
+
+
+def effective_policy(
+    rules: Iterable[Rule], groups: Iterable[str], target: str
+) -> EffectivePolicy | None:
+    """Combine the rules that match; None when no rule matches (the client is refused)."""
+    matched = matching_rules(rules, groups, target)
+    if not matched:
+        return None
+    actions: dict[str, Action] = {}
+    for cls in STATEMENT_CLASSES:
+        actions[cls] = max((r.action_for(cls) for r in matched), key=_STRICTNESS.__getitem__)
+    # unknown is never looser than any other class
+    actions["unknown"] = max(actions.values(), key=_STRICTNESS.__getitem__)
+    return EffectivePolicy(
+        actions=actions,
+        approvers=frozenset().union(*(r.approvers for r in matched)),
+        hold=HoldMode.WAIT if all(r.hold is HoldMode.WAIT for r in matched) else HoldMode.REJECT,
+        hold_timeout_s=min(r.hold_timeout_s for r in matched),
+        grant_ttl_s=min(r.grant_ttl_s for r in matched),
+        session_ttl_s=min(r.session_ttl_s for r in matched),
+    )

@@ -1,0 +1,1 @@
+"""Sans-I/O wire codecs for the protocols Airlock speaks: no sockets, no asyncio."""

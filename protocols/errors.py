@@ -1,0 +1,121 @@
+"""The one exception tree of Airlock.
+
+Every error a client can see carries its PostgreSQL SQLSTATE and its MySQL error
+number as class attributes, so a single function per protocol turns any of them
+into an ErrorResponse or an ERR packet. Messages never contain secrets: callers
+describe what was wrong with a token or password, never its value.
+"""
+
+from __future__ import annotations
+
+
+class AirlockError(Exception):
+    """Base of every error Airlock reports to a client."""
+
+    sqlstate: str = "XX000"
+    mysql_errno: int = 1105  # ER_UNKNOWN_ERROR
+    mysql_sqlstate: str = "HY000"
+    #: FATAL errors end the session; plain ERRORs leave it usable.
+    fatal: bool = False
+
+    def __init__(self, message: str, *, detail: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.hint = hint
+
+
+class ProtocolViolation(AirlockError):
+    """A peer sent bytes that are not a valid message at this point."""
+
+    sqlstate = "08P01"
+    mysql_errno = 1835  # ER_MALFORMED_PACKET
+    mysql_sqlstate = "HY000"
+    fatal = True
+
+
+class MessageTooLarge(ProtocolViolation):
+    """A message announced a length above the configured cap."""
+
+    sqlstate = "54000"
+
+
+class FeatureNotSupported(AirlockError):
+    """A protocol feature the gateway refuses (FunctionCall, replication, ...)."""
+
+    sqlstate = "0A000"
+    mysql_errno = 1235  # ER_NOT_SUPPORTED_YET
+    mysql_sqlstate = "42000"
+    fatal = True
+
+
+class AuthenticationFailed(AirlockError):
+    """The client's token or password did not verify."""
+
+    sqlstate = "28P01"
+    mysql_errno = 1045  # ER_ACCESS_DENIED_ERROR
+    mysql_sqlstate = "28000"
+    fatal = True
+
+
+class AuthorizationDenied(AirlockError):
+    """The client is who it says, but no rule lets it reach this target."""
+
+    sqlstate = "28000"
+    mysql_errno = 1045
+    mysql_sqlstate = "28000"
+    fatal = True
+
+
+class InsecureTransport(AuthorizationDenied):
+    """A token was about to travel in cleartext over a non-TLS connection."""
+
+
+class UnknownTarget(AirlockError):
+    """The database name the client asked for names no configured target."""
+
+    sqlstate = "3D000"
+    mysql_errno = 1049  # ER_BAD_DB_ERROR
+    mysql_sqlstate = "42000"
+    fatal = True
+
+
+class SessionExpired(AirlockError):
+    """The session reached its rule's session_ttl."""
+
+    sqlstate = "57P01"  # admin_shutdown: what drivers treat as "server closed the session"
+    mysql_errno = 1927  # ER_CONNECTION_KILLED
+    mysql_sqlstate = "70100"
+    fatal = True
+
+
+class UpstreamUnavailable(AirlockError):
+    """The gateway could not reach or log in to the target's upstream."""
+
+    sqlstate = "08006"
+    mysql_errno = 2013
+    mysql_sqlstate = "HY000"
+    fatal = True
+
+
+class StatementDenied(AirlockError):
+    """A statement was refused by policy or by an approver."""
+
+    sqlstate = "42501"
+    mysql_errno = 1142  # ER_TABLEACCESS_DENIED_ERROR
+    mysql_sqlstate = "42000"
+
+
+class HoldTimedOut(AirlockError):
+    """A held statement was not decided within hold_timeout."""
+
+    sqlstate = "57014"
+    mysql_errno = 1317  # ER_QUERY_INTERRUPTED
+    mysql_sqlstate = "70100"
+
+
+class GatewayShuttingDown(AirlockError):
+    sqlstate = "57P01"
+    mysql_errno = 1053  # ER_SERVER_SHUTDOWN
+    mysql_sqlstate = "08S01"
+    fatal = True

@@ -1,0 +1,188 @@
+"""Incremental framing of PostgreSQL byte streams.
+
+Bytes go in with `feed`; whole messages come out of `next_message`, which
+returns None when more bytes are needed. Lengths are checked against a cap
+before anything is buffered, so a peer cannot make the gateway allocate what it
+announces. https://www.postgresql.org/docs/current/protocol-overview.html#PROTOCOL-MESSAGE-CONCEPTS
+
+`BackendRelay` is the relay's fast path for server output: it finds message
+boundaries without copying message bodies, passes the bodies of uninteresting
+messages (DataRow, RowDescription, CopyData, ...) through as they arrive, and
+hands back whole the few messages the gateway must look at.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from protocols.errors import MessageTooLarge, ProtocolViolation
+
+#: PostgreSQL itself refuses startup packets above this size.
+MAX_STARTUP_BYTES = 10_000
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_TLS_HANDSHAKE = 0x16
+
+_LENGTH = struct.Struct("!i")
+_HEADER = struct.Struct("!Bi")
+
+
+class StartupFramer:
+    """Frames the untyped messages that open a connection (SSLRequest, StartupMessage, ...)."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, raw: bytes) -> None:
+        self._buffer += raw
+
+    def next_message(self) -> bytes | None:
+        buffer = self._buffer
+        if buffer and buffer[0] == _TLS_HANDSHAKE:
+            raise ProtocolViolation(
+                "direct TLS (sslnegotiation=direct) is not supported; use sslmode"
+            )
+        if len(buffer) < 4:
+            return None
+        (length,) = _LENGTH.unpack_from(buffer)
+        if length < 8 or length > MAX_STARTUP_BYTES:
+            raise ProtocolViolation(f"invalid startup packet length {length}")
+        if len(buffer) < length:
+            return None
+        raw = bytes(buffer[:length])
+        del buffer[:length]
+        return raw
+
+    def take_rest(self) -> bytes:
+        """Bytes fed beyond the last message (a client that did not wait for our answer)."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        return rest
+
+
+class MessageFramer:
+    """Frames typed messages (type byte, int32 length) and checks the type is allowed."""
+
+    __slots__ = ("_allowed", "_buffer", "_max_bytes", "_pos")
+
+    def __init__(
+        self, allowed_types: frozenset[int], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ):
+        self._allowed = allowed_types
+        self._max_bytes = max_message_bytes
+        self._buffer = bytearray()
+        self._pos = 0
+
+    def feed(self, raw: bytes) -> None:
+        if self._pos:
+            # Compact lazily: only when new bytes arrive, never per message.
+            del self._buffer[: self._pos]
+            self._pos = 0
+        self._buffer += raw
+
+    def next_message(self) -> bytes | None:
+        buffer = self._buffer
+        pos = self._pos
+        if len(buffer) - pos < 5:
+            return None
+        kind, length = _HEADER.unpack_from(buffer, pos)
+        if kind not in self._allowed:
+            raise ProtocolViolation(f"unexpected message type {bytes([kind])!r}")
+        if length < 4:
+            raise ProtocolViolation(f"invalid message length {length}")
+        if length + 1 > self._max_bytes:
+            raise MessageTooLarge(
+                f"message of {length + 1} bytes exceeds the {self._max_bytes}-byte cap"
+            )
+        end = pos + 1 + length
+        if len(buffer) < end:
+            return None
+        raw = bytes(buffer[pos:end])
+        self._pos = end
+        return raw
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer) - self._pos
+
+    def take_buffered(self) -> bytes:
+        """Every byte not yet returned as a message, for a new owner of the stream."""
+        rest = bytes(self._buffer[self._pos :])
+        self._buffer.clear()
+        self._pos = 0
+        return rest
+
+
+class BackendRelay:
+    """Splits server output into bytes to pass through and messages to inspect.
+
+    `feed(raw)` returns a list of chunks in stream order: `bytes` objects are
+    framed bytes to forward as they are; `tuple[int, bytes]` items are whole
+    messages of an inspected type (type byte, raw message) that the caller
+    decides about (and forwards, usually). Bytes of a header that is not yet
+    complete are held back, so nothing unframed is ever passed on.
+    """
+
+    __slots__ = ("_held", "_inspect", "_max_inspected", "_remaining", "_valid")
+
+    def __init__(
+        self,
+        valid_types: frozenset[int],
+        inspect_types: frozenset[int],
+        max_inspected_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ):
+        self._valid = valid_types
+        self._inspect = inspect_types
+        self._max_inspected = max_inspected_bytes
+        self._remaining = 0  # body bytes of a passed-through message still to come
+        self._held = b""  # an incomplete header, or an incomplete inspected message
+
+    def feed(self, raw: bytes) -> list[bytes | tuple[int, bytes]]:
+        if self._held:
+            raw = self._held + raw
+            self._held = b""
+        out: list[bytes | tuple[int, bytes]] = []
+        size = len(raw)
+        pos = 0
+        start = 0  # start of the current pass-through run
+        inspect = self._inspect
+        if self._remaining:
+            if self._remaining >= size:
+                self._remaining -= size
+                return [raw]
+            pos = self._remaining
+            self._remaining = 0
+        while pos < size:
+            if size - pos < 5:
+                self._held = raw[pos:]
+                break
+            kind, length = _HEADER.unpack_from(raw, pos)
+            if kind not in self._valid or length < 4:
+                raise ProtocolViolation(f"malformed server message (type {kind}, length {length})")
+            end = pos + 1 + length
+            if kind in inspect:
+                if length + 1 > self._max_inspected:
+                    raise MessageTooLarge(f"server message of {length + 1} bytes exceeds the cap")
+                if end > size:
+                    self._held = raw[pos:]
+                    break
+                if pos > start:
+                    out.append(raw[start:pos])
+                out.append((kind, raw[pos:end]))
+                start = pos = end
+                continue
+            if end > size:
+                self._remaining = end - size
+                pos = size
+                break
+            pos = end
+        stop = size - len(self._held)
+        if stop > start:
+            out.append(raw[start:stop] if start or stop != size else raw)
+        return out
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when no message is partly received."""
+        return not self._remaining and not self._held

@@ -1,0 +1,157 @@
+"""One side of a proxied connection: an asyncio.Protocol with two modes.
+
+During the handshake the session awaits bytes (`read`), which keeps login code
+linear. Once relaying, bytes go straight to a callback from `data_received`
+with no task switch, which is what makes the relay fast. Flow control is
+paired: when a channel's outgoing buffer fills, its peer stops reading, so a
+slow client never makes the gateway buffer a whole result set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import cast
+
+DataCallback = Callable[[bytes], None]
+ClosedCallback = Callable[[BaseException | None], None]
+
+
+class ConnectionClosed(Exception):
+    """The peer closed the connection while a message was awaited."""
+
+
+class Channel(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: Channel | None = None
+        self._inbox = bytearray()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._close_exc: BaseException | None = None
+        self._on_data: DataCallback | None = None
+        self._on_closed: ClosedCallback | None = None
+        self._reading_paused = False
+        self.is_tls = False
+
+    # --- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+
+    def data_received(self, data: bytes) -> None:
+        if self._on_data is not None:
+            self._on_data(data)
+            return
+        self._inbox += data
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._mark_closed(None)
+        return False  # close our side too: a half-open PostgreSQL/MySQL session is useless
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._mark_closed(exc)
+
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.resume_reading()
+
+    # --- handshake mode
+
+    async def read(self) -> bytes:
+        """Bytes received so far, waiting for some if there are none."""
+        while not self._inbox:
+            if self._closed:
+                raise ConnectionClosed("connection closed by peer")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        received = bytes(self._inbox)
+        self._inbox.clear()
+        return received
+
+    @property
+    def has_unread(self) -> bool:
+        return bool(self._inbox)
+
+    async def start_tls(self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None) -> None:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        transport = await loop.start_tls(
+            self.transport, self, context, server_side=server_side, server_hostname=server_hostname,
+            ssl_handshake_timeout=30.0,
+        )
+        self.transport = cast(asyncio.Transport, transport)
+        self.is_tls = True
+
+    # --- relay mode
+
+    def start_relay(self, on_data: DataCallback, on_closed: ClosedCallback) -> None:
+        """Hand every further byte to on_data; bytes already read are delivered first."""
+        self._on_data = on_data
+        self._on_closed = on_closed
+        if self._inbox:
+            pending = bytes(self._inbox)
+            self._inbox.clear()
+            on_data(pending)
+        if self._closed:
+            on_closed(self._close_exc)
+
+    def write(self, raw: bytes) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.write(raw)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._reading_paused and not self._closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self._reading_paused and not self._closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def peer_address(self) -> tuple[str, int] | None:
+        if self.transport is None:
+            return None
+        address = self.transport.get_extra_info("peername")
+        if isinstance(address, tuple) and len(address) >= 2:
+            return str(address[0]), int(address[1])
+        return None
+
+    # --- internals
+
+    def _mark_closed(self, exc: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_exc = exc
+        self._wake()
+        if self._on_closed is not None:
+            self._on_closed(exc)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)

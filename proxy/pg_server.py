@@ -1,0 +1,425 @@
+"""The PostgreSQL listener: login, upstream connection, relay, cancel, session_ttl.
+
+Each client connection is one `PgSession`. Its login is linear async code over
+a `Channel`; once both sides are up, bytes flow through the sans-I/O `PgRelay`
+from `data_received` callbacks, and this module only carries out the relay's
+actions. Clients get gateway-minted BackendKeyData; a CancelRequest is mapped
+back to the upstream backend of the session that owns the key, so no client
+can cancel another's query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from policy.identity import Identity
+from policy.rules import EffectivePolicy, effective_policy
+from protocols.errors import (
+    AirlockError,
+    AuthenticationFailed,
+    AuthorizationDenied,
+    FeatureNotSupported,
+    GatewayShuttingDown,
+    InsecureTransport,
+    ProtocolViolation,
+    SessionExpired,
+    UnknownTarget,
+    UpstreamUnavailable,
+)
+from protocols.postgres import messages as m
+from protocols.postgres.framing import MessageFramer, StartupFramer
+from proxy.channel import Channel, ConnectionClosed
+from proxy.config import Settings, TargetSettings
+from proxy.pg_relay import Action, EndSession, PgRelay, SendToClient, SendToServer, error_message
+from proxy.pg_upstream import UpstreamSession, connect_upstream, read_message
+
+log = logging.getLogger("airlock.postgres")
+
+LOGIN_TIMEOUT_S = 60.0
+CANCEL_TIMEOUT_S = 5.0
+#: Room for the largest token we would verify, plus the message envelope.
+_MAX_PASSWORD_MESSAGE_BYTES = 64 * 1024
+
+#: Startup parameters passed on to the upstream; anything else is dropped with a notice.
+#: `options` is never passed: `-c role=...` or `-c default_transaction_read_only=off`
+#: would set server settings without any SQL the gateway sees.
+FORWARDED_PARAMETERS = frozenset({
+    "application_name", "client_encoding", "DateStyle", "TimeZone", "extra_float_digits",
+    "IntervalStyle", "search_path", "statement_timeout", "lock_timeout",
+    "idle_in_transaction_session_timeout", "datestyle", "timezone", "intervalstyle",
+})
+#: Client encodings whose multibyte characters can end in a backslash or quote
+#: byte: the classifier could not lex such text as the server does.
+UNSAFE_CLIENT_ENCODINGS = frozenset({"SJIS", "SHIFT_JIS", "BIG5", "GBK", "GB18030", "UHC", "JOHAB", "WIN932", "WIN936", "WIN949", "WIN950", "MSKANJI", "SHIFTJIS2004", "SHIFT_JIS_2004", "TCVN"})
+
+
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Identity: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTarget:
+    """Where a client's cancel key leads: one upstream backend."""
+
+    host: str
+    port: int
+    process_id: int
+    secret_key: int
+    session: PgSession
+
+
+def _is_loopback(address: tuple[str, int] | None) -> bool:
+    if address is None:
+        return False
+    try:
+        return ipaddress.ip_address(address[0].split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _int32(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+class PgListener:
+    def __init__(
+        self,
+        settings: Settings,
+        verifier: TokenVerifier,
+        tls_context: ssl.SSLContext | None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.tls_context = tls_context
+        self.clock = clock
+        self.sessions: set[PgSession] = set()
+        self.cancel_keys: dict[tuple[int, int], CancelTarget] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._accept, host, port, reuse_address=True)
+        return self._server
+
+    def _accept(self) -> Channel:
+        channel = Channel()
+        task = asyncio.get_running_loop().create_task(self._handle(channel))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return channel
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.sessions):
+            session.end("gateway shutting down", GatewayShuttingDown("the gateway is shutting down"))
+        for task in list(self._tasks):
+            task.cancel()  # sessions still logging in
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def new_cancel_key(self) -> tuple[int, int]:
+        while True:
+            key = (secrets.randbits(31) or 1, _int32(secrets.randbits(32)))
+            if key not in self.cancel_keys:
+                return key
+
+    async def _handle(self, channel: Channel) -> None:
+        session = PgSession(self, channel)
+        try:
+            await session.run()
+        except Exception:
+            # A bug in one session must not take the listener down; it is logged, loudly.
+            log.exception("session %s failed", session.id)
+            session.end("internal error", AirlockError("internal gateway error"))
+        finally:
+            session.end("gateway shutting down", GatewayShuttingDown("the gateway is shutting down"))
+
+    async def forward_cancel(self, request: m.CancelRequest) -> None:
+        target = self.cancel_keys.get((request.process_id, request.secret_key))
+        if target is None:
+            log.info("cancel request with an unknown key ignored")
+            return
+        target.session.cancel_requested()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                _, channel = await loop.create_connection(Channel, target.host, target.port)
+                channel.write(m.CancelRequest.build(target.process_id, target.secret_key).raw)
+                try:
+                    await channel.read()  # the server closes when it has the request
+                except ConnectionClosed:
+                    pass
+                channel.close()
+        except (OSError, TimeoutError) as exc:
+            log.warning("could not forward a cancel request for session %s: %s", target.session.id, exc)
+
+
+class PgSession:
+    def __init__(self, listener: PgListener, client_side: Channel) -> None:
+        self.id = uuid.uuid4().hex
+        self.listener = listener
+        self.client_side = client_side
+        self.server_side: Channel | None = None
+        self.identity: Identity | None = None
+        self.target: TargetSettings | None = None
+        self.policy: EffectivePolicy | None = None
+        self.relay: PgRelay | None = None
+        self.cancel_key: tuple[int, int] | None = None
+        self.ended = False
+        self._done: asyncio.Future[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self.client_address: tuple[str, int] | None = None
+
+    # --- lifecycle
+
+    async def run(self) -> None:
+        self._done = asyncio.get_running_loop().create_future()
+        self.client_address = self.client_side.peer_address()
+        try:
+            async with asyncio.timeout(LOGIN_TIMEOUT_S):
+                upstream = await self._login()
+        except AirlockError as error:
+            log.info("login refused for %s: %s", self.client_address, error.message)
+            self.end(f"login refused: {error.message}", error)
+            return
+        except TimeoutError:
+            self.end("login timed out", ProtocolViolation("login not completed in time"))
+            return
+        except ConnectionClosed:
+            self.end("client closed during login")
+            return
+        if upstream is None:
+            self.end("startup finished without a session")
+            return
+        self._start_relay(upstream)
+        await self._done
+
+    def end(self, reason: str, error: AirlockError | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self.cancel_key is not None:
+            self.listener.cancel_keys.pop(self.cancel_key, None)
+        self.listener.sessions.discard(self)
+        if error is not None and not self.client_side.closed:
+            self.client_side.write(error_message(error, fatal=True))
+        self.client_side.close()
+        if self.server_side is not None:
+            if not self.server_side.closed:
+                self.server_side.write(m.Terminate().raw)
+            self.server_side.close()
+        if self.identity is not None:
+            log.info("session %s ended: %s", self.id, reason)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def cancel_requested(self) -> None:
+        """A CancelRequest arrived with this session's key (issue 3 withdraws holds here)."""
+        log.info("session %s: cancel requested", self.id)
+
+    # --- login
+
+    async def _login(self) -> UpstreamSession | None:
+        startup = await self._negotiate_startup()
+        if startup is None:
+            return None
+        settings = self.listener.settings
+        client_tls = self.client_side.is_tls
+        if not client_tls and not (settings.allow_insecure_loopback and _is_loopback(self.client_address)):
+            raise InsecureTransport(
+                "the gateway accepts tokens only over TLS",
+                hint="connect with sslmode=require (or verify-full)",
+            )
+        self.client_side.write(m.AuthenticationCleartextPassword().raw)
+        framer = MessageFramer(frozenset(b"p"), _MAX_PASSWORD_MESSAGE_BYTES)
+        password = m.decode_password(await read_message(self.client_side, framer))
+        if framer.buffered:
+            raise ProtocolViolation("client sent messages before authentication completed")
+        try:
+            token = password.password.decode("ascii")
+        except UnicodeDecodeError:
+            raise AuthenticationFailed("the password is not a token") from None
+        self.identity = await self.listener.verifier.verify(token.strip())
+        database = startup.parameters.get("database") or startup.parameters.get("user", "")
+        target = settings.targets.get(database)
+        if target is None or target.protocol != "postgres":
+            raise UnknownTarget(f'no PostgreSQL target named "{database}"')
+        self.target = target
+        self.policy = effective_policy(settings.rules, self.identity.groups, target.name)
+        if self.policy is None:
+            raise AuthorizationDenied(
+                f'no rule lets "{self.identity.subject}" reach target "{target.name}"',
+                detail=f"groups: {', '.join(sorted(self.identity.groups)) or '(none)'}",
+            )
+        forwarded, dropped = self._startup_parameters(startup)
+        upstream = await connect_upstream(
+            target.upstream, forwarded, max_message_bytes=settings.max_message_bytes
+        )
+        self.server_side = upstream.channel
+        reply = [m.AuthenticationOk().raw]
+        reply += [status.raw for status in upstream.login.parameters]
+        if upstream.login.backend_key is not None:
+            self.cancel_key = self.listener.new_cancel_key()
+            key = upstream.login.backend_key
+            self.listener.cancel_keys[self.cancel_key] = CancelTarget(
+                target.upstream.host, target.upstream.port, key.process_id, key.secret_key, self
+            )
+            reply.append(m.BackendKeyData.build(*self.cancel_key).raw)
+        if dropped:
+            reply.append(m.NoticeResponse.build(
+                f"the gateway did not pass on startup parameter(s): {', '.join(sorted(dropped))}",
+                severity="WARNING", code="01000",
+            ).raw)
+        assert upstream.login.ready is not None
+        reply.append(upstream.login.ready.raw)
+        self.client_side.write(b"".join(reply))
+        log.info(
+            "session %s: %s (%s) -> %s from %s, tls=%s",
+            self.id, self.identity.subject, ",".join(sorted(self.identity.groups)),
+            target.name, self.client_address, client_tls,
+        )
+        return upstream
+
+    async def _negotiate_startup(self) -> m.StartupMessage | None:
+        framer = StartupFramer()
+        while True:
+            raw = framer.next_message()
+            if raw is None:
+                framer.feed(await self.client_side.read())
+                continue
+            message = m.decode_initial(raw)
+            if isinstance(message, m.CancelRequest):
+                await self.listener.forward_cancel(message)
+                return None
+            if isinstance(message, m.GSSENCRequest):
+                self.client_side.write(b"N")
+                continue
+            if isinstance(message, m.SSLRequest):
+                if self.client_side.is_tls:
+                    raise ProtocolViolation("SSLRequest on a connection that is already TLS")
+                rest = framer.take_rest()
+                if rest or self.client_side.has_unread:
+                    # Bytes sent before the handshake would be read as if they came over
+                    # TLS (CVE-2021-23214): refuse them.
+                    raise ProtocolViolation("data received before the TLS handshake")
+                if self.listener.tls_context is None:
+                    self.client_side.write(b"N")
+                    continue
+                self.client_side.write(b"S")
+                await self.client_side.start_tls(self.listener.tls_context, server_side=True)
+                continue
+            return self._check_startup(message)
+
+    def _check_startup(self, startup: m.StartupMessage) -> m.StartupMessage:
+        replication = startup.parameters.get("replication", "false").lower()
+        if replication not in ("false", "off", "no", "0"):
+            raise FeatureNotSupported("replication connections are not allowed through the gateway")
+        unrecognized = tuple(sorted(p for p in startup.parameters if p.startswith("_pq_.")))
+        if startup.minor != 0 or unrecognized:
+            # We speak 3.0 only: tell the client, which then carries on in 3.0.
+            self.client_side.write(m.NegotiateProtocolVersion.build(0, unrecognized).raw)
+        encoding = startup.parameters.get("client_encoding", "").upper().replace("-", "_")
+        if encoding in UNSAFE_CLIENT_ENCODINGS:
+            raise FeatureNotSupported(
+                f"client_encoding {encoding} is not supported through the gateway",
+                hint="use UTF8",
+            )
+        return startup
+
+    @staticmethod
+    def _startup_parameters(startup: m.StartupMessage) -> tuple[dict[str, str], set[str]]:
+        forwarded: dict[str, str] = {}
+        dropped: set[str] = set()
+        for name, value in startup.parameters.items():
+            if name in ("user", "database", "replication") or name.startswith("_pq_."):
+                continue
+            if name in FORWARDED_PARAMETERS:
+                forwarded[name] = value
+            else:
+                dropped.add(name)
+        return forwarded, dropped
+
+    # --- relay
+
+    def _start_relay(self, upstream: UpstreamSession) -> None:
+        assert self.relay is None and self.policy is not None and self.identity is not None
+        ready = upstream.login.ready
+        assert ready is not None
+        self.relay = PgRelay(
+            transaction_status=ready.status,
+            max_message_bytes=self.listener.settings.max_message_bytes,
+        )
+        self.relay.server_parameters.update({p.name: p.value for p in upstream.login.parameters})
+        self.listener.sessions.add(self)
+        loop = asyncio.get_running_loop()
+        ttl_s = self.policy.session_ttl_s
+        token_left_s = self.identity.expires_at - self.listener.clock()
+        if token_left_s < ttl_s:
+            self._deadline = loop.call_later(max(token_left_s, 0.0), self._expire, "the token expired")
+        else:
+            self._deadline = loop.call_later(ttl_s, self._expire, "session_ttl reached")
+        client_side, server_side = self.client_side, upstream.channel
+        client_side.peer, server_side.peer = server_side, client_side
+        server_side.start_relay(self._server_data, self._server_closed)
+        if upstream.leftover:
+            self._server_data(upstream.leftover)
+        client_side.start_relay(self._client_data, self._client_closed)
+
+    def _client_data(self, raw: bytes) -> None:
+        assert self.relay is not None
+        try:
+            actions = self.relay.client_data(raw)
+        except AirlockError as error:
+            self.end(f"client protocol error: {error.message}", error)
+            return
+        self._apply(actions)
+
+    def _server_data(self, raw: bytes) -> None:
+        assert self.relay is not None
+        try:
+            actions = self.relay.server_data(raw)
+        except AirlockError as error:
+            log.warning("session %s: upstream protocol error: %s", self.id, error.message)
+            self.end("upstream protocol error", error)
+            return
+        self._apply(actions)
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendToServer):
+                assert self.server_side is not None
+                self.server_side.write(action.raw)
+            elif isinstance(action, SendToClient):
+                self.client_side.write(action.raw)
+            elif isinstance(action, EndSession):
+                self.end(action.reason, action.error)
+
+    def _client_closed(self, exc: BaseException | None) -> None:
+        self.end("client closed the connection" if exc is None else f"client connection lost: {exc}")
+
+    def _server_closed(self, exc: BaseException | None) -> None:
+        self.end(
+            "upstream closed the connection",
+            None if self.relay is not None and self.relay.terminated
+            else UpstreamUnavailable("the upstream server closed the connection"),
+        )
+
+    def _expire(self, reason: str) -> None:
+        self.end(reason, SessionExpired(f"session ended by the gateway: {reason}"))

@@ -1,0 +1,91 @@
+"""Opening the gateway's own connection to a PostgreSQL upstream and logging in.
+
+The gateway logs in with the credentials in its config, never the client's;
+only an allowlist of harmless startup parameters is passed on from the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from protocols.errors import ProtocolViolation, UpstreamUnavailable
+from protocols.postgres import messages as m
+from protocols.postgres.auth import UpstreamLogin
+from protocols.postgres.framing import MessageFramer
+from proxy.channel import Channel, ConnectionClosed
+from proxy.config import UpstreamSettings
+from proxy.tls import upstream_context
+
+_BACKEND_TYPES = frozenset(m.BACKEND_TYPES)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSession:
+    channel: Channel
+    login: UpstreamLogin
+    #: Bytes the server sent after ReadyForQuery, if it was quick (normally empty).
+    leftover: bytes
+
+
+async def read_message(channel: Channel, framer: MessageFramer) -> bytes:
+    """The next whole message, reading from the channel as needed."""
+    while (raw := framer.next_message()) is None:
+        framer.feed(await channel.read())
+    return raw
+
+
+async def connect_upstream(
+    upstream: UpstreamSettings, parameters: dict[str, str], *, max_message_bytes: int
+) -> UpstreamSession:
+    """Connect, negotiate TLS per sslmode, log in; raise UpstreamUnavailable on any failure."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(upstream.connect_timeout_s):
+            _, channel = await loop.create_connection(Channel, upstream.host, upstream.port)
+            try:
+                return await _login(channel, upstream, parameters, max_message_bytes)
+            except BaseException:
+                channel.abort()
+                raise
+    except TimeoutError:
+        raise UpstreamUnavailable(
+            f"timed out connecting to the upstream at {upstream.host}:{upstream.port}"
+        ) from None
+    except (OSError, ConnectionClosed) as exc:
+        raise UpstreamUnavailable(
+            f"could not connect to the upstream at {upstream.host}:{upstream.port}: "
+            f"{exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+        ) from None
+
+
+async def _login(
+    channel: Channel, upstream: UpstreamSettings, parameters: dict[str, str], max_message_bytes: int
+) -> UpstreamSession:
+    context = upstream_context(upstream.sslmode, upstream.sslrootcert)
+    if context is not None:
+        channel.write(m.SSLRequest().raw)
+        answer = await channel.read()
+        if answer[:1] == b"S":
+            if len(answer) > 1:
+                raise ProtocolViolation("upstream sent data before the TLS handshake")
+            await channel.start_tls(context, server_side=False, server_hostname=upstream.host)
+        elif answer[:1] == b"N":
+            if upstream.sslmode not in ("prefer", "allow"):
+                raise UpstreamUnavailable(
+                    f"upstream does not support TLS and sslmode is {upstream.sslmode}"
+                )
+            if len(answer) > 1:
+                raise ProtocolViolation("upstream sent data after refusing TLS")
+        else:
+            raise UpstreamUnavailable("upstream answered the SSLRequest with an error")
+    startup = {"user": upstream.user, "database": upstream.database or upstream.user, **parameters}
+    channel.write(m.StartupMessage.build(startup).raw)
+    login = UpstreamLogin(upstream.user, upstream.password)
+    framer = MessageFramer(_BACKEND_TYPES, max_message_bytes)
+    while login.ready is None:
+        raw = await read_message(channel, framer)
+        if reply := login.receive(m.decode_backend(raw)):
+            channel.write(reply)
+    # Anything after ReadyForQuery (a notification, say) belongs to the relay.
+    return UpstreamSession(channel, login, framer.take_buffered())

@@ -1,0 +1,87 @@
+"""The running gateway: wires settings, identity, TLS, listeners and the API together.
+
+This is the only place that owns long-lived asyncio objects; everything below
+it is handed what it needs explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+
+from aiohttp import web
+
+from proxy.api import make_app
+from proxy.config import Settings
+from proxy.oidc import OidcVerifier
+from proxy.pg_server import PgListener
+from proxy.tls import ensure_self_signed, server_context
+
+log = logging.getLogger("airlock")
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.verifier = OidcVerifier(settings.identity)
+        self.tls_context: ssl.SSLContext | None = None
+        self.postgres: PgListener | None = None
+        self._api_runner: web.AppRunner | None = None
+        #: (host, port) actually bound, per listener name; port 0 in the config picks a free one.
+        self.bound: dict[str, tuple[str, int]] = {}
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if settings.tls.cert_file is not None and settings.tls.key_file is not None:
+            cert, key = settings.tls.cert_file, settings.tls.key_file
+        else:
+            cert, key = ensure_self_signed(settings.data_dir / "tls")
+        self.tls_context = server_context(cert, key)
+        await self.verifier.start()
+        if settings.listen.postgres is not None:
+            self.postgres = PgListener(settings, self.verifier, self.tls_context)
+            server = await self.postgres.start(settings.listen.postgres.host, settings.listen.postgres.port)
+            self.bound["postgres"] = _bound_address(server)
+        if settings.listen.api is not None:
+            app = make_app(self._health)
+            self._api_runner = web.AppRunner(app, access_log=None)
+            await self._api_runner.setup()
+            site = web.TCPSite(self._api_runner, settings.listen.api.host, settings.listen.api.port)
+            await site.start()
+            assert site._server is not None
+            self.bound["api"] = _bound_address(site._server)  # type: ignore[arg-type]
+        for name, (host, port) in self.bound.items():
+            log.info("listening for %s on %s:%d", name, host, port)
+
+    def _health(self) -> dict[str, object]:
+        return {"sessions": len(self.postgres.sessions) if self.postgres else 0}
+
+    async def close(self) -> None:
+        if self.postgres is not None:
+            await self.postgres.close()
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
+        await self.verifier.close()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT or SIGTERM, then close sessions cleanly."""
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            await self.close()
+
+
+def _bound_address(server: asyncio.AbstractServer) -> tuple[str, int]:
+    # uvloop's Server is not an asyncio.Server subclass, but has the same `sockets`.
+    sockets = server.sockets  # type: ignore[attr-defined]
+    sockname = sockets[0].getsockname()
+    return str(sockname[0]), int(sockname[1])
