@@ -23,7 +23,8 @@ class ConnectionClosed(Exception):
 
 
 class Channel(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, on_connection_made: Callable[[Channel], None] | None = None) -> None:
+        self._on_connection_made = on_connection_made
         self.transport: asyncio.Transport | None = None
         self.peer: Channel | None = None
         self._inbox = bytearray()
@@ -34,6 +35,7 @@ class Channel(asyncio.Protocol):
         self._on_closed: ClosedCallback | None = None
         self._reading_paused = False
         self.is_tls = False
+        self.remote_address: tuple[str, int] | None = None
 
     # --- asyncio.Protocol
 
@@ -41,6 +43,11 @@ class Channel(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+        address = transport.get_extra_info("peername")
+        if isinstance(address, tuple) and len(address) >= 2:
+            self.remote_address = (str(address[0]), int(address[1]))
+        if self._on_connection_made is not None:
+            self._on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
         if self._on_data is not None:
@@ -84,11 +91,17 @@ class Channel(asyncio.Protocol):
     def has_unread(self) -> bool:
         return bool(self._inbox)
 
-    async def start_tls(self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None) -> None:
+    async def start_tls(
+        self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+    ) -> None:
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         transport = await loop.start_tls(
-            self.transport, self, context, server_side=server_side, server_hostname=server_hostname,
+            self.transport,
+            self,
+            context,
+            server_side=server_side,
+            server_hostname=server_hostname,
             ssl_handshake_timeout=30.0,
         )
         self.transport = cast(asyncio.Transport, transport)
@@ -132,14 +145,6 @@ class Channel(asyncio.Protocol):
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def peer_address(self) -> tuple[str, int] | None:
-        if self.transport is None:
-            return None
-        address = self.transport.get_extra_info("peername")
-        if isinstance(address, tuple) and len(address) >= 2:
-            return str(address[0]), int(address[1])
-        return None
 
     # --- internals
 

@@ -93,10 +93,15 @@ class PgRelay:
                 if forward:
                     actions.append(SendToServer(b"".join(forward)))
                     forward = []
-                actions.extend(self._refuse(FeatureNotSupported(
-                    "the FunctionCall message (fast-path function call) is not allowed "
-                    "through the gateway", hint="call the function in a SQL statement"
-                )))
+                actions.extend(
+                    self._refuse(
+                        FeatureNotSupported(
+                            "the FunctionCall message (fast-path function call) is not allowed "
+                            "through the gateway",
+                            hint="call the function in a SQL statement",
+                        )
+                    )
+                )
             elif kind == 0x58:  # Terminate
                 forward.append(message)
                 self.terminated = True
@@ -147,13 +152,22 @@ class PgRelay:
         if self._unsynced:
             # Mid-pipeline the server is between Syncs; an injected ReadyForQuery
             # would desynchronise the client.
-            return [EndSession("refused message inside an unsynced pipeline", ProtocolViolation(
-                f"{error.message} (sent inside an extended-protocol pipeline)"
-            ))]
+            return [
+                EndSession(
+                    "refused message inside an unsynced pipeline",
+                    ProtocolViolation(
+                        f"{error.message} (sent inside an extended-protocol pipeline)"
+                    ),
+                )
+            ]
         reply = error_message(error, fatal=False)
         self._owed.append(reply)
         # The status is read when the reply is released, not now: earlier requests may change it.
-        return [SendToClient(b"".join(self._local_replies_due()))] if self._owed[0] is not _UPSTREAM else []
+        return (
+            [SendToClient(b"".join(self._local_replies_due()))]
+            if self._owed[0] is not _UPSTREAM
+            else []
+        )
 
     def _local_replies_due(self) -> list[bytes]:
         out: list[bytes] = []

@@ -11,6 +11,7 @@ can cancel another's query.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import secrets
@@ -52,14 +53,44 @@ _MAX_PASSWORD_MESSAGE_BYTES = 64 * 1024
 #: Startup parameters passed on to the upstream; anything else is dropped with a notice.
 #: `options` is never passed: `-c role=...` or `-c default_transaction_read_only=off`
 #: would set server settings without any SQL the gateway sees.
-FORWARDED_PARAMETERS = frozenset({
-    "application_name", "client_encoding", "DateStyle", "TimeZone", "extra_float_digits",
-    "IntervalStyle", "search_path", "statement_timeout", "lock_timeout",
-    "idle_in_transaction_session_timeout", "datestyle", "timezone", "intervalstyle",
-})
+FORWARDED_PARAMETERS = frozenset(
+    {
+        "application_name",
+        "client_encoding",
+        "DateStyle",
+        "TimeZone",
+        "extra_float_digits",
+        "IntervalStyle",
+        "search_path",
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "datestyle",
+        "timezone",
+        "intervalstyle",
+    }
+)
 #: Client encodings whose multibyte characters can end in a backslash or quote
 #: byte: the classifier could not lex such text as the server does.
-UNSAFE_CLIENT_ENCODINGS = frozenset({"SJIS", "SHIFT_JIS", "BIG5", "GBK", "GB18030", "UHC", "JOHAB", "WIN932", "WIN936", "WIN949", "WIN950", "MSKANJI", "SHIFTJIS2004", "SHIFT_JIS_2004", "TCVN"})
+UNSAFE_CLIENT_ENCODINGS = frozenset(
+    {
+        "SJIS",
+        "SHIFT_JIS",
+        "BIG5",
+        "GBK",
+        "GB18030",
+        "UHC",
+        "JOHAB",
+        "WIN932",
+        "WIN936",
+        "WIN949",
+        "WIN950",
+        "MSKANJI",
+        "SHIFTJIS2004",
+        "SHIFT_JIS_2004",
+        "TCVN",
+    }
+)
 
 
 class TokenVerifier(Protocol):
@@ -114,17 +145,20 @@ class PgListener:
         return self._server
 
     def _accept(self) -> Channel:
-        channel = Channel()
+        return Channel(on_connection_made=self._connected)
+
+    def _connected(self, channel: Channel) -> None:
         task = asyncio.get_running_loop().create_task(self._handle(channel))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return channel
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
         for session in list(self.sessions):
-            session.end("gateway shutting down", GatewayShuttingDown("the gateway is shutting down"))
+            session.end(
+                "gateway shutting down", GatewayShuttingDown("the gateway is shutting down")
+            )
         for task in list(self._tasks):
             task.cancel()  # sessions still logging in
         if self._tasks:
@@ -147,7 +181,9 @@ class PgListener:
             log.exception("session %s failed", session.id)
             session.end("internal error", AirlockError("internal gateway error"))
         finally:
-            session.end("gateway shutting down", GatewayShuttingDown("the gateway is shutting down"))
+            session.end(
+                "gateway shutting down", GatewayShuttingDown("the gateway is shutting down")
+            )
 
     async def forward_cancel(self, request: m.CancelRequest) -> None:
         target = self.cancel_keys.get((request.process_id, request.secret_key))
@@ -160,13 +196,13 @@ class PgListener:
             async with asyncio.timeout(CANCEL_TIMEOUT_S):
                 _, channel = await loop.create_connection(Channel, target.host, target.port)
                 channel.write(m.CancelRequest.build(target.process_id, target.secret_key).raw)
-                try:
+                with contextlib.suppress(ConnectionClosed):
                     await channel.read()  # the server closes when it has the request
-                except ConnectionClosed:
-                    pass
                 channel.close()
         except (OSError, TimeoutError) as exc:
-            log.warning("could not forward a cancel request for session %s: %s", target.session.id, exc)
+            log.warning(
+                "could not forward a cancel request for session %s: %s", target.session.id, exc
+            )
 
 
 class PgSession:
@@ -189,7 +225,7 @@ class PgSession:
 
     async def run(self) -> None:
         self._done = asyncio.get_running_loop().create_future()
-        self.client_address = self.client_side.peer_address()
+        self.client_address = self.client_side.remote_address
         try:
             async with asyncio.timeout(LOGIN_TIMEOUT_S):
                 upstream = await self._login()
@@ -242,7 +278,9 @@ class PgSession:
             return None
         settings = self.listener.settings
         client_tls = self.client_side.is_tls
-        if not client_tls and not (settings.allow_insecure_loopback and _is_loopback(self.client_address)):
+        if not client_tls and not (
+            settings.allow_insecure_loopback and _is_loopback(self.client_address)
+        ):
             raise InsecureTransport(
                 "the gateway accepts tokens only over TLS",
                 hint="connect with sslmode=require (or verify-full)",
@@ -283,17 +321,25 @@ class PgSession:
             )
             reply.append(m.BackendKeyData.build(*self.cancel_key).raw)
         if dropped:
-            reply.append(m.NoticeResponse.build(
-                f"the gateway did not pass on startup parameter(s): {', '.join(sorted(dropped))}",
-                severity="WARNING", code="01000",
-            ).raw)
+            reply.append(
+                m.NoticeResponse.build(
+                    "the gateway did not pass on startup parameter(s): "
+                    + ", ".join(sorted(dropped)),
+                    severity="WARNING",
+                    code="01000",
+                ).raw
+            )
         assert upstream.login.ready is not None
         reply.append(upstream.login.ready.raw)
         self.client_side.write(b"".join(reply))
         log.info(
             "session %s: %s (%s) -> %s from %s, tls=%s",
-            self.id, self.identity.subject, ",".join(sorted(self.identity.groups)),
-            target.name, self.client_address, client_tls,
+            self.id,
+            self.identity.subject,
+            ",".join(sorted(self.identity.groups)),
+            target.name,
+            self.client_address,
+            client_tls,
         )
         return upstream
 
@@ -359,7 +405,8 @@ class PgSession:
     # --- relay
 
     def _start_relay(self, upstream: UpstreamSession) -> None:
-        assert self.relay is None and self.policy is not None and self.identity is not None
+        assert self.policy is not None
+        assert self.identity is not None
         ready = upstream.login.ready
         assert ready is not None
         self.relay = PgRelay(
@@ -372,7 +419,9 @@ class PgSession:
         ttl_s = self.policy.session_ttl_s
         token_left_s = self.identity.expires_at - self.listener.clock()
         if token_left_s < ttl_s:
-            self._deadline = loop.call_later(max(token_left_s, 0.0), self._expire, "the token expired")
+            self._deadline = loop.call_later(
+                max(token_left_s, 0.0), self._expire, "the token expired"
+            )
         else:
             self._deadline = loop.call_later(ttl_s, self._expire, "session_ttl reached")
         client_side, server_side = self.client_side, upstream.channel
@@ -412,12 +461,15 @@ class PgSession:
                 self.end(action.reason, action.error)
 
     def _client_closed(self, exc: BaseException | None) -> None:
-        self.end("client closed the connection" if exc is None else f"client connection lost: {exc}")
+        self.end(
+            "client closed the connection" if exc is None else f"client connection lost: {exc}"
+        )
 
     def _server_closed(self, exc: BaseException | None) -> None:
         self.end(
             "upstream closed the connection",
-            None if self.relay is not None and self.relay.terminated
+            None
+            if self.relay is not None and self.relay.terminated
             else UpstreamUnavailable("the upstream server closed the connection"),
         )
 

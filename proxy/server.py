@@ -7,14 +7,17 @@ it is handed what it needs explicitly.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import ssl
+from typing import Any
 
 from aiohttp import web
 
 from proxy.api import make_app
-from proxy.config import Settings
+from proxy.config import Settings, dev_issuer_url
+from proxy.dev_issuer import DevIssuer
 from proxy.oidc import OidcVerifier
 from proxy.pg_server import PgListener
 from proxy.tls import ensure_self_signed, server_context
@@ -25,7 +28,8 @@ log = logging.getLogger("airlock")
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.verifier = OidcVerifier(settings.identity)
+        self.verifier: OidcVerifier | None = None
+        self.dev_issuer: DevIssuer | None = None
         self.tls_context: ssl.SSLContext | None = None
         self.postgres: PgListener | None = None
         self._api_runner: web.AppRunner | None = None
@@ -40,21 +44,45 @@ class Gateway:
         else:
             cert, key = ensure_self_signed(settings.data_dir / "tls")
         self.tls_context = server_context(cert, key)
+        # The API comes up first: with dev_issuer on, it serves the keys tokens verify against.
+        if settings.listen.api is not None:
+            await self._start_api(settings)
+        settings = self.settings
+        self.verifier = OidcVerifier(settings.identity)
         await self.verifier.start()
         if settings.listen.postgres is not None:
             self.postgres = PgListener(settings, self.verifier, self.tls_context)
-            server = await self.postgres.start(settings.listen.postgres.host, settings.listen.postgres.port)
+            endpoint = settings.listen.postgres
+            server = await self.postgres.start(endpoint.host, endpoint.port)
             self.bound["postgres"] = _bound_address(server)
-        if settings.listen.api is not None:
-            app = make_app(self._health)
-            self._api_runner = web.AppRunner(app, access_log=None)
-            await self._api_runner.setup()
-            site = web.TCPSite(self._api_runner, settings.listen.api.host, settings.listen.api.port)
-            await site.start()
-            assert site._server is not None
-            self.bound["api"] = _bound_address(site._server)  # type: ignore[arg-type]
         for name, (host, port) in self.bound.items():
             log.info("listening for %s on %s:%d", name, host, port)
+
+    async def _start_api(self, settings: Settings) -> None:
+        assert settings.listen.api is not None
+        app = make_app(self._health)
+        runner = web.AppRunner(app, access_log=None)
+        self._api_runner = runner
+        if settings.dev_issuer:
+            # Routes must exist before the app starts; the issuer URL is fixed below.
+            issuer = DevIssuer(
+                settings.data_dir, settings.identity.issuer, settings.identity.audience
+            )
+            app.router.add_routes(issuer.routes())
+            self.dev_issuer = issuer
+        await runner.setup()
+        site = web.TCPSite(runner, settings.listen.api.host, settings.listen.api.port)
+        await site.start()
+        self.bound["api"] = _bound_address(runner.server, site)
+        if self.dev_issuer is not None and settings.listen.api.port == 0:
+            url = dev_issuer_url(settings.listen, self.bound["api"][1])
+            identity = dataclasses.replace(settings.identity, issuer=url)
+            self.settings = dataclasses.replace(settings, identity=identity)
+            self.dev_issuer.issuer = url
+        if self.dev_issuer is not None:
+            log.warning(
+                "development issuer enabled at %s: not for production", self.dev_issuer.issuer
+            )
 
     def _health(self) -> dict[str, object]:
         return {"sessions": len(self.postgres.sessions) if self.postgres else 0}
@@ -64,7 +92,8 @@ class Gateway:
             await self.postgres.close()
         if self._api_runner is not None:
             await self._api_runner.cleanup()
-        await self.verifier.close()
+        if self.verifier is not None:
+            await self.verifier.close()
 
     async def serve_forever(self) -> None:
         """Run until SIGINT or SIGTERM, then close sessions cleanly."""
@@ -80,8 +109,9 @@ class Gateway:
             await self.close()
 
 
-def _bound_address(server: asyncio.AbstractServer) -> tuple[str, int]:
-    # uvloop's Server is not an asyncio.Server subclass, but has the same `sockets`.
-    sockets = server.sockets  # type: ignore[attr-defined]
-    sockname = sockets[0].getsockname()
+def _bound_address(server: Any, site: web.TCPSite | None = None) -> tuple[str, int]:
+    # uvloop's Server is not an asyncio.Server subclass, but has the same `sockets`;
+    # aiohttp keeps its site's server private, so read it from there.
+    holder: Any = site._server if site is not None else server
+    sockname = holder.sockets[0].getsockname()
     return str(sockname[0]), int(sockname[1])

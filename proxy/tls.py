@@ -24,7 +24,9 @@ log = logging.getLogger("airlock.tls")
 SELF_SIGNED_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
-def ensure_self_signed(directory: Path, names: tuple[str, ...] = SELF_SIGNED_NAMES) -> tuple[Path, Path]:
+def ensure_self_signed(
+    directory: Path, names: tuple[str, ...] = SELF_SIGNED_NAMES
+) -> tuple[Path, Path]:
     """Return (cert, key) under directory, generating them the first time."""
     cert_path = directory / "server.crt"
     key_path = directory / "server.key"

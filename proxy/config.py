@@ -1,0 +1,892 @@
+"""Gateway configuration: the one frozen `Settings` object, loaded from YAML and validated.
+
+This module owns the shape of `airlock.yaml` (SPEC "Policy (YAML config)"): listeners,
+identity (OIDC) settings, named upstream targets with their credentials, access rules,
+TLS files and limits. Every mistake becomes a `ConfigError` whose text names the file,
+the dotted key and the problem, so a bad config stops startup with one clear line.
+Nothing here is global: `load_settings` returns `Settings` and the caller passes it on.
+
+Upstream passwords are read here (from the environment, a file or the URL) and are never
+written into an error message or a repr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import math
+import os
+import re
+import urllib.parse
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+import yaml.constructor
+import yaml.nodes
+
+from policy.identity import IdentitySettings
+from policy.rules import STATEMENT_CLASSES, Action, HoldMode, Rule
+
+__all__ = [
+    "ConfigError",
+    "Endpoint",
+    "ListenSettings",
+    "Settings",
+    "TargetSettings",
+    "TlsSettings",
+    "UpstreamSettings",
+    "load_settings",
+    "parse_duration",
+    "parse_settings",
+]
+
+
+_DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A config that cannot be used: `str(e)` is "<file>: <dotted.key>: <problem>"."""
+
+    def __init__(self, source: Path | str, key: str, problem: str) -> None:
+        self.source = str(source)
+        #: Dotted path of the offending key ("rules[0].write"); empty for whole-file problems.
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{self.source}: {key}: {problem}" if key else f"{self.source}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSettings:
+    postgres: Endpoint | None
+    mysql: Endpoint | None
+    api: Endpoint | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    protocol: str
+    host: str
+    port: int
+    user: str
+    password: str | None = field(default=None, repr=False)
+    database: str = ""
+    sslmode: str = "prefer"
+    sslrootcert: Path | None = None
+    connect_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSettings:
+    name: str
+    protocol: str
+    upstream: UpstreamSettings
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Both files or neither; neither means a self-signed pair generated into data_dir."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    source: Path
+    listen: ListenSettings
+    allow_insecure_loopback: bool
+    data_dir: Path
+    identity: IdentitySettings
+    targets: Mapping[str, TargetSettings]
+    rules: tuple[Rule, ...]
+    tls: TlsSettings
+    max_message_bytes: int = _DEFAULT_MAX_MESSAGE_BYTES
+    #: Serve a development OIDC issuer on the API listener (`airlock dev-token`
+    #: mints its tokens). Off unless the config turns it on.
+    dev_issuer: bool = False
+
+
+# --- durations and sizes -------------------------------------------------------------------
+
+_DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# "ms" is tried before "m" so "250ms" is not read as 250 minutes and a stray "s".
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
+_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_DURATION_HINT = "use seconds or units ms, s, m, h, d, e.g. 250ms, 30s, 5m, 1h30m"
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds in a duration: "5m", "1h30m", "250ms", or a bare number of seconds.
+
+    Raises ValueError for negatives, NaN/infinity and anything else unparseable. Units
+    must appear largest first and at most once ("5m1h" is more likely a typo than intent).
+    """
+    if isinstance(text, bool):  # bool is an int; `hold_timeout: yes` is never a duration
+        raise ValueError(f"expected a duration, got a boolean ({_DURATION_HINT})")
+    if isinstance(text, int | float):
+        seconds = float(text)
+    elif isinstance(text, str):
+        seconds = _parse_duration_text(text)
+    else:
+        raise TypeError(f"expected a duration string or number, got {type(text).__name__}")
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ValueError(f"duration must be finite (got {text!r})")
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative (got {text!r})")
+    return seconds
+
+
+def _parse_duration_text(text: str) -> float:
+    stripped = text.strip()
+    if stripped.startswith("-"):
+        raise ValueError(f"duration must not be negative (got {_quote(text)})")
+    if _PLAIN_NUMBER.fullmatch(stripped):
+        return float(stripped)
+    seconds = 0.0
+    position = 0
+    last_unit_size = math.inf
+    for part in _DURATION_PART.finditer(stripped):
+        unit_size = _DURATION_UNITS[part.group(2)]
+        if part.start() != position or unit_size >= last_unit_size:
+            break
+        seconds += float(part.group(1)) * unit_size
+        position = part.end()
+        last_unit_size = unit_size
+    else:
+        if stripped and position == len(stripped):
+            return seconds
+    raise ValueError(f"invalid duration {_quote(text)} ({_DURATION_HINT})")
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_SIZE = re.compile(r"(\d+)\s*([A-Za-z]*)")
+
+
+def _parse_size(value: object) -> int:
+    """Bytes in an int or "64KiB"/"16MiB"; ValueError otherwise.
+
+    Decimal units (MB) are refused rather than guessed: 16MB and 16MiB differ by 5%.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str):
+        match = _SIZE.fullmatch(value.strip())
+        if match is None or match.group(2) not in _SIZE_UNITS:
+            raise ValueError(
+                f"invalid size {_quote(value)} (use bytes or units B, KiB, MiB, GiB, e.g. 16MiB)"
+            )
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    else:
+        raise ValueError(f"must be a size such as 16MiB or a number of bytes (got {_shown(value)})")
+    if size <= 0:
+        raise ValueError(f"must be a positive size (got {_shown(value)})")
+    return size
+
+
+# --- how values are shown in messages ------------------------------------------------------
+
+
+def _quote(text: str, limit: int = 60) -> str:
+    # Long values are cut so one error stays one readable line.
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        # Unquoted yes/no/on/off are booleans in YAML; showing `true` hints at that.
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        return _quote(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _suggestion(word: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+# --- YAML ----------------------------------------------------------------------------------
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: plain PyYAML keeps the last one silently,
+    so a second `write: allow` further down a rule would quietly win."""
+
+    def construct_mapping(
+        self, node: yaml.nodes.MappingNode, deep: bool = False
+    ) -> dict[Hashable, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.nodes.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            identity = (key_node.tag, str(key_node.value))
+            if identity in seen:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"duplicate key {_quote(str(key_node.value))}",
+                    problem_mark=key_node.start_mark,
+                )
+            seen.add(identity)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_error(source: Path | str, error: yaml.YAMLError) -> ConfigError:
+    # Built from the parts, never str(error): PyYAML's text quotes the offending line,
+    # which may be an upstream URL carrying a password.
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        problem = error.problem or error.context or "invalid YAML"
+        if error.context and error.problem:
+            problem = f"{problem} ({error.context})"
+        if mark is not None:
+            return ConfigError(
+                source, "", f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+            )
+        return ConfigError(source, "", problem)
+    return ConfigError(source, "", f"invalid YAML: {type(error).__name__}")
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_settings(path: Path | str, *, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, parse and validate a config file; any problem is a ConfigError naming it."""
+    source = Path(path)
+    try:
+        raw = source.read_bytes()
+    except OSError as error:
+        raise ConfigError(source, "", f"cannot read: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(source, "", "not UTF-8 text") from None
+    try:
+        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        raise _yaml_error(source, error) from None
+    return parse_settings(document, source=source, environ=environ)
+
+
+def parse_settings(
+    document: object, *, source: Path, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate an already-loaded YAML document (tests, configs built in code).
+
+    `source` names the file in messages; relative paths resolve against its directory.
+    """
+    if document is None:
+        raise ConfigError(source, "", "the file is empty")
+    if not isinstance(document, dict):
+        raise ConfigError(source, "", f"the top level must be a mapping (got {_shown(document)})")
+    parser = _Parser(source, os.environ if environ is None else environ)
+    return parser.settings(document)
+
+
+#: Where the development issuer lives on the API listener.
+DEV_ISSUER_PATH = "/dev-issuer"
+DEV_AUDIENCE = "api://airlock"
+
+
+def dev_issuer_url(listen: ListenSettings, port: int | None = None) -> str:
+    """The development issuer's URL; `port` overrides a configured port 0 once bound."""
+    assert listen.api is not None
+    endpoint = Endpoint(listen.api.host, listen.api.port if port is None else port)
+    return f"http://{endpoint}{DEV_ISSUER_PATH}"
+
+
+_TOP_KEYS = (
+    "listen",
+    "allow_insecure_loopback",
+    "data_dir",
+    "identity",
+    "targets",
+    "rules",
+    "tls",
+    "limits",
+    "dev_issuer",
+)
+_LISTEN_KEYS = ("postgres", "mysql", "api")
+_IDENTITY_KEYS = (
+    "issuer",
+    "audience",
+    "groups_claim",
+    "algorithms",
+    "leeway",
+    "max_token_age",
+    "max_token_bytes",
+    "client_id",
+    "jwks_lifespan",
+    "jwks_refetch_cooldown",
+    "http_timeout",
+)
+_TARGET_KEYS = ("protocol", "upstream", "password_env", "password_file")
+_RULE_KEYS = (
+    "groups",
+    "targets",
+    *STATEMENT_CLASSES,
+    "approvers",
+    "hold",
+    "hold_timeout",
+    "grant_ttl",
+    "session_ttl",
+)
+_TLS_KEYS = ("cert_file", "key_file")
+_LIMITS_KEYS = ("max_message_bytes",)
+
+_DEFAULT_LISTEN = ListenSettings(
+    postgres=Endpoint("127.0.0.1", 6432), mysql=None, api=Endpoint("127.0.0.1", 8080)
+)
+_PROTOCOLS = ("postgres", "mysql")
+_SCHEMES = {"postgresql": "postgres", "postgres": "postgres", "mysql": "mysql"}
+_DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
+_SSLMODES = {
+    "postgres": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "mysql": ("disable", "prefer", "require", "verify-ca", "verify-full"),
+}
+_URL_PARAMETERS = ("sslmode", "sslrootcert", "connect_timeout")
+# Spellings from other clients' URLs, pointed at ours rather than silently accepted.
+_URL_PARAMETER_HINTS = {
+    "ssl-mode": "sslmode",
+    "ssl_mode": "sslmode",
+    "ssl-ca": "sslrootcert",
+    "ssl_ca": "sslrootcert",
+    "connect-timeout": "connect_timeout",
+}
+#: Asymmetric only: `none` and HMAC (HS*) would let a public key be used as a shared secret.
+_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
+#: A leeway larger than this makes `exp` meaningless for short-lived tokens.
+_MAX_LEEWAY_S = 300.0
+_MIN_MESSAGE_BYTES = 4 * 1024
+#: PostgreSQL itself refuses messages over 1 GiB.
+_MAX_MESSAGE_BYTES = 1024**3
+_MIN_TOKEN_BYTES = 256
+_MAX_TOKEN_BYTES = 1024**2
+
+
+class _Parser:
+    """One pass over a document; each method validates one part and names its key."""
+
+    def __init__(self, source: Path, environ: Mapping[str, str]) -> None:
+        self.source = source
+        self.environ = environ
+        # absolute() rather than resolve(): keep the user's symlinked layout, but make the
+        # settings independent of a later chdir.
+        self.base_dir = source.absolute().parent
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, key, problem)
+
+    # -- generic shapes --
+
+    def mapping(
+        self, value: object, key: str, known: Sequence[str], required: Sequence[str] = ()
+    ) -> dict[str, object]:
+        if not isinstance(value, dict):
+            raise self.fail(key or "(top level)", f"must be a mapping (got {_shown(value)})")
+        for name in value:
+            if not isinstance(name, str):
+                raise self.fail(key, f"keys must be strings (got {_shown(name)})")
+            if name not in known:
+                hint = _suggestion(name, known) or f"known keys: {', '.join(known)}"
+                raise self.fail(_join(key, name), f"unknown key ({hint})")
+        for name in required:
+            if value.get(name) is None:
+                raise self.fail(_join(key, name), "is required")
+        return value
+
+    def string(self, value: object, key: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"must be a string (got {_shown(value)})")
+        if not value.strip():
+            raise self.fail(key, "must not be empty")
+        return value
+
+    def boolean(self, value: object, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false (got {_shown(value)})")
+        return value
+
+    def choice(self, value: object, key: str, choices: Sequence[str]) -> str:
+        if not isinstance(value, str) or value not in choices:
+            hint = _suggestion(value, choices) if isinstance(value, str) else ""
+            problem = f"must be one of {', '.join(choices)} (got {_shown(value)})"
+            raise self.fail(key, f"{problem}; {hint}" if hint else problem)
+        return value
+
+    def duration(
+        self, value: object, key: str, *, positive: bool = True, maximum: float | None = None
+    ) -> float:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise self.fail(key, f"must be a duration such as 30s, 5m or 1h (got {_shown(value)})")
+        try:
+            seconds = parse_duration(value)
+        except ValueError as error:
+            raise self.fail(key, str(error)) from None
+        if positive and seconds == 0:
+            raise self.fail(key, "must be longer than zero")
+        if maximum is not None and seconds > maximum:
+            raise self.fail(key, f"must be at most {maximum:g}s (got {seconds:g}s)")
+        return seconds
+
+    def size(self, value: object, key: str, minimum: int, maximum: int) -> int:
+        try:
+            size = _parse_size(value)
+        except ValueError as error:
+            raise self.fail(key, str(error)) from None
+        if not minimum <= size <= maximum:
+            raise self.fail(
+                key, f"must be between {minimum} and {maximum} bytes (got {size} bytes)"
+            )
+        return size
+
+    def string_list(self, value: object, key: str, *, what: str) -> tuple[str, ...]:
+        if isinstance(value, str):
+            # The commonest slip: `groups: data-agents` instead of `groups: [data-agents]`.
+            raise self.fail(
+                key, f"must be a list of {what} (got {_shown(value)}; write [{value}] for one)"
+            )
+        if not isinstance(value, list):
+            raise self.fail(key, f"must be a list of {what} (got {_shown(value)})")
+        items = tuple(self.string(item, f"{key}[{index}]") for index, item in enumerate(value))
+        return tuple(dict.fromkeys(items))  # drop repeats, keep order
+
+    def path(self, value: object, key: str) -> Path:
+        path = Path(self.string(value, key)).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def existing_file(self, value: object, key: str) -> Path:
+        path = self.path(value, key)
+        if not path.is_file():
+            raise self.fail(key, f"no such file: {path}")
+        return path
+
+    # -- sections --
+
+    def settings(self, document: dict[Any, Any]) -> Settings:
+        top = self.mapping(document, "", _TOP_KEYS, required=("targets",))
+        listen = self.listen(top.get("listen"))
+        dev_issuer = self.boolean(top.get("dev_issuer", False), "dev_issuer")
+        if dev_issuer and listen.api is None:
+            raise self.fail("dev_issuer", "needs the API listener (listen.api), which serves it")
+        if not dev_issuer and top.get("identity") is None:
+            raise self.fail("identity", "is required (or set dev_issuer: true for development)")
+        targets = self.targets(top["targets"], listen)
+        rules_value = top.get("rules")
+        if rules_value is not None and not isinstance(rules_value, list):
+            raise self.fail("rules", f"must be a list of rules (got {_shown(rules_value)})")
+        rules = tuple(
+            self.rule(value, f"rules[{index}]", targets)
+            for index, value in enumerate(rules_value or [])
+        )
+        data_dir = self.path(top.get("data_dir", "./airlock-data"), "data_dir")
+        if data_dir.exists() and not data_dir.is_dir():
+            raise self.fail("data_dir", f"is not a directory: {data_dir}")
+        max_message_bytes = _DEFAULT_MAX_MESSAGE_BYTES
+        limits_value = top.get("limits")
+        if limits_value is not None:
+            limits = self.mapping(limits_value, "limits", _LIMITS_KEYS)
+            if limits.get("max_message_bytes") is not None:
+                max_message_bytes = self.size(
+                    limits["max_message_bytes"],
+                    "limits.max_message_bytes",
+                    _MIN_MESSAGE_BYTES,
+                    _MAX_MESSAGE_BYTES,
+                )
+        insecure = top.get("allow_insecure_loopback", False)
+        return Settings(
+            source=self.source.absolute(),
+            listen=listen,
+            allow_insecure_loopback=self.boolean(insecure, "allow_insecure_loopback"),
+            data_dir=data_dir,
+            identity=self.identity(
+                top.get("identity") or {}, dev_issuer_url(listen) if dev_issuer else None
+            ),
+            targets=MappingProxyType(targets),
+            rules=rules,
+            tls=self.tls(top.get("tls")),
+            max_message_bytes=max_message_bytes,
+            dev_issuer=dev_issuer,
+        )
+
+    def listen(self, value: object) -> ListenSettings:
+        if value is None:
+            return _DEFAULT_LISTEN
+        section = self.mapping(value, "listen", _LISTEN_KEYS)
+        endpoints: dict[str, Endpoint | None] = {}
+        for name in _LISTEN_KEYS:
+            # An explicit null turns a listener off; an absent key keeps the default.
+            if name not in section:
+                endpoints[name] = getattr(_DEFAULT_LISTEN, name)
+            elif section[name] is None:
+                endpoints[name] = None
+            else:
+                endpoints[name] = self.endpoint(section[name], f"listen.{name}")
+        used: dict[tuple[str, int], str] = {}
+        for name, endpoint in endpoints.items():
+            if endpoint is None or endpoint.port == 0:
+                continue
+            address = (endpoint.host, endpoint.port)
+            if address in used:
+                raise self.fail(
+                    f"listen.{name}", f"{endpoint} is already used by listen.{used[address]}"
+                )
+            used[address] = name
+        return ListenSettings(
+            postgres=endpoints["postgres"], mysql=endpoints["mysql"], api=endpoints["api"]
+        )
+
+    def endpoint(self, value: object, key: str) -> Endpoint:
+        if not isinstance(value, str):
+            raise self.fail(
+                key, f"must be a 'host:port' string such as '127.0.0.1:6432' (got {_shown(value)})"
+            )
+        text = value.strip()
+        if text.startswith("["):
+            host, bracket, rest = text[1:].partition("]")
+            if not bracket or not rest.startswith(":"):
+                raise self.fail(key, f"must be '[ipv6]:port' (got {_quote(value)})")
+            port_text = rest[1:]
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise self.fail(key, f"{_quote(host)} is not an IPv6 address") from None
+        else:
+            host, colon, port_text = text.rpartition(":")
+            if not colon:
+                raise self.fail(key, f"must be 'host:port' (got {_quote(value)})")
+            if ":" in host:
+                raise self.fail(
+                    key, f"put an IPv6 address in brackets, e.g. '[{host}]:{port_text}'"
+                )
+        if not host:
+            raise self.fail(key, f"has no host (got {_quote(value)}); use 0.0.0.0 for all")
+        # Port 0 asks the OS for a free port, which tests rely on.
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise self.fail(key, f"port must be a number from 0 to 65535 (got {_quote(port_text)})")
+        return Endpoint(host=host, port=int(port_text))
+
+    def identity(self, value: object, dev_issuer: str | None) -> IdentitySettings:
+        key = "identity"
+        if dev_issuer is None:
+            section = self.mapping(value, key, _IDENTITY_KEYS, required=("issuer", "audience"))
+            issuer = self.issuer(section["issuer"], "identity.issuer")
+            audience = self.string(section["audience"], "identity.audience")
+        else:
+            section = self.mapping(value, key, _IDENTITY_KEYS)
+            if section.get("issuer") is not None:
+                raise self.fail(
+                    "identity.issuer", "must be left out with dev_issuer: true (it is the gateway)"
+                )
+            issuer = dev_issuer
+            audience = self.string(section.get("audience", DEV_AUDIENCE), "identity.audience")
+        # Any: the values have the types of their fields, which mypy checks at replace().
+        changes: dict[str, Any] = {}
+        if section.get("groups_claim") is not None:
+            changes["groups_claim"] = self.string(section["groups_claim"], "identity.groups_claim")
+        if section.get("algorithms") is not None:
+            changes["algorithms"] = self.algorithms(section["algorithms"], "identity.algorithms")
+        durations = {
+            "leeway": ("leeway_s", False, _MAX_LEEWAY_S),
+            "max_token_age": ("max_token_age_s", True, None),
+            "jwks_lifespan": ("jwks_lifespan_s", True, None),
+            "jwks_refetch_cooldown": ("jwks_refetch_cooldown_s", False, None),
+            "http_timeout": ("http_timeout_s", True, None),
+        }
+        for name, (attribute, positive, maximum) in durations.items():
+            if section.get(name) is not None:
+                changes[attribute] = self.duration(
+                    section[name], _join(key, name), positive=positive, maximum=maximum
+                )
+        if section.get("max_token_bytes") is not None:
+            changes["max_token_bytes"] = self.size(
+                section["max_token_bytes"],
+                "identity.max_token_bytes",
+                _MIN_TOKEN_BYTES,
+                _MAX_TOKEN_BYTES,
+            )
+        if section.get("client_id") is not None:
+            changes["client_id"] = self.string(section["client_id"], "identity.client_id")
+        return dataclasses.replace(IdentitySettings(issuer=issuer, audience=audience), **changes)
+
+    def issuer(self, value: object, key: str) -> str:
+        issuer = self.string(value, key)
+        try:
+            parts = urllib.parse.urlsplit(issuer)
+            host = parts.hostname
+        except ValueError:
+            raise self.fail(key, f"is not a URL (got {_quote(issuer)})") from None
+        if parts.scheme not in ("https", "http") or not host:
+            raise self.fail(key, f"must be an https:// URL (got {_quote(issuer)})")
+        if parts.query or parts.fragment:
+            # OIDC discovery requires an issuer without query or fragment.
+            raise self.fail(key, "must not have a ?query or #fragment")
+        if parts.scheme == "http" and not _is_loopback(host):
+            raise self.fail(
+                key,
+                f"must use https (got {_quote(issuer)}); plain http is accepted only for a "
+                "loopback issuer (localhost, 127.x.x.x, ::1)",
+            )
+        return issuer
+
+    def algorithms(self, value: object, key: str) -> tuple[str, ...]:
+        names = self.string_list(value, key, what="algorithms")
+        if not names:
+            raise self.fail(key, f"must list at least one of {', '.join(_ALGORITHMS)}")
+        for index, name in enumerate(names):
+            if name in _ALGORITHMS:
+                continue
+            if name.lower() == "none" or name.upper().startswith("HS"):
+                why = "'none' and HMAC (HS*) algorithms are never accepted"
+                raise self.fail(f"{key}[{index}]", f"{_quote(name)} is not allowed: {why}")
+            self.choice(name, f"{key}[{index}]", _ALGORITHMS)
+        return names
+
+    def targets(self, value: object, listen: ListenSettings) -> dict[str, TargetSettings]:
+        if not isinstance(value, dict):
+            raise self.fail("targets", f"must be a mapping of target names (got {_shown(value)})")
+        if not value:
+            raise self.fail("targets", "must name at least one target")
+        targets: dict[str, TargetSettings] = {}
+        for name, target_value in value.items():
+            if not isinstance(name, str) or not name.strip():
+                raise self.fail("targets", f"target names must be strings (got {_shown(name)})")
+            targets[name] = self.target(name, target_value, f"targets.{name}", listen)
+        return targets
+
+    def target(self, name: str, value: object, key: str, listen: ListenSettings) -> TargetSettings:
+        section = self.mapping(value, key, _TARGET_KEYS, required=("protocol", "upstream"))
+        protocol = self.choice(section["protocol"], f"{key}.protocol", _PROTOCOLS)
+        if getattr(listen, protocol) is None:
+            # The client's protocol picks the listener, so this target could never be reached.
+            raise self.fail(
+                f"{key}.protocol", f"is {protocol}, but listen.{protocol} is not configured"
+            )
+        upstream = self.upstream(section, key, protocol)
+        return TargetSettings(name=name, protocol=protocol, upstream=upstream)
+
+    def upstream(self, section: dict[str, object], key: str, protocol: str) -> UpstreamSettings:
+        url_key = f"{key}.upstream"
+        url = self.string(section["upstream"], url_key)
+        # Nothing below echoes any part of the URL: it may carry a password.
+        try:
+            parts = urllib.parse.urlsplit(url.strip())
+        except ValueError:  # an unbalanced IPv6 bracket
+            raise self.fail(url_key, "is not a valid URL") from None
+        scheme_protocol = _SCHEMES.get(parts.scheme)
+        if scheme_protocol is None:
+            raise self.fail(url_key, "must start with postgresql://, postgres:// or mysql://")
+        try:
+            host = parts.hostname
+            port = parts.port
+        except ValueError as error:
+            if str(error).startswith("Port out of range"):
+                raise self.fail(url_key, "port must be a number from 1 to 65535") from None
+            # Usually an unencoded '/', '?', '#' or '@' in the password moving the split.
+            raise self.fail(
+                url_key,
+                "has no valid host:port (percent-encode / ? # @ : in the user or password)",
+            ) from None
+        url_password = parts.password
+        if scheme_protocol != protocol:
+            raise self.fail(url_key, f"is a {parts.scheme}:// URL but {key}.protocol is {protocol}")
+        if parts.fragment:
+            raise self.fail(url_key, "has a #fragment (percent-encode '#' in a password as %23)")
+        if not parts.username:
+            raise self.fail(url_key, f"names no user ({parts.scheme}://USER@host:port/database)")
+        if not host:
+            raise self.fail(url_key, f"names no host ({parts.scheme}://user@HOST:port/database)")
+        if port == 0:
+            raise self.fail(url_key, "port must be a number from 1 to 65535")
+        database = urllib.parse.unquote(parts.path.removeprefix("/"))
+        if "/" in database:
+            raise self.fail(url_key, "path must be just /database (percent-encode '/' in names)")
+        parameters = self.url_parameters(parts.query, url_key, protocol)
+        password = self.password(section, key, urllib.parse.unquote(url_password or ""))
+        sslrootcert: Path | None = None
+        if "sslrootcert" in parameters:
+            sslrootcert = Path(parameters["sslrootcert"]).expanduser()
+            sslrootcert = sslrootcert if sslrootcert.is_absolute() else self.base_dir / sslrootcert
+            if not sslrootcert.is_file():
+                raise self.fail(url_key, f"sslrootcert: no such file: {sslrootcert}")
+        connect_timeout_s = 10.0
+        if "connect_timeout" in parameters:
+            try:
+                connect_timeout_s = parse_duration(parameters["connect_timeout"])
+            except ValueError as error:
+                raise self.fail(url_key, f"connect_timeout: {error}") from None
+            if connect_timeout_s == 0:
+                raise self.fail(url_key, "connect_timeout: must be longer than zero")
+        return UpstreamSettings(
+            protocol=protocol,
+            host=host,
+            port=port or _DEFAULT_PORTS[protocol],
+            user=urllib.parse.unquote(parts.username),
+            password=password,
+            database=database,
+            sslmode=parameters.get("sslmode", "prefer"),
+            sslrootcert=sslrootcert,
+            connect_timeout_s=connect_timeout_s,
+        )
+
+    def url_parameters(self, query: str, key: str, protocol: str) -> dict[str, str]:
+        try:
+            pairs = urllib.parse.parse_qsl(
+                query, keep_blank_values=True, strict_parsing=bool(query)
+            )
+        except ValueError:
+            raise self.fail(key, "has a malformed ?query (expected name=value&...)") from None
+        parameters: dict[str, str] = {}
+        for name, value in pairs:
+            if name == "password":
+                raise self.fail(key, "put the password in password_env or password_file")
+            if name not in _URL_PARAMETERS:
+                hint = _URL_PARAMETER_HINTS.get(name)
+                suggestion = (
+                    f"did you mean {hint!r}?" if hint else _suggestion(name, _URL_PARAMETERS)
+                )
+                known = f"known: {', '.join(_URL_PARAMETERS)}"
+                raise self.fail(
+                    key, f"unknown query parameter {_quote(name)} ({suggestion or known})"
+                )
+            if name in parameters:
+                raise self.fail(key, f"query parameter {name!r} is given twice")
+            parameters[name] = value
+        sslmode = parameters.get("sslmode")
+        if sslmode is not None and sslmode not in _SSLMODES[protocol]:
+            choices = ", ".join(_SSLMODES[protocol])
+            raise self.fail(key, f"sslmode must be one of {choices} (got {_quote(sslmode)})")
+        return parameters
+
+    def password(self, section: dict[str, object], key: str, url_password: str) -> str | None:
+        given = [
+            name for name in ("password_env", "password_file") if section.get(name) is not None
+        ]
+        if url_password:
+            given.append("a password in the upstream URL")
+        if len(given) > 1:
+            raise self.fail(key, f"give the password one way only (got {' and '.join(given)})")
+        if section.get("password_env") is not None:
+            env_key = f"{key}.password_env"
+            variable = self.string(section["password_env"], env_key)
+            secret = self.environ.get(variable)
+            if secret is None:
+                raise self.fail(env_key, f"environment variable {variable!r} is not set")
+            if not secret:
+                raise self.fail(env_key, f"environment variable {variable!r} is empty")
+            return secret
+        if section.get("password_file") is not None:
+            file_key = f"{key}.password_file"
+            path = self.path(section["password_file"], file_key)
+            try:
+                secret = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+                raise self.fail(file_key, f"cannot read {path}: {reason or error}") from None
+            # Editors and `echo` add a final newline that is not part of the password.
+            secret = secret.rstrip("\r\n")
+            if not secret:
+                raise self.fail(file_key, f"{path} is empty")
+            return secret
+        # Discouraged (the password sits in the config file), but accepted.
+        return url_password or None
+
+    def rule(self, value: object, key: str, targets: Mapping[str, TargetSettings]) -> Rule:
+        section = self.mapping(value, key, _RULE_KEYS, required=("groups", "targets"))
+        groups = self.string_list(section["groups"], f"{key}.groups", what="group names")
+        if not groups:
+            raise self.fail(f"{key}.groups", "must name at least one group")
+        target_names = self.string_list(section["targets"], f"{key}.targets", what="target names")
+        if not target_names:
+            raise self.fail(f"{key}.targets", "must name at least one target")
+        for index, name in enumerate(target_names):
+            if name not in targets:
+                hint = _suggestion(name, list(targets)) or f"configured: {', '.join(targets)}"
+                raise self.fail(
+                    f"{key}.targets[{index}]", f"no target named {_quote(name)} ({hint})"
+                )
+        changes: dict[str, Any] = {}  # field name -> value, as in identity() above
+        actions = tuple(action.value for action in Action)
+        for statement_class in STATEMENT_CLASSES:
+            if section.get(statement_class) is not None:
+                choice = self.choice(section[statement_class], f"{key}.{statement_class}", actions)
+                changes[statement_class] = Action(choice)
+        if section.get("approvers") is not None:
+            approvers = self.string_list(section["approvers"], f"{key}.approvers", what="groups")
+            changes["approvers"] = frozenset(approvers)
+        if section.get("hold") is not None:
+            hold = self.choice(section["hold"], f"{key}.hold", tuple(m.value for m in HoldMode))
+            changes["hold"] = HoldMode(hold)
+        for name in ("hold_timeout", "grant_ttl", "session_ttl"):
+            if section.get(name) is not None:
+                changes[f"{name}_s"] = self.duration(section[name], f"{key}.{name}")
+        rule = dataclasses.replace(
+            Rule(groups=frozenset(groups), targets=frozenset(target_names)), **changes
+        )
+        approving = [c for c in STATEMENT_CLASSES if rule.action_for(c) is Action.APPROVE]
+        if approving and not rule.approvers:
+            listed = ", ".join(c if c in changes else f"{c} (by default)" for c in approving)
+            raise self.fail(
+                f"{key}.approvers",
+                f"is required: {listed} statements need approval, so name the groups "
+                "allowed to decide (or set those classes to allow or deny)",
+            )
+        return rule
+
+    def tls(self, value: object) -> TlsSettings:
+        if value is None:
+            return TlsSettings()
+        section = self.mapping(value, "tls", _TLS_KEYS)
+        cert, key = section.get("cert_file"), section.get("key_file")
+        if (cert is None) != (key is None):
+            missing, present = (
+                ("key_file", "cert_file") if key is None else ("cert_file", "key_file")
+            )
+            raise self.fail(
+                f"tls.{missing}",
+                f"is required when tls.{present} is set (give both, or neither for a "
+                "self-signed certificate)",
+            )
+        if cert is None:
+            return TlsSettings()
+        return TlsSettings(
+            cert_file=self.existing_file(cert, "tls.cert_file"),
+            key_file=self.existing_file(key, "tls.key_file"),
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
