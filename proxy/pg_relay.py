@@ -46,8 +46,8 @@ Action = SendToServer | SendToClient | EndSession
 
 _UPSTREAM = None  # an `_owed` entry the server will answer
 
-_Z, _S, _K, _R = b"Z"[0], b"S"[0], b"K"[0], b"R"[0]
-_INSPECTED = frozenset((_Z, _S, _K, _R))
+_Z, _S, _K, _R, _E = b"Z"[0], b"S"[0], b"K"[0], b"R"[0], b"E"[0]
+_INSPECTED = frozenset((_Z, _S, _K, _R, _E))
 _BACKEND_TYPES = frozenset(m.BACKEND_TYPES)
 _FRONTEND_TYPES = frozenset(m.FRONTEND_TYPES)
 _EXTENDED = frozenset(b"PBDECH")
@@ -70,7 +70,14 @@ class PgRelay:
         self._owed: deque[bytes | None] = deque()
         self._unsynced = False  # extended-protocol messages sent since the last Sync
         self.terminated = False
+        #: The server sent a FATAL or PANIC error: it is about to close, and said why.
+        self.server_fatal = False
         self.server_parameters: dict[str, str] = {}
+
+    @property
+    def busy(self) -> bool:
+        """The server is still working on something the client sent."""
+        return self._unsynced or any(entry is _UPSTREAM for entry in self._owed)
 
     # --- events
 
@@ -134,6 +141,12 @@ class PgRelay:
                 self._owed.popleft()
                 out.append(message)
                 out.extend(self._local_replies_due())
+            elif kind == _E:
+                error = m.decode_backend(message)
+                assert isinstance(error, m.ErrorResponse)
+                if error.severity in ("FATAL", "PANIC"):
+                    self.server_fatal = True
+                out.append(message)
             elif kind == _S:
                 status = m.decode_backend(message)
                 assert isinstance(status, m.ParameterStatus)

@@ -18,9 +18,9 @@ import secrets
 import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from policy.identity import Identity
 from policy.rules import EffectivePolicy, effective_policy
@@ -148,9 +148,7 @@ class PgListener:
         return Channel(on_connection_made=self._connected)
 
     def _connected(self, channel: Channel) -> None:
-        task = asyncio.get_running_loop().create_task(self._handle(channel))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.spawn(self._handle(channel))
 
     async def close(self) -> None:
         if self._server is not None:
@@ -185,12 +183,21 @@ class PgListener:
                 "gateway shutting down", GatewayShuttingDown("the gateway is shutting down")
             )
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a background job the listener owns (and waits for at shutdown)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def forward_cancel(self, request: m.CancelRequest) -> None:
         target = self.cancel_keys.get((request.process_id, request.secret_key))
         if target is None:
             log.info("cancel request with an unknown key ignored")
             return
         target.session.cancel_requested()
+        await self.cancel_upstream(target)
+
+    async def cancel_upstream(self, target: CancelTarget) -> None:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CANCEL_TIMEOUT_S):
@@ -245,14 +252,20 @@ class PgSession:
         self._start_relay(upstream)
         await self._done
 
-    def end(self, reason: str, error: AirlockError | None = None) -> None:
+    def end(
+        self, reason: str, error: AirlockError | None = None, *, cancel_running: bool = False
+    ) -> None:
+        """End the session once; `cancel_running` stops a query the upstream is still running
+        (closing its socket alone would not: a backend notices only when it next writes)."""
         if self.ended:
             return
         self.ended = True
         if self._deadline is not None:
             self._deadline.cancel()
         if self.cancel_key is not None:
-            self.listener.cancel_keys.pop(self.cancel_key, None)
+            target = self.listener.cancel_keys.pop(self.cancel_key, None)
+            if cancel_running and target is not None and self.relay is not None and self.relay.busy:
+                self.listener.spawn(self.listener.cancel_upstream(target))
         self.listener.sessions.discard(self)
         if error is not None and not self.client_side.closed:
             self.client_side.write(error_message(error, fatal=True))
@@ -462,15 +475,18 @@ class PgSession:
 
     def _client_closed(self, exc: BaseException | None) -> None:
         self.end(
-            "client closed the connection" if exc is None else f"client connection lost: {exc}"
+            "client closed the connection" if exc is None else f"client connection lost: {exc}",
+            cancel_running=True,
         )
 
     def _server_closed(self, exc: BaseException | None) -> None:
+        relay = self.relay
+        # A server that said why it closes (FATAL) was heard; a client that sent
+        # Terminate expects the close. Anything else gets a reason from us.
+        quiet = relay is not None and (relay.terminated or relay.server_fatal)
         self.end(
             "upstream closed the connection",
-            None
-            if self.relay is not None and self.relay.terminated
-            else UpstreamUnavailable("the upstream server closed the connection"),
+            None if quiet else UpstreamUnavailable("the upstream server closed the connection"),
         )
 
     def _expire(self, reason: str) -> None:

@@ -60,10 +60,18 @@ class RunningGateway:
         self.loop.call_soon_threadsafe(run)
         return future.result(timeout=10)
 
-    def dsn(self, token: str, *, dbname: str = "orders", sslmode: str = "require", **params: str) -> str:
+    def dsn(
+        self, token: str, *, dbname: str = "orders", sslmode: str = "require", **params: str
+    ) -> str:
         parts = {
-            "host": "127.0.0.1", "port": str(self.pg_port), "dbname": dbname, "user": "agent",
-            "password": token, "sslmode": sslmode, "connect_timeout": "10", **params,
+            "host": "127.0.0.1",
+            "port": str(self.pg_port),
+            "dbname": dbname,
+            "user": "agent",
+            "password": token,
+            "sslmode": sslmode,
+            "connect_timeout": "10",
+            **params,
         }
         return " ".join(f"{k}='{v}'" for k, v in parts.items())
 
@@ -81,12 +89,21 @@ def gateway_document(
         "allow_insecure_loopback": False,
         "data_dir": str(data_dir),
         "identity": {
-            "issuer": issuer.url, "audience": issuer.audience, "jwks_refetch_cooldown": "1s",
+            "issuer": issuer.url,
+            "audience": issuer.audience,
+            "jwks_refetch_cooldown": "1s",
         },
         "targets": {"orders": {"protocol": "postgres", "upstream": upstream_dsn_url}},
         "rules": [
-            {"groups": ["data-agents"], "targets": ["orders"], "read": "allow", "write": "allow",
-             "ddl": "allow", "admin": "deny", "approvers": ["oncall-dba"]},
+            {
+                "groups": ["data-agents"],
+                "targets": ["orders"],
+                "read": "allow",
+                "write": "allow",
+                "ddl": "allow",
+                "admin": "deny",
+                "approvers": ["oncall-dba"],
+            },
         ],
     }
     for key, value in overrides.items():
@@ -130,7 +147,10 @@ def gateway_factory(
     running: list[RunningGateway] = []
 
     def make(upstream: str | None = None, **overrides: Any) -> RunningGateway:
-        url = upstream or f"postgresql://{local_pg.superuser}@{local_pg.host}:{local_pg.port}/{pg_database}?sslmode=disable"
+        url = (
+            upstream
+            or f"postgresql://{local_pg.superuser}@{local_pg.host}:{local_pg.port}/{pg_database}?sslmode=disable"
+        )
         document = gateway_document(issuer, tmp_path / f"data{len(running)}", url, **overrides)
         gateway = start_gateway(issuer, document, tmp_path / "airlock.yaml")
         running.append(gateway)
