@@ -69,7 +69,8 @@ class UpstreamLogin:
                 )
             # Channel binding (-PLUS) would need the upstream's certificate hash; the
             # TLS session to the upstream already authenticates it when sslmode says so.
-            self._scram = scramp.ScramClient([SCRAM_SHA_256], "", self._need_password())
+            # PostgreSQL ignores the SCRAM username (the startup user counts); scramp wants one.
+            self._scram = scramp.ScramClient([SCRAM_SHA_256], self.user, self._need_password())
             first = self._scram.get_client_first().encode()
             return m.SASLInitialResponse.build(SCRAM_SHA_256, first).raw
         if isinstance(message, m.AuthenticationSASLContinue):
