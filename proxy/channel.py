@@ -33,7 +33,7 @@ class Channel(asyncio.Protocol):
         self._close_exc: BaseException | None = None
         self._on_data: DataCallback | None = None
         self._on_closed: ClosedCallback | None = None
-        self._reading_paused = False
+        self._pause_reasons: set[str] = set()
         self.is_tls = False
         self.remote_address: tuple[str, int] | None = None
 
@@ -65,11 +65,11 @@ class Channel(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.peer is not None:
-            self.peer.pause_reading()
+            self.peer.pause_reading("peer buffer full")
 
     def resume_writing(self) -> None:
         if self.peer is not None:
-            self.peer.resume_reading()
+            self.peer.resume_reading("peer buffer full")
 
     # --- handshake mode
 
@@ -124,14 +124,19 @@ class Channel(asyncio.Protocol):
         if self.transport is not None and not self._closed:
             self.transport.write(raw)
 
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self._reading_paused and not self._closed:
-            self._reading_paused = True
+    def pause_reading(self, reason: str) -> None:
+        """Stop reading until every reason given here has been withdrawn."""
+        if self.transport is None or self._closed:
+            return
+        if not self._pause_reasons:
             self.transport.pause_reading()
+        self._pause_reasons.add(reason)
 
-    def resume_reading(self) -> None:
-        if self.transport is not None and self._reading_paused and not self._closed:
-            self._reading_paused = False
+    def resume_reading(self, reason: str) -> None:
+        if self.transport is None or self._closed or reason not in self._pause_reasons:
+            return
+        self._pause_reasons.discard(reason)
+        if not self._pause_reasons:
             self.transport.resume_reading()
 
     def close(self) -> None:

@@ -1,20 +1,33 @@
 """The PostgreSQL relay as a state machine: events in, actions out, no I/O.
 
 Client bytes are framed into whole messages; each is forwarded verbatim,
-refused, or (from issue 3 on) held before it reaches the server. Server bytes
-are framed by `BackendRelay`, which passes result rows through without
-decoding them and hands over only the messages the gateway must see.
+refused, or held before it reaches the server. Server bytes are framed by
+`BackendRelay`, which passes result rows through without decoding them and
+hands over only the messages the gateway must see.
 
-Responses the gateway makes up itself (a refusal's ErrorResponse and
-ReadyForQuery) must reach the client in the order the client asked, after
-every reply the server still owes for earlier messages. `_owed` is that order:
-one entry per request that ends in ReadyForQuery (Query, Sync), either owed by
-the server or already made by the gateway.
+Holding: a `hold` callback (the policy, from issue 3 on) may ask for any client
+message to wait. The relay then emits `HoldMessage` and stops taking client
+messages, which stay framed-but-unread in the framer (the I/O side stops
+reading the socket too), while server output keeps flowing: results of earlier
+statements are never buffered. `release` forwards or refuses the held message
+and carries on with the ones behind it.
+
+Refusing: the client must see exactly what a server would send.
+- A simple Query (or FunctionCall) gets ErrorResponse then ReadyForQuery.
+- An extended-protocol message gets ErrorResponse; every message after it up
+  to Sync is dropped, as a server does after an error. At that Sync, if earlier
+  messages of the batch reached the server, the Sync is forwarded and our error
+  goes just before the server's ReadyForQuery (unless the server reported an
+  error of its own in that batch); otherwise we answer ReadyForQuery ourselves.
+Replies we make up must reach the client in the order it asked, after every
+reply the server still owes for earlier messages: `_owed` is that order, one
+entry per request that ends in ReadyForQuery (Query, Sync, FunctionCall).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocols.errors import AirlockError, FeatureNotSupported, ProtocolViolation
@@ -35,6 +48,13 @@ class SendToClient:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldMessage:
+    """This client message waits for a decision; call `PgRelay.release` with it."""
+
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class EndSession:
     """Close both sides; `error` (if any) goes to the client first as FATAL."""
 
@@ -42,15 +62,34 @@ class EndSession:
     error: AirlockError | None = None
 
 
-Action = SendToServer | SendToClient | EndSession
+Action = SendToServer | SendToClient | HoldMessage | EndSession
 
-_UPSTREAM = None  # an `_owed` entry the server will answer
+#: Decides whether a client message (type byte, raw message) must wait for a decision.
+HoldPolicy = Callable[[int, bytes], bool]
+
+
+@dataclass(slots=True)
+class _ServerOwes:
+    """The server owes a ReadyForQuery; `error` is ours to put just before it."""
+
+    error: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _WeOwe:
+    """A reply the gateway makes up, released in turn (ReadyForQuery added then)."""
+
+    error: bytes
+
+
+_Owed = _ServerOwes | _WeOwe
 
 _Z, _S, _K, _R, _E = b"Z"[0], b"S"[0], b"K"[0], b"R"[0], b"E"[0]
 _INSPECTED = frozenset((_Z, _S, _K, _R, _E))
 _BACKEND_TYPES = frozenset(m.BACKEND_TYPES)
 _FRONTEND_TYPES = frozenset(m.FRONTEND_TYPES)
 _EXTENDED = frozenset(b"PBDECH")
+_QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE = b"Q"[0], b"S"[0], b"F"[0], b"X"[0]
 
 
 def error_message(error: AirlockError, *, fatal: bool | None = None) -> bytes:
@@ -61,14 +100,28 @@ def error_message(error: AirlockError, *, fatal: bool | None = None) -> bytes:
     ).raw
 
 
+def forward_all(_kind: int, _raw: bytes) -> bool:
+    """The hold policy that holds nothing."""
+    return False
+
+
 class PgRelay:
-    def __init__(self, *, transaction_status: str = "I", max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        transaction_status: str = "I",
+        max_message_bytes: int,
+        hold: HoldPolicy = forward_all,
+    ) -> None:
         self.transaction_status = transaction_status
+        self._hold = hold
         self._client = MessageFramer(_FRONTEND_TYPES, max_message_bytes)
         self._server = BackendRelay(_BACKEND_TYPES, _INSPECTED)
-        # None: the server owes a ReadyForQuery; bytes: our own reply, sent in turn.
-        self._owed: deque[bytes | None] = deque()
-        self._unsynced = False  # extended-protocol messages sent since the last Sync
+        self._owed: deque[_Owed] = deque()
+        self._unsynced = False  # extended-protocol messages forwarded since the last Sync
+        self._discarding: bytes | None = None  # our error, while dropping messages up to Sync
+        self._server_erred = False  # the server sent an ErrorResponse since its last ReadyForQuery
+        self.held: bytes | None = None
         self.terminated = False
         #: The server sent a FATAL or PANIC error: it is about to close, and said why.
         self.server_fatal = False
@@ -77,7 +130,7 @@ class PgRelay:
     @property
     def busy(self) -> bool:
         """The server is still working on something the client sent."""
-        return self._unsynced or any(entry is _UPSTREAM for entry in self._owed)
+        return self._unsynced or any(isinstance(entry, _ServerOwes) for entry in self._owed)
 
     # --- events
 
@@ -85,67 +138,43 @@ class PgRelay:
         if self.terminated:
             return []
         self._client.feed(raw)
-        forward: list[bytes] = []
+        if self.held is not None:
+            return []  # framed later, once the held message is decided
+        return self._take_client_messages()
+
+    def release(self, *, forward: bool, error: AirlockError | None = None) -> list[Action]:
+        """Decide the held message: forward it, or refuse it with `error`."""
+        held = self.held
+        if held is None:
+            raise RuntimeError("no message is held")
+        self.held = None
         actions: list[Action] = []
-        while (message := self._client.next_message()) is not None:
-            kind = message[0]
-            if kind in _EXTENDED:
-                self._unsynced = True
-                forward.append(message)
-            elif kind == 0x51 or kind == 0x53:  # Query, Sync: each ends in ReadyForQuery
-                self._unsynced = False
-                self._owed.append(_UPSTREAM)
-                forward.append(message)
-            elif kind == 0x46:  # FunctionCall: calls a function by OID, bypassing SQL
-                if forward:
-                    actions.append(SendToServer(b"".join(forward)))
-                    forward = []
-                actions.extend(
-                    self._refuse(
-                        FeatureNotSupported(
-                            "the FunctionCall message (fast-path function call) is not allowed "
-                            "through the gateway",
-                            hint="call the function in a SQL statement",
-                        )
-                    )
-                )
-            elif kind == 0x58:  # Terminate
-                forward.append(message)
-                self.terminated = True
-                break
-            else:  # CopyData, CopyDone, CopyFail
-                forward.append(message)
         if forward:
-            actions.append(SendToServer(b"".join(forward) if len(forward) > 1 else forward[0]))
-        if self.terminated:
-            actions.append(EndSession("client terminated the session"))
-        return actions
+            self._note_forwarded(held[0])
+            actions.append(SendToServer(held))
+        else:
+            assert error is not None
+            actions += self._refuse(held, error)
+        return actions + self._take_client_messages()
 
     def server_data(self, raw: bytes) -> list[Action]:
         chunks = self._server.feed(raw)
         if len(chunks) == 1 and isinstance(chunks[0], bytes):
             return [SendToClient(chunks[0])]
         out: list[bytes] = []
-        actions: list[Action] = []
         for chunk in chunks:
             if isinstance(chunk, bytes):
                 out.append(chunk)
                 continue
             kind, message = chunk
             if kind == _Z:
-                ready = m.decode_backend(message)
-                assert isinstance(ready, m.ReadyForQuery)
-                self.transaction_status = ready.status
-                if not self._owed or self._owed[0] is not _UPSTREAM:
-                    raise ProtocolViolation("server sent an unrequested ReadyForQuery")
-                self._owed.popleft()
-                out.append(message)
-                out.extend(self._local_replies_due())
+                self._server_ready(message, out)
             elif kind == _E:
                 error = m.decode_backend(message)
                 assert isinstance(error, m.ErrorResponse)
                 if error.severity in ("FATAL", "PANIC"):
                     self.server_fatal = True
+                self._server_erred = True
                 out.append(message)
             elif kind == _S:
                 status = m.decode_backend(message)
@@ -154,38 +183,119 @@ class PgRelay:
                 out.append(message)
             else:  # BackendKeyData or Authentication* after startup: never relayed
                 raise ProtocolViolation("server sent a startup message mid-session")
-        if out:
-            actions.append(SendToClient(b"".join(out)))
-        return actions
+        return [SendToClient(b"".join(out))] if out else []
 
     # --- internals
 
-    def _refuse(self, error: AirlockError) -> list[Action]:
-        """Answer a request ourselves: ErrorResponse then ReadyForQuery, in turn."""
-        if self._unsynced:
-            # Mid-pipeline the server is between Syncs; an injected ReadyForQuery
-            # would desynchronise the client.
-            return [
-                EndSession(
-                    "refused message inside an unsynced pipeline",
-                    ProtocolViolation(
-                        f"{error.message} (sent inside an extended-protocol pipeline)"
+    def _take_client_messages(self) -> list[Action]:
+        forward: list[bytes] = []
+        actions: list[Action] = []
+
+        def flush() -> None:
+            if forward:
+                actions.append(SendToServer(b"".join(forward)))
+                forward.clear()
+
+        while (message := self._client.next_message()) is not None:
+            kind = message[0]
+            if self._discarding is not None:
+                if kind == _SYNC:
+                    flush()
+                    actions += self._end_discard(message)
+                continue
+            if kind == _TERMINATE:
+                forward.append(message)
+                self.terminated = True
+                flush()
+                actions.append(EndSession("client terminated the session"))
+                return actions
+            if kind == _FUNCTION_CALL:
+                flush()
+                actions += self._refuse(
+                    message,
+                    FeatureNotSupported(
+                        "the FunctionCall message (fast-path function call) is not allowed "
+                        "through the gateway",
+                        hint="call the function in a SQL statement",
                     ),
                 )
-            ]
-        reply = error_message(error, fatal=False)
-        self._owed.append(reply)
-        # The status is read when the reply is released, not now: earlier requests may change it.
-        return (
-            [SendToClient(b"".join(self._local_replies_due()))]
-            if self._owed[0] is not _UPSTREAM
-            else []
-        )
+                continue
+            if self._hold(kind, message):
+                flush()
+                self.held = message
+                actions.append(HoldMessage(message))
+                return actions
+            self._note_forwarded(kind)
+            forward.append(message)
+        flush()
+        return actions
 
-    def _local_replies_due(self) -> list[bytes]:
+    def _note_forwarded(self, kind: int) -> None:
+        if kind in _EXTENDED:
+            self._unsynced = True
+        elif kind in (_QUERY, _SYNC):
+            self._unsynced = False
+            self._owed.append(_ServerOwes())
+
+    def _refuse(self, message: bytes, error: AirlockError) -> list[Action]:
+        reply = error_message(error, fatal=False)
+        kind = message[0]
+        if kind in _EXTENDED:
+            # As a server does after an error: drop everything up to the next Sync.
+            self._discarding = reply
+            return []
+        if kind == _SYNC:
+            self._discarding = reply
+            return self._end_discard(message)
+        if self._unsynced:
+            # A Query or FunctionCall between Parse/Bind/Execute and their Sync: no
+            # server accepts that, and no reply order would be right.
+            return [
+                EndSession(
+                    "message out of order inside an extended-protocol batch",
+                    ProtocolViolation("Query or FunctionCall before Sync"),
+                )
+            ]
+        self._owed.append(_WeOwe(reply))
+        return self._replies_due()
+
+    def _end_discard(self, sync: bytes) -> list[Action]:
+        reply = self._discarding
+        assert reply is not None
+        self._discarding = None
+        if self._unsynced:
+            # Earlier messages of this batch reached the server: let it finish them.
+            self._unsynced = False
+            self._owed.append(_ServerOwes(error=reply))
+            return [SendToServer(sync)]
+        self._owed.append(_WeOwe(reply))
+        return self._replies_due()
+
+    def _server_ready(self, message: bytes, out: list[bytes]) -> None:
+        if not self._owed or not isinstance(self._owed[0], _ServerOwes):
+            raise ProtocolViolation("server sent an unrequested ReadyForQuery")
+        entry = self._owed.popleft()
+        assert isinstance(entry, _ServerOwes)
+        status = chr(message[5]) if len(message) == 6 else ""
+        if status not in ("I", "T", "E"):
+            raise ProtocolViolation("malformed ReadyForQuery from server")
+        if entry.error is not None and not self._server_erred:
+            out.append(entry.error)
+            # The server's transaction did not see our error; the client's view of it is
+            # the server's status (issue 3 decides what a refused write does to a transaction).
+        self._server_erred = False
+        self.transaction_status = status
+        out.append(message)
+        for action in self._replies_due():
+            assert isinstance(action, SendToClient)
+            out.append(action.raw)
+
+    def _replies_due(self) -> list[Action]:
         out: list[bytes] = []
-        while self._owed and self._owed[0] is not _UPSTREAM:
-            reply = self._owed.popleft()
-            assert reply is not None
-            out.append(reply + m.ReadyForQuery.build(self.transaction_status).raw)
-        return out
+        while self._owed and isinstance(self._owed[0], _WeOwe):
+            entry = self._owed.popleft()
+            assert isinstance(entry, _WeOwe)
+            # The status is read now, not when the reply was made: earlier requests may
+            # have changed it.
+            out.append(entry.error + m.ReadyForQuery.build(self.transaction_status).raw)
+        return [SendToClient(b"".join(out))] if out else []

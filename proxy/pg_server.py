@@ -40,7 +40,17 @@ from protocols.postgres import messages as m
 from protocols.postgres.framing import MessageFramer, StartupFramer
 from proxy.channel import Channel, ConnectionClosed
 from proxy.config import Settings, TargetSettings
-from proxy.pg_relay import Action, EndSession, PgRelay, SendToClient, SendToServer, error_message
+from proxy.pg_relay import (
+    Action,
+    EndSession,
+    HoldMessage,
+    HoldPolicy,
+    PgRelay,
+    SendToClient,
+    SendToServer,
+    error_message,
+    forward_all,
+)
 from proxy.pg_upstream import UpstreamSession, connect_upstream, read_message
 
 log = logging.getLogger("airlock.postgres")
@@ -134,6 +144,9 @@ class PgListener:
         self.verifier = verifier
         self.tls_context = tls_context
         self.clock = clock
+        #: Which client messages wait for a decision. Forward-all until issue 3's
+        #: classifier and approvals plug in here.
+        self.hold_policy: HoldPolicy = forward_all
         self.sessions: set[PgSession] = set()
         self.cancel_keys: dict[tuple[int, int], CancelTarget] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -425,6 +438,7 @@ class PgSession:
         self.relay = PgRelay(
             transaction_status=ready.status,
             max_message_bytes=self.listener.settings.max_message_bytes,
+            hold=self.listener.hold_policy,
         )
         self.relay.server_parameters.update({p.name: p.value for p in upstream.login.parameters})
         self.listener.sessions.add(self)
@@ -470,8 +484,20 @@ class PgSession:
                 self.server_side.write(action.raw)
             elif isinstance(action, SendToClient):
                 self.client_side.write(action.raw)
+            elif isinstance(action, HoldMessage):
+                # Nothing more is read from the client until the message is decided; its
+                # earlier statements' results keep flowing from the server meanwhile.
+                self.client_side.pause_reading("statement held")
+                log.info("session %s: statement held", self.id)
             elif isinstance(action, EndSession):
                 self.end(action.reason, action.error)
+
+    def release_held(self, *, forward: bool, error: AirlockError | None = None) -> None:
+        """Forward or refuse the held message, and read from the client again."""
+        assert self.relay is not None
+        self._apply(self.relay.release(forward=forward, error=error))
+        if self.relay.held is None:
+            self.client_side.resume_reading("statement held")
 
     def _client_closed(self, exc: BaseException | None) -> None:
         self.end(

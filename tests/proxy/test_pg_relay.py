@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from protocols.errors import MessageTooLarge, ProtocolViolation
+from protocols.errors import MessageTooLarge, ProtocolViolation, StatementDenied
 from protocols.postgres import messages as m
-from proxy.pg_relay import EndSession, PgRelay, SendToClient, SendToServer
+from proxy.pg_relay import EndSession, HoldMessage, PgRelay, SendToClient, SendToServer
 
 MAX = 1 << 20
 
@@ -199,3 +199,105 @@ def test_malformed_server_output_is_a_protocol_violation(raw: bytes) -> None:
     r.client_data(query("select 1"))
     with pytest.raises(ProtocolViolation):
         r.server_data(raw)
+
+
+# --- holding: the seam the approval gate uses
+
+
+def holding(*prefixes: bytes) -> PgRelay:
+    """A relay that holds Query messages whose SQL starts with one of prefixes, and Execute."""
+
+    def hold(kind: int, raw: bytes) -> bool:
+        if kind == b"E"[0]:
+            return True
+        return kind == b"Q"[0] and raw[5:].startswith(prefixes)
+
+    return PgRelay(transaction_status="I", max_message_bytes=MAX, hold=hold)
+
+
+def bind() -> bytes:
+    return m.frame(b"B", b"\0\0" + b"\0\0" + b"\0\0" + b"\0\0")
+
+
+def execute() -> bytes:
+    return m.frame(b"E", b"\0" + b"\0\0\0\0")
+
+
+def test_a_held_query_is_not_forwarded_and_nothing_behind_it_is_either() -> None:
+    r = holding(b"update")
+    actions = r.client_data(query("select 1") + query("update t set a = 1") + query("select 2"))
+    assert sent_to_server(actions) == query("select 1")
+    assert actions[-1] == HoldMessage(query("update t set a = 1"))
+    assert r.client_data(query("select 3")) == []  # more input waits behind the hold
+
+
+def test_results_keep_flowing_while_a_statement_is_held() -> None:
+    r = holding(b"update")
+    r.client_data(query("select 1") + query("update t set a = 1"))
+    result = data_row(b"1") + complete("SELECT 1") + ready("I")
+    assert sent_to_client(r.server_data(result)) == result
+
+
+def test_releasing_forwards_the_held_message_then_the_ones_behind_it() -> None:
+    r = holding(b"update")
+    r.client_data(query("update t set a = 1") + query("select 2"))
+    actions = r.release(forward=True)
+    assert sent_to_server(actions) == query("update t set a = 1") + query("select 2")
+    assert r.held is None
+
+
+def test_refusing_a_held_query_answers_error_and_ready_in_order() -> None:
+    r = holding(b"update")
+    r.client_data(query("select 1") + query("update t set a = 1") + query("select 2"))
+    actions = r.release(forward=False, error=StatementDenied("denied by dba-1: not now"))
+    # select 2 goes on to the server; the refusal waits for select 1's reply
+    assert sent_to_server(actions) == query("select 2")
+    assert sent_to_client(actions) == b""
+    out = sent_to_client(r.server_data(complete("SELECT 1") + ready("I")))
+    first = complete("SELECT 1") + ready("I")
+    assert out.startswith(first)
+    error = m.decode_backend(out[len(first) : -len(ready("I"))])
+    assert isinstance(error, m.ErrorResponse)
+    assert (error.code, error.message) == ("42501", "denied by dba-1: not now")
+    assert out.endswith(ready("I"))
+    # select 2's reply then arrives normally
+    assert sent_to_client(r.server_data(complete("SELECT 1") + ready("I"))) == first
+
+
+def test_refusing_a_held_execute_drops_the_batch_to_sync_and_injects_the_error() -> None:
+    r = holding()
+    sync = m.Sync().raw
+    actions = r.client_data(parse("update t set a = $1") + bind() + execute() + sync)
+    assert sent_to_server(actions) == parse("update t set a = $1") + bind()
+    assert actions[-1] == HoldMessage(execute())
+    actions = r.release(forward=False, error=StatementDenied("denied"))
+    assert sent_to_server(actions) == sync  # the server finishes Parse/Bind
+    server_reply = m.frame(b"1", b"") + m.frame(b"2", b"")
+    out = sent_to_client(r.server_data(server_reply + ready("I")))
+    assert out.startswith(server_reply)
+    error = m.decode_backend(out[len(server_reply) : -len(ready("I"))])
+    assert isinstance(error, m.ErrorResponse)
+    assert error.code == "42501"
+
+
+def test_an_execute_refused_after_the_server_already_failed_the_batch_adds_no_error() -> None:
+    r = holding()
+    r.client_data(parse("update nope set a = 1") + bind() + execute() + m.Sync().raw)
+    r.release(forward=False, error=StatementDenied("denied"))
+    server_error = m.ErrorResponse.build("ERROR", "42P01", 'relation "nope" does not exist').raw
+    out = sent_to_client(r.server_data(server_error + ready("I")))
+    assert out == server_error + ready("I")  # one error per batch, as from a server
+
+
+def test_a_refused_batch_that_never_reached_the_server_is_answered_by_the_gateway() -> None:
+    def hold_parse(kind: int, _raw: bytes) -> bool:
+        return kind == b"P"[0]
+
+    r = PgRelay(transaction_status="T", max_message_bytes=MAX, hold=hold_parse)
+    sync = m.Sync().raw
+    r.client_data(parse("update t set a = 1") + bind() + execute() + sync)
+    actions = r.release(forward=False, error=StatementDenied("denied"))
+    assert sent_to_server(actions) == b""
+    reply = sent_to_client(actions)
+    assert isinstance(m.decode_backend(reply[: -len(ready("T"))]), m.ErrorResponse)
+    assert reply.endswith(ready("T"))
