@@ -86,7 +86,9 @@ _Owed = _ServerOwes | _WeOwe
 
 _Z, _S, _K, _R, _E = b"Z"[0], b"S"[0], b"K"[0], b"R"[0], b"E"[0]
 _INSPECTED = frozenset((_Z, _S, _K, _R, _E))
-_BACKEND_TYPES = frozenset(m.BACKEND_TYPES)
+# FunctionCallResponse answers only FunctionCall, and CopyBothResponse only replication:
+# the gateway lets neither through, so a server sending them is out of step.
+_BACKEND_TYPES = frozenset(m.BACKEND_TYPES) - frozenset(b"VW")
 _FRONTEND_TYPES = frozenset(m.FRONTEND_TYPES)
 _EXTENDED = frozenset(b"PBDECH")
 _QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE = b"Q"[0], b"S"[0], b"F"[0], b"X"[0]

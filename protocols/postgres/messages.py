@@ -708,7 +708,7 @@ BackendMessage = (
 )
 
 #: Every type byte a PostgreSQL server may send.
-BACKEND_TYPES = frozenset(b"R12356ACDEGHIKNSTWZcdnstv")
+BACKEND_TYPES = frozenset(b"R123ACDEGHIKNSTVWZcdnstv")
 _COPY_DIRECTIONS = {b"G": "in", b"H": "out", b"W": "both"}
 
 
