@@ -1,0 +1,152 @@
+"""The `airlock` command as an operator runs it: a real process, real ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from tests.support.pgcluster import PgServer
+
+AIRLOCK = [sys.executable, "-m", "proxy.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*AIRLOCK, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_a_bad_config_stops_startup_naming_file_key_and_problem(tmp_path: Path) -> None:
+    config = tmp_path / "airlock.yaml"
+    config.write_text(
+        "dev_issuer: true\n"
+        "targets:\n"
+        "  orders: {protocol: postgres, upstream: 'postgresql://svc@127.0.0.1:5432/db'}\n"
+        "rules:\n"
+        "  - {groups: [data-agents], targets: [orders], write: yes-please}\n"
+    )
+    result = run("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}: rules[0].write: must be one of allow, approve, deny" in result.stderr
+
+
+def test_dev_token_is_refused_when_the_dev_issuer_is_off(tmp_path: Path) -> None:
+    config = tmp_path / "airlock.yaml"
+    config.write_text(
+        "identity: {issuer: 'https://example.okta.com/oauth2/default', audience: api://airlock}\n"
+        "targets:\n"
+        "  orders: {protocol: postgres, upstream: 'postgresql://svc@127.0.0.1:5432/db'}\n"
+    )
+    result = run("dev-token", "--config", str(config), "--sub", "a", "--groups", "g")
+    assert result.returncode == 2
+    assert "dev_issuer is off" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.fixture
+def served(tmp_path: Path, local_pg: PgServer, pg_database: str) -> Iterator[tuple[Path, int, int]]:
+    pg_port, api_port = free_port(), free_port()
+    config = tmp_path / "airlock.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "listen": {"postgres": f"127.0.0.1:{pg_port}", "api": f"127.0.0.1:{api_port}"},
+                "dev_issuer": True,
+                "data_dir": str(tmp_path / "data"),
+                "targets": {
+                    "orders": {
+                        "protocol": "postgres",
+                        "upstream": f"postgresql://{local_pg.superuser}@{local_pg.host}:{local_pg.port}/{pg_database}",
+                    }
+                },
+                "rules": [
+                    {
+                        "groups": ["data-agents"],
+                        "targets": ["orders"],
+                        "write": "allow",
+                        "unknown": "allow",
+                    }
+                ],
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [*AIRLOCK, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=1):
+                    break
+            except OSError:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                assert time.monotonic() < deadline, "the gateway did not come up"
+                time.sleep(0.1)
+        yield config, pg_port, process.pid
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+def test_serve_and_dev_token_let_an_agent_query_over_tls(served: tuple[Path, int, int]) -> None:
+    config, pg_port, pid = served
+    minted = run(
+        "dev-token", "--config", str(config), "--sub", "agent-1", "--groups", "data-agents"
+    )
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip()
+    assert token.count(".") == 2
+    cert = config.parent / "data" / "tls" / "server.crt"
+    dsn = (
+        f"host=127.0.0.1 port={pg_port} dbname=orders user=agent password={token} "
+        f"sslmode=verify-full sslrootcert={cert}"
+    )
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select 6 * 7").fetchone() == (42,)
+    os.kill(pid, signal.SIGTERM)
+
+
+def test_sigterm_stops_the_gateway_cleanly(served: tuple[Path, int, int]) -> None:
+    _config, pg_port, pid = served
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        # a zombie until the fixture reaps it: check the port is closed instead
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", pg_port)) != 0:
+                break
+        assert time.monotonic() < deadline, "the gateway ignored SIGTERM"
+        time.sleep(0.1)
