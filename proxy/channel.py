@@ -113,6 +113,12 @@ class Channel(asyncio.Protocol):
         """Hand every further byte to on_data; bytes already read are delivered first."""
         self._on_data = on_data
         self._on_closed = on_closed
+        # The relay's hot path: the loop calls data_received for every read, so point it
+        # straight at the consumer rather than through one more Python frame. uvloop
+        # caches the bound method when the protocol is set, hence set_protocol again.
+        self.data_received = on_data  # type: ignore[method-assign, assignment]
+        if self.transport is not None:
+            self.transport.set_protocol(self)
         if self._inbox:
             pending = bytes(self._inbox)
             self._inbox.clear()

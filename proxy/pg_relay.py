@@ -26,6 +26,7 @@ entry per request that ends in ReadyForQuery (Query, Sync, FunctionCall).
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +93,10 @@ _BACKEND_TYPES = frozenset(m.BACKEND_TYPES) - frozenset(b"VW")
 _FRONTEND_TYPES = frozenset(m.FRONTEND_TYPES)
 _EXTENDED = frozenset(b"PBDECH")
 _QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE = b"Q"[0], b"S"[0], b"F"[0], b"X"[0]
+#: Client messages that, unless a policy holds them, are forwarded with no more than
+#: bookkeeping: everything but Terminate and FunctionCall.
+_PLAIN_FORWARD = _FRONTEND_TYPES - {_TERMINATE, _FUNCTION_CALL}
+_HEADER = struct.Struct("!Bi")
 
 
 def error_message(error: AirlockError, *, fatal: bool | None = None) -> bytes:
@@ -118,6 +123,7 @@ class PgRelay:
         self.transaction_status = transaction_status
         self._hold = hold
         self._client = MessageFramer(_FRONTEND_TYPES, max_message_bytes)
+        self._max_message_bytes = max_message_bytes
         self._server = BackendRelay(_BACKEND_TYPES, _INSPECTED)
         self._owed: deque[_Owed] = deque()
         self._unsynced = False  # extended-protocol messages forwarded since the last Sync
@@ -139,10 +145,51 @@ class PgRelay:
     def client_data(self, raw: bytes) -> list[Action]:
         if self.terminated:
             return []
+        if (
+            self._hold is forward_all
+            and self.held is None
+            and self._discarding is None
+            and not self._client.buffered
+            and self._forwards_whole(raw)
+        ):
+            return [SendToServer(raw)]
         self._client.feed(raw)
         if self.held is not None:
             return []  # framed later, once the held message is decided
         return self._take_client_messages()
+
+    def _forwards_whole(self, raw: bytes) -> bool:
+        """The fast path: raw is whole messages that are all simply forwarded.
+
+        Most reads from a client are exactly one or a few whole messages, none of them
+        special; they go on as they came, without being copied into the framer. The
+        bookkeeping is done as the messages are checked; anything else (a partial
+        message, Terminate, FunctionCall, a malformed header) leaves the state untouched
+        and returns False so the general path frames it.
+        """
+        size = len(raw)
+        pos = 0
+        unsynced = self._unsynced
+        owed = 0
+        max_bytes = self._max_message_bytes
+        while pos < size:
+            if size - pos < 5:
+                return False
+            kind, length = _HEADER.unpack_from(raw, pos)
+            if kind not in _PLAIN_FORWARD or length < 4 or length + 1 > max_bytes:
+                return False
+            pos += 1 + length
+            if kind in _EXTENDED:
+                unsynced = True
+            elif kind in (_QUERY, _SYNC):
+                unsynced = False
+                owed += 1
+        if pos != size:
+            return False
+        self._unsynced = unsynced
+        for _ in range(owed):
+            self._owed.append(_ServerOwes())
+        return True
 
     def release(self, *, forward: bool, error: AirlockError | None = None) -> list[Action]:
         """Decide the held message: forward it, or refuse it with `error`."""
@@ -159,33 +206,43 @@ class PgRelay:
             actions += self._refuse(held, error)
         return actions + self._take_client_messages()
 
-    def server_data(self, raw: bytes) -> list[Action]:
-        chunks = self._server.feed(raw)
-        if len(chunks) == 1 and isinstance(chunks[0], bytes):
-            return [SendToClient(chunks[0])]
-        out: list[bytes] = []
-        for chunk in chunks:
-            if isinstance(chunk, bytes):
-                out.append(chunk)
-                continue
-            kind, message = chunk
+    def server_data(self, raw: bytes) -> bytes:
+        """Server bytes in; the bytes to send the client out (the server never gets a reply
+        from us). Raises ProtocolViolation when the server is out of step."""
+        framed, inspected = self._server.feed(raw)
+        if not inspected:
+            return framed
+        # Inspected messages are relayed as they are; what we add (a refusal's error and
+        # ReadyForQuery) goes in at a ReadyForQuery's edges, so `framed` is only cut then.
+        inserts: list[tuple[int, bytes]] = []
+        for kind, start, end in inspected:
             if kind == _Z:
-                self._server_ready(message, out)
+                before, after = self._server_ready(framed, start)
+                if before:
+                    inserts.append((start, before))
+                if after:
+                    inserts.append((end, after))
             elif kind == _E:
-                error = m.decode_backend(message)
+                error = m.decode_backend(framed[start:end])
                 assert isinstance(error, m.ErrorResponse)
                 if error.severity in ("FATAL", "PANIC"):
                     self.server_fatal = True
                 self._server_erred = True
-                out.append(message)
             elif kind == _S:
-                status = m.decode_backend(message)
+                status = m.decode_backend(framed[start:end])
                 assert isinstance(status, m.ParameterStatus)
                 self.server_parameters[status.name] = status.value
-                out.append(message)
             else:  # BackendKeyData or Authentication* after startup: never relayed
                 raise ProtocolViolation("server sent a startup message mid-session")
-        return [SendToClient(b"".join(out))] if out else []
+        if not inserts:
+            return framed
+        pieces: list[bytes] = []
+        cut = 0
+        for position, extra in inserts:
+            pieces += (framed[cut:position], extra)
+            cut = position
+        pieces.append(framed[cut:])
+        return b"".join(pieces)
 
     # --- internals
 
@@ -259,7 +316,7 @@ class PgRelay:
                 )
             ]
         self._owed.append(_WeOwe(reply))
-        return self._replies_due()
+        return self._send_replies_due()
 
     def _end_discard(self, sync: bytes) -> list[Action]:
         reply = self._discarding
@@ -271,28 +328,34 @@ class PgRelay:
             self._owed.append(_ServerOwes(error=reply))
             return [SendToServer(sync)]
         self._owed.append(_WeOwe(reply))
-        return self._replies_due()
+        return self._send_replies_due()
 
-    def _server_ready(self, message: bytes, out: list[bytes]) -> None:
+    def _server_ready(self, framed: bytes, start: int) -> tuple[bytes, bytes]:
+        """A ReadyForQuery at framed[start:]: what goes just before it and just after it."""
         if not self._owed or not isinstance(self._owed[0], _ServerOwes):
             raise ProtocolViolation("server sent an unrequested ReadyForQuery")
         entry = self._owed.popleft()
         assert isinstance(entry, _ServerOwes)
-        status = chr(message[5]) if len(message) == 6 else ""
+        status = chr(framed[start + 5]) if framed[start + 1 : start + 5] == b"\0\0\0\5" else ""
         if status not in ("I", "T", "E"):
             raise ProtocolViolation("malformed ReadyForQuery from server")
+        before = b""
         if entry.error is not None and not self._server_erred:
-            out.append(entry.error)
             # The server's transaction did not see our error; the client's view of it is
             # the server's status (issue 3 decides what a refused write does to a transaction).
+            before = entry.error
         self._server_erred = False
         self.transaction_status = status
-        out.append(message)
-        for action in self._replies_due():
-            assert isinstance(action, SendToClient)
-            out.append(action.raw)
+        if self._owed and isinstance(self._owed[0], _WeOwe):
+            return before, self._replies_due()
+        return before, b""
 
-    def _replies_due(self) -> list[Action]:
+    def _send_replies_due(self) -> list[Action]:
+        due = self._replies_due()
+        return [SendToClient(due)] if due else []
+
+    def _replies_due(self) -> bytes:
+        """Our own replies whose turn has come (none while the server owes an earlier one)."""
         out: list[bytes] = []
         while self._owed and isinstance(self._owed[0], _WeOwe):
             entry = self._owed.popleft()
@@ -300,4 +363,4 @@ class PgRelay:
             # The status is read now, not when the reply was made: earlier requests may
             # have changed it.
             out.append(entry.error + m.ReadyForQuery.build(self.transaction_status).raw)
-        return [SendToClient(b"".join(out))] if out else []
+        return b"".join(out)

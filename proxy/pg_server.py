@@ -470,12 +470,13 @@ class PgSession:
     def _server_data(self, raw: bytes) -> None:
         assert self.relay is not None
         try:
-            actions = self.relay.server_data(raw)
+            to_client = self.relay.server_data(raw)
         except AirlockError as error:
             log.warning("session %s: upstream protocol error: %s", self.id, error.message)
             self.end("upstream protocol error", error)
             return
-        self._apply(actions)
+        if to_client:
+            self.client_side.write(to_client)
 
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:

@@ -115,13 +115,15 @@ class MessageFramer:
 
 
 class BackendRelay:
-    """Splits server output into bytes to pass through and messages to inspect.
+    """Finds message boundaries in server output without copying message bodies.
 
-    `feed(raw)` returns a list of chunks in stream order: `bytes` objects are
-    framed bytes to forward as they are; `tuple[int, bytes]` items are whole
-    messages of an inspected type (type byte, raw message) that the caller
-    decides about (and forwards, usually). Bytes of a header that is not yet
-    complete are held back, so nothing unframed is ever passed on.
+    `feed(raw)` returns `(framed, inspected)`: `framed` is the bytes that may be
+    passed on now, and `inspected` lists `(type, start, end)` for each whole
+    message of an inspected type inside `framed`, for the caller to look at.
+    Bodies of other messages (DataRow, CopyData, ...) pass as they arrive, even
+    before their message is complete, so a large row is never buffered whole.
+    What is held back for the next feed: a header not yet complete, and an
+    inspected message not yet complete. So nothing unframed is passed on.
     """
 
     __slots__ = ("_held", "_inspect", "_max_inspected", "_remaining", "_valid")
@@ -138,27 +140,27 @@ class BackendRelay:
         self._remaining = 0  # body bytes of a passed-through message still to come
         self._held = b""  # an incomplete header, or an incomplete inspected message
 
-    def feed(self, raw: bytes) -> list[bytes | tuple[int, bytes]]:
+    def feed(self, raw: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
         if self._held:
             raw = self._held + raw
             self._held = b""
-        out: list[bytes | tuple[int, bytes]] = []
         size = len(raw)
         pos = 0
-        start = 0  # start of the current pass-through run
-        inspect = self._inspect
         if self._remaining:
             if self._remaining >= size:
                 self._remaining -= size
-                return [raw]
+                return raw, []
             pos = self._remaining
             self._remaining = 0
+        inspected: list[tuple[int, int, int]] = []
+        inspect = self._inspect
+        valid = self._valid
         while pos < size:
             if size - pos < 5:
                 self._held = raw[pos:]
-                break
+                return raw[:pos], inspected
             kind, length = _HEADER.unpack_from(raw, pos)
-            if kind not in self._valid or length < 4:
+            if kind not in valid or length < 4:
                 raise ProtocolViolation(f"malformed server message (type {kind}, length {length})")
             end = pos + 1 + length
             if kind in inspect:
@@ -166,21 +168,13 @@ class BackendRelay:
                     raise MessageTooLarge(f"server message of {length + 1} bytes exceeds the cap")
                 if end > size:
                     self._held = raw[pos:]
-                    break
-                if pos > start:
-                    out.append(raw[start:pos])
-                out.append((kind, raw[pos:end]))
-                start = pos = end
-                continue
-            if end > size:
+                    return raw[:pos], inspected
+                inspected.append((kind, pos, end))
+            elif end > size:
                 self._remaining = end - size
-                pos = size
-                break
+                return raw, inspected
             pos = end
-        stop = size - len(self._held)
-        if stop > start:
-            out.append(raw[start:stop] if start or stop != size else raw)
-        return out
+        return raw, inspected
 
     @property
     def at_boundary(self) -> bool:

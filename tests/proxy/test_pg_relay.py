@@ -58,7 +58,7 @@ def test_a_query_is_forwarded_verbatim_and_its_result_relayed() -> None:
     raw = query("select 1")
     assert r.client_data(raw) == [SendToServer(raw)]
     result = complete("SELECT 1") + ready("I")
-    assert sent_to_client(r.server_data(result)) == result
+    assert r.server_data(result) == result
 
 
 def test_client_messages_split_byte_by_byte_are_forwarded_once_whole() -> None:
@@ -84,9 +84,7 @@ def test_server_bytes_split_anywhere_reach_the_client_unchanged() -> None:
     for cut in range(1, len(stream)):
         r = relay()
         r.client_data(query("select"))
-        out = sent_to_client(r.server_data(stream[:cut])) + sent_to_client(
-            r.server_data(stream[cut:])
-        )
+        out = r.server_data(stream[:cut]) + r.server_data(stream[cut:])
         assert out == stream, cut
         assert r.transaction_status == "T"
 
@@ -95,17 +93,17 @@ def test_no_partial_header_is_forwarded() -> None:
     r = relay()
     r.client_data(query("select"))
     row = data_row(b"abc")
-    assert sent_to_client(r.server_data(row[:3])) == b""
-    assert sent_to_client(r.server_data(row[3:])) == row
+    assert r.server_data(row[:3]) == b""
+    assert r.server_data(row[3:]) == row
 
 
 def test_large_data_rows_stream_through_without_waiting_for_their_end() -> None:
     r = relay()
     r.client_data(query("select"))
     row = data_row(b"z" * 100_000)
-    first = sent_to_client(r.server_data(row[:50_000]))
+    first = r.server_data(row[:50_000])
     assert first == row[:50_000]  # body bytes of a framed message pass on as they come
-    assert sent_to_client(r.server_data(row[50_000:])) == row[50_000:]
+    assert r.server_data(row[50_000:]) == row[50_000:]
 
 
 def test_function_call_is_refused_with_error_and_ready_and_never_forwarded() -> None:
@@ -125,7 +123,7 @@ def test_a_refusal_waits_for_the_replies_the_server_still_owes() -> None:
     actions = r.client_data(query("select pg_sleep(1)") + function_call())
     assert sent_to_server(actions) == query("select pg_sleep(1)")
     assert sent_to_client(actions) == b""  # the error must not overtake the query's result
-    out = sent_to_client(r.server_data(complete("SELECT 1") + ready("T")))
+    out = r.server_data(complete("SELECT 1") + ready("T"))
     assert out.startswith(complete("SELECT 1") + ready("T"))
     tail = out[len(complete("SELECT 1") + ready("T")) :]
     assert isinstance(m.decode_backend(tail[: -len(ready("T"))]), m.ErrorResponse)
@@ -161,7 +159,7 @@ def test_parameter_status_is_relayed_and_remembered() -> None:
     r = relay()
     r.client_data(query("set application_name = 'x'"))
     status = m.ParameterStatus.build("application_name", "x").raw
-    out = sent_to_client(r.server_data(complete("SET") + status + ready()))
+    out = r.server_data(complete("SET") + status + ready())
     assert status in out
     assert r.server_parameters["application_name"] == "x"
 
@@ -235,7 +233,7 @@ def test_results_keep_flowing_while_a_statement_is_held() -> None:
     r = holding(b"update")
     r.client_data(query("select 1") + query("update t set a = 1"))
     result = data_row(b"1") + complete("SELECT 1") + ready("I")
-    assert sent_to_client(r.server_data(result)) == result
+    assert r.server_data(result) == result
 
 
 def test_releasing_forwards_the_held_message_then_the_ones_behind_it() -> None:
@@ -253,7 +251,7 @@ def test_refusing_a_held_query_answers_error_and_ready_in_order() -> None:
     # select 2 goes on to the server; the refusal waits for select 1's reply
     assert sent_to_server(actions) == query("select 2")
     assert sent_to_client(actions) == b""
-    out = sent_to_client(r.server_data(complete("SELECT 1") + ready("I")))
+    out = r.server_data(complete("SELECT 1") + ready("I"))
     first = complete("SELECT 1") + ready("I")
     assert out.startswith(first)
     error = m.decode_backend(out[len(first) : -len(ready("I"))])
@@ -261,7 +259,7 @@ def test_refusing_a_held_query_answers_error_and_ready_in_order() -> None:
     assert (error.code, error.message) == ("42501", "denied by dba-1: not now")
     assert out.endswith(ready("I"))
     # select 2's reply then arrives normally
-    assert sent_to_client(r.server_data(complete("SELECT 1") + ready("I"))) == first
+    assert r.server_data(complete("SELECT 1") + ready("I")) == first
 
 
 def test_refusing_a_held_execute_drops_the_batch_to_sync_and_injects_the_error() -> None:
@@ -273,7 +271,7 @@ def test_refusing_a_held_execute_drops_the_batch_to_sync_and_injects_the_error()
     actions = r.release(forward=False, error=StatementDenied("denied"))
     assert sent_to_server(actions) == sync  # the server finishes Parse/Bind
     server_reply = m.frame(b"1", b"") + m.frame(b"2", b"")
-    out = sent_to_client(r.server_data(server_reply + ready("I")))
+    out = r.server_data(server_reply + ready("I"))
     assert out.startswith(server_reply)
     error = m.decode_backend(out[len(server_reply) : -len(ready("I"))])
     assert isinstance(error, m.ErrorResponse)
@@ -285,7 +283,7 @@ def test_an_execute_refused_after_the_server_already_failed_the_batch_adds_no_er
     r.client_data(parse("update nope set a = 1") + bind() + execute() + m.Sync().raw)
     r.release(forward=False, error=StatementDenied("denied"))
     server_error = m.ErrorResponse.build("ERROR", "42P01", 'relation "nope" does not exist').raw
-    out = sent_to_client(r.server_data(server_error + ready("I")))
+    out = r.server_data(server_error + ready("I"))
     assert out == server_error + ready("I")  # one error per batch, as from a server
 
 

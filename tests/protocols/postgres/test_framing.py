@@ -140,16 +140,10 @@ BACKEND_STREAM = (
 INSPECT = frozenset(b"Z")
 
 
-def relayed(chunks: list[bytes | tuple[int, bytes]]) -> tuple[bytes, list[bytes]]:
-    passed = b""
-    inspected: list[bytes] = []
-    for chunk in chunks:
-        if isinstance(chunk, bytes):
-            passed += chunk
-        else:
-            inspected.append(chunk[1])
-            passed += chunk[1]
-    return passed, inspected
+def relayed(result: tuple[bytes, list[tuple[int, int, int]]]) -> tuple[bytes, list[bytes]]:
+    """What may be passed on, and the inspected messages inside it."""
+    framed, inspected = result
+    return framed, [framed[start:end] for _kind, start, end in inspected]
 
 
 def test_backend_relay_whole_input() -> None:

@@ -134,8 +134,11 @@ def test_backend_vector_passes_the_relay_unchanged_in_any_split(name: str) -> No
         relay = BackendRelay(frozenset(m.BACKEND_TYPES), frozenset(b"ZSE"))
         passed = b""
         for i in range(0, len(data), step):
-            for chunk in relay.feed(data[i : i + step]):
-                passed += chunk if isinstance(chunk, bytes) else chunk[1]
+            framed, inspected = relay.feed(data[i : i + step])
+            for kind, start, end in inspected:
+                assert framed[start] == kind
+                assert end - start == int.from_bytes(framed[start + 1 : start + 5], "big") + 1
+            passed += framed
         assert passed == data
         assert relay.at_boundary
 
