@@ -18,11 +18,21 @@ class AirlockError(Exception):
     #: FATAL errors end the session; plain ERRORs leave it usable.
     fatal: bool = False
 
-    def __init__(self, message: str, *, detail: str | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: str | None = None,
+        hint: str | None = None,
+        log_detail: str | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.detail = detail
         self.hint = hint
+        #: For the gateway's own log only, never sent to a client (an upstream's words
+        #: may name the service role or its host).
+        self.log_detail = log_detail
 
 
 class ProtocolViolation(AirlockError):

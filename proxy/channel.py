@@ -10,6 +10,7 @@ slow client never makes the gateway buffer a whole result set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable
 from typing import cast
@@ -23,8 +24,16 @@ class ConnectionClosed(Exception):
 
 
 class Channel(asyncio.Protocol):
-    def __init__(self, on_connection_made: Callable[[Channel], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_connection_made: Callable[[Channel], None] | None = None,
+        *,
+        registry: set[Channel] | None = None,
+    ) -> None:
         self._on_connection_made = on_connection_made
+        #: The owner's set of open channels: in it from connection_made to connection_lost,
+        #: so a shutdown can wait for every socket, TLS closes included.
+        self._registry = registry
         self.transport: asyncio.Transport | None = None
         self.peer: Channel | None = None
         self._inbox = bytearray()
@@ -36,10 +45,14 @@ class Channel(asyncio.Protocol):
         self._pause_reasons: set[str] = set()
         self.is_tls = False
         self.remote_address: tuple[str, int] | None = None
+        self._lost: asyncio.Future[None] | None = None
 
     # --- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._lost = asyncio.get_running_loop().create_future()
+        if self._registry is not None:
+            self._registry.add(self)
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
@@ -62,6 +75,10 @@ class Channel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._mark_closed(exc)
+        if self._registry is not None:
+            self._registry.discard(self)
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
 
     def pause_writing(self) -> None:
         if self.peer is not None:
@@ -152,6 +169,19 @@ class Channel(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    async def wait_closed(self, timeout_s: float) -> None:
+        """Wait until the transport is really gone (a TLS close takes a round trip);
+        abort it if that takes longer than timeout_s."""
+        if self._lost is None or self._lost.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), timeout_s)
+        except TimeoutError:
+            self.abort()
+            # abort() reports connection_lost on a later loop iteration
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._lost), 1.0)
 
     @property
     def closed(self) -> bool:

@@ -57,6 +57,7 @@ log = logging.getLogger("airlock.postgres")
 
 LOGIN_TIMEOUT_S = 60.0
 CANCEL_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 2.0
 #: Room for the largest token we would verify, plus the message envelope.
 _MAX_PASSWORD_MESSAGE_BYTES = 64 * 1024
 
@@ -149,6 +150,8 @@ class PgListener:
         self.hold_policy: HoldPolicy = forward_all
         self.sessions: set[PgSession] = set()
         self.cancel_keys: dict[tuple[int, int], CancelTarget] = {}
+        #: Every open socket of this listener: clients, upstreams, cancel requests.
+        self.channels: set[Channel] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -158,7 +161,10 @@ class PgListener:
         return self._server
 
     def _accept(self) -> Channel:
-        return Channel(on_connection_made=self._connected)
+        return Channel(on_connection_made=self._connected, registry=self.channels)
+
+    def new_channel(self) -> Channel:
+        return Channel(registry=self.channels)
 
     def _connected(self, channel: Channel) -> None:
         self.spawn(self._handle(channel))
@@ -174,6 +180,8 @@ class PgListener:
             task.cancel()  # sessions still logging in
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5.0)
+        # Sockets still closing (a TLS close takes a round trip) get a moment, then an abort.
+        await asyncio.gather(*(c.wait_closed(CLOSE_TIMEOUT_S) for c in list(self.channels)))
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -195,6 +203,11 @@ class PgListener:
             session.end(
                 "gateway shutting down", GatewayShuttingDown("the gateway is shutting down")
             )
+            # The task (which the listener waits for at shutdown) lasts until both sockets
+            # are really closed: a TLS close needs the loop for one more round trip.
+            await session.client_side.wait_closed(CLOSE_TIMEOUT_S)
+            if session.server_side is not None:
+                await session.server_side.wait_closed(CLOSE_TIMEOUT_S)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a background job the listener owns (and waits for at shutdown)."""
@@ -212,17 +225,22 @@ class PgListener:
 
     async def cancel_upstream(self, target: CancelTarget) -> None:
         loop = asyncio.get_running_loop()
+        channel: Channel | None = None
         try:
             async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                _, channel = await loop.create_connection(Channel, target.host, target.port)
+                _, channel = await loop.create_connection(
+                    self.new_channel, target.host, target.port
+                )
                 channel.write(m.CancelRequest.build(target.process_id, target.secret_key).raw)
                 with contextlib.suppress(ConnectionClosed):
                     await channel.read()  # the server closes when it has the request
-                channel.close()
         except (OSError, TimeoutError) as exc:
             log.warning(
                 "could not forward a cancel request for session %s: %s", target.session.id, exc
             )
+        finally:
+            if channel is not None:
+                channel.abort()  # nothing more to say on it; also when shutdown cancels us
 
 
 class PgSession:
@@ -250,7 +268,12 @@ class PgSession:
             async with asyncio.timeout(LOGIN_TIMEOUT_S):
                 upstream = await self._login()
         except AirlockError as error:
-            log.info("login refused for %s: %s", self.client_address, error.message)
+            log.info(
+                "login refused for %s: %s%s",
+                self.client_address,
+                error.message,
+                f" ({error.log_detail})" if error.log_detail else "",
+            )
             self.end(f"login refused: {error.message}", error)
             return
         except TimeoutError:
@@ -334,7 +357,10 @@ class PgSession:
             )
         forwarded, dropped = self._startup_parameters(startup)
         upstream = await connect_upstream(
-            target.upstream, forwarded, max_message_bytes=settings.max_message_bytes
+            target.upstream,
+            forwarded,
+            max_message_bytes=settings.max_message_bytes,
+            channel_factory=self.listener.new_channel,
         )
         self.server_side = upstream.channel
         reply = [m.AuthenticationOk().raw]

@@ -7,6 +7,7 @@ only an allowlist of harmless startup parameters is passed on from the client.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocols.errors import ProtocolViolation, UpstreamUnavailable
@@ -36,13 +37,17 @@ async def read_message(channel: Channel, framer: MessageFramer) -> bytes:
 
 
 async def connect_upstream(
-    upstream: UpstreamSettings, parameters: dict[str, str], *, max_message_bytes: int
+    upstream: UpstreamSettings,
+    parameters: dict[str, str],
+    *,
+    max_message_bytes: int,
+    channel_factory: Callable[[], Channel] = Channel,
 ) -> UpstreamSession:
     """Connect, negotiate TLS per sslmode, log in; raise UpstreamUnavailable on any failure."""
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(upstream.connect_timeout_s):
-            _, channel = await loop.create_connection(Channel, upstream.host, upstream.port)
+            _, channel = await loop.create_connection(channel_factory, upstream.host, upstream.port)
             try:
                 return await _login(channel, upstream, parameters, max_message_bytes)
             except BaseException:

@@ -46,8 +46,12 @@ class UpstreamLogin:
 
     def receive(self, message: m.BackendMessage) -> bytes:
         if isinstance(message, m.ErrorResponse):
+            # The upstream's own words name the gateway's service role: they go to the
+            # gateway's log, not to the agent.
             raise UpstreamUnavailable(
-                f"upstream refused the login: {message.code} {message.message}"
+                "the gateway could not log in to the upstream",
+                hint="the gateway's log has the upstream's reason",
+                log_detail=f"{message.code} {message.message}",
             )
         if self._authenticated:
             return self._after_auth(message)
@@ -69,9 +73,13 @@ class UpstreamLogin:
                 )
             # Channel binding (-PLUS) would need the upstream's certificate hash; the
             # TLS session to the upstream already authenticates it when sslmode says so.
-            # PostgreSQL ignores the SCRAM username (the startup user counts); scramp wants one.
-            self._scram = scramp.ScramClient([SCRAM_SHA_256], self.user, self._need_password())
-            first = self._scram.get_client_first().encode()
+            try:
+                # PostgreSQL ignores the SCRAM username (the startup user counts); scramp
+                # wants one.
+                self._scram = scramp.ScramClient([SCRAM_SHA_256], self.user, self._need_password())
+                first = self._scram.get_client_first().encode()
+            except scramp.ScramException as exc:
+                raise UpstreamUnavailable(f"upstream SCRAM exchange failed: {exc}") from None
             return m.SASLInitialResponse.build(SCRAM_SHA_256, first).raw
         if isinstance(message, m.AuthenticationSASLContinue):
             scram = self._need_scram()
