@@ -124,6 +124,8 @@ class PgRelay:
         self._hold = hold
         self._client = MessageFramer(_FRONTEND_TYPES, max_message_bytes)
         self._max_message_bytes = max_message_bytes
+        #: Nothing buffered, held or being discarded: the fast path may be taken.
+        self._client_idle = True
         self._server = BackendRelay(_BACKEND_TYPES, _INSPECTED)
         self._owed: deque[_Owed] = deque()
         self._unsynced = False  # extended-protocol messages forwarded since the last Sync
@@ -143,30 +145,38 @@ class PgRelay:
     # --- events
 
     def client_data(self, raw: bytes) -> list[Action]:
+        if self.forwards_whole(raw):
+            return [SendToServer(raw)]
         if self.terminated:
             return []
-        if (
-            self._hold is forward_all
-            and self.held is None
-            and self._discarding is None
-            and not self._client.buffered
-            and self._forwards_whole(raw)
-        ):
-            return [SendToServer(raw)]
         self._client.feed(raw)
+        self._client_idle = False
         if self.held is not None:
             return []  # framed later, once the held message is decided
-        return self._take_client_messages()
+        actions = self._take_client_messages()
+        self._update_idle()
+        return actions
 
-    def _forwards_whole(self, raw: bytes) -> bool:
-        """The fast path: raw is whole messages that are all simply forwarded.
+    def _update_idle(self) -> None:
+        self._client_idle = (
+            self.held is None
+            and self._discarding is None
+            and not self.terminated
+            and not self._client.buffered
+        )
+
+    def forwards_whole(self, raw: bytes) -> bool:
+        """The fast path: True when raw is whole messages that are all simply forwarded.
 
         Most reads from a client are exactly one or a few whole messages, none of them
-        special; they go on as they came, without being copied into the framer. The
-        bookkeeping is done as the messages are checked; anything else (a partial
-        message, Terminate, FunctionCall, a malformed header) leaves the state untouched
-        and returns False so the general path frames it.
+        special: they go on as they came (the caller sends raw to the server as it is),
+        without being copied into the framer; only the bookkeeping is done. Anything
+        else (a partial message, Terminate, FunctionCall, a malformed header, a policy
+        that may hold messages, a message already held) leaves the state untouched and
+        returns False, and `client_data` frames it.
         """
+        if not self._client_idle or self._hold is not forward_all:
+            return False
         size = len(raw)
         pos = 0
         unsynced = self._unsynced
@@ -204,7 +214,9 @@ class PgRelay:
         else:
             assert error is not None
             actions += self._refuse(held, error)
-        return actions + self._take_client_messages()
+        actions += self._take_client_messages()
+        self._update_idle()
+        return actions
 
     def server_data(self, raw: bytes) -> bytes:
         """Server bytes in; the bytes to send the client out (the server never gets a reply

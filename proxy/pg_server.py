@@ -249,6 +249,7 @@ class PgSession:
         self.listener = listener
         self.client_side = client_side
         self.server_side: Channel | None = None
+        self._upstream: Channel  # = server_side, once relaying (typed for the hot path)
         self.identity: Identity | None = None
         self.target: TargetSettings | None = None
         self.policy: EffectivePolicy | None = None
@@ -478,6 +479,7 @@ class PgSession:
         else:
             self._deadline = loop.call_later(ttl_s, self._expire, "session_ttl reached")
         client_side, server_side = self.client_side, upstream.channel
+        self._upstream = server_side
         client_side.peer, server_side.peer = server_side, client_side
         server_side.start_relay(self._server_data, self._server_closed)
         if upstream.leftover:
@@ -485,9 +487,13 @@ class PgSession:
         client_side.start_relay(self._client_data, self._client_closed)
 
     def _client_data(self, raw: bytes) -> None:
-        assert self.relay is not None
+        relay = self.relay
+        assert relay is not None
+        if relay.forwards_whole(raw):  # the hot path: no actions to build or walk
+            self._upstream.write(raw)
+            return
         try:
-            actions = self.relay.client_data(raw)
+            actions = relay.client_data(raw)
         except AirlockError as error:
             self.end(f"client protocol error: {error.message}", error)
             return

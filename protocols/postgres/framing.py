@@ -155,11 +155,12 @@ class BackendRelay:
         inspected: list[tuple[int, int, int]] = []
         inspect = self._inspect
         valid = self._valid
+        unpack = _HEADER.unpack_from
         while pos < size:
             if size - pos < 5:
                 self._held = raw[pos:]
                 return raw[:pos], inspected
-            kind, length = _HEADER.unpack_from(raw, pos)
+            kind, length = unpack(raw, pos)
             if kind not in valid or length < 4:
                 raise ProtocolViolation(f"malformed server message (type {kind}, length {length})")
             end = pos + 1 + length
