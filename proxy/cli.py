@@ -9,7 +9,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from proxy.config import ConfigError, load_settings, parse_duration
+from proxy.config import ConfigError, Settings, load_settings, parse_duration
 
 
 def run_async(main: Coroutine[Any, Any, None]) -> None:
@@ -22,13 +22,20 @@ def run_async(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
+def _settings(args: argparse.Namespace) -> Settings | None:
+    """The --config file's settings, or None after saying what is wrong with it."""
+    try:
+        return load_settings(args.config)
+    except ConfigError as error:
+        print(f"airlock: bad config: {error}", file=sys.stderr)
+        return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from proxy.server import Gateway
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as error:
-        print(f"airlock: bad config: {error}", file=sys.stderr)
+    settings = _settings(args)
+    if settings is None:
         return 2
     run_async(Gateway(settings).serve_forever())
     return 0
@@ -38,10 +45,8 @@ def _dev_token(args: argparse.Namespace) -> int:
     from proxy.config import dev_issuer_url
     from proxy.dev_issuer import DevIssuer
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as error:
-        print(f"airlock: bad config: {error}", file=sys.stderr)
+    settings = _settings(args)
+    if settings is None:
         return 2
     if not settings.dev_issuer or settings.listen.api is None:
         print(

@@ -31,6 +31,7 @@ import yaml.nodes
 
 from policy.identity import IdentitySettings
 from policy.rules import STATEMENT_CLASSES, Action, HoldMode, Rule
+from proxy.addresses import is_loopback
 
 __all__ = [
     "ConfigError",
@@ -649,7 +650,7 @@ class _Parser:
         if parts.query or parts.fragment:
             # OIDC discovery requires an issuer without query or fragment.
             raise self.fail(key, "must not have a ?query or #fragment")
-        if parts.scheme == "http" and not _is_loopback(host):
+        if parts.scheme == "http" and not is_loopback(host):
             raise self.fail(
                 key,
                 f"must use https (got {_quote(issuer)}); plain http is accepted only for a "
@@ -881,12 +882,3 @@ class _Parser:
             cert_file=self.existing_file(cert, "tls.cert_file"),
             key_file=self.existing_file(key, "tls.key_file"),
         )
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -9,7 +9,6 @@ token is valid is policy/identity.py's pure `verify_token`; only fetching is her
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import time
@@ -27,6 +26,7 @@ from policy.identity import (
     verify_token,
 )
 from protocols.errors import AuthenticationFailed
+from proxy.addresses import is_loopback
 
 log = logging.getLogger("airlock.oidc")
 
@@ -63,21 +63,12 @@ def check_endpoint_url(url: str, what: str) -> None:
     if parts.scheme == "https":
         return
     if parts.scheme == "http":
-        if _is_loopback(host):
+        if is_loopback(host):
             return
         raise OidcConfigError(
             f"{what} {url!r} must use https (plain http is allowed on loopback only)"
         )
     raise OidcConfigError(f"{what} {url!r} must be an https URL")
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:

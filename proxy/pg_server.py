@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import secrets
 import ssl
@@ -38,6 +37,7 @@ from protocols.errors import (
 )
 from protocols.postgres import messages as m
 from protocols.postgres.framing import MessageFramer, StartupFramer
+from proxy.addresses import is_loopback
 from proxy.channel import Channel, ConnectionClosed
 from proxy.config import Settings, TargetSettings
 from proxy.pg_relay import (
@@ -117,15 +117,6 @@ class CancelTarget:
     process_id: int
     secret_key: int
     session: PgSession
-
-
-def _is_loopback(address: tuple[str, int] | None) -> bool:
-    if address is None:
-        return False
-    try:
-        return ipaddress.ip_address(address[0].split("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def _int32(value: int) -> int:
@@ -329,7 +320,9 @@ class PgSession:
         settings = self.listener.settings
         client_tls = self.client_side.is_tls
         if not client_tls and not (
-            settings.allow_insecure_loopback and _is_loopback(self.client_address)
+            settings.allow_insecure_loopback
+            and self.client_address is not None
+            and is_loopback(self.client_address[0])
         ):
             raise InsecureTransport(
                 "the gateway accepts tokens only over TLS",
