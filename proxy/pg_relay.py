@@ -182,11 +182,12 @@ class PgRelay:
         unsynced = self._unsynced
         owed = 0
         max_bytes = self._max_message_bytes
+        unpack = _HEADER.unpack_from
         while pos < size:
             if size - pos < 5:
                 return False
-            kind, length = _HEADER.unpack_from(raw, pos)
-            if kind not in _PLAIN_FORWARD or length < 4 or length + 1 > max_bytes:
+            kind, length = unpack(raw, pos)
+            if kind not in _PLAIN_FORWARD or length < 4 or length >= max_bytes:
                 return False
             pos += 1 + length
             if kind in _EXTENDED:
@@ -197,8 +198,9 @@ class PgRelay:
         if pos != size:
             return False
         self._unsynced = unsynced
-        for _ in range(owed):
+        while owed:
             self._owed.append(_ServerOwes())
+            owed -= 1
         return True
 
     def release(self, *, forward: bool, error: AirlockError | None = None) -> list[Action]:
@@ -229,7 +231,7 @@ class PgRelay:
         inserts: list[tuple[int, bytes]] = []
         for kind, start, end in inspected:
             if kind == _Z:
-                before, after = self._server_ready(framed, start)
+                before, after = self._server_ready(framed, start, end)
                 if before:
                     inserts.append((start, before))
                 if after:
@@ -342,13 +344,13 @@ class PgRelay:
         self._owed.append(_WeOwe(reply))
         return self._send_replies_due()
 
-    def _server_ready(self, framed: bytes, start: int) -> tuple[bytes, bytes]:
-        """A ReadyForQuery at framed[start:]: what goes just before it and just after it."""
-        if not self._owed or not isinstance(self._owed[0], _ServerOwes):
+    def _server_ready(self, framed: bytes, start: int, end: int) -> tuple[bytes, bytes]:
+        """A ReadyForQuery at framed[start:end]: what goes just before it and just after it."""
+        owed = self._owed
+        entry = owed.popleft() if owed else None
+        if type(entry) is not _ServerOwes:
             raise ProtocolViolation("server sent an unrequested ReadyForQuery")
-        entry = self._owed.popleft()
-        assert isinstance(entry, _ServerOwes)
-        status = chr(framed[start + 5]) if framed[start + 1 : start + 5] == b"\0\0\0\5" else ""
+        status = chr(framed[start + 5]) if end - start == 6 else ""
         if status not in ("I", "T", "E"):
             raise ProtocolViolation("malformed ReadyForQuery from server")
         before = b""
@@ -358,7 +360,7 @@ class PgRelay:
             before = entry.error
         self._server_erred = False
         self.transaction_status = status
-        if self._owed and isinstance(self._owed[0], _WeOwe):
+        if owed and type(owed[0]) is _WeOwe:
             return before, self._replies_due()
         return before, b""
 
