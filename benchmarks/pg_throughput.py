@@ -513,12 +513,9 @@ def parse_pgbench(output: str) -> tuple[float, float, int]:
     return float(tps.group(1)), float(latency.group(1)), int(processed.group(1))
 
 
-def pgbench(
-    endpoint: Endpoint, mode: str, clients: int, duration_s: int, log: Path | None = None
-) -> PgbenchRun:
-    """One select-only pgbench run; any failure is a BenchError, never a zero."""
-    threads = min(clients, 2)
-    command = [
+def pgbench_command(endpoint: Endpoint, mode: str, clients: int, duration_s: int) -> list[str]:
+    """The select-only pgbench command line both benchmark scripts run."""
+    return [
         "pgbench",
         "-n",
         "-S",
@@ -529,10 +526,17 @@ def pgbench(
         "-c",
         str(clients),
         "-j",
-        str(threads),
+        str(min(clients, 2)),
         *endpoint.args(),
         endpoint.dbname,
     ]
+
+
+def pgbench(
+    endpoint: Endpoint, mode: str, clients: int, duration_s: int, log: Path | None = None
+) -> PgbenchRun:
+    """One select-only pgbench run; any failure is a BenchError, never a zero."""
+    command = pgbench_command(endpoint, mode, clients, duration_s)
     what = f"pgbench against {endpoint.name} ({mode}, {clients} clients)"
     try:
         before = process_cpu_s(endpoint.pid)
@@ -548,7 +552,7 @@ def pgbench(
         endpoint.name,
         mode,
         clients,
-        threads,
+        min(clients, 2),
         duration_s,
         tps,
         latency_ms,

@@ -64,6 +64,7 @@ from pg_throughput import (
     create_database,
     note,
     parse_pgbench,
+    pgbench_command,
     run,
 )
 
@@ -97,21 +98,7 @@ class Measured:
 
 async def pgbench_async(endpoint: Endpoint, mode: str, clients: int, duration_s: int) -> str:
     """pgbench as a child process, so this loop keeps serving while it runs."""
-    command = [
-        "pgbench",
-        "-n",
-        "-S",
-        "-T",
-        str(duration_s),
-        "-M",
-        mode,
-        "-c",
-        str(clients),
-        "-j",
-        str(min(clients, 2)),
-        *endpoint.args(),
-        endpoint.dbname,
-    ]
+    command = pgbench_command(endpoint, mode, clients, duration_s)
     process = await asyncio.create_subprocess_exec(
         *command,
         env=endpoint.env(),
