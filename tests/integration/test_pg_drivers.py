@@ -19,7 +19,6 @@ import re
 import secrets
 import signal
 import socket
-import ssl
 import struct
 import subprocess
 import threading
@@ -133,22 +132,8 @@ def connect(gateway: RunningGateway, token: str, **kwargs: Any) -> Connection:
     return psycopg.connect(gateway.dsn(token), **kwargs)
 
 
-def gateway_ssl_context(gateway: RunningGateway) -> ssl.SSLContext:
-    """An SSLContext that trusts only the gateway's self-signed certificate."""
-    return ssl.create_default_context(cafile=str(gateway.cert_file))
-
-
 async def asyncpg_connect(gateway: RunningGateway, token: str, **kwargs: Any) -> Any:
-    return await asyncpg.connect(
-        host="127.0.0.1",
-        port=gateway.pg_port,
-        user="agent",
-        password=token,
-        database="orders",
-        ssl=gateway_ssl_context(gateway),
-        timeout=10,
-        **kwargs,
-    )
+    return await asyncpg.connect(**gateway.asyncpg_params(token), timeout=10, **kwargs)
 
 
 def unrelated_certificate_pem() -> bytes:
@@ -820,12 +805,7 @@ async def test_asyncpg_cursor_with_prefetch(gateway: RunningGateway, token: str)
 async def test_asyncpg_pool_reuses_sessions(gateway: RunningGateway, token: str) -> None:
     # Releasing a connection runs asyncpg's reset (UNLISTEN *, RESET ALL, ...) each time.
     async with asyncpg.create_pool(
-        host="127.0.0.1",
-        port=gateway.pg_port,
-        user="agent",
-        password=token,
-        database="orders",
-        ssl=gateway_ssl_context(gateway),
+        **gateway.asyncpg_params(token),
         min_size=2,
         max_size=4,
     ) as pool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -25,22 +24,8 @@ from tests.support.rawpg import RawPg, function_call
 GatewayFactory = Callable[..., RunningGateway]
 
 
-def tls_context(gateway: RunningGateway) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(gateway.cert_file))
-    return context
-
-
 async def connect(gateway: RunningGateway, token: str, **kwargs: object) -> asyncpg.Connection:
-    return await asyncpg.connect(
-        host="127.0.0.1",
-        port=gateway.pg_port,
-        user="agent",
-        database="orders",
-        password=token,
-        ssl=tls_context(gateway),
-        timeout=10,
-        **kwargs,
-    )
+    return await asyncpg.connect(**gateway.asyncpg_params(token), timeout=10, **kwargs)
 
 
 @pytest.fixture

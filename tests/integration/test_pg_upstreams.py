@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import secrets
-import ssl
 import subprocess
 import urllib.parse
 from collections.abc import Callable
@@ -71,15 +70,7 @@ def run_psql(gateway: RunningGateway, statement: str) -> subprocess.CompletedPro
 async def login_error(gateway: RunningGateway) -> Any:
     """The error asyncpg raises when logging in through the gateway (asyncpg keeps SQLSTATEs)."""
     with pytest.raises(asyncpg.PostgresError) as raised:
-        await asyncpg.connect(
-            host="127.0.0.1",
-            port=gateway.pg_port,
-            user="agent",
-            password=agent_token(gateway),
-            database="orders",
-            ssl=ssl.create_default_context(cafile=str(gateway.cert_file)),
-            timeout=15,
-        )
+        await asyncpg.connect(**gateway.asyncpg_params(agent_token(gateway)), timeout=15)
     # asyncpg closes its TLS transport on a failed login without waiting for the TLS
     # shutdown; let that finish before pytest-asyncio closes the loop, or the socket
     # is reported unclosed (and filterwarnings=error fails the test).

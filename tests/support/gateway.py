@@ -8,6 +8,7 @@ test can look at the gateway's sessions and cancel map.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -59,6 +60,21 @@ class RunningGateway:
 
         self.loop.call_soon_threadsafe(run)
         return future.result(timeout=10)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Trusts only the gateway's self-signed certificate (verify-full for asyncpg)."""
+        return ssl.create_default_context(cafile=str(self.cert_file))
+
+    def asyncpg_params(self, token: str) -> dict[str, Any]:
+        """asyncpg.connect / create_pool keywords for an agent reaching `orders` over TLS."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.pg_port,
+            "user": "agent",
+            "password": token,
+            "database": "orders",
+            "ssl": self.ssl_context(),
+        }
 
     def dsn(
         self, token: str, *, dbname: str = "orders", sslmode: str = "require", **params: str
