@@ -190,6 +190,8 @@ class PgRelay:
             if kind not in _PLAIN_FORWARD or length < 4 or length >= max_bytes:
                 return False
             pos += 1 + length
+            # _note_forwarded's bookkeeping, inlined and deferred: nothing changes
+            # unless every message in raw qualifies.
             if kind in _EXTENDED:
                 unsynced = True
             elif kind in (_QUERY, _SYNC):

@@ -96,9 +96,6 @@ class Reader:
         self._pos = len(self._body)
         return value
 
-    def at_end(self) -> bool:
-        return self._pos == len(self._body)
-
     def end(self) -> None:
         if self._pos != len(self._body):
             raise ProtocolViolation("trailing bytes after message fields")
@@ -540,29 +537,6 @@ class ReadyForQuery:
     @classmethod
     def build(cls, status: str) -> ReadyForQuery:
         return cls(status, frame(b"Z", status.encode("ascii")))
-
-
-#: ErrorResponse/NoticeResponse field codes.
-FIELD_NAMES = {
-    "S": "severity_local",
-    "V": "severity",
-    "C": "code",
-    "M": "message",
-    "D": "detail",
-    "H": "hint",
-    "P": "position",
-    "p": "internal_position",
-    "q": "internal_query",
-    "W": "where",
-    "s": "schema",
-    "t": "table",
-    "c": "column",
-    "d": "data_type",
-    "n": "constraint",
-    "F": "file",
-    "L": "line",
-    "R": "routine",
-}
 
 
 def _encode_fields(fields: dict[str, str]) -> bytes:
