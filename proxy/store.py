@@ -1,0 +1,362 @@
+"""Approval requests and the grants they give, kept in SQLite in data_dir.
+
+One table holds every request from the moment a statement is held until it is
+decided. An approved request is also its grant: scope `statement` lets the same
+text with the same parameters from the same identity on the same target run
+once before `expires_at`; scope `session` lets the requesting session's
+statements that need approval run until `expires_at`.
+
+Requests are never deleted. When the gateway starts, requests whose sessions
+died with the previous process are marked `session_state = 'gone'`; they stay
+decidable (an approved one is a grant the agent can use by retrying).
+
+Every call is short and synchronous: SQLite in WAL mode answers in well under
+a millisecond, and holds are rare next to reads.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import secrets
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+PENDING, APPROVED, DENIED, WITHDRAWN = "pending", "approved", "denied", "withdrawn"
+STATES = (PENDING, APPROVED, DENIED, WITHDRAWN)
+SCOPES = ("statement", "session")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS approvals (
+    id              TEXT PRIMARY KEY,
+    state           TEXT NOT NULL,
+    session_id      TEXT NOT NULL,
+    session_state   TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    groups_json     TEXT NOT NULL,
+    email           TEXT,
+    target          TEXT NOT NULL,
+    protocol        TEXT NOT NULL,
+    sql             TEXT NOT NULL,
+    params_json     TEXT NOT NULL,
+    params_key      TEXT NOT NULL,
+    class           TEXT NOT NULL,
+    reasons_json    TEXT NOT NULL,
+    hold            TEXT NOT NULL,
+    approvers_json  TEXT NOT NULL,
+    grant_ttl_s     REAL NOT NULL,
+    created_at      REAL NOT NULL,
+    decided_at      REAL,
+    decided_by      TEXT,
+    decided_groups_json TEXT,
+    scope           TEXT,
+    expires_at      REAL,
+    comment         TEXT,
+    reason          TEXT,
+    used_at         REAL
+);
+CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, created_at);
+CREATE INDEX IF NOT EXISTS approvals_grant ON approvals (subject, target, params_key)
+    WHERE state = 'approved';
+CREATE INDEX IF NOT EXISTS approvals_session ON approvals (session_id);
+"""
+
+
+class AlreadyDecided(Exception):
+    """The request was decided (or withdrawn) before this decision arrived."""
+
+    def __init__(self, request: ApprovalRequest) -> None:
+        super().__init__(f"request {request.id} is already {request.state}")
+        self.request = request
+
+
+class UnknownRequest(KeyError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    """A bound parameter as the approver sees it."""
+
+    type: str  # type name (int4, text, ...) or "unknown"
+    value: str | None  # decoded text, hex for undecodable binary; None for NULL
+    format: str = "text"  # "text", or "hex" when the value is binary shown as hex
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "value": self.value, "format": self.format}
+
+
+@dataclass(frozen=True, slots=True)
+class NewRequest:
+    session_id: str
+    subject: str
+    groups: tuple[str, ...]
+    email: str | None
+    target: str
+    protocol: str
+    sql: str
+    parameters: tuple[Parameter, ...]
+    params_key: str  # digest of the exact bound values (and formats), for retries
+    statement_class: str
+    reasons: tuple[str, ...]
+    hold: str
+    approver_groups: tuple[str, ...]
+    grant_ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    id: str
+    state: str
+    session_state: str
+    created_at: float
+    request: NewRequest
+    decided_at: float | None = None
+    decided_by: str | None = None
+    decided_groups: tuple[str, ...] = ()
+    scope: str | None = None
+    expires_at: float | None = None
+    comment: str | None = None
+    reason: str | None = None
+    used_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.request
+        decision = None
+        if self.decided_at is not None:
+            decision = {
+                "by": self.decided_by,
+                "groups": list(self.decided_groups),
+                "at": _iso(self.decided_at),
+                "scope": self.scope,
+                "expires_at": _iso(self.expires_at),
+                "comment": self.comment,
+                "reason": self.reason,
+                "used_at": _iso(self.used_at),
+            }
+        return {
+            "id": self.id,
+            "state": self.state,
+            "session_id": r.session_id,
+            "session_state": self.session_state,
+            "requester": {"subject": r.subject, "groups": list(r.groups), "email": r.email},
+            "target": r.target,
+            "protocol": r.protocol,
+            "sql": r.sql,
+            "parameters": [p.to_json() for p in r.parameters],
+            "class": r.statement_class,
+            "reasons": list(r.reasons),
+            "hold": r.hold,
+            "approver_groups": list(r.approver_groups),
+            "grant_ttl_s": r.grant_ttl_s,
+            "created_at": _iso(self.created_at),
+            "decision": decision,
+        }
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(when, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ApprovalStore:
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- lifecycle of sessions
+
+    def sessions_gone(self, session_ids: Sequence[str] | None = None) -> int:
+        """Mark the requests of these sessions (all open ones when None) as orphaned."""
+        if session_ids is None:
+            cursor = self._db.execute(
+                "UPDATE approvals SET session_state = 'gone' WHERE session_state = 'open'"
+            )
+        else:
+            cursor = self._db.executemany(
+                "UPDATE approvals SET session_state = 'gone' WHERE session_id = ?",
+                [(s,) for s in session_ids],
+            )
+        return cursor.rowcount
+
+    # --- requests
+
+    def create(self, new: NewRequest, now: float) -> ApprovalRequest:
+        request_id = "apr_" + secrets.token_hex(6)
+        self._db.execute(
+            "INSERT INTO approvals (id, state, session_id, session_state, subject, groups_json,"
+            " email, target, protocol, sql, params_json, params_key, class, reasons_json, hold,"
+            " approvers_json, grant_ttl_s, created_at)"
+            " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                request_id,
+                new.session_id,
+                new.subject,
+                json.dumps(list(new.groups)),
+                new.email,
+                new.target,
+                new.protocol,
+                new.sql,
+                json.dumps([p.to_json() for p in new.parameters]),
+                new.params_key,
+                new.statement_class,
+                json.dumps(list(new.reasons)),
+                new.hold,
+                json.dumps(list(new.approver_groups)),
+                new.grant_ttl_s,
+                now,
+            ),
+        )
+        return ApprovalRequest(request_id, PENDING, "open", now, new)
+
+    def get(self, request_id: str) -> ApprovalRequest:
+        row = self._db.execute("SELECT * FROM approvals WHERE id = ?", (request_id,)).fetchone()
+        if row is None:
+            raise UnknownRequest(request_id)
+        return _from_row(row)
+
+    def list(self, state: str | None = None, *, limit: int = 500) -> list[ApprovalRequest]:
+        if state is None:
+            rows = self._db.execute(
+                "SELECT * FROM approvals ORDER BY created_at DESC LIMIT ?", (limit,)
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM approvals WHERE state = ? ORDER BY created_at DESC LIMIT ?",
+                (state, limit),
+            )
+        return [_from_row(row) for row in rows]
+
+    def approve(
+        self,
+        request_id: str,
+        *,
+        approver: str,
+        approver_groups: Sequence[str],
+        scope: str,
+        expires_at: float,
+        comment: str | None,
+        now: float,
+    ) -> ApprovalRequest:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        return self._decide(
+            request_id,
+            "UPDATE approvals SET state = 'approved', decided_at = ?, decided_by = ?,"
+            " decided_groups_json = ?, scope = ?, expires_at = ?, comment = ?"
+            " WHERE id = ? AND state = 'pending'",
+            (now, approver, json.dumps(list(approver_groups)), scope, expires_at, comment),
+        )
+
+    def deny(
+        self,
+        request_id: str,
+        *,
+        approver: str,
+        approver_groups: Sequence[str],
+        reason: str,
+        now: float,
+    ) -> ApprovalRequest:
+        return self._decide(
+            request_id,
+            "UPDATE approvals SET state = 'denied', decided_at = ?, decided_by = ?,"
+            " decided_groups_json = ?, reason = ? WHERE id = ? AND state = 'pending'",
+            (now, approver, json.dumps(list(approver_groups)), reason),
+        )
+
+    def withdraw(self, request_id: str, *, reason: str, now: float) -> ApprovalRequest:
+        """The requester gave up (a cancel): nobody can decide it any more."""
+        return self._decide(
+            request_id,
+            "UPDATE approvals SET state = 'withdrawn', decided_at = ?, decided_by = NULL,"
+            " decided_groups_json = '[]', reason = ? WHERE id = ? AND state = 'pending'",
+            (now, reason),
+        )
+
+    def _decide(self, request_id: str, sql: str, values: tuple[Any, ...]) -> ApprovalRequest:
+        cursor = self._db.execute(sql, (*values, request_id))
+        request = self.get(request_id)  # raises UnknownRequest
+        if cursor.rowcount == 0:
+            raise AlreadyDecided(request)
+        return request
+
+    # --- grants
+
+    def use_statement_grant(
+        self, *, subject: str, target: str, sql: str, params_key: str, now: float
+    ) -> ApprovalRequest | None:
+        """Consume an unused, unexpired statement grant for exactly this statement."""
+        row = self._db.execute(
+            "UPDATE approvals SET used_at = ? WHERE id = ("
+            " SELECT id FROM approvals WHERE state = 'approved' AND scope = 'statement'"
+            " AND used_at IS NULL AND expires_at > ? AND subject = ? AND target = ?"
+            " AND params_key = ? AND sql = ? ORDER BY decided_at LIMIT 1)"
+            " RETURNING id",
+            (now, now, subject, target, params_key, sql),
+        ).fetchone()
+        return None if row is None else self.get(row["id"])
+
+    def use_grant(self, request_id: str, now: float) -> ApprovalRequest:
+        """Mark one approved request as used by the statement that waited for it."""
+        self._db.execute(
+            "UPDATE approvals SET used_at = ? WHERE id = ? AND used_at IS NULL", (now, request_id)
+        )
+        return self.get(request_id)
+
+    def session_grant(self, session_id: str, now: float) -> ApprovalRequest | None:
+        """The latest-expiring session-scope grant of this session still in force."""
+        row = self._db.execute(
+            "SELECT * FROM approvals WHERE session_id = ? AND state = 'approved'"
+            " AND scope = 'session' AND expires_at > ? ORDER BY expires_at DESC LIMIT 1",
+            (session_id, now),
+        ).fetchone()
+        return None if row is None else _from_row(row)
+
+
+def _from_row(row: sqlite3.Row) -> ApprovalRequest:
+    new = NewRequest(
+        session_id=row["session_id"],
+        subject=row["subject"],
+        groups=tuple(json.loads(row["groups_json"])),
+        email=row["email"],
+        target=row["target"],
+        protocol=row["protocol"],
+        sql=row["sql"],
+        parameters=tuple(
+            Parameter(p["type"], p["value"], p.get("format", "text"))
+            for p in json.loads(row["params_json"])
+        ),
+        params_key=row["params_key"],
+        statement_class=row["class"],
+        reasons=tuple(json.loads(row["reasons_json"])),
+        hold=row["hold"],
+        approver_groups=tuple(json.loads(row["approvers_json"])),
+        grant_ttl_s=row["grant_ttl_s"],
+    )
+    request = ApprovalRequest(row["id"], row["state"], row["session_state"], row["created_at"], new)
+    if row["decided_at"] is None:
+        return request
+    return replace(
+        request,
+        decided_at=row["decided_at"],
+        decided_by=row["decided_by"],
+        decided_groups=tuple(json.loads(row["decided_groups_json"] or "[]")),
+        scope=row["scope"],
+        expires_at=row["expires_at"],
+        comment=row["comment"],
+        reason=row["reason"],
+        used_at=row["used_at"],
+    )

@@ -1,0 +1,155 @@
+"""The approval store: requests, decisions and grants in SQLite, across reopenings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from policy.approvals import grant_expiry, refusal_to_decide
+from proxy.store import (
+    AlreadyDecided,
+    ApprovalRequest,
+    ApprovalStore,
+    NewRequest,
+    Parameter,
+    UnknownRequest,
+)
+
+NOW = 1_800_000_000.0
+
+
+def new(sql: str = "update t set a = $1", key: str = "k1", session: str = "s1") -> NewRequest:
+    return NewRequest(
+        session_id=session,
+        subject="agent-1",
+        groups=("data-agents",),
+        email=None,
+        target="orders",
+        protocol="postgres",
+        sql=sql,
+        parameters=(Parameter("int4", "42"), Parameter("text", None)),
+        params_key=key,
+        statement_class="write",
+        reasons=("UPDATE modifies data",),
+        hold="wait",
+        approver_groups=("oncall-dba",),
+        grant_ttl_s=900.0,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ApprovalStore:
+    return ApprovalStore(tmp_path / "airlock.db")
+
+
+def approve(
+    store: ApprovalStore, request_id: str, scope: str = "statement", ttl: float = 60
+) -> ApprovalRequest:
+    return store.approve(
+        request_id,
+        approver="dba-1",
+        approver_groups=["oncall-dba"],
+        scope=scope,
+        expires_at=NOW + ttl,
+        comment="ok",
+        now=NOW,
+    )
+
+
+def test_a_request_is_stored_whole_and_listed_newest_first(store: ApprovalStore) -> None:
+    first = store.create(new(), NOW)
+    second = store.create(new(sql="delete from t"), NOW + 1)
+    assert store.get(first.id) == first
+    assert [r.id for r in store.list("pending")] == [second.id, first.id]
+    shown = first.to_json()
+    assert shown["parameters"] == [
+        {"type": "int4", "value": "42", "format": "text"},
+        {"type": "text", "value": None, "format": "text"},
+    ]
+    assert shown["requester"] == {"subject": "agent-1", "groups": ["data-agents"], "email": None}
+    assert shown["decision"] is None
+    assert shown["created_at"].endswith("Z")
+
+
+def test_a_decision_is_recorded_once(store: ApprovalStore) -> None:
+    request = store.create(new(), NOW)
+    decided = approve(store, request.id)
+    assert decided.state == "approved"
+    assert (decided.decided_by, decided.scope, decided.comment) == ("dba-1", "statement", "ok")
+    with pytest.raises(AlreadyDecided):
+        store.deny(request.id, approver="dba-2", approver_groups=[], reason="no", now=NOW)
+    with pytest.raises(AlreadyDecided):
+        store.withdraw(request.id, reason="cancel", now=NOW)
+    with pytest.raises(UnknownRequest):
+        store.get("apr_nope")
+    assert store.list("pending") == []
+
+
+def test_a_statement_grant_runs_the_same_statement_once_before_it_expires(
+    store: ApprovalStore,
+) -> None:
+    request = store.create(new(), NOW)
+    approve(store, request.id, ttl=60)
+
+    def use(
+        sql: str = "update t set a = $1", key: str = "k1", now: float = NOW + 1
+    ) -> ApprovalRequest | None:
+        return store.use_statement_grant(
+            subject="agent-1", target="orders", sql=sql, params_key=key, now=now
+        )
+
+    assert use(key="other") is None  # other parameters
+    assert use(sql="update t set a = 2") is None  # other text
+    assert use(now=NOW + 61) is None  # expired
+    assert (
+        store.use_statement_grant(
+            subject="agent-2", target="orders", sql="update t set a = $1", params_key="k1", now=NOW
+        )
+        is None
+    )  # another identity
+    used = use()
+    assert used is not None
+    assert used.id == request.id
+    assert use() is None  # once
+
+
+def test_a_session_grant_covers_its_session_until_it_expires(store: ApprovalStore) -> None:
+    request = store.create(new(session="s1"), NOW)
+    approve(store, request.id, scope="session", ttl=30)
+    assert store.session_grant("s1", NOW + 29) is not None
+    assert store.session_grant("s1", NOW + 31) is None
+    assert store.session_grant("s2", NOW) is None
+
+
+def test_requests_survive_reopening_and_orphans_are_marked(tmp_path: Path) -> None:
+    path = tmp_path / "airlock.db"
+    first = ApprovalStore(path)
+    request = first.create(new(), NOW)
+    first.close()
+    second = ApprovalStore(path)
+    assert second.sessions_gone() == 1
+    found = second.get(request.id)
+    assert (found.state, found.session_state) == ("pending", "gone")
+
+
+def test_who_may_decide() -> None:
+    def refusal(approver: str, groups: tuple[str, ...]) -> str | None:
+        return refusal_to_decide(
+            approver_subject=approver,
+            approver_groups=groups,
+            requester_subject="agent-1",
+            allowed_groups=("oncall-dba",),
+        )
+
+    assert refusal("dba-1", ("oncall-dba",)) is None
+    assert "own request" in (refusal("agent-1", ("oncall-dba",)) or "")
+    assert "oncall-dba" in (refusal("dev-1", ("developers",)) or "")
+
+
+def test_grants_are_capped_by_grant_ttl() -> None:
+    assert grant_expiry(NOW, None, 900) == NOW + 900
+    assert grant_expiry(NOW, 60, 900) == NOW + 60
+    assert grant_expiry(NOW, 3600, 900) == NOW + 900
+    with pytest.raises(ValueError, match="positive"):
+        grant_expiry(NOW, 0, 900)
