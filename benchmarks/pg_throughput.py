@@ -357,12 +357,13 @@ def airlock_config(workdir: Path, upstream_url: str, pg_port: int, api_port: int
             {
                 "groups": [AIRLOCK_GROUP],
                 "targets": [AIRLOCK_TARGET],
+                # The production shape: every statement is classified; reads pass,
+                # writes would wait for an approver (select-only sends none).
                 "read": "allow",
-                "write": "allow",
-                "ddl": "allow",
+                "write": "approve",
+                "ddl": "deny",
                 "admin": "deny",
-                # No class needs approval, so the rule needs no approvers.
-                "unknown": "allow",
+                "approvers": ["oncall-dba"],
                 "session_ttl": "1h",
             }
         ],

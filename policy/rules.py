@@ -47,6 +47,9 @@ class Rule:
     hold_timeout_s: float = 300.0
     grant_ttl_s: float = 900.0
     session_ttl_s: float = 3600.0
+    #: Where this rule's approval requests are announced, besides the global webhooks
+    #: (opaque here: the gateway's endpoint objects).
+    webhooks: tuple[object, ...] = ()
 
     def action_for(self, statement_class: str) -> Action:
         action: Action = getattr(self, statement_class)
@@ -63,6 +66,7 @@ class EffectivePolicy:
     hold_timeout_s: float
     grant_ttl_s: float
     session_ttl_s: float
+    webhooks: tuple[object, ...] = ()
 
     def action_for(self, statement_class: str) -> Action:
         # `unknown` (or anything unexpected) is treated as the strictest class.
@@ -93,4 +97,5 @@ def effective_policy(
         hold_timeout_s=min(r.hold_timeout_s for r in matched),
         grant_ttl_s=min(r.grant_ttl_s for r in matched),
         session_ttl_s=min(r.session_ttl_s for r in matched),
+        webhooks=tuple(dict.fromkeys(w for r in matched for w in r.webhooks)),
     )

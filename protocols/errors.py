@@ -116,12 +116,16 @@ class StatementDenied(AirlockError):
     mysql_sqlstate = "42000"
 
 
-class HoldTimedOut(AirlockError):
-    """A held statement was not decided within hold_timeout."""
+class QueryCanceled(AirlockError):
+    """The client cancelled a statement (which, if it was held, withdraws its request)."""
 
     sqlstate = "57014"
     mysql_errno = 1317  # ER_QUERY_INTERRUPTED
     mysql_sqlstate = "70100"
+
+
+class HoldTimedOut(QueryCanceled):
+    """A held statement was not decided within hold_timeout."""
 
 
 class GatewayShuttingDown(AirlockError):

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from proxy import approvals_cli, classify_cli
 from proxy.config import ConfigError, Settings, load_settings, parse_duration
 
 
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--email", default=None)
     token.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h (default 1h)")
     token.set_defaults(handler=_dev_token)
+    classify_cli.add_parser(commands)
+    approvals_cli.add_parsers(commands)
     return parser
 
 

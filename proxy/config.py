@@ -32,6 +32,7 @@ import yaml.nodes
 from policy.identity import IdentitySettings
 from policy.rules import STATEMENT_CLASSES, Action, HoldMode, Rule
 from proxy.addresses import is_loopback
+from proxy.webhooks import WebhookEndpoint
 
 __all__ = [
     "ConfigError",
@@ -119,6 +120,8 @@ class Settings:
     #: Serve a development OIDC issuer on the API listener (`airlock dev-token`
     #: mints its tokens). Off unless the config turns it on.
     dev_issuer: bool = False
+    #: Told of every approval request and decision (rules may add their own).
+    webhooks: tuple[WebhookEndpoint, ...] = ()
 
 
 # --- durations and sizes -------------------------------------------------------------------
@@ -334,6 +337,7 @@ _TOP_KEYS = (
     "tls",
     "limits",
     "dev_issuer",
+    "webhooks",
 )
 _LISTEN_KEYS = ("postgres", "mysql", "api")
 _IDENTITY_KEYS = (
@@ -359,7 +363,11 @@ _RULE_KEYS = (
     "hold_timeout",
     "grant_ttl",
     "session_ttl",
+    "webhooks",
 )
+_WEBHOOK_KEYS = ("url", "format", "secret_env", "secret_file", "events")
+_WEBHOOK_FORMATS = ("standard", "slack")
+_WEBHOOK_EVENTS = ("approval.requested", "approval.decided")
 _TLS_KEYS = ("cert_file", "key_file")
 _LIMITS_KEYS = ("max_message_bytes",)
 
@@ -536,6 +544,7 @@ class _Parser:
             tls=self.tls(top.get("tls")),
             max_message_bytes=max_message_bytes,
             dev_issuer=dev_issuer,
+            webhooks=self.webhooks(top.get("webhooks"), "webhooks"),
         )
 
     def listen(self, value: object) -> ListenSettings:
@@ -788,37 +797,81 @@ class _Parser:
         return parameters
 
     def password(self, section: dict[str, object], key: str, url_password: str) -> str | None:
-        given = [
-            name for name in ("password_env", "password_file") if section.get(name) is not None
-        ]
-        if url_password:
-            given.append("a password in the upstream URL")
+        return self.secret(section, key, "password", url_password, "a password in the upstream URL")
+
+    def secret(
+        self,
+        section: dict[str, object],
+        key: str,
+        name: str,
+        inline: str = "",
+        inline_label: str = "",
+    ) -> str | None:
+        """A secret given as `<name>_env` (a variable's name) or `<name>_file`, or inline."""
+        env_name, file_name = f"{name}_env", f"{name}_file"
+        given = [n for n in (env_name, file_name) if section.get(n) is not None]
+        if inline:
+            given.append(inline_label)
         if len(given) > 1:
-            raise self.fail(key, f"give the password one way only (got {' and '.join(given)})")
-        if section.get("password_env") is not None:
-            env_key = f"{key}.password_env"
-            variable = self.string(section["password_env"], env_key)
+            raise self.fail(key, f"give the {name} one way only (got {' and '.join(given)})")
+        if section.get(env_name) is not None:
+            env_key = f"{key}.{env_name}"
+            variable = self.string(section[env_name], env_key)
             secret = self.environ.get(variable)
             if secret is None:
                 raise self.fail(env_key, f"environment variable {variable!r} is not set")
             if not secret:
                 raise self.fail(env_key, f"environment variable {variable!r} is empty")
             return secret
-        if section.get("password_file") is not None:
-            file_key = f"{key}.password_file"
-            path = self.path(section["password_file"], file_key)
+        if section.get(file_name) is not None:
+            file_key = f"{key}.{file_name}"
+            path = self.path(section[file_name], file_key)
             try:
                 secret = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as error:
                 reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
                 raise self.fail(file_key, f"cannot read {path}: {reason or error}") from None
-            # Editors and `echo` add a final newline that is not part of the password.
+            # Editors and `echo` add a final newline that is not part of the secret.
             secret = secret.rstrip("\r\n")
             if not secret:
                 raise self.fail(file_key, f"{path} is empty")
             return secret
-        # Discouraged (the password sits in the config file), but accepted.
-        return url_password or None
+        # Discouraged (the secret sits in the config file), but accepted.
+        return inline or None
+
+    def webhooks(self, value: object, key: str) -> tuple[WebhookEndpoint, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.fail(key, f"must be a list of webhooks (got {_shown(value)})")
+        return tuple(self.webhook(item, f"{key}[{index}]") for index, item in enumerate(value))
+
+    def webhook(self, value: object, key: str) -> WebhookEndpoint:
+        section = self.mapping(value, key, _WEBHOOK_KEYS, required=("url",))
+        url = self.string(section["url"], f"{key}.url")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.fail(f"{key}.url", "must be an http(s) URL")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise self.fail(f"{key}.url", "plain http is accepted on loopback only; use https")
+        fmt = self.choice(section.get("format", "standard"), f"{key}.format", _WEBHOOK_FORMATS)
+        secret = self.secret(section, key, "secret")
+        if secret is not None and not secret.startswith("whsec_"):
+            raise self.fail(f"{key}.secret", "must be a Standard Webhooks secret (whsec_...)")
+        events: tuple[str, ...] = _WEBHOOK_EVENTS
+        if section.get("events") is not None:
+            listed = self.string_list(section["events"], f"{key}.events", what="event names")
+            for index, event in enumerate(listed):
+                if event not in _WEBHOOK_EVENTS:
+                    raise self.fail(
+                        f"{key}.events[{index}]",
+                        f"unknown event {_quote(event)} (known: {', '.join(_WEBHOOK_EVENTS)})",
+                    )
+            events = listed
+        try:
+            return WebhookEndpoint(url=url, secret=secret, format=fmt, events=frozenset(events))
+        except ValueError as error:  # its message names neither the secret nor the URL's
+            raise self.fail(key, str(error)) from None
 
     def rule(self, value: object, key: str, targets: Mapping[str, TargetSettings]) -> Rule:
         section = self.mapping(value, key, _RULE_KEYS, required=("groups", "targets"))
@@ -849,6 +902,7 @@ class _Parser:
         for name in ("hold_timeout", "grant_ttl", "session_ttl"):
             if section.get(name) is not None:
                 changes[f"{name}_s"] = self.duration(section[name], f"{key}.{name}")
+        changes["webhooks"] = self.webhooks(section.get("webhooks"), f"{key}.webhooks")
         rule = dataclasses.replace(
             Rule(groups=frozenset(groups), targets=frozenset(target_names)), **changes
         )

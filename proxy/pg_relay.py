@@ -5,31 +5,33 @@ refused, or held before it reaches the server. Server bytes are framed by
 `BackendRelay`, which passes result rows through without decoding them and
 hands over only the messages the gateway must see.
 
-Holding: a `hold` callback (the policy, from issue 3 on) may ask for any client
-message to wait. The relay then emits `HoldMessage` and stops taking client
-messages, which stay framed-but-unread in the framer (the I/O side stops
+Holding: a `Gate` (the session's classifier and approvals) admits each client
+message or asks it to wait. The relay then emits `HoldMessage` and stops taking
+client messages, which stay framed-but-unread in the framer (the I/O side stops
 reading the socket too), while server output keeps flowing: results of earlier
 statements are never buffered. `release` forwards or refuses the held message
 and carries on with the ones behind it.
 
-Refusing: the client must see exactly what a server would send.
-- A simple Query (or FunctionCall) gets ErrorResponse then ReadyForQuery.
-- An extended-protocol message gets ErrorResponse; every message after it up
-  to Sync is dropped, as a server does after an error. At that Sync, if earlier
-  messages of the batch reached the server, the Sync is forwarded and our error
-  goes just before the server's ReadyForQuery (unless the server reported an
-  error of its own in that batch); otherwise we answer ReadyForQuery ourselves.
-Replies we make up must reach the client in the order it asked, after every
-reply the server still owes for earlier messages: `_owed` is that order, one
-entry per request that ends in ReadyForQuery (Query, Sync, FunctionCall).
+Refusing: the client must see exactly what a server would send, and the
+server's transaction must end up as if the statement had failed there (an
+error aborts an open transaction, and the rest of a pipelined batch). So a
+refused message is replaced by an Execute of a portal that cannot exist (plus a
+Sync, for a simple Query or a FunctionCall): the server fails it, with all the
+consequences a real failure has, skips to Sync as it always does, and answers
+ReadyForQuery with the true transaction status. The relay swaps the server's
+"portal does not exist" error, recognised by its unguessable portal name, for
+the gateway's own. If the server failed the batch earlier (or the transaction
+was already aborted), its own error stands and ours is dropped, as a server
+would report only the first error.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 import struct
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from protocols.errors import AirlockError, FeatureNotSupported, ProtocolViolation
 from protocols.postgres import messages as m
@@ -65,27 +67,25 @@ class EndSession:
 
 Action = SendToServer | SendToClient | HoldMessage | EndSession
 
-#: Decides whether a client message (type byte, raw message) must wait for a decision.
-HoldPolicy = Callable[[int, bytes], bool]
+
+class Gate(Protocol):
+    """Decides, message by message, what may reach the server without waiting."""
+
+    def admit(self, kind: int, raw: bytes, start: int, end: int) -> bool:
+        """True: raw[start:end] (one whole message) goes to the server now, and the gate
+        has noted it. False: it must wait (nothing noted); the relay holds it."""
+        ...
+
+    def described(self, param_types: tuple[int, ...]) -> None:
+        """The server's ParameterDescription for the oldest statement Describe pending."""
+        ...
+
+    def ready(self) -> None:
+        """The server sent ReadyForQuery: Describes not answered by now never will be."""
+        ...
 
 
-@dataclass(slots=True)
-class _ServerOwes:
-    """The server owes a ReadyForQuery; `error` is ours to put just before it."""
-
-    error: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _WeOwe:
-    """A reply the gateway makes up, released in turn (ReadyForQuery added then)."""
-
-    error: bytes
-
-
-_Owed = _ServerOwes | _WeOwe
-
-_Z, _S, _K, _R, _E = b"Z"[0], b"S"[0], b"K"[0], b"R"[0], b"E"[0]
+_Z, _S, _K, _R, _E, _T = b"Z"[0], b"S"[0], b"K"[0], b"R"[0], b"E"[0], b"t"[0]
 _INSPECTED = frozenset((_Z, _S, _K, _R, _E))
 # FunctionCallResponse answers only FunctionCall, and CopyBothResponse only replication:
 # the gateway lets neither through, so a server sending them is out of step.
@@ -93,10 +93,29 @@ _BACKEND_TYPES = frozenset(m.BACKEND_TYPES) - frozenset(b"VW")
 _FRONTEND_TYPES = frozenset(m.FRONTEND_TYPES)
 _EXTENDED = frozenset(b"PBDECH")
 _QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE = b"Q"[0], b"S"[0], b"F"[0], b"X"[0]
-#: Client messages that, unless a policy holds them, are forwarded with no more than
+#: Client messages that, unless the gate holds them, are forwarded with no more than
 #: bookkeeping: everything but Terminate and FunctionCall.
 _PLAIN_FORWARD = _FRONTEND_TYPES - {_TERMINATE, _FUNCTION_CALL}
 _HEADER = struct.Struct("!Bi")
+_UNDEFINED_CURSOR = "34000"
+
+
+#: Server settings the classifier's lexer depends on, and the values it assumes: with
+#: backslash escapes in plain strings, or another client encoding, the server would
+#: read a statement differently from the gateway.
+LEXER_ASSUMPTIONS = {
+    "standard_conforming_strings": ("on",),
+    "client_encoding": ("utf8", "unicode", "sql_ascii"),
+}
+
+
+def check_lexer_assumption(name: str, value: str) -> None:
+    expected = LEXER_ASSUMPTIONS.get(name)
+    if expected is not None and value.casefold().replace("-", "") not in expected:
+        raise FeatureNotSupported(
+            f"{name} is now {value!r}: the gateway classifies statements only with "
+            f"{name} = {expected[0]}, so it ends the session",
+        )
 
 
 def error_message(error: AirlockError, *, fatal: bool | None = None) -> bytes:
@@ -107,30 +126,34 @@ def error_message(error: AirlockError, *, fatal: bool | None = None) -> bytes:
     ).raw
 
 
-def forward_all(_kind: int, _raw: bytes) -> bool:
-    """The hold policy that holds nothing."""
-    return False
-
-
 class PgRelay:
     def __init__(
         self,
         *,
         transaction_status: str = "I",
         max_message_bytes: int,
-        hold: HoldPolicy = forward_all,
+        gate: Gate | None = None,
     ) -> None:
         self.transaction_status = transaction_status
-        self._hold = hold
+        self._gate = gate
         self._client = MessageFramer(_FRONTEND_TYPES, max_message_bytes)
         self._max_message_bytes = max_message_bytes
-        #: Nothing buffered, held or being discarded: the fast path may be taken.
+        #: Nothing buffered or held: the fast path may be taken.
         self._client_idle = True
-        self._server = BackendRelay(_BACKEND_TYPES, _INSPECTED)
-        self._owed: deque[_Owed] = deque()
+        inspected = _INSPECTED if gate is None else _INSPECTED | {_T}
+        self._server = BackendRelay(_BACKEND_TYPES, inspected)
+        #: ReadyForQuery messages the server owes: one per Query and Sync forwarded.
+        self._owed = 0
         self._unsynced = False  # extended-protocol messages forwarded since the last Sync
-        self._discarding: bytes | None = None  # our error, while dropping messages up to Sync
-        self._server_erred = False  # the server sent an ErrorResponse since its last ReadyForQuery
+        #: A refusal failed this batch on the server, which skips the rest up to Sync: the
+        #: rest goes on unexamined (nothing in it will run, so nothing is worth holding).
+        self._failed_batch = False
+        # Refusals are Executes of portals named with this unguessable prefix and a
+        # sequence number; the server's "does not exist" error names the portal.
+        self._refusal_prefix = f"airlock refused {secrets.token_hex(8)} "
+        self._refusal_pattern = re.compile(re.escape(self._refusal_prefix) + r"(\d+)")
+        self._refusal_seq = 0
+        self._refusals: dict[int, bytes] = {}  # sequence number -> our error for it
         self.held: bytes | None = None
         self.terminated = False
         #: The server sent a FATAL or PANIC error: it is about to close, and said why.
@@ -140,70 +163,72 @@ class PgRelay:
     @property
     def busy(self) -> bool:
         """The server is still working on something the client sent."""
-        return self._unsynced or any(isinstance(entry, _ServerOwes) for entry in self._owed)
+        return self._unsynced or self._owed > 0
 
     # --- events
 
-    def client_data(self, raw: bytes) -> list[Action]:
-        if self.forwards_whole(raw):
-            return [SendToServer(raw)]
+    def client_data(self, raw: bytes, done: int | None = None) -> list[Action]:
+        """Client bytes in, actions out. `done`: what `fast_forward(raw)` returned, when
+        the caller already ran it (those bytes are noted, and sent by these actions)."""
+        if done is None:
+            done = self.fast_forward(raw)
+        if done == len(raw):
+            return [SendToServer(raw)] if raw else []
+        actions: list[Action] = [SendToServer(raw[:done])] if done else []
         if self.terminated:
-            return []
-        self._client.feed(raw)
+            return actions
+        self._client.feed(raw[done:] if done else raw)
         self._client_idle = False
-        if self.held is not None:
-            return []  # framed later, once the held message is decided
-        actions = self._take_client_messages()
+        if self.held is None:
+            actions += self._take_client_messages()
         self._update_idle()
         return actions
 
     def _update_idle(self) -> None:
         self._client_idle = (
             self.held is None
-            and self._discarding is None
             and not self.terminated
+            and not self._failed_batch
             and not self._client.buffered
         )
 
-    def forwards_whole(self, raw: bytes) -> bool:
-        """The fast path: True when raw is whole messages that are all simply forwarded.
+    def fast_forward(self, raw: bytes) -> int:
+        """The fast path: how many bytes at the start of raw are whole messages that go
+        to the server as they came, already noted (by the relay and the gate).
 
         Most reads from a client are exactly one or a few whole messages, none of them
-        special: they go on as they came (the caller sends raw to the server as it is),
-        without being copied into the framer; only the bookkeeping is done. Anything
-        else (a partial message, Terminate, FunctionCall, a malformed header, a policy
-        that may hold messages, a message already held) leaves the state untouched and
-        returns False, and `client_data` frames it.
+        special: the caller sends them on as they are, without copying them into the
+        framer. The first message that is partial, special (Terminate, FunctionCall, a
+        malformed header) or not admitted by the gate ends the prefix; `client_data`
+        frames the rest. The prefix is final: the messages in it are never looked at
+        again, so the gate's bookkeeping happens exactly once per message.
         """
-        if not self._client_idle or self._hold is not forward_all:
-            return False
+        if not self._client_idle:
+            return 0
         size = len(raw)
         pos = 0
-        unsynced = self._unsynced
-        owed = 0
+        gate = self._gate
         max_bytes = self._max_message_bytes
         unpack = _HEADER.unpack_from
-        while pos < size:
-            if size - pos < 5:
-                return False
+        while size - pos >= 5:
             kind, length = unpack(raw, pos)
-            if kind not in _PLAIN_FORWARD or length < 4 or length >= max_bytes:
-                return False
-            pos += 1 + length
-            # _note_forwarded's bookkeeping, inlined and deferred: nothing changes
-            # unless every message in raw qualifies.
+            end = pos + 1 + length
+            if (
+                kind not in _PLAIN_FORWARD
+                or length < 4
+                or length >= max_bytes
+                or end > size
+                or (gate is not None and not gate.admit(kind, raw, pos, end))
+            ):
+                break
+            # _note_forwarded, inlined: this runs for nearly every message.
             if kind in _EXTENDED:
-                unsynced = True
+                self._unsynced = True
             elif kind in (_QUERY, _SYNC):
-                unsynced = False
-                owed += 1
-        if pos != size:
-            return False
-        self._unsynced = unsynced
-        while owed:
-            self._owed.append(_ServerOwes())
-            owed -= 1
-        return True
+                self._unsynced = False
+                self._owed += 1
+            pos = end
+        return pos
 
     def release(self, *, forward: bool, error: AirlockError | None = None) -> list[Action]:
         """Decide the held message: forward it, or refuse it with `error`."""
@@ -228,35 +253,38 @@ class PgRelay:
         framed, inspected = self._server.feed(raw)
         if not inspected:
             return framed
-        # Inspected messages are relayed as they are; what we add (a refusal's error and
-        # ReadyForQuery) goes in at a ReadyForQuery's edges, so `framed` is only cut then.
-        inserts: list[tuple[int, bytes]] = []
+        # Inspected messages are relayed as they are, except a refusal's error, which is
+        # swapped for ours: `framed` is cut only there.
+        swaps: list[tuple[int, int, bytes]] = []
         for kind, start, end in inspected:
             if kind == _Z:
-                before, after = self._server_ready(framed, start, end)
-                if before:
-                    inserts.append((start, before))
-                if after:
-                    inserts.append((end, after))
+                self._server_ready(framed, start, end)
             elif kind == _E:
                 error = m.decode_backend(framed[start:end])
                 assert isinstance(error, m.ErrorResponse)
                 if error.severity in ("FATAL", "PANIC"):
                     self.server_fatal = True
-                self._server_erred = True
+                if self._refusals and error.code == _UNDEFINED_CURSOR:
+                    ours = self._refusal_error(error.message)
+                    if ours is not None:
+                        swaps.append((start, end, ours))
             elif kind == _S:
                 status = m.decode_backend(framed[start:end])
                 assert isinstance(status, m.ParameterStatus)
                 self.server_parameters[status.name] = status.value
+                check_lexer_assumption(status.name, status.value)
+            elif kind == _T:
+                assert self._gate is not None
+                self._gate.described(m.decode_parameter_description(framed[start:end]))
             else:  # BackendKeyData or Authentication* after startup: never relayed
                 raise ProtocolViolation("server sent a startup message mid-session")
-        if not inserts:
+        if not swaps:
             return framed
         pieces: list[bytes] = []
         cut = 0
-        for position, extra in inserts:
-            pieces += (framed[cut:position], extra)
-            cut = position
+        for start, end, replacement in swaps:
+            pieces += (framed[cut:start], replacement)
+            cut = end
         pieces.append(framed[cut:])
         return b"".join(pieces)
 
@@ -265,6 +293,7 @@ class PgRelay:
     def _take_client_messages(self) -> list[Action]:
         forward: list[bytes] = []
         actions: list[Action] = []
+        gate = self._gate
 
         def flush() -> None:
             if forward:
@@ -273,11 +302,6 @@ class PgRelay:
 
         while (message := self._client.next_message()) is not None:
             kind = message[0]
-            if self._discarding is not None:
-                if kind == _SYNC:
-                    flush()
-                    actions += self._end_discard(message)
-                continue
             if kind == _TERMINATE:
                 forward.append(message)
                 self.terminated = True
@@ -295,7 +319,10 @@ class PgRelay:
                     ),
                 )
                 continue
-            if self._hold(kind, message):
+            if self._failed_batch and kind != _SYNC:
+                forward.append(message)  # the server skips it, unseen by the gate
+                continue
+            if gate is not None and not gate.admit(kind, message, 0, len(message)):
                 flush()
                 self.held = message
                 actions.append(HoldMessage(message))
@@ -310,18 +337,20 @@ class PgRelay:
             self._unsynced = True
         elif kind in (_QUERY, _SYNC):
             self._unsynced = False
-            self._owed.append(_ServerOwes())
+            self._failed_batch = False
+            self._owed += 1
 
     def _refuse(self, message: bytes, error: AirlockError) -> list[Action]:
-        reply = error_message(error, fatal=False)
+        """Make the server fail in the message's place (see the module docstring)."""
         kind = message[0]
         if kind in _EXTENDED:
-            # As a server does after an error: drop everything up to the next Sync.
-            self._discarding = reply
-            return []
+            # In its batch, the failing Execute stands in for the message; the server
+            # skips the rest up to the client's Sync, as after any error.
+            self._unsynced = True
+            self._failed_batch = True
+            return [SendToServer(self._refusal_execute(error))]
         if kind == _SYNC:
-            self._discarding = reply
-            return self._end_discard(message)
+            raise RuntimeError("Sync is never held")
         if self._unsynced:
             # A Query or FunctionCall between Parse/Bind/Execute and their Sync: no
             # server accepts that, and no reply order would be right.
@@ -331,52 +360,35 @@ class PgRelay:
                     ProtocolViolation("Query or FunctionCall before Sync"),
                 )
             ]
-        self._owed.append(_WeOwe(reply))
-        return self._send_replies_due()
+        self._owed += 1
+        return [SendToServer(self._refusal_execute(error) + m.Sync().raw)]
 
-    def _end_discard(self, sync: bytes) -> list[Action]:
-        reply = self._discarding
-        assert reply is not None
-        self._discarding = None
-        if self._unsynced:
-            # Earlier messages of this batch reached the server: let it finish them.
-            self._unsynced = False
-            self._owed.append(_ServerOwes(error=reply))
-            return [SendToServer(sync)]
-        self._owed.append(_WeOwe(reply))
-        return self._send_replies_due()
+    def _refusal_execute(self, error: AirlockError) -> bytes:
+        self._refusal_seq += 1
+        self._refusals[self._refusal_seq] = error_message(error, fatal=False)
+        portal = f"{self._refusal_prefix}{self._refusal_seq}"
+        return m.frame(b"E", m.cstring(portal) + b"\0\0\0\0")
 
-    def _server_ready(self, framed: bytes, start: int, end: int) -> tuple[bytes, bytes]:
-        """A ReadyForQuery at framed[start:end]: what goes just before it and just after it."""
-        owed = self._owed
-        entry = owed.popleft() if owed else None
-        if type(entry) is not _ServerOwes:
+    def _refusal_error(self, server_message: str) -> bytes | None:
+        """Our error for the refusal the server's message names, if it names one."""
+        found = self._refusal_pattern.search(server_message)
+        if found is None:
+            return None
+        seq = int(found.group(1))
+        ours = self._refusals.pop(seq, None)
+        # The server answers in order: refusals before this one were answered or skipped.
+        for older in [n for n in self._refusals if n < seq]:
+            del self._refusals[older]
+        return ours
+
+    def _server_ready(self, framed: bytes, start: int, end: int) -> None:
+        """A ReadyForQuery at framed[start:end]."""
+        if not self._owed:
             raise ProtocolViolation("server sent an unrequested ReadyForQuery")
+        self._owed -= 1
         status = chr(framed[start + 5]) if end - start == 6 else ""
         if status not in ("I", "T", "E"):
             raise ProtocolViolation("malformed ReadyForQuery from server")
-        before = b""
-        if entry.error is not None and not self._server_erred:
-            # The server's transaction did not see our error; the client's view of it is
-            # the server's status (issue 3 decides what a refused write does to a transaction).
-            before = entry.error
-        self._server_erred = False
         self.transaction_status = status
-        if owed and type(owed[0]) is _WeOwe:
-            return before, self._replies_due()
-        return before, b""
-
-    def _send_replies_due(self) -> list[Action]:
-        due = self._replies_due()
-        return [SendToClient(due)] if due else []
-
-    def _replies_due(self) -> bytes:
-        """Our own replies whose turn has come (none while the server owes an earlier one)."""
-        out: list[bytes] = []
-        while self._owed and isinstance(self._owed[0], _WeOwe):
-            entry = self._owed.popleft()
-            assert isinstance(entry, _WeOwe)
-            # The status is read now, not when the reply was made: earlier requests may
-            # have changed it.
-            out.append(entry.error + m.ReadyForQuery.build(self.transaction_status).raw)
-        return b"".join(out)
+        if self._gate is not None:
+            self._gate.ready()

@@ -21,37 +21,45 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from policy.classify import Verdict
 from policy.identity import Identity
-from policy.rules import EffectivePolicy, effective_policy
+from policy.rules import Action as RuleAction
+from policy.rules import EffectivePolicy, HoldMode, effective_policy
 from protocols.errors import (
     AirlockError,
     AuthenticationFailed,
     AuthorizationDenied,
     FeatureNotSupported,
     GatewayShuttingDown,
+    HoldTimedOut,
     InsecureTransport,
     ProtocolViolation,
+    QueryCanceled,
     SessionExpired,
+    StatementDenied,
     UnknownTarget,
     UpstreamUnavailable,
 )
 from protocols.postgres import messages as m
 from protocols.postgres.framing import MessageFramer, StartupFramer
 from proxy.addresses import is_loopback
+from proxy.approvals import ApprovalHub
 from proxy.channel import Channel, ConnectionClosed
+from proxy.classifying import Classifiers
 from proxy.config import Settings, TargetSettings
+from proxy.pg_gate import PgGate, parameters_key
 from proxy.pg_relay import (
     Action,
     EndSession,
     HoldMessage,
-    HoldPolicy,
     PgRelay,
     SendToClient,
     SendToServer,
+    check_lexer_assumption,
     error_message,
-    forward_all,
 )
 from proxy.pg_upstream import UpstreamSession, connect_upstream, read_message
+from proxy.store import APPROVED, DENIED, NewRequest, Parameter
 
 log = logging.getLogger("airlock.postgres")
 
@@ -130,15 +138,16 @@ class PgListener:
         verifier: TokenVerifier,
         tls_context: ssl.SSLContext | None,
         *,
+        hub: ApprovalHub,
+        classifiers: Classifiers,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.verifier = verifier
         self.tls_context = tls_context
+        self.hub = hub
+        self.classifiers = classifiers
         self.clock = clock
-        #: Which client messages wait for a decision. Forward-all until issue 3's
-        #: classifier and approvals plug in here.
-        self.hold_policy: HoldPolicy = forward_all
         self.sessions: set[PgSession] = set()
         self.cancel_keys: dict[tuple[int, int], CancelTarget] = {}
         #: Every open socket of this listener: clients, upstreams, cancel requests.
@@ -211,7 +220,8 @@ class PgListener:
         if target is None:
             log.info("cancel request with an unknown key ignored")
             return
-        target.session.cancel_requested()
+        if target.session.cancel_requested():
+            return  # it withdrew a held statement, and the upstream runs nothing of it
         await self.cancel_upstream(target)
 
     async def cancel_upstream(self, target: CancelTarget) -> None:
@@ -250,6 +260,10 @@ class PgSession:
         self._done: asyncio.Future[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self.client_address: tuple[str, int] | None = None
+        self.gate: PgGate | None = None
+        self._deciding: asyncio.Task[None] | None = None  # decides the held message
+        self._waiting_for: str | None = None  # the approval request a held statement awaits
+        self._requested = False  # this session has made approval requests
 
     # --- lifecycle
 
@@ -295,6 +309,10 @@ class PgSession:
             if cancel_running and target is not None and self.relay is not None and self.relay.busy:
                 self.listener.spawn(self.listener.cancel_upstream(target))
         self.listener.sessions.discard(self)
+        if self._deciding is not None:
+            self._deciding.cancel()
+        if self._requested:
+            self.listener.hub.sessions_gone([self.id])
         if error is not None and not self.client_side.closed:
             self.client_side.write(error_message(error, fatal=True))
         self.client_side.close()
@@ -307,9 +325,14 @@ class PgSession:
         if self._done is not None and not self._done.done():
             self._done.set_result(None)
 
-    def cancel_requested(self) -> None:
-        """A CancelRequest arrived with this session's key (issue 3 withdraws holds here)."""
+    def cancel_requested(self) -> bool:
+        """A CancelRequest arrived with this session's key. A statement waiting for approval
+        is withdrawn; True when that was all there was to cancel (nothing runs upstream)."""
         log.info("session %s: cancel requested", self.id)
+        if self._waiting_for is None:
+            return False
+        self.listener.hub.withdraw(self._waiting_for, "the client cancelled the statement")
+        return self.relay is not None and not self.relay.busy
 
     # --- login
 
@@ -357,6 +380,8 @@ class PgSession:
             channel_factory=self.listener.new_channel,
         )
         self.server_side = upstream.channel
+        for status in upstream.login.parameters:
+            check_lexer_assumption(status.name, status.value)
         reply = [m.AuthenticationOk().raw]
         reply += [status.raw for status in upstream.login.parameters]
         if upstream.login.backend_key is not None:
@@ -455,16 +480,18 @@ class PgSession:
         assert self.identity is not None
         ready = upstream.login.ready
         assert ready is not None
+        listener = self.listener
+        self.gate = PgGate(listener.classifiers.cached("postgres"), self.policy, listener.clock)
         self.relay = PgRelay(
             transaction_status=ready.status,
-            max_message_bytes=self.listener.settings.max_message_bytes,
-            hold=self.listener.hold_policy,
+            max_message_bytes=listener.settings.max_message_bytes,
+            gate=self.gate,
         )
         self.relay.server_parameters.update({p.name: p.value for p in upstream.login.parameters})
-        self.listener.sessions.add(self)
+        listener.sessions.add(self)
         loop = asyncio.get_running_loop()
         ttl_s = self.policy.session_ttl_s
-        token_left_s = self.identity.expires_at - self.listener.clock()
+        token_left_s = self.identity.expires_at - listener.clock()
         if token_left_s < ttl_s:
             self._deadline = loop.call_later(
                 max(token_left_s, 0.0), self._expire, "the token expired"
@@ -482,11 +509,12 @@ class PgSession:
     def _client_data(self, raw: bytes) -> None:
         relay = self.relay
         assert relay is not None
-        if relay.forwards_whole(raw):  # the hot path: no actions to build or walk
+        done = relay.fast_forward(raw)
+        if done == len(raw):  # the hot path: no actions to build or walk
             self._upstream.write(raw)
             return
         try:
-            actions = relay.client_data(raw)
+            actions = relay.client_data(raw, done)
         except AirlockError as error:
             self.end(f"client protocol error: {error.message}", error)
             return
@@ -514,7 +542,7 @@ class PgSession:
                 # Nothing more is read from the client until the message is decided; its
                 # earlier statements' results keep flowing from the server meanwhile.
                 self.client_side.pause_reading("statement held")
-                log.info("session %s: statement held", self.id)
+                self._deciding = asyncio.get_running_loop().create_task(self._decide(action.raw))
             elif isinstance(action, EndSession):
                 self.end(action.reason, action.error)
 
@@ -522,8 +550,131 @@ class PgSession:
         """Forward or refuse the held message, and read from the client again."""
         assert self.relay is not None
         self._apply(self.relay.release(forward=forward, error=error))
-        if self.relay.held is None:
+        if self.relay.held is None and not self.ended:
             self.client_side.resume_reading("statement held")
+
+    # --- decisions on held messages
+
+    async def _decide(self, raw: bytes) -> None:
+        try:
+            refusal = await self._decision(raw)
+        except AirlockError as error:
+            self.end(f"client protocol error: {error.message}", error)
+            return
+        self._deciding = None
+        if not self.ended:
+            self.release_held(forward=refusal is None, error=refusal)
+
+    async def _decision(self, raw: bytes) -> AirlockError | None:
+        """None to forward the held message; else the error that refuses it."""
+        gate = self.gate
+        assert gate is not None
+        message = m.decode_frontend(raw)  # ProtocolViolation when malformed
+        if isinstance(message, m.Parse):
+            # A Parse runs nothing: it waited only for its statement to be classified.
+            gate.note_parse(message, await self._classify(message.sql))
+            return None
+        if isinstance(message, m.Query):
+            verdict = await self._classify(message.sql)
+            refusal = await self._gatekeep(message.sql, verdict, (), parameters_key(None))
+            if refusal is None:
+                gate.note_query(message.sql)
+            return refusal
+        if isinstance(message, m.Execute):
+            sql, verdict, parameters, key = gate.execution(message)
+            refusal = await self._gatekeep(sql, verdict, parameters, key)
+            if refusal is None:
+                gate.note_execute(message.portal)
+            return refusal
+        # Only a malformed Bind, Close or Describe gets here, and decoding it failed.
+        raise ProtocolViolation(f"unexpected held message {raw[:1]!r}")
+
+    async def _classify(self, sql: str) -> Verdict:
+        return await self.listener.classifiers.classify(sql, "postgres")
+
+    async def _gatekeep(
+        self, sql: str, verdict: Verdict, parameters: tuple[Parameter, ...], key: str
+    ) -> AirlockError | None:
+        gate, policy, identity, target = self.gate, self.policy, self.identity, self.target
+        assert gate is not None
+        assert policy is not None
+        assert identity is not None
+        assert target is not None
+        if gate.allowed(verdict):
+            return None
+        statement_class = verdict.statement_class.value
+        reasons = "; ".join(verdict.reasons)
+        if policy.action_for(statement_class) is not RuleAction.APPROVE:
+            log.info("session %s: %s statement denied by policy", self.id, statement_class)
+            return StatementDenied(
+                f'{statement_class} statements are not allowed on target "{target.name}"',
+                detail=reasons or None,
+            )
+        hub, now = self.listener.hub, self.listener.clock()
+        grant = hub.store.use_statement_grant(
+            subject=identity.subject, target=target.name, sql=sql, params_key=key, now=now
+        )
+        if grant is not None:
+            log.info("session %s: statement runs under approval %s", self.id, grant.id)
+            return None
+        request = hub.request(
+            NewRequest(
+                session_id=self.id,
+                subject=identity.subject,
+                groups=tuple(sorted(identity.groups)),
+                email=identity.email,
+                target=target.name,
+                protocol="postgres",
+                sql=sql,
+                parameters=parameters,
+                params_key=key,
+                statement_class=statement_class,
+                reasons=verdict.reasons,
+                hold=policy.hold.value,
+                approver_groups=tuple(sorted(policy.approvers)),
+                grant_ttl_s=policy.grant_ttl_s,
+            ),
+            policy.webhooks,
+        )
+        self._requested = True
+        if policy.hold is HoldMode.REJECT:
+            return StatementDenied(
+                f"{statement_class} statement needs approval: request {request.id}",
+                detail=reasons or None,
+                hint=f"once an approver runs `airlock approve {request.id}`, "
+                "retry the same statement",
+            )
+        self.client_side.write(
+            m.NoticeResponse.build(
+                f"statement held for approval: request {request.id}",
+                severity="NOTICE",
+                code="01000",
+                detail=reasons or None,
+                hint=f"an approver runs: airlock approve {request.id}",
+            ).raw
+        )
+        self._waiting_for = request.id
+        try:
+            decided = await hub.wait(request.id, policy.hold_timeout_s)
+        finally:
+            self._waiting_for = None
+        if decided is None:
+            return HoldTimedOut(
+                f"approval request {request.id} was not decided in time; it stays pending",
+                hint=f"once `airlock approve {request.id}` is run, retry the same statement",
+            )
+        if decided.state == APPROVED:
+            if decided.scope == "session" and decided.expires_at is not None:
+                gate.session_grant_until = decided.expires_at
+            else:
+                hub.store.use_grant(request.id, self.listener.clock())
+            return None
+        if decided.state == DENIED:
+            return StatementDenied(
+                f"denied by {decided.decided_by}: {decided.reason}",
+                detail=f"approval request {request.id}",
+            )
+        return QueryCanceled("canceling statement due to user request")
 
     def _client_closed(self, exc: BaseException | None) -> None:
         self.end(

@@ -11,16 +11,22 @@ import dataclasses
 import logging
 import signal
 import ssl
+import time
 from typing import Any
 
 from aiohttp import web
 
+from policy.identity import Identity
 from proxy.api import make_app
+from proxy.approvals import ApprovalHub
+from proxy.classifying import Classifiers
 from proxy.config import Settings, dev_issuer_url
 from proxy.dev_issuer import DevIssuer
-from proxy.oidc import OidcVerifier
+from proxy.oidc import IssuerUnavailable, OidcVerifier
 from proxy.pg_server import PgListener
+from proxy.store import ApprovalStore
 from proxy.tls import ensure_self_signed, server_context
+from proxy.webhooks import WebhookNotifier
 
 log = logging.getLogger("airlock")
 
@@ -32,6 +38,10 @@ class Gateway:
         self.dev_issuer: DevIssuer | None = None
         self.tls_context: ssl.SSLContext | None = None
         self.postgres: PgListener | None = None
+        self.store: ApprovalStore | None = None
+        self.hub: ApprovalHub | None = None
+        self.notifier: WebhookNotifier | None = None
+        self.classifiers = Classifiers()
         self._api_runner: web.AppRunner | None = None
         #: (host, port) actually bound, per listener name; port 0 in the config picks a free one.
         self.bound: dict[str, tuple[str, int]] = {}
@@ -44,6 +54,19 @@ class Gateway:
         else:
             cert, key = ensure_self_signed(settings.data_dir / "tls")
         self.tls_context = server_context(cert, key)
+        self.store = ApprovalStore(settings.data_dir / "airlock.db")
+        orphaned = self.store.sessions_gone()  # their sessions ended with the last process
+        if orphaned:
+            log.info("%d approval request(s) from earlier sessions marked session gone", orphaned)
+        if settings.webhooks or any(rule.webhooks for rule in settings.rules):
+            self.notifier = WebhookNotifier()
+            await self.notifier.start()
+        self.hub = ApprovalHub(
+            self.store,
+            notifier=self.notifier,
+            global_webhooks=settings.webhooks,
+            clock=time.time,
+        )
         # The API comes up first: with dev_issuer on, it serves the keys tokens verify against.
         if settings.listen.api is not None:
             await self._start_api(settings)
@@ -51,7 +74,13 @@ class Gateway:
         self.verifier = OidcVerifier(settings.identity)
         await self.verifier.start()
         if settings.listen.postgres is not None:
-            self.postgres = PgListener(settings, self.verifier, self.tls_context)
+            self.postgres = PgListener(
+                settings,
+                self.verifier,
+                self.tls_context,
+                hub=self.hub,
+                classifiers=self.classifiers,
+            )
             endpoint = settings.listen.postgres
             server = await self.postgres.start(endpoint.host, endpoint.port)
             self.bound["postgres"] = _bound_address(server)
@@ -60,7 +89,8 @@ class Gateway:
 
     async def _start_api(self, settings: Settings) -> None:
         assert settings.listen.api is not None
-        app = make_app(self._health)
+        assert self.hub is not None
+        app = make_app(self._health, hub=self.hub, verifier=_LateVerifier(self))
         runner = web.AppRunner(app, access_log=None)
         self._api_runner = runner
         if settings.dev_issuer:
@@ -94,6 +124,11 @@ class Gateway:
             await self._api_runner.cleanup()
         if self.verifier is not None:
             await self.verifier.close()
+        if self.notifier is not None:
+            await self.notifier.close()
+        self.classifiers.close()
+        if self.store is not None:
+            self.store.close()
 
     async def serve_forever(self) -> None:
         """Run until SIGINT or SIGTERM, then close sessions cleanly."""
@@ -107,6 +142,19 @@ class Gateway:
         finally:
             log.info("shutting down")
             await self.close()
+
+
+class _LateVerifier:
+    """The gateway's verifier, which exists only once the API listens (see start)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    async def verify(self, token: str) -> Identity:
+        verifier = self._gateway.verifier
+        if verifier is None:
+            raise IssuerUnavailable()
+        return await verifier.verify(token)
 
 
 def _bound_address(server: Any, site: web.TCPSite | None = None) -> tuple[str, int]:

@@ -686,6 +686,19 @@ BACKEND_TYPES = frozenset(b"R123ACDEGHIKNSTVWZcdnstv")
 _COPY_DIRECTIONS = {b"G": "in", b"H": "out", b"W": "both"}
 
 
+def decode_parameter_description(raw: bytes) -> tuple[int, ...]:
+    """The parameter type OIDs of a ParameterDescription ('t') message."""
+    if raw[0:1] != b"t":
+        raise ProtocolViolation("not a ParameterDescription")
+    reader = Reader(raw, 5)
+    count = reader.int16()
+    if count < 0:
+        raise ProtocolViolation("negative parameter count")
+    types = tuple(reader.int32() & 0xFFFFFFFF for _ in range(count))
+    reader.end()
+    return types
+
+
 def decode_backend(raw: bytes) -> BackendMessage:
     """Decode one whole typed backend message (header included)."""
     kind = raw[0:1]

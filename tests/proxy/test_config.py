@@ -20,6 +20,7 @@ from proxy.config import (
     parse_duration,
     parse_settings,
 )
+from proxy.webhooks import WebhookEndpoint
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-Pa55word"
@@ -597,6 +598,50 @@ BAD_CASES: list[tuple[str, Mutation, str, str]] = [
         "data_dir",
         r"must be a string \(got integer 5\)",
     ),
+    (
+        "webhooks-not-a-list",
+        set_path("webhooks", value={"url": "https://hooks.example.com/x"}),
+        "webhooks",
+        r"must be a list of webhooks",
+    ),
+    (
+        "webhook-without-url",
+        set_path("webhooks", value=[{"format": "slack"}]),
+        "webhooks[0].url",
+        r"required",
+    ),
+    (
+        "webhook-plain-http-remote",
+        set_path("webhooks", value=[{"url": "http://hooks.example.com/x"}]),
+        "webhooks[0].url",
+        r"plain http is accepted on loopback only",
+    ),
+    (
+        "webhook-bad-format",
+        set_path("webhooks", value=[{"url": "https://h.example.com/", "format": "teams"}]),
+        "webhooks[0].format",
+        r"must be one of standard, slack",
+    ),
+    (
+        "webhook-unknown-event",
+        set_path(*RULE, "webhooks", value=[{"url": "https://h.example.com/", "events": ["x"]}]),
+        "rules[0].webhooks[0].events[0]",
+        r"unknown event 'x'",
+    ),
+    (
+        "webhook-secret-env-unset",
+        set_path("webhooks", value=[{"url": "https://h.example.com/", "secret_env": "NOPE"}]),
+        "webhooks[0].secret_env",
+        r"environment variable 'NOPE' is not set",
+    ),
+    (
+        "webhook-secret-not-whsec",
+        set_path(
+            "webhooks", value=[{"url": "https://h.example.com/", "secret_env": "ORDERS_PASSWORD"}]
+        ),
+        "webhooks[0].secret",
+        r"must be a Standard Webhooks secret",
+    ),
 ]
 
 
@@ -863,3 +908,25 @@ def test_dev_issuer_refuses_a_configured_issuer(tmp_path: Path) -> None:
     }
     with pytest.raises(ConfigError, match=r"identity\.issuer: must be left out with dev_issuer"):
         parse_settings(document, source=tmp_path / "a.yaml", environ={})
+
+
+def test_webhooks_global_and_per_rule(tmp_path: Path) -> None:
+    document = base_document()
+    document["webhooks"] = [
+        {"url": "https://hooks.slack.com/services/T/B/X", "format": "slack"},
+        {"url": "http://127.0.0.1:9000/hook", "secret_env": "HOOK_SECRET"},
+    ]
+    document["rules"][0]["webhooks"] = [
+        {"url": "https://ops.example.com/airlock", "events": ["approval.decided"]}
+    ]
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    settings = load_settings(
+        write_config(tmp_path, document), environ={**ENVIRON, "HOOK_SECRET": secret}
+    )
+    slack, signed = settings.webhooks
+    assert (slack.format, slack.secret) == ("slack", None)
+    assert (signed.format, signed.secret) == ("standard", secret)
+    assert signed.events == {"approval.requested", "approval.decided"}
+    [per_rule] = settings.rules[0].webhooks
+    assert isinstance(per_rule, WebhookEndpoint)
+    assert per_rule.events == {"approval.decided"}

@@ -6,7 +6,12 @@ from collections.abc import Sequence
 
 import pytest
 
-from protocols.errors import MessageTooLarge, ProtocolViolation, StatementDenied
+from protocols.errors import (
+    FeatureNotSupported,
+    MessageTooLarge,
+    ProtocolViolation,
+    StatementDenied,
+)
 from protocols.postgres import messages as m
 from proxy.pg_relay import EndSession, HoldMessage, PgRelay, SendToClient, SendToServer
 
@@ -106,29 +111,60 @@ def test_large_data_rows_stream_through_without_waiting_for_their_end() -> None:
     assert r.server_data(row[50_000:]) == row[50_000:]
 
 
-def test_function_call_is_refused_with_error_and_ready_and_never_forwarded() -> None:
+def refusal_portal(sent: bytes) -> str:
+    """The portal of the failing Execute the relay sent in a refused message's place."""
+    execute = m.decode_frontend(sent[: 1 + int.from_bytes(sent[1:5], "big")])
+    assert isinstance(execute, m.Execute)
+    return execute.portal
+
+
+def no_portal_error(portal: str) -> bytes:
+    """What PostgreSQL answers to an Execute of a portal that does not exist."""
+    return m.ErrorResponse.build("ERROR", "34000", f'portal "{portal}" does not exist').raw
+
+
+def test_function_call_is_refused_by_a_failing_execute_and_never_forwarded() -> None:
     r = relay()
     actions = r.client_data(function_call())
-    assert sent_to_server(actions) == b""
-    reply = sent_to_client(actions)
-    error = m.decode_backend(reply[: reply.index(b"Z")])
+    sent = sent_to_server(actions)
+    assert b"F" not in sent[:1]
+    assert sent.endswith(m.Sync().raw)
+    assert sent_to_client(actions) == b""
+    # The server fails the stand-in; the client sees our error in its place.
+    out = r.server_data(no_portal_error(refusal_portal(sent)) + ready("I"))
+    error = m.decode_backend(out[: -len(ready("I"))])
     assert isinstance(error, m.ErrorResponse)
-    assert error.code == "0A000"
-    assert error.severity == "ERROR"
-    assert reply.endswith(ready("I"))
+    assert (error.code, error.severity) == ("0A000", "ERROR")
+    assert out.endswith(ready("I"))
 
 
-def test_a_refusal_waits_for_the_replies_the_server_still_owes() -> None:
+def test_a_refusal_keeps_its_place_behind_the_replies_the_server_still_owes() -> None:
     r = relay()
     actions = r.client_data(query("select pg_sleep(1)") + function_call())
-    assert sent_to_server(actions) == query("select pg_sleep(1)")
-    assert sent_to_client(actions) == b""  # the error must not overtake the query's result
-    out = r.server_data(complete("SELECT 1") + ready("T"))
-    assert out.startswith(complete("SELECT 1") + ready("T"))
-    tail = out[len(complete("SELECT 1") + ready("T")) :]
-    assert isinstance(m.decode_backend(tail[: -len(ready("T"))]), m.ErrorResponse)
-    # the made-up ReadyForQuery carries the status the server last reported
-    assert tail.endswith(ready("T"))
+    sent = sent_to_server(actions)
+    assert sent.startswith(query("select pg_sleep(1)"))
+    assert sent_to_client(actions) == b""
+    portal = refusal_portal(sent[len(query("select pg_sleep(1)")) :])
+    first = complete("SELECT 1") + ready("T")
+    out = r.server_data(first + no_portal_error(portal) + ready("E"))
+    assert out.startswith(first)
+    error = m.decode_backend(out[len(first) : -len(ready("E"))])
+    assert isinstance(error, m.ErrorResponse)
+    assert error.code == "0A000"
+    # the status is the server's: the refusal failed its transaction, as any error does
+    assert out.endswith(ready("E"))
+    assert r.transaction_status == "E"
+
+
+def test_an_error_not_about_our_portal_passes_unchanged() -> None:
+    r = relay()
+    sent = sent_to_server(r.client_data(function_call()))
+    aborted = m.ErrorResponse.build("ERROR", "25P02", "current transaction is aborted").raw
+    assert r.server_data(aborted + ready("E")) == aborted + ready("E")
+    other = m.ErrorResponse.build("ERROR", "34000", 'portal "c1" does not exist').raw
+    r.client_data(query("fetch c1"))
+    assert r.server_data(other + ready("I")) == other + ready("I")
+    assert refusal_portal(sent)
 
 
 def test_function_call_inside_an_unsynced_pipeline_ends_the_session() -> None:
@@ -202,15 +238,28 @@ def test_malformed_server_output_is_a_protocol_violation(raw: bytes) -> None:
 # --- holding: the seam the approval gate uses
 
 
-def holding(*prefixes: bytes) -> PgRelay:
-    """A relay that holds Query messages whose SQL starts with one of prefixes, and Execute."""
+class HoldingGate:
+    """Holds Execute, and Query messages whose SQL starts with one of prefixes."""
 
-    def hold(kind: int, raw: bytes) -> bool:
+    def __init__(self, *prefixes: bytes) -> None:
+        self.prefixes = prefixes
+        self.described_types: list[tuple[int, ...]] = []
+        self.ready_count = 0
+
+    def admit(self, kind: int, raw: bytes, start: int, end: int) -> bool:
         if kind == b"E"[0]:
-            return True
-        return kind == b"Q"[0] and raw[5:].startswith(prefixes)
+            return False
+        return not (kind == b"Q"[0] and raw[start + 5 : end].startswith(self.prefixes))
 
-    return PgRelay(transaction_status="I", max_message_bytes=MAX, hold=hold)
+    def described(self, param_types: tuple[int, ...]) -> None:
+        self.described_types.append(param_types)
+
+    def ready(self) -> None:
+        self.ready_count += 1
+
+
+def holding(*prefixes: bytes) -> PgRelay:
+    return PgRelay(transaction_status="I", max_message_bytes=MAX, gate=HoldingGate(*prefixes))
 
 
 def bind() -> bytes:
@@ -244,15 +293,17 @@ def test_releasing_forwards_the_held_message_then_the_ones_behind_it() -> None:
     assert r.held is None
 
 
-def test_refusing_a_held_query_answers_error_and_ready_in_order() -> None:
+def test_refusing_a_held_query_makes_the_server_fail_in_its_place() -> None:
     r = holding(b"update")
     r.client_data(query("select 1") + query("update t set a = 1") + query("select 2"))
     actions = r.release(forward=False, error=StatementDenied("denied by dba-1: not now"))
-    # select 2 goes on to the server; the refusal waits for select 1's reply
-    assert sent_to_server(actions) == query("select 2")
+    sent = sent_to_server(actions)
+    # the stand-in (Execute + Sync), then select 2; nothing is answered by the gateway
+    assert sent.endswith(m.Sync().raw + query("select 2"))
     assert sent_to_client(actions) == b""
-    out = r.server_data(complete("SELECT 1") + ready("I"))
+    portal = refusal_portal(sent)
     first = complete("SELECT 1") + ready("I")
+    out = r.server_data(first + no_portal_error(portal) + ready("I"))
     assert out.startswith(first)
     error = m.decode_backend(out[len(first) : -len(ready("I"))])
     assert isinstance(error, m.ErrorResponse)
@@ -262,18 +313,30 @@ def test_refusing_a_held_query_answers_error_and_ready_in_order() -> None:
     assert r.server_data(complete("SELECT 1") + ready("I")) == first
 
 
-def test_refusing_a_held_execute_drops_the_batch_to_sync_and_injects_the_error() -> None:
+def test_refusing_a_held_execute_fails_its_batch_on_the_server() -> None:
     r = holding()
     sync = m.Sync().raw
     actions = r.client_data(parse("update t set a = $1") + bind() + execute() + sync)
     assert sent_to_server(actions) == parse("update t set a = $1") + bind()
     assert actions[-1] == HoldMessage(execute())
     actions = r.release(forward=False, error=StatementDenied("denied"))
-    assert sent_to_server(actions) == sync  # the server finishes Parse/Bind
+    sent = sent_to_server(actions)
+    assert sent.endswith(sync)  # the stand-in Execute, then the client's Sync
+    portal = refusal_portal(sent)
     server_reply = m.frame(b"1", b"") + m.frame(b"2", b"")
-    out = r.server_data(server_reply + ready("I"))
+    out = r.server_data(server_reply + no_portal_error(portal) + ready("I"))
     assert out.startswith(server_reply)
     error = m.decode_backend(out[len(server_reply) : -len(ready("I"))])
+    assert isinstance(error, m.ErrorResponse)
+    assert error.code == "42501"
+
+
+def test_the_error_is_swapped_even_before_the_client_sends_its_sync() -> None:
+    r = holding()
+    r.client_data(parse("update t set a = 1") + bind() + execute() + m.Flush().raw)
+    portal = refusal_portal(sent_to_server(r.release(forward=False, error=StatementDenied("no"))))
+    out = r.server_data(m.frame(b"1", b"") + m.frame(b"2", b"") + no_portal_error(portal))
+    error = m.decode_backend(out[10:])
     assert isinstance(error, m.ErrorResponse)
     assert error.code == "42501"
 
@@ -287,15 +350,36 @@ def test_an_execute_refused_after_the_server_already_failed_the_batch_adds_no_er
     assert out == server_error + ready("I")  # one error per batch, as from a server
 
 
-def test_a_refused_batch_that_never_reached_the_server_is_answered_by_the_gateway() -> None:
-    def hold_parse(kind: int, _raw: bytes) -> bool:
-        return kind == b"P"[0]
+def test_the_gate_hears_parameter_descriptions_and_ready_for_query() -> None:
+    gate = HoldingGate()
+    r = PgRelay(transaction_status="I", max_message_bytes=MAX, gate=gate)
+    r.client_data(parse("select $1") + m.frame(b"D", b"S\0") + m.Sync().raw)
+    description = m.frame(b"t", b"\0\x02" + (23).to_bytes(4, "big") + (25).to_bytes(4, "big"))
+    out = r.server_data(m.frame(b"1", b"") + description + m.frame(b"n", b"") + ready("I"))
+    assert description in out
+    assert gate.described_types == [(23, 25)]
+    assert gate.ready_count == 1
 
-    r = PgRelay(transaction_status="T", max_message_bytes=MAX, hold=hold_parse)
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("standard_conforming_strings", "off"), ("client_encoding", "LATIN1")],
+)
+def test_a_setting_the_classifier_cannot_follow_ends_the_session(name: str, value: str) -> None:
+    r = relay()
+    r.client_data(query(f"set {name} = {value}"))
+    with pytest.raises(FeatureNotSupported, match=name):
+        r.server_data(m.ParameterStatus.build(name, value).raw)
+
+
+def test_after_a_refusal_the_rest_of_its_batch_goes_on_unexamined_to_be_skipped() -> None:
+    r = holding()
     sync = m.Sync().raw
-    r.client_data(parse("update t set a = 1") + bind() + execute() + sync)
-    actions = r.release(forward=False, error=StatementDenied("denied"))
-    assert sent_to_server(actions) == b""
-    reply = sent_to_client(actions)
-    assert isinstance(m.decode_backend(reply[: -len(ready("T"))]), m.ErrorResponse)
-    assert reply.endswith(ready("T"))
+    batch = parse("update t set a = 1") + bind() + execute()
+    r.client_data(batch + batch + sync + batch)
+    actions = r.release(forward=False, error=StatementDenied("no"))
+    sent = sent_to_server(actions)
+    # The second Execute is not held: the server skips it after the refusal's error.
+    # The Sync ends the failed batch; the next batch's Execute is held again.
+    assert sent.endswith(batch + sync + parse("update t set a = 1") + bind())
+    assert actions[-1] == HoldMessage(execute())

@@ -92,18 +92,20 @@ class RunningGateway:
         return " ".join(f"{k}='{v}'" for k, v in parts.items())
 
     def stop(self) -> None:
+        if self.loop.is_closed() or not self.thread.is_alive():
+            return
         asyncio.run_coroutine_threadsafe(self.gateway.close(), self.loop).result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
 
 
 def gateway_document(
-    issuer: TestIssuer, data_dir: Path, upstream_dsn_url: str, **overrides: Any
+    issuer: TestIssuer, default_data_dir: Path, upstream_dsn_url: str, **overrides: Any
 ) -> dict[str, Any]:
     document: dict[str, Any] = {
         "listen": {"postgres": "127.0.0.1:0", "api": "127.0.0.1:0"},
         "allow_insecure_loopback": False,
-        "data_dir": str(data_dir),
+        "data_dir": str(default_data_dir),
         "identity": {
             "issuer": issuer.url,
             "audience": issuer.audience,
@@ -114,11 +116,13 @@ def gateway_document(
             {
                 "groups": ["data-agents"],
                 "targets": ["orders"],
+                # The transport tests see every statement through; the approval tests
+                # pass rules of their own.
                 "read": "allow",
                 "write": "allow",
                 "ddl": "allow",
-                "admin": "deny",
-                "approvers": ["oncall-dba"],
+                "admin": "allow",
+                "unknown": "allow",
             },
         ],
     }

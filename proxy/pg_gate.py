@@ -1,0 +1,302 @@
+"""The per-session gate for PostgreSQL: which client messages may reach the server now.
+
+Sans-I/O, called by `PgRelay` for every client message. It admits at once what
+it can decide from cached verdicts: a simple Query whose text (or fingerprint)
+is cached and allowed; every Parse whose statement is cached (a Parse never
+runs anything; its verdict is remembered under the statement name); Bind,
+Describe, Close, Sync, Flush and COPY data; an Execute whose portal runs an
+allowed statement. Anything else waits, and the session decides it off the hot
+path: classify a statement not yet cached, hold a statement for approval, or
+refuse it.
+
+Named statements and portals are tracked as the server keeps them: the unnamed
+statement and portal are replaced by the next Parse or Bind and destroyed by a
+simple Query; Close forgets a name. SQL-level PREPARE, DEALLOCATE and DISCARD
+share the names of protocol-level statements, so a Query that mentions them
+forgets every statement: an Execute of a statement the gateway did not see
+prepared is of unknown class and waits.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import struct
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from policy.classify import StatementClass, Verdict
+from policy.fingerprint import CachedClassifier
+from policy.rules import Action, EffectivePolicy
+from protocols.errors import ProtocolViolation
+from protocols.postgres import messages as m
+from proxy.store import Parameter
+
+_Q, _P, _B, _E, _C, _D = (ord(c) for c in "QPBECD")
+_FORGET_NAMED = ("PREPARE", "DEALLOCATE", "DISCARD")
+
+UNPREPARED = Verdict(
+    StatementClass.UNKNOWN,
+    ("executes a statement the gateway did not see prepared",),
+)
+
+
+@dataclass(slots=True)
+class PreparedStatement:
+    sql: str
+    verdict: Verdict
+    param_types: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class Portal:
+    statement: PreparedStatement | None
+    bind: bytes  # the whole Bind message, decoded only when an approver must see it
+    #: An approved Execute lets the portal's later Executes (a suspended portal) go on.
+    approved: bool = False
+
+
+class PgGate:
+    def __init__(
+        self,
+        classifier: CachedClassifier,
+        policy: EffectivePolicy,
+        clock: Callable[[], float],
+    ) -> None:
+        self.classifier = classifier
+        self.policy = policy
+        self.clock = clock
+        self.statements: dict[str, PreparedStatement] = {}
+        self.portals: dict[str, Portal] = {}
+        #: Until then (clock time), statements that need approval run: a session grant.
+        self.session_grant_until = 0.0
+        self._describing: deque[str] = deque()  # statement Describes awaiting their answer
+        # Per class: allowed without a decision? (`approve` classes are, under a grant.)
+        self._allow = {cls: policy.action_for(cls.value) is Action.ALLOW for cls in StatementClass}
+
+    # --- the relay's questions
+
+    def admit(self, kind: int, raw: bytes, start: int, end: int) -> bool:
+        if kind == _Q:
+            if raw[end - 1] != 0:
+                return False  # malformed: the slow path says so
+            try:
+                sql = raw[start + 5 : end - 1].decode()
+            except UnicodeDecodeError:
+                return False
+            verdict = self.classifier.lookup(sql)
+            if verdict is None or not self.allowed(verdict):
+                return False
+            self.note_query(sql)
+            return True
+        if kind == _P:
+            try:
+                parse = m.decode_frontend(raw[start:end])
+            except ProtocolViolation:
+                return False
+            assert isinstance(parse, m.Parse)
+            verdict = self.classifier.lookup(parse.sql)
+            if verdict is None:
+                return False
+            self.note_parse(parse, verdict)
+            return True
+        if kind == _B:
+            names = _two_cstrings(raw, start + 5, end)
+            if names is None:
+                return False
+            portal, statement = names
+            self.portals[portal] = Portal(self.statements.get(statement), raw[start:end])
+            return True
+        if kind == _E:
+            names = _two_cstrings(raw, start + 5, end, count=1)
+            if names is None:
+                return False
+            found = self.portals.get(names[0])
+            if found is None or found.statement is None:
+                return False
+            return found.approved or self.allowed(found.statement.verdict)
+        if kind == _C:
+            names = _two_cstrings(raw, start + 6, end, count=1)
+            if names is None:
+                return False
+            if raw[start + 5] == 0x53:  # 'S'
+                self.statements.pop(names[0], None)
+            else:
+                self.portals.pop(names[0], None)
+            return True
+        if kind == _D and raw[start + 5] == 0x53:
+            names = _two_cstrings(raw, start + 6, end, count=1)
+            if names is None:
+                return False
+            self._describing.append(names[0])
+            return True
+        return True
+
+    def described(self, param_types: tuple[int, ...]) -> None:
+        if self._describing:
+            statement = self.statements.get(self._describing.popleft())
+            if statement is not None:
+                statement.param_types = param_types
+
+    def ready(self) -> None:
+        self._describing.clear()
+
+    # --- decisions made off the hot path
+
+    def allowed(self, verdict: Verdict) -> bool:
+        """Runs without a decision: its class is allowed, or approved for this session."""
+        if self._allow[verdict.statement_class]:
+            return True
+        return self.needs_approval(verdict) and self.clock() < self.session_grant_until
+
+    def needs_approval(self, verdict: Verdict) -> bool:
+        return self.policy.action_for(verdict.statement_class.value) is Action.APPROVE
+
+    def note_query(self, sql: str) -> None:
+        """A simple Query goes to the server."""
+        self.statements.pop("", None)
+        self.portals.pop("", None)
+        upper = sql.upper()
+        if any(word in upper for word in _FORGET_NAMED):
+            self.statements.clear()
+
+    def note_parse(self, parse: m.Parse, verdict: Verdict) -> None:
+        self.statements[parse.statement] = PreparedStatement(parse.sql, verdict, parse.param_types)
+
+    def note_execute(self, portal_name: str) -> None:
+        """An Execute that needed a decision was let through."""
+        portal = self.portals.get(portal_name)
+        if portal is not None:
+            portal.approved = True
+
+    def execution(self, execute: m.Execute) -> tuple[str, Verdict, tuple[Parameter, ...], str]:
+        """What an Execute runs: SQL, verdict, parameters as an approver sees them, and a
+        digest of the exact bound values (a retry must bind the same ones)."""
+        portal = self.portals.get(execute.portal)
+        if portal is None or portal.statement is None:
+            return "", UNPREPARED, (), _digest(b"")
+        bind = m.decode_frontend(portal.bind)
+        assert isinstance(bind, m.Bind)
+        statement = portal.statement
+        parameters = describe_parameters(bind, statement.param_types)
+        return statement.sql, statement.verdict, parameters, parameters_key(bind)
+
+
+def _two_cstrings(raw: bytes, pos: int, end: int, count: int = 2) -> tuple[str, ...] | None:
+    """The first `count` NUL-terminated strings from raw[pos:end], or None if malformed."""
+    out: list[str] = []
+    for _ in range(count):
+        nul = raw.find(b"\0", pos, end)
+        if nul < 0:
+            return None
+        try:
+            out.append(raw[pos:nul].decode())
+        except UnicodeDecodeError:
+            return None
+        pos = nul + 1
+    return tuple(out)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parameters_key(bind: m.Bind | None) -> str:
+    """A digest of exactly what was bound: formats and bytes of every value."""
+    if bind is None:
+        return _digest(b"")
+    h = hashlib.sha256()
+    formats = bind.param_formats
+    for index, value in enumerate(bind.params):
+        fmt = formats[0] if len(formats) == 1 else (formats[index] if formats else 0)
+        if value is None:
+            h.update(b"N")
+        else:
+            h.update(b"%d:%d:" % (fmt, len(value)) + value)
+    return h.hexdigest()
+
+
+# --- parameter values as an approver sees them
+
+_TYPE_NAMES = {
+    16: "bool",
+    17: "bytea",
+    18: "char",
+    19: "name",
+    20: "int8",
+    21: "int2",
+    23: "int4",
+    25: "text",
+    26: "oid",
+    114: "json",
+    700: "float4",
+    701: "float8",
+    1042: "bpchar",
+    1043: "varchar",
+    1082: "date",
+    1114: "timestamp",
+    1184: "timestamptz",
+    1700: "numeric",
+    2950: "uuid",
+    3802: "jsonb",
+}
+_TEXTUAL = frozenset((18, 19, 25, 114, 1042, 1043))
+_EPOCH_2000 = datetime.datetime(2000, 1, 1)
+_DATE_2000 = datetime.date(2000, 1, 1)
+
+
+def describe_parameters(bind: m.Bind, types: tuple[int, ...]) -> tuple[Parameter, ...]:
+    formats = bind.param_formats
+    out: list[Parameter] = []
+    for index, value in enumerate(bind.params):
+        oid = types[index] if index < len(types) else 0
+        name = _TYPE_NAMES.get(oid, "unknown" if oid == 0 else f"oid {oid}")
+        fmt = formats[0] if len(formats) == 1 else (formats[index] if formats else 0)
+        if value is None:
+            out.append(Parameter(name, None))
+        elif fmt == 0:
+            try:
+                out.append(Parameter(name, value.decode()))
+            except UnicodeDecodeError:
+                out.append(Parameter(name, value.hex(), "hex"))
+        else:
+            decoded = _decode_binary(oid, value)
+            if decoded is None:
+                out.append(Parameter(name, value.hex(), "hex"))
+            else:
+                out.append(Parameter(name, decoded))
+    return tuple(out)
+
+
+def _decode_binary(oid: int, value: bytes) -> str | None:
+    """Common binary formats as text; None when shown better as hex."""
+    try:
+        size = len(value)
+        if oid == 16 and size == 1:
+            return "true" if value[0] else "false"
+        if oid in (21, 23, 20) and size in (2, 4, 8):
+            return str(int.from_bytes(value, "big", signed=True))
+        if oid == 26 and size == 4:
+            return str(int.from_bytes(value, "big"))
+        if oid == 700 and size == 4:
+            return repr(struct.unpack("!f", value)[0])
+        if oid == 701 and size == 8:
+            return repr(struct.unpack("!d", value)[0])
+        if oid in _TEXTUAL:
+            return value.decode()
+        if oid == 3802 and size >= 1 and value[0] == 1:
+            return value[1:].decode()
+        if oid == 2950 and size == 16:
+            return str(uuid.UUID(bytes=value))
+        if oid == 1082 and size == 4:
+            days = int.from_bytes(value, "big", signed=True)
+            return (_DATE_2000 + datetime.timedelta(days=days)).isoformat()
+        if oid in (1114, 1184) and size == 8:
+            micros = int.from_bytes(value, "big", signed=True)
+            moment = _EPOCH_2000 + datetime.timedelta(microseconds=micros)
+            return moment.isoformat(sep=" ") + ("+00" if oid == 1184 else "")
+    except (UnicodeDecodeError, OverflowError, ValueError):
+        return None
+    return None
