@@ -71,9 +71,11 @@ def fingerprint(sql: str, dialect: str, *, max_token_chars: int | None = None) -
 
 
 def _fast_fingerprint(sql: str) -> str | None:
-    stripped = _FAST_STRING.sub("\x01", sql)
-    if "'" in stripped or ("\x01" in stripped and _FAST_STRING_CONTEXT.search(stripped)):
-        return None
+    stripped = sql
+    if "'" in sql:
+        stripped = _FAST_STRING.sub("\x01", sql)
+        if "'" in stripped or ("\x01" in stripped and _FAST_STRING_CONTEXT.search(stripped)):
+            return None
     lowered = stripped.lower()
     if ("set" in lowered or "prepare" in lowered) and _LITERAL_SENSITIVE.search(lowered):
         return None

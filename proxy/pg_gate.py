@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from policy.classify import StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
 from policy.rules import Action, EffectivePolicy
-from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
 from proxy.store import Parameter
 
@@ -41,13 +40,30 @@ UNPREPARED = Verdict(
     StatementClass.UNKNOWN,
     ("executes a statement the gateway did not see prepared",),
 )
+AMBIGUOUS = Verdict(
+    StatementClass.UNKNOWN,
+    ("a named statement was parsed again with other text without being closed",),
+)
 
 
 @dataclass(slots=True)
 class PreparedStatement:
     sql: str
     verdict: Verdict
-    param_types: tuple[int, ...]
+    declared: bytes  # the Parse message's parameter type section, decoded when needed
+    #: Runs without a decision under the policy alone (its class is allowed).
+    allowed: bool
+    #: The server's ParameterDescription, when the client asked for one.
+    described: tuple[int, ...] | None = None
+
+    @property
+    def param_types(self) -> tuple[int, ...]:
+        if self.described is not None:
+            return self.described
+        count = int.from_bytes(self.declared[:2], "big", signed=True)
+        if count <= 0 or len(self.declared) < 2 + 4 * count:
+            return ()
+        return struct.unpack_from(f"!{count}I", self.declared, 2)
 
 
 @dataclass(slots=True)
@@ -59,6 +75,9 @@ class Portal:
 
 
 class PgGate:
+    """Statement and portal names are kept as the bytes the client sent: no decoding on
+    the hot path."""
+
     def __init__(
         self,
         classifier: CachedClassifier,
@@ -68,11 +87,11 @@ class PgGate:
         self.classifier = classifier
         self.policy = policy
         self.clock = clock
-        self.statements: dict[str, PreparedStatement] = {}
-        self.portals: dict[str, Portal] = {}
+        self.statements: dict[bytes, PreparedStatement] = {}
+        self.portals: dict[bytes, Portal] = {}
         #: Until then (clock time), statements that need approval run: a session grant.
         self.session_grant_until = 0.0
-        self._describing: deque[str] = deque()  # statement Describes awaiting their answer
+        self._describing: deque[bytes] = deque()  # statement Describes awaiting an answer
         # Per class: allowed without a decision? (`approve` classes are, under a grant.)
         self._allow = {cls: policy.action_for(cls.value) is Action.ALLOW for cls in StatementClass}
 
@@ -91,46 +110,60 @@ class PgGate:
                 return False
             self.note_query(sql)
             return True
-        if kind == _P:
-            try:
-                parse = m.decode_frontend(raw[start:end])
-            except ProtocolViolation:
-                return False
-            assert isinstance(parse, m.Parse)
-            verdict = self.classifier.lookup(parse.sql)
-            if verdict is None:
-                return False
-            self.note_parse(parse, verdict)
-            return True
         if kind == _B:
-            names = _two_cstrings(raw, start + 5, end)
-            if names is None:
+            name_end = raw.find(b"\0", start + 5, end)
+            statement_end = raw.find(b"\0", name_end + 1, end)
+            if statement_end < 0:
                 return False
-            portal, statement = names
-            self.portals[portal] = Portal(self.statements.get(statement), raw[start:end])
+            statement = self.statements.get(raw[name_end + 1 : statement_end])
+            portal = raw[start + 5 : name_end]
+            if portal and portal in self.portals:
+                # The server refuses to bind an existing named portal and keeps the old
+                # one: which one runs at Execute is not certain, so neither is its verdict.
+                statement = None
+            self.portals[portal] = Portal(statement, raw[start:end])
             return True
         if kind == _E:
-            names = _two_cstrings(raw, start + 5, end, count=1)
-            if names is None:
+            name_end = raw.find(b"\0", start + 5, end)
+            if name_end < 0:
                 return False
-            found = self.portals.get(names[0])
-            if found is None or found.statement is None:
+            found = self.portals.get(raw[start + 5 : name_end])
+            if found is None or (statement := found.statement) is None:
                 return False
-            return found.approved or self.allowed(found.statement.verdict)
+            return statement.allowed or found.approved or self.allowed(statement.verdict)
+        if kind == _P:
+            name_end = raw.find(b"\0", start + 5, end)
+            sql_end = raw.find(b"\0", name_end + 1, end)
+            if sql_end < 0:
+                return False
+            name = raw[start + 5 : name_end]
+            declared = raw[sql_end + 1 : end]
+            existing = self.statements.get(name)
+            try:
+                sql = raw[name_end + 1 : sql_end].decode()
+            except UnicodeDecodeError:
+                return False
+            if existing is not None and existing.sql == sql and existing.declared == declared:
+                return True  # the same statement parsed again (the unnamed one, usually)
+            verdict = self.classifier.lookup(sql)
+            if verdict is None:
+                return False
+            self._remember(name, sql, verdict, declared)
+            return True
         if kind == _C:
-            names = _two_cstrings(raw, start + 6, end, count=1)
-            if names is None:
+            name_end = raw.find(b"\0", start + 6, end)
+            if name_end < 0:
                 return False
             if raw[start + 5] == 0x53:  # 'S'
-                self.statements.pop(names[0], None)
+                self.statements.pop(raw[start + 6 : name_end], None)
             else:
-                self.portals.pop(names[0], None)
+                self.portals.pop(raw[start + 6 : name_end], None)
             return True
         if kind == _D and raw[start + 5] == 0x53:
-            names = _two_cstrings(raw, start + 6, end, count=1)
-            if names is None:
+            name_end = raw.find(b"\0", start + 6, end)
+            if name_end < 0:
                 return False
-            self._describing.append(names[0])
+            self._describing.append(raw[start + 6 : name_end])
             return True
         return True
 
@@ -138,10 +171,12 @@ class PgGate:
         if self._describing:
             statement = self.statements.get(self._describing.popleft())
             if statement is not None:
-                statement.param_types = param_types
+                statement.described = param_types
 
-    def ready(self) -> None:
+    def ready(self, transaction_status: str) -> None:
         self._describing.clear()
+        if transaction_status == "I":
+            self.portals.clear()  # a transaction's end destroys its portals
 
     # --- decisions made off the hot path
 
@@ -156,25 +191,37 @@ class PgGate:
 
     def note_query(self, sql: str) -> None:
         """A simple Query goes to the server."""
-        self.statements.pop("", None)
-        self.portals.pop("", None)
+        self.statements.pop(b"", None)
+        self.portals.pop(b"", None)
         upper = sql.upper()
         if any(word in upper for word in _FORGET_NAMED):
             self.statements.clear()
 
     def note_parse(self, parse: m.Parse, verdict: Verdict) -> None:
-        self.statements[parse.statement] = PreparedStatement(parse.sql, verdict, parse.param_types)
+        name = parse.statement.encode()
+        sql_end = parse.raw.index(b"\0", 5 + len(name) + 1)
+        self._remember(name, parse.sql, verdict, parse.raw[sql_end + 1 :])
+
+    def _remember(self, name: bytes, sql: str, verdict: Verdict, declared: bytes) -> None:
+        existing = self.statements.get(name)
+        if name and existing is not None and (existing.sql, existing.declared) != (sql, declared):
+            # The server refuses to parse over an existing named statement and keeps the
+            # old one, unless that one had failed to parse: which of the two runs at
+            # Execute is not certain, so neither is its verdict.
+            verdict = AMBIGUOUS
+        allowed = self._allow[verdict.statement_class]
+        self.statements[name] = PreparedStatement(sql, verdict, declared, allowed)
 
     def note_execute(self, portal_name: str) -> None:
         """An Execute that needed a decision was let through."""
-        portal = self.portals.get(portal_name)
+        portal = self.portals.get(portal_name.encode())
         if portal is not None:
             portal.approved = True
 
     def execution(self, execute: m.Execute) -> tuple[str, Verdict, tuple[Parameter, ...], str]:
         """What an Execute runs: SQL, verdict, parameters as an approver sees them, and a
         digest of the exact bound values (a retry must bind the same ones)."""
-        portal = self.portals.get(execute.portal)
+        portal = self.portals.get(execute.portal.encode())
         if portal is None or portal.statement is None:
             return "", UNPREPARED, (), _digest(b"")
         bind = m.decode_frontend(portal.bind)
@@ -182,21 +229,6 @@ class PgGate:
         statement = portal.statement
         parameters = describe_parameters(bind, statement.param_types)
         return statement.sql, statement.verdict, parameters, parameters_key(bind)
-
-
-def _two_cstrings(raw: bytes, pos: int, end: int, count: int = 2) -> tuple[str, ...] | None:
-    """The first `count` NUL-terminated strings from raw[pos:end], or None if malformed."""
-    out: list[str] = []
-    for _ in range(count):
-        nul = raw.find(b"\0", pos, end)
-        if nul < 0:
-            return None
-        try:
-            out.append(raw[pos:nul].decode())
-        except UnicodeDecodeError:
-            return None
-        pos = nul + 1
-    return tuple(out)
 
 
 def _digest(data: bytes) -> str:

@@ -80,7 +80,7 @@ class Gate(Protocol):
         """The server's ParameterDescription for the oldest statement Describe pending."""
         ...
 
-    def ready(self) -> None:
+    def ready(self, transaction_status: str) -> None:
         """The server sent ReadyForQuery: Describes not answered by now never will be."""
         ...
 
@@ -391,4 +391,4 @@ class PgRelay:
             raise ProtocolViolation("malformed ReadyForQuery from server")
         self.transaction_status = status
         if self._gate is not None:
-            self._gate.ready()
+            self._gate.ready(status)

@@ -611,6 +611,13 @@ class PgSession:
                 detail=reasons or None,
             )
         hub, now = self.listener.hub, self.listener.clock()
+        session_grant = hub.store.session_grant(self.id, now)
+        if session_grant is not None and session_grant.expires_at is not None:
+            # Approved for this session after the statement stopped waiting (reject mode,
+            # a timeout): the session holds the grant from now on.
+            gate.session_grant_until = session_grant.expires_at
+            log.info("session %s: statement runs under approval %s", self.id, session_grant.id)
+            return None
         grant = hub.store.use_statement_grant(
             subject=identity.subject, target=target.name, sql=sql, params_key=key, now=now
         )

@@ -602,3 +602,31 @@ def test_huge_and_deeply_nested_statements_never_stall_the_gateway(
         api(gated, "POST", f"/api/v1/approvals/{request['id']}/approve", dba_token(gated), {})
         insert.result()
         assert len(accounts()) == 60 + 300
+
+
+@pytest.mark.timeout(60)
+def test_a_session_grant_given_to_a_rejected_statement_covers_the_sessions_later_writes(
+    gateway_factory: Callable[..., RunningGateway], accounts: Callable[[], dict[int, int]]
+) -> None:
+    gateway = gateway_factory(rules=[rule(hold="reject")])
+    with connect(gateway, agent_token(gateway)) as agent:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            agent.execute("update accounts set balance = 5 where id = 18")
+        [request] = pending(gateway)
+        status, _ = api(
+            gateway,
+            "POST",
+            f"/api/v1/approvals/{request['id']}/approve",
+            dba_token(gateway),
+            {"scope": "session"},
+        )
+        assert status == 200
+        agent.execute("update accounts set balance = 5 where id = 18")
+        agent.execute("update accounts set balance = 5 where id = 19")  # another write
+        assert (accounts()[18], accounts()[19]) == (5, 5)
+    # A new session of the same agent has no grant.
+    with (
+        connect(gateway, agent_token(gateway)) as agent,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        agent.execute("update accounts set balance = 5 where id = 20")

@@ -177,3 +177,37 @@ def test_the_retry_key_depends_on_every_bound_byte() -> None:
     assert key(b"1", b"2") != key(b"12", b"")
     assert key(b"1", None) != key(b"1", b"")
     assert parameters_key(None) == parameters_key(None)
+
+
+def test_parsing_over_a_named_statement_leaves_its_verdict_uncertain() -> None:
+    # The server keeps the first statement (it refuses the second Parse), unless the first
+    # failed on the server: the gateway cannot tell which, so the name runs nothing unheld.
+    g = gate()
+    known(g, "select 1", "delete from accounts")
+    admit(g, parse("delete from accounts", "s"))
+    admit(g, parse("select 1", "s"))
+    admit(g, bind("s", "p"))
+    assert not admit(g, execute("p"))
+    assert g.statements[b"s"].verdict.statement_class.value == "unknown"
+
+
+def test_binding_over_a_named_portal_leaves_its_verdict_uncertain() -> None:
+    g = gate()
+    known(g, "select 1", "delete from accounts")
+    admit(g, parse("delete from accounts", "w"))
+    admit(g, parse("select 1", "r"))
+    admit(g, bind("w", "p"))
+    admit(g, bind("r", "p"))  # refused by the server: p still deletes
+    assert not admit(g, execute("p"))
+    g.ready("I")  # the transaction ended: its portals are gone, the name is free again
+    admit(g, bind("r", "p"))
+    assert admit(g, execute("p"))
+
+
+def test_the_same_statement_parsed_again_keeps_its_verdict() -> None:
+    g = gate()
+    known(g, "select $1")
+    for _ in range(3):
+        assert admit(g, parse("select $1"))
+        assert admit(g, bind("", ""))
+        assert admit(g, execute(""))

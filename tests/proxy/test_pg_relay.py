@@ -254,7 +254,7 @@ class HoldingGate:
     def described(self, param_types: tuple[int, ...]) -> None:
         self.described_types.append(param_types)
 
-    def ready(self) -> None:
+    def ready(self, _transaction_status: str) -> None:
         self.ready_count += 1
 
 
