@@ -92,6 +92,14 @@ def api(
         return error.code, json.loads(error.read())
 
 
+def decide(
+    gateway: RunningGateway, request_id: str, verdict: str, body: dict[str, Any]
+) -> tuple[int, Any]:
+    """An approver (dba-1) approves or denies through the API."""
+    path = f"/api/v1/approvals/{request_id}/{verdict}"
+    return api(gateway, "POST", path, dba_token(gateway), body)
+
+
 def pending(gateway: RunningGateway, timeout_s: float = 10.0, count: int = 1) -> list[Any]:
     """Wait until `count` requests are pending; return them."""
     deadline = time.monotonic() + timeout_s
@@ -202,11 +210,10 @@ def test_deny_gives_42501_naming_approver_and_reason_and_the_session_stays_usabl
     with connect(gated, agent_token(gated)) as agent:
         write = Background(lambda: agent.execute("delete from accounts where id = 2"))
         [request] = pending(gated)
-        status, body = api(
+        status, body = decide(
             gated,
-            "POST",
-            f"/api/v1/approvals/{request['id']}/deny",
-            dba_token(gated),
+            request["id"],
+            "deny",
             {"reason": "not during business hours"},
         )
         assert status == 200
@@ -218,9 +225,7 @@ def test_deny_gives_42501_naming_approver_and_reason_and_the_session_stays_usabl
         assert "not during business hours" in str(error)
         assert 2 in accounts()
         assert agent.execute("select count(*) from accounts").fetchone() == (60,)
-        status, body = api(
-            gated, "POST", f"/api/v1/approvals/{request['id']}/approve", dba_token(gated), {}
-        )
+        status, body = decide(gated, request["id"], "approve", {})
         assert status == 409
 
 
@@ -232,11 +237,10 @@ def test_a_denied_write_aborts_the_open_transaction_as_a_server_error_would(
         assert agent.execute("select 1").fetchone() == (1,)  # BEGIN; a read
         write = Background(lambda: agent.execute("update accounts set balance = 0 where id = 3"))
         [request] = pending(gated)
-        api(
+        decide(
             gated,
-            "POST",
-            f"/api/v1/approvals/{request['id']}/deny",
-            dba_token(gated),
+            request["id"],
+            "deny",
             {"reason": "no"},
         )
         assert isinstance(write.result(), psycopg.errors.InsufficientPrivilege)
@@ -266,7 +270,7 @@ def test_a_hold_that_times_out_gives_57014_and_the_request_stays_pending(
         assert accounts()[4] == 100
         assert agent.execute("select 1").fetchone() == (1,)
         # Approved later, the same statement runs when retried.
-        api(gateway, "POST", f"/api/v1/approvals/{request['id']}/approve", dba_token(gateway), {})
+        decide(gateway, request["id"], "approve", {})
         assert agent.execute("update accounts set balance = 1 where id = 4").rowcount == 1
         assert accounts()[4] == 1
 
@@ -288,7 +292,7 @@ def test_reject_mode_refuses_at_once_and_the_approved_retry_runs_within_the_gran
         assert request["hold"] == "reject"
         assert [p["value"] for p in request["parameters"]] == ["7", "5"]
         assert accounts()[5] == 100
-        api(gateway, "POST", f"/api/v1/approvals/{request_id}/approve", dba_token(gateway), {})
+        decide(gateway, request_id, "approve", {})
         # Different parameters are a different statement: refused, with a new request.
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             agent.execute(sql, (8, 5))
@@ -306,11 +310,10 @@ def test_session_scope_lets_later_writes_through_until_the_grant_expires(
     with connect(gated, agent_token(gated)) as agent:
         first = Background(lambda: agent.execute("update accounts set balance = 11 where id = 6"))
         [request] = pending(gated)
-        status, body = api(
+        status, body = decide(
             gated,
-            "POST",
-            f"/api/v1/approvals/{request['id']}/approve",
-            dba_token(gated),
+            request["id"],
+            "approve",
             {"scope": "session", "ttl_s": 2, "comment": "migration window"},
         )
         assert status == 200
@@ -325,11 +328,10 @@ def test_session_scope_lets_later_writes_through_until_the_grant_expires(
         [newer] = pending(gated)
         assert newer["id"] != request["id"]
         assert newer["sql"] == "update accounts set balance = 11 where id = 10"
-        api(
+        decide(
             gated,
-            "POST",
-            f"/api/v1/approvals/{newer['id']}/deny",
-            dba_token(gated),
+            newer["id"],
+            "deny",
             {"reason": "window closed"},
         )
         assert isinstance(late.result(), psycopg.errors.InsufficientPrivilege)
@@ -394,7 +396,7 @@ def test_a_prepared_write_shows_its_bound_parameters_to_the_approver(
     )
     assert "4242" in shown_cli.stdout
     assert "ticket 7" in shown_cli.stdout
-    api(gated, "POST", f"/api/v1/approvals/{request['id']}/approve", dba_token(gated), {})
+    decide(gated, request["id"], "approve", {})
     write.result()
     assert accounts()[12] == 4242
 
@@ -411,9 +413,7 @@ def test_a_cancel_withdraws_the_held_request(
         assert isinstance(error, psycopg.errors.QueryCanceled)
         status, body = api(gated, "GET", f"/api/v1/approvals/{request['id']}", dba_token(gated))
         assert body["state"] == "withdrawn"
-        status, _ = api(
-            gated, "POST", f"/api/v1/approvals/{request['id']}/approve", dba_token(gated), {}
-        )
+        status, _ = decide(gated, request["id"], "approve", {})
         assert status == 409
         assert agent.execute("select balance from accounts where id = 13").fetchone() == (100,)
 
@@ -440,9 +440,7 @@ def test_fifty_agents_each_holding_a_write_all_complete_once_approved(
     requests = pending(gated, timeout_s=30, count=50)
     assert accounts()[1] == 100
     for request in requests:
-        status, _ = api(
-            gated, "POST", f"/api/v1/approvals/{request['id']}/approve", dba_token(gated), {}
-        )
+        status, _ = decide(gated, request["id"], "approve", {})
         assert status == 200
     assert agents.result(60) == ["UPDATE 1"] * 50
     balances = accounts()
@@ -479,11 +477,10 @@ def test_a_write_inside_a_pipeline_waits_and_a_denial_aborts_the_rest_of_the_bat
         run = Background(pipeline)
         [request] = pending(gated)
         assert request["parameters"][0]["value"] == "14"
-        api(
+        decide(
             gated,
-            "POST",
-            f"/api/v1/approvals/{request['id']}/deny",
-            dba_token(gated),
+            request["id"],
+            "deny",
             {"reason": "no"},
         )
         assert isinstance(run.result(), psycopg.errors.InsufficientPrivilege)
@@ -510,7 +507,7 @@ def test_requests_survive_a_gateway_restart_marked_session_gone(
     assert after["id"] == before["id"]
     assert after["state"] == "pending"
     assert after["session_state"] == "gone"
-    api(again, "POST", f"/api/v1/approvals/{after['id']}/approve", dba_token(again), {})
+    decide(again, after["id"], "approve", {})
     with connect(again, agent_token(again)) as agent:
         assert agent.execute("update accounts set balance = 3 where id = 16").rowcount == 1
     assert accounts()[16] == 3
@@ -567,7 +564,7 @@ def test_webhooks_announce_requests_and_decisions_signed_and_never_delay_a_hold(
     with connect(gateway, agent_token(gateway)) as agent:
         write = Background(lambda: agent.execute("update accounts set balance = 9 where id = 17"))
         [request] = pending(gateway)  # the hold is there while the webhooks are retried
-        api(gateway, "POST", f"/api/v1/approvals/{request['id']}/approve", dba_token(gateway), {})
+        decide(gateway, request["id"], "approve", {})
         write.result()
     events = flaky.events(2)
     for headers, body in events:
@@ -599,7 +596,7 @@ def test_huge_and_deeply_nested_statements_never_stall_the_gateway(
         assert other.execute("select 1").fetchone() == (1,)
         [request] = pending(gated, timeout_s=30)
         assert request["class"] == "write"
-        api(gated, "POST", f"/api/v1/approvals/{request['id']}/approve", dba_token(gated), {})
+        decide(gated, request["id"], "approve", {})
         insert.result()
         assert len(accounts()) == 60 + 300
 
@@ -613,11 +610,10 @@ def test_a_session_grant_given_to_a_rejected_statement_covers_the_sessions_later
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             agent.execute("update accounts set balance = 5 where id = 18")
         [request] = pending(gateway)
-        status, _ = api(
+        status, _ = decide(
             gateway,
-            "POST",
-            f"/api/v1/approvals/{request['id']}/approve",
-            dba_token(gateway),
+            request["id"],
+            "approve",
             {"scope": "session"},
         )
         assert status == 200
