@@ -128,6 +128,15 @@ class HoldTimedOut(QueryCanceled):
     """A held statement was not decided within hold_timeout."""
 
 
+class RecordingUnavailable(AirlockError):
+    """The session's transcript cannot be written: the gateway refuses the session."""
+
+    sqlstate = "58030"  # io_error
+    mysql_errno = 1021  # ER_DISK_FULL
+    mysql_sqlstate = "HY000"
+    fatal = True
+
+
 class GatewayShuttingDown(AirlockError):
     sqlstate = "57P01"
     mysql_errno = 1053  # ER_SERVER_SHUTDOWN

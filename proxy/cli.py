@@ -9,7 +9,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from proxy import approvals_cli, classify_cli
+from proxy import approvals_cli, audit_cli, classify_cli, demo
 from proxy.config import ConfigError, Settings, load_settings, parse_duration
 
 
@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(handler=_dev_token)
     classify_cli.add_parser(commands)
     approvals_cli.add_parsers(commands)
+    audit_cli.add_parsers(commands)
+    demo.add_parser(commands)
     return parser
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import ipaddress
+import json
 import math
 import os
 import re
@@ -122,6 +124,8 @@ class Settings:
     dev_issuer: bool = False
     #: Told of every approval request and decision (rules may add their own).
     webhooks: tuple[WebhookEndpoint, ...] = ()
+    #: SHA-256 of the rules as written (canonical JSON): which policy a session ran under.
+    policy_hash: str = ""
 
 
 # --- durations and sizes -------------------------------------------------------------------
@@ -545,6 +549,9 @@ class _Parser:
             max_message_bytes=max_message_bytes,
             dev_issuer=dev_issuer,
             webhooks=self.webhooks(top.get("webhooks"), "webhooks"),
+            policy_hash=hashlib.sha256(
+                json.dumps(rules_value or [], sort_keys=True, default=str).encode()
+            ).hexdigest(),
         )
 
     def listen(self, value: object) -> ListenSettings:

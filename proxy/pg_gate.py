@@ -26,6 +26,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from policy.classify import StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
@@ -44,6 +45,9 @@ AMBIGUOUS = Verdict(
     StatementClass.UNKNOWN,
     ("a named statement was parsed again with other text without being closed",),
 )
+
+
+StatementListener = Callable[[str, Verdict, bytes | None, tuple[int, ...]], None]
 
 
 @dataclass(slots=True)
@@ -91,6 +95,9 @@ class PgGate:
         self.portals: dict[bytes, Portal] = {}
         #: Until then (clock time), statements that need approval run: a session grant.
         self.session_grant_until = 0.0
+        #: Told of every statement admitted here: sql, verdict, and for an Execute its Bind
+        #: message and parameter types.
+        self.on_statement: StatementListener | None = None
         self._describing: deque[bytes] = deque()  # statement Describes awaiting an answer
         # Per class: allowed without a decision? (`approve` classes are, under a grant.)
         self._allow = {cls: policy.action_for(cls.value) is Action.ALLOW for cls in StatementClass}
@@ -109,6 +116,8 @@ class PgGate:
             if verdict is None or not self.allowed(verdict):
                 return False
             self.note_query(sql)
+            if self.on_statement is not None:
+                self.on_statement(sql, verdict, None, ())
             return True
         if kind == _B:
             name_end = raw.find(b"\0", start + 5, end)
@@ -130,7 +139,13 @@ class PgGate:
             found = self.portals.get(raw[start + 5 : name_end])
             if found is None or (statement := found.statement) is None:
                 return False
-            return statement.allowed or found.approved or self.allowed(statement.verdict)
+            if statement.allowed or found.approved or self.allowed(statement.verdict):
+                if self.on_statement is not None:
+                    self.on_statement(
+                        statement.sql, statement.verdict, found.bind, statement.param_types
+                    )
+                return True
+            return False
         if kind == _P:
             name_end = raw.find(b"\0", start + 5, end)
             sql_end = raw.find(b"\0", name_end + 1, end)
@@ -218,17 +233,33 @@ class PgGate:
         if portal is not None:
             portal.approved = True
 
-    def execution(self, execute: m.Execute) -> tuple[str, Verdict, tuple[Parameter, ...], str]:
+    def execution(self, execute: m.Execute) -> Execution:
         """What an Execute runs: SQL, verdict, parameters as an approver sees them, and a
         digest of the exact bound values (a retry must bind the same ones)."""
         portal = self.portals.get(execute.portal.encode())
         if portal is None or portal.statement is None:
-            return "", UNPREPARED, (), _digest(b"")
+            return Execution("", UNPREPARED, (), _digest(b""), None, ())
         bind = m.decode_frontend(portal.bind)
         assert isinstance(bind, m.Bind)
         statement = portal.statement
-        parameters = describe_parameters(bind, statement.param_types)
-        return statement.sql, statement.verdict, parameters, parameters_key(bind)
+        types = statement.param_types
+        return Execution(
+            statement.sql,
+            statement.verdict,
+            describe_parameters(bind, types),
+            parameters_key(bind),
+            portal.bind,
+            types,
+        )
+
+
+class Execution(NamedTuple):
+    sql: str
+    verdict: Verdict
+    parameters: tuple[Parameter, ...]
+    key: str
+    bind: bytes | None
+    types: tuple[int, ...]
 
 
 def _digest(data: bytes) -> str:

@@ -68,6 +68,12 @@ class EndSession:
 Action = SendToServer | SendToClient | HoldMessage | EndSession
 
 
+class ResultListener(Protocol):
+    def result(self, tag: str | None, error: m.ErrorResponse | None) -> None:
+        """A statement finished: its CommandComplete tag, or the error the client saw."""
+        ...
+
+
 class Gate(Protocol):
     """Decides, message by message, what may reach the server without waiting."""
 
@@ -85,7 +91,7 @@ class Gate(Protocol):
         ...
 
 
-_Z, _S, _K, _R, _E, _T = b"Z"[0], b"S"[0], b"K"[0], b"R"[0], b"E"[0], b"t"[0]
+_Z, _S, _K, _R, _E, _T, _C = (ord(c) for c in "ZSKREtC")
 _INSPECTED = frozenset((_Z, _S, _K, _R, _E))
 # FunctionCallResponse answers only FunctionCall, and CopyBothResponse only replication:
 # the gateway lets neither through, so a server sending them is out of step.
@@ -133,6 +139,7 @@ class PgRelay:
         transaction_status: str = "I",
         max_message_bytes: int,
         gate: Gate | None = None,
+        results: ResultListener | None = None,
     ) -> None:
         self.transaction_status = transaction_status
         self._gate = gate
@@ -140,7 +147,9 @@ class PgRelay:
         self._max_message_bytes = max_message_bytes
         #: Nothing buffered or held: the fast path may be taken.
         self._client_idle = True
-        inspected = _INSPECTED if gate is None else _INSPECTED | {_T}
+        self._results = results
+        inspected = _INSPECTED | ({_T} if gate is not None else set())
+        inspected |= {_C} if results is not None else set()
         self._server = BackendRelay(_BACKEND_TYPES, inspected)
         #: ReadyForQuery messages the server owes: one per Query and Sync forwarded.
         self._owed = 0
@@ -268,6 +277,14 @@ class PgRelay:
                     ours = self._refusal_error(error.message)
                     if ours is not None:
                         swaps.append((start, end, ours))
+                        swapped = m.decode_backend(ours)
+                        assert isinstance(swapped, m.ErrorResponse)
+                        error = swapped
+                if self._results is not None:
+                    self._results.result(None, error)
+            elif kind == _C:
+                assert self._results is not None
+                self._results.result(framed[start + 5 : end - 1].decode(errors="replace"), None)
             elif kind == _S:
                 status = m.decode_backend(framed[start:end])
                 assert isinstance(status, m.ParameterStatus)

@@ -35,6 +35,7 @@ from protocols.errors import (
     InsecureTransport,
     ProtocolViolation,
     QueryCanceled,
+    RecordingUnavailable,
     SessionExpired,
     StatementDenied,
     UnknownTarget,
@@ -59,7 +60,8 @@ from proxy.pg_relay import (
     error_message,
 )
 from proxy.pg_upstream import UpstreamSession, connect_upstream, read_message
-from proxy.store import APPROVED, DENIED, NewRequest, Parameter
+from proxy.store import APPROVED, DENIED, ApprovalRequest, NewRequest, Parameter
+from proxy.transcript import Recorder, SessionRecording, TranscriptError
 
 log = logging.getLogger("airlock.postgres")
 
@@ -140,9 +142,11 @@ class PgListener:
         *,
         hub: ApprovalHub,
         classifiers: Classifiers,
+        recorder: Recorder | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.recorder = recorder
         self.verifier = verifier
         self.tls_context = tls_context
         self.hub = hub
@@ -264,6 +268,8 @@ class PgSession:
         self._deciding: asyncio.Task[None] | None = None  # decides the held message
         self._waiting_for: str | None = None  # the approval request a held statement awaits
         self._requested = False  # this session has made approval requests
+        self.recording: SessionRecording | None = None
+        self.statements = 0
 
     # --- lifecycle
 
@@ -309,6 +315,8 @@ class PgSession:
             if cancel_running and target is not None and self.relay is not None and self.relay.busy:
                 self.listener.spawn(self.listener.cancel_upstream(target))
         self.listener.sessions.discard(self)
+        if self.recording is not None:
+            self._seal(reason, error)
         if self._deciding is not None:
             self._deciding.cancel()
         if self._requested:
@@ -333,6 +341,95 @@ class PgSession:
             return False
         self.listener.hub.withdraw(self._waiting_for, "the client cancelled the statement")
         return self.relay is not None and not self.relay.busy
+
+    # --- recording
+
+    def _open_recording(self, startup: m.StartupMessage, tls: bool) -> SessionRecording:
+        identity, target, recorder = self.identity, self.target, self.listener.recorder
+        assert identity is not None
+        assert target is not None
+        assert recorder is not None
+        claims = identity.claims
+        start = {
+            "protocol": "postgres",
+            "identity": {
+                "iss": identity.issuer,
+                "sub": identity.subject,
+                "email": identity.email,
+                "groups": sorted(identity.groups),
+                "jti": identity.token_id,
+                "exp": identity.expires_at,
+            },
+            "target": target.name,
+            "client": {
+                "address": self.client_address[0] if self.client_address else None,
+                "port": self.client_address[1] if self.client_address else None,
+                "tls": tls,
+                "application_name": startup.parameters.get("application_name"),
+            },
+            "policy": self.listener.settings.policy_hash,
+            "claims_seen": sorted(claims),
+        }
+        try:
+            return recorder.open(self.id, start)
+        except TranscriptError as error:
+            log.error("session %s refused: cannot record it: %s", self.id, error)
+            raise RecordingUnavailable(
+                "the gateway cannot record this session, so it refuses it"
+            ) from None
+
+    def _record(self, kind: str, data: dict[str, Any]) -> None:
+        if self.recording is not None:
+            self.recording.event(kind, data)
+
+    def _statement_ran(
+        self,
+        sql: str,
+        verdict: Verdict,
+        bind: bytes | None,
+        types: tuple[int, ...],
+        decision: str = "allow",
+    ) -> None:
+        """A statement reached its decision (most are allowed on the hot path)."""
+        self.statements += 1
+        if self.recording is None:
+            return
+        data: dict[str, Any] = {
+            "sql": sql,
+            "class": verdict.statement_class.value,
+            "reasons": list(verdict.reasons),
+            "decision": decision,
+        }
+        if bind is not None:
+            data["bind"] = bind  # decoded on replay: nothing to spend on the hot path
+            data["types"] = list(types)
+        self.recording.event("statement", data)
+
+    def result(self, tag: str | None, error: m.ErrorResponse | None) -> None:
+        """The relay saw a statement finish (CommandComplete, or the error the client saw)."""
+        if self.recording is None:
+            return
+        if error is not None:
+            self.recording.event(
+                "result", {"error": {"sqlstate": error.code, "message": error.message}}
+            )
+        else:
+            self.recording.event("result", {"tag": tag})
+
+    def _seal(self, reason: str, error: AirlockError | None) -> None:
+        recording, self.recording = self.recording, None
+        assert recording is not None
+        end = {
+            "reason": reason,
+            "error": None
+            if error is None
+            else {"sqlstate": error.sqlstate, "message": error.message},
+            "statements": self.statements,
+        }
+        try:
+            recording.seal(end)
+        except TranscriptError as failure:
+            log.error("session %s: its transcript could not be sealed: %s", self.id, failure)
 
     # --- login
 
@@ -373,6 +470,8 @@ class PgSession:
                 detail=f"groups: {', '.join(sorted(self.identity.groups)) or '(none)'}",
             )
         forwarded, dropped = self._startup_parameters(startup)
+        if self.listener.recorder is not None:
+            self.recording = self._open_recording(startup, client_tls)
         upstream = await connect_upstream(
             target.upstream,
             forwarded,
@@ -482,10 +581,14 @@ class PgSession:
         assert ready is not None
         listener = self.listener
         self.gate = PgGate(listener.classifiers.cached("postgres"), self.policy, listener.clock)
+        recording = self.recording is not None
+        if recording:
+            self.gate.on_statement = self._statement_ran
         self.relay = PgRelay(
             transaction_status=ready.status,
             max_message_bytes=listener.settings.max_message_bytes,
             gate=self.gate,
+            results=self if recording else None,
         )
         self.relay.server_parameters.update({p.name: p.value for p in upstream.login.parameters})
         listener.sessions.add(self)
@@ -576,13 +679,15 @@ class PgSession:
             return None
         if isinstance(message, m.Query):
             verdict = await self._classify(message.sql)
-            refusal = await self._gatekeep(message.sql, verdict, (), parameters_key(None))
+            refusal, decision = await self._gatekeep(message.sql, verdict, (), parameters_key(None))
+            self._statement_ran(message.sql, verdict, None, (), decision)
             if refusal is None:
                 gate.note_query(message.sql)
             return refusal
         if isinstance(message, m.Execute):
-            sql, verdict, parameters, key = gate.execution(message)
-            refusal = await self._gatekeep(sql, verdict, parameters, key)
+            run = gate.execution(message)
+            refusal, decision = await self._gatekeep(run.sql, run.verdict, run.parameters, run.key)
+            self._statement_ran(run.sql, run.verdict, run.bind, run.types, decision)
             if refusal is None:
                 gate.note_execute(message.portal)
             return refusal
@@ -594,14 +699,15 @@ class PgSession:
 
     async def _gatekeep(
         self, sql: str, verdict: Verdict, parameters: tuple[Parameter, ...], key: str
-    ) -> AirlockError | None:
+    ) -> tuple[AirlockError | None, str]:
+        """(None to forward, else the refusal; the decision as the transcript says it)."""
         gate, policy, identity, target = self.gate, self.policy, self.identity, self.target
         assert gate is not None
         assert policy is not None
         assert identity is not None
         assert target is not None
         if gate.allowed(verdict):
-            return None
+            return None, "allow"
         statement_class = verdict.statement_class.value
         reasons = "; ".join(verdict.reasons)
         if policy.action_for(statement_class) is not RuleAction.APPROVE:
@@ -609,7 +715,7 @@ class PgSession:
             return StatementDenied(
                 f'{statement_class} statements are not allowed on target "{target.name}"',
                 detail=reasons or None,
-            )
+            ), "deny"
         hub, now = self.listener.hub, self.listener.clock()
         session_grant = hub.store.session_grant(self.id, now)
         if session_grant is not None and session_grant.expires_at is not None:
@@ -617,13 +723,13 @@ class PgSession:
             # a timeout): the session holds the grant from now on.
             gate.session_grant_until = session_grant.expires_at
             log.info("session %s: statement runs under approval %s", self.id, session_grant.id)
-            return None
+            return None, f"approved for the session ({session_grant.id})"
         grant = hub.store.use_statement_grant(
             subject=identity.subject, target=target.name, sql=sql, params_key=key, now=now
         )
         if grant is not None:
             log.info("session %s: statement runs under approval %s", self.id, grant.id)
-            return None
+            return None, f"approved ({grant.id})"
         request = hub.request(
             NewRequest(
                 session_id=self.id,
@@ -644,13 +750,14 @@ class PgSession:
             policy.webhooks,
         )
         self._requested = True
+        self._record("approval.requested", _request_event(request))
         if policy.hold is HoldMode.REJECT:
             return StatementDenied(
                 f"{statement_class} statement needs approval: request {request.id}",
                 detail=reasons or None,
                 hint=f"once an approver runs `airlock approve {request.id}`, "
                 "retry the same statement",
-            )
+            ), f"rejected until approved ({request.id})"
         self.client_side.write(
             m.NoticeResponse.build(
                 f"statement held for approval: request {request.id}",
@@ -669,19 +776,24 @@ class PgSession:
             return HoldTimedOut(
                 f"approval request {request.id} was not decided in time; it stays pending",
                 hint=f"once `airlock approve {request.id}` is run, retry the same statement",
-            )
+            ), f"hold timed out ({request.id})"
+        self._record("approval.decided", _decision_event(decided))
+        if self.recording is not None:
+            self.recording.flush()  # the decision is on disk before the statement runs
         if decided.state == APPROVED:
             if decided.scope == "session" and decided.expires_at is not None:
                 gate.session_grant_until = decided.expires_at
             else:
                 hub.store.use_grant(request.id, self.listener.clock())
-            return None
+            return None, f"approved by {decided.decided_by} ({request.id})"
         if decided.state == DENIED:
             return StatementDenied(
                 f"denied by {decided.decided_by}: {decided.reason}",
                 detail=f"approval request {request.id}",
-            )
-        return QueryCanceled("canceling statement due to user request")
+            ), f"denied by {decided.decided_by} ({request.id})"
+        return QueryCanceled("canceling statement due to user request"), (
+            f"withdrawn by a cancel ({request.id})"
+        )
 
     def _client_closed(self, exc: BaseException | None) -> None:
         self.end(
@@ -701,3 +813,29 @@ class PgSession:
 
     def _expire(self, reason: str) -> None:
         self.end(reason, SessionExpired(f"session ended by the gateway: {reason}"))
+
+
+def _request_event(request: ApprovalRequest) -> dict[str, Any]:
+    r = request.request
+    return {
+        "id": request.id,
+        "sql": r.sql,
+        "parameters": [p.to_json() for p in r.parameters],
+        "class": r.statement_class,
+        "hold": r.hold,
+        "approver_groups": list(r.approver_groups),
+    }
+
+
+def _decision_event(request: ApprovalRequest) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "state": request.state,
+        "by": request.decided_by,
+        "groups": list(request.decided_groups),
+        "at": request.decided_at,
+        "scope": request.scope,
+        "expires_at": request.expires_at,
+        "comment": request.comment,
+        "reason": request.reason,
+    }

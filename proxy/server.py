@@ -24,8 +24,10 @@ from proxy.config import Settings, dev_issuer_url
 from proxy.dev_issuer import DevIssuer
 from proxy.oidc import IssuerUnavailable, OidcVerifier
 from proxy.pg_server import PgListener
+from proxy.signing import load_or_create
 from proxy.store import ApprovalStore
 from proxy.tls import ensure_self_signed, server_context
+from proxy.transcript import Recorder
 from proxy.webhooks import WebhookNotifier
 
 log = logging.getLogger("airlock")
@@ -42,6 +44,7 @@ class Gateway:
         self.hub: ApprovalHub | None = None
         self.notifier: WebhookNotifier | None = None
         self.classifiers = Classifiers()
+        self.recorder: Recorder | None = None
         self._api_runner: web.AppRunner | None = None
         #: (host, port) actually bound, per listener name; port 0 in the config picks a free one.
         self.bound: dict[str, tuple[str, int]] = {}
@@ -54,6 +57,8 @@ class Gateway:
         else:
             cert, key = ensure_self_signed(settings.data_dir / "tls")
         self.tls_context = server_context(cert, key)
+        self.recorder = Recorder(settings.data_dir, load_or_create(settings.data_dir))
+        await self.recorder.start()
         self.store = ApprovalStore(settings.data_dir / "airlock.db")
         orphaned = self.store.sessions_gone()  # their sessions ended with the last process
         if orphaned:
@@ -80,6 +85,7 @@ class Gateway:
                 self.tls_context,
                 hub=self.hub,
                 classifiers=self.classifiers,
+                recorder=self.recorder,
             )
             endpoint = settings.listen.postgres
             server = await self.postgres.start(endpoint.host, endpoint.port)
@@ -126,6 +132,8 @@ class Gateway:
             await self.verifier.close()
         if self.notifier is not None:
             await self.notifier.close()
+        if self.recorder is not None:
+            await self.recorder.close()  # after the sessions, which sealed their transcripts
         self.classifiers.close()
         if self.store is not None:
             self.store.close()

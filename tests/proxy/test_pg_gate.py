@@ -96,8 +96,8 @@ def test_an_execute_of_a_statement_the_gateway_never_saw_waits() -> None:
     assert admit(g, bind("made_by_sql_prepare", "p"))
     assert not admit(g, execute("p"))
     assert not admit(g, execute("no_such_portal"))
-    sql, verdict, _, _ = g.execution(m.Execute("no_such_portal", 0, execute("no_such_portal")))
-    assert (sql, verdict.statement_class.value) == ("", "unknown")
+    unseen = g.execution(m.Execute("no_such_portal", 0, execute("no_such_portal")))
+    assert (unseen.sql, unseen.verdict.statement_class.value) == ("", "unknown")
 
 
 def test_a_portal_keeps_the_statement_it_was_bound_to() -> None:
@@ -148,13 +148,14 @@ def test_the_servers_parameter_description_types_a_statement() -> None:
     admit(g, m.frame(b"D", b"S" + m.cstring("s")))
     g.described((23, 25, 2950))
     admit(g, bind("s", "p", struct.pack("!i", -7), b"hi", uuid.UUID(int=1).bytes, fmt=1))
-    _sql, _, shown, key = g.execution(m.Execute("p", 0, execute("p")))
-    assert [(p.type, p.value) for p in shown] == [
+    execution = g.execution(m.Execute("p", 0, execute("p")))
+    assert execution.types == (23, 25, 2950)
+    assert [(p.type, p.value) for p in execution.parameters] == [
         ("int4", "-7"),
         ("text", "hi"),
         ("uuid", "00000000-0000-0000-0000-000000000001"),
     ]
-    assert len(key) == 64
+    assert len(execution.key) == 64
 
 
 def test_parameters_undecodable_as_typed_are_shown_in_hex() -> None:

@@ -1,0 +1,376 @@
+"""The auditor's commands: `airlock sessions list`, `replay`, `verify`, `export`, `keys`.
+
+They read transcripts straight from `--data-dir` (proxy/transcript.py), offline: no
+gateway needs to run. `verify` and `replay` check seals against the public key in the
+data dir's keys/, or against `--public-key FILE` (one exported earlier with `airlock
+keys export-public`, which does not trust whatever key now sits beside the transcripts).
+
+Exit codes: 0 done (for verify: every transcript valid), 1 a transcript failed to
+verify (altered, incomplete, or unsealed), 2 usage (no such session, no key, bad option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from proxy import signing, transcript
+from proxy.approvals_cli import one_line_sql
+from proxy.config import parse_duration
+
+DEFAULT_DATA_DIR = Path("./airlock-data")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+#: Per transcript, `verify` names this many problems and counts the rest.
+PROBLEMS_SHOWN = 20
+IDENTITY_COLUMN_CHARS = 32
+END_COLUMN_CHARS = 40
+
+
+class _Usage(Exception):
+    """Exit 2 with this message."""
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"airlock: {message}", file=sys.stderr)
+    return code
+
+
+def parse_since(text: str, now: float) -> float:
+    """Unix time from an ISO 8601 date or time (UTC unless it says) or a duration ago."""
+    stripped = text.strip()
+    try:
+        moment = datetime.fromisoformat(stripped)
+    except ValueError:
+        pass
+    else:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    if stripped and stripped.replace(".", "", 1).isdigit():
+        raise ValueError(
+            f"{text!r} needs a unit (e.g. 30m, 24h, 7d) or an ISO 8601 date such as 2025-06-01"
+        )
+    try:
+        return now - parse_duration(stripped)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither an ISO 8601 date or time (2025-06-01, "
+            "2025-06-01T18:00Z) nor a duration ago (30m, 24h, 7d)"
+        ) from None
+
+
+def _since(text: str) -> float:
+    try:
+        return parse_since(text, time.time())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _speed(text: str) -> float:
+    try:
+        speed = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number (got {text!r})") from None
+    if not 0 < speed < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number (got {text!r})")
+    return speed
+
+
+def _public_key(args: argparse.Namespace) -> Ed25519PublicKey:
+    if args.public_key is not None:
+        return signing.load_public_key_file(args.public_key)
+    return signing.load_public_key(args.data_dir)
+
+
+def _cell(value: str | None, width: int) -> str:
+    return "-" if value is None else one_line_sql(value, width)
+
+
+def _utc(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _emit(lines: Iterable[str]) -> None:
+    """Print lines as they come (replay --speed is watched live)."""
+    for line in lines:
+        print(line, flush=True)
+
+
+def _quiet_broken_pipe(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """`airlock replay X | head` ends quietly, not with a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except BrokenPipeError:
+            # Python flushes stdout again at exit, which would raise once more.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_OK
+
+    return run
+
+
+# --- sessions list -----------------------------------------------------------------------------
+
+
+def _sessions_list(args: argparse.Namespace) -> int:
+    if not transcript.transcripts_dir(args.data_dir).is_dir():
+        return _fail(f"no transcripts under {args.data_dir} (is --data-dir right?)")
+    sessions = transcript.find_sessions(
+        args.data_dir, identity=args.identity, target=args.target, since=args.since
+    )
+    if args.json:
+        for session in sessions:
+            print(
+                json.dumps(
+                    {
+                        "session_id": session.session_id,
+                        "path": str(session.path),
+                        "started_at": session.started_at,
+                        "subject": session.subject,
+                        "email": session.email,
+                        "groups": list(session.groups),
+                        "target": session.target,
+                        "client": session.client,
+                        "statements": session.statements,
+                        "last_at": session.last_at,
+                        "ended_at": session.ended_at,
+                        "end_reason": session.end_reason,
+                        "sealed": session.sealed,
+                    }
+                )
+            )
+        return EXIT_OK
+    if not sessions:
+        print("no sessions")
+        return EXIT_OK
+    header = ("SESSION", "STARTED (UTC)", "IDENTITY", "TARGET", "CLIENT", "STATEMENTS", "END")
+    rows = [header]
+    for session in sessions:
+        end = session.end_reason if session.ended_at is not None else None
+        rows.append(
+            (
+                session.session_id,
+                _utc(session.started_at),
+                _cell(session.subject, IDENTITY_COLUMN_CHARS),
+                _cell(session.target, IDENTITY_COLUMN_CHARS),
+                _cell(session.client, IDENTITY_COLUMN_CHARS),
+                str(session.statements),
+                _cell(end, END_COLUMN_CHARS) if end else "(no end: open, or cut off)",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+    return EXIT_OK
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+
+def _replay(args: argparse.Namespace) -> int:
+    try:
+        path = transcript.find_transcript(args.data_dir, args.session)
+        record = transcript.read_transcript(path)
+    except LookupError as error:
+        return _fail(str(error))
+    except OSError as error:
+        return _fail(f"{args.session}: {error.strerror or error}")
+    footer = _replay_footer(args, record)
+    if args.json:
+        previous: float | None = None
+        for event in record.events:
+            if args.speed and previous is not None:
+                time.sleep(max(0.0, event.ts - previous) / args.speed)
+            previous = event.ts
+            print(transcript.event_json(record.session_id, event), flush=bool(args.speed))
+        if record.seal is not None:
+            last_ts = record.events[-1].ts if record.events else None
+            print(transcript.seal_json(record.session_id, record.seal, last_ts))
+        if not footer.startswith("verified"):
+            print(f"airlock: {footer}", file=sys.stderr)
+        return EXIT_OK
+    _emit(transcript.render(record, speed=args.speed))
+    print(f"-- {footer}")
+    return EXIT_OK
+
+
+def _replay_footer(args: argparse.Namespace, record: transcript.Transcript) -> str:
+    try:
+        public_key = _public_key(args)
+    except signing.SigningKeyError as error:
+        return f"not verified: {error}"
+    result = transcript.verify_transcript(record, public_key)
+    if result.ok:
+        return f"verified: {transcript.describe(result)}"
+    if result.status == "unsealed":
+        return f"UNSEALED: {transcript.describe(result)}"
+    return f"DOES NOT VERIFY: {transcript.describe(result)}"
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        public_key = _public_key(args)
+    except signing.SigningKeyError as error:
+        return _fail(str(error))
+    if args.all:
+        if not transcript.transcripts_dir(args.data_dir).is_dir():
+            return _fail(f"no transcripts under {args.data_dir} (is --data-dir right?)")
+        paths = transcript.transcript_paths(args.data_dir)
+    else:
+        try:
+            paths = [transcript.find_transcript(args.data_dir, args.session)]
+        except LookupError as error:
+            return _fail(str(error))
+    counts = {"valid": 0, "unsealed": 0, "invalid": 0}
+    for path in paths:
+        name = path.name.removesuffix(transcript.SUFFIX)
+        try:
+            result = transcript.verify(path, public_key)
+        except OSError as error:
+            counts["invalid"] += 1
+            print(f"invalid   {name}  cannot read {path}: {error.strerror or error}")
+            continue
+        counts[result.status] += 1
+        if result.ok:
+            print(f"valid     {name}  {transcript.describe(result)}")
+            continue
+        first, *rest = result.problems
+        print(f"{result.status:<8}  {name}  {first}")
+        for problem in rest[: PROBLEMS_SHOWN - 1]:
+            print(" " * 10 + " " * len(name) + f"  {problem}")
+        if len(rest) >= PROBLEMS_SHOWN:
+            more = len(rest) - (PROBLEMS_SHOWN - 1)
+            print(" " * 10 + " " * len(name) + f"  ... and {more} more")
+    if args.all:
+        print(
+            f"{len(paths)} transcripts: {counts['valid']} valid, "
+            f"{counts['unsealed']} unsealed, {counts['invalid']} invalid"
+        )
+    return EXIT_OK if counts["valid"] == len(paths) else EXIT_FAILED
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def _export(args: argparse.Namespace) -> int:
+    if not transcript.transcripts_dir(args.data_dir).is_dir():
+        return _fail(f"no transcripts under {args.data_dir} (is --data-dir right?)")
+    _emit(transcript.export_lines(args.data_dir, args.since))
+    return EXIT_OK
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+def _keys_export_public(args: argparse.Namespace) -> int:
+    try:
+        public_key = signing.load_public_key(args.data_dir)
+    except signing.SigningKeyError as error:
+        return _fail(str(error))
+    print(signing.public_key_pem_of(public_key), end="")
+    print(f"# key id {signing.key_id(public_key)}", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- argparse ----------------------------------------------------------------------------------
+
+
+def _data_dir_option() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        metavar="DIR",
+        help=f"the gateway's data_dir (default {DEFAULT_DATA_DIR})",
+    )
+    return common
+
+
+def _public_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="FILE",
+        help="verify seals with this PEM public key (default: the one in DIR/keys/)",
+    )
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `sessions list`, `replay`, `verify`, `export` and `keys export-public`."""
+    common = _data_dir_option()
+
+    sessions = commands.add_parser("sessions", help="list recorded sessions")
+    sessions_actions = sessions.add_subparsers(dest="sessions_command", required=True)
+    listing = sessions_actions.add_parser("list", parents=[common], help="list sessions")
+    listing.add_argument("--identity", metavar="X", help="only this subject or email")
+    listing.add_argument("--target", metavar="T", help="only this target")
+    listing.add_argument(
+        "--since",
+        type=_since,
+        metavar="T",
+        help="only sessions active at or after T: 2025-06-01, 2025-06-01T18:00Z, or 24h (ago)",
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(handler=_sessions_list)
+
+    replay = commands.add_parser("replay", parents=[common], help="replay a session transcript")
+    replay.add_argument("session", metavar="SESSION", help="session id, a unique prefix, or a file")
+    replay.add_argument("--json", action="store_true", help="the events as JSON lines")
+    replay.add_argument(
+        "--speed",
+        type=_speed,
+        metavar="N",
+        help="pause between events, at N times the recorded pace (default: no pauses)",
+    )
+    _public_key_option(replay)
+    replay.set_defaults(handler=_quiet_broken_pipe(_replay))
+
+    verify = commands.add_parser(
+        "verify",
+        parents=[common],
+        help="check transcripts for altered, removed or reordered events and their seals",
+    )
+    which = verify.add_mutually_exclusive_group(required=True)
+    which.add_argument("session", nargs="?", metavar="SESSION", help="session id, prefix, or file")
+    which.add_argument("--all", action="store_true", help="every transcript in the data dir")
+    _public_key_option(verify)
+    verify.set_defaults(handler=_verify)
+
+    export = commands.add_parser(
+        "export", parents=[common], help="events as JSON lines, for a SIEM"
+    )
+    export.add_argument(
+        "--since",
+        type=_since,
+        metavar="T",
+        help="only events at or after T: 2025-06-01, 2025-06-01T18:00Z, or 24h (ago)",
+    )
+    export.set_defaults(handler=_quiet_broken_pipe(_export))
+
+    keys = commands.add_parser("keys", help="the gateway's transcript signing key")
+    keys_actions = keys.add_subparsers(dest="keys_command", required=True)
+    export_public = keys_actions.add_parser(
+        "export-public", parents=[common], help="print the public key (PEM) for auditors"
+    )
+    export_public.set_defaults(handler=_keys_export_public)

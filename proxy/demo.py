@@ -1,0 +1,245 @@
+"""`airlock demo`: the whole story on one machine, in under a minute, with no Okta.
+
+A gateway with its development issuer starts in front of a real PostgreSQL (the
+given URL, else the local server at 127.0.0.1:5432) on a fresh demo database. An
+agent (psycopg, an ordinary driver) reads, which passes, and writes, which is held;
+an approver lists and approves it with the `airlock` CLI; the write runs; the
+session's sealed transcript is replayed and verified. Every step is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from proxy.config import parse_settings
+from proxy.server import Gateway
+from proxy.transcript import find_sessions
+
+DEFAULT_UPSTREAM = "postgresql://postgres@127.0.0.1:5432/postgres"
+WRITE = "UPDATE orders SET status = 'refunded' WHERE id = 2"
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo", help="run the whole story (read, held write, approval, replay) locally"
+    )
+    demo.add_argument(
+        "--upstream",
+        default=DEFAULT_UPSTREAM,
+        help="a PostgreSQL server URL the demo may create a database on "
+        f"(default {DEFAULT_UPSTREAM})",
+    )
+    demo.add_argument("--data-dir", default=None, help="keep the demo's data here (default: temp)")
+    demo.add_argument("--verbose", action="store_true", help="also show the gateway's log")
+    demo.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        import psycopg  # noqa: F401  (the demo's agent)
+    except ImportError:
+        print("airlock demo needs psycopg: pip install 'psycopg[binary]'", file=sys.stderr)
+        return 2
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)  # the story, not the gateway's log
+    with contextlib.ExitStack() as stack:
+        data_dir = (
+            Path(args.data_dir)
+            if args.data_dir
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="airlock-demo-")))
+        )
+        return asyncio.run(Demo(args.upstream, data_dir).run())
+    return 1  # unreachable; for type checkers
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def step(number: int, text: str) -> None:
+    say()
+    say(f"== {number}. {text}")
+
+
+class Demo:
+    def __init__(self, upstream: str, data_dir: Path) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.data_dir = data_dir
+        self.database = f"airlock_demo_{secrets.token_hex(3)}"
+
+    async def run(self) -> int:
+        import psycopg
+
+        step(1, f"a demo database on {self.upstream.rsplit('/', 1)[0]}")
+        try:
+            with psycopg.connect(self.upstream, autocommit=True, connect_timeout=5) as admin:
+                admin.execute(f'CREATE DATABASE "{self.database}"')
+        except psycopg.Error as error:
+            say(f"airlock demo: cannot reach PostgreSQL at {self.upstream}: {error}")
+            say("  start it, or pass --upstream postgresql://USER@HOST:PORT/DB")
+            return 1
+        try:
+            return await self._story()
+        finally:
+            with psycopg.connect(self.upstream, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    def _database_url(self) -> str:
+        return f"{self.upstream.rsplit('/', 1)[0]}/{self.database}"
+
+    async def _story(self) -> int:
+        import psycopg
+
+        with psycopg.connect(self._database_url(), autocommit=True) as admin:
+            admin.execute(
+                "CREATE TABLE orders (id int PRIMARY KEY, customer text, status text);"
+                "INSERT INTO orders VALUES (1, 'ada', 'shipped'), (2, 'grace', 'paid'),"
+                " (3, 'linus', 'paid')"
+            )
+        say(f"   created {self.database} with a table of 3 orders")
+
+        gateway = Gateway(parse_settings(self._config(), source=self.data_dir / "airlock.yaml"))
+        await gateway.start()
+        try:
+            return await self._with_gateway(gateway)
+        finally:
+            await gateway.close()
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "listen": {"postgres": "127.0.0.1:0", "api": "127.0.0.1:0"},
+            "data_dir": str(self.data_dir),
+            "dev_issuer": True,
+            "identity": {"audience": "api://airlock"},
+            "targets": {"orders": {"protocol": "postgres", "upstream": self._database_url()}},
+            "rules": [
+                {
+                    "groups": ["data-agents"],
+                    "targets": ["orders"],
+                    "read": "allow",
+                    "write": "approve",
+                    "ddl": "deny",
+                    "admin": "deny",
+                    "approvers": ["oncall-dba"],
+                    "hold": "wait",
+                    "hold_timeout": "2m",
+                }
+            ],
+        }
+
+    async def _with_gateway(self, gateway: Gateway) -> int:
+        import psycopg
+
+        issuer = gateway.dev_issuer
+        assert issuer is not None
+        host, port = gateway.bound["postgres"]
+        api = "http://{}:{}".format(*gateway.bound["api"])
+        agent_token = issuer.mint("agent-1", ["data-agents"], ttl_s=600)
+        dba_token = issuer.mint("dba-1", ["oncall-dba"], ttl_s=600)
+        say(f"   gateway: postgres on {host}:{port}, API on {api}, development issuer")
+
+        step(2, "agent-1 connects with psycopg; its token is the password (TLS)")
+        dsn = (
+            f"host={host} port={port} dbname=orders user=agent-1 sslmode=require "
+            f"password={agent_token}"
+        )
+        agent: psycopg.Connection[tuple[Any, ...]] = await asyncio.to_thread(
+            lambda: psycopg.connect(dsn, autocommit=True)
+        )
+        notices: list[str] = []
+        agent.add_notice_handler(lambda d: notices.append(f"{d.message_primary}"))
+        try:
+            step(3, "agent-1 reads: the statement passes at once")
+            say("   SELECT id, customer, status FROM orders ORDER BY id")
+            rows = await asyncio.to_thread(
+                lambda: agent.execute(
+                    "SELECT id, customer, status FROM orders ORDER BY id"
+                ).fetchall()
+            )
+            for row in rows:
+                say(f"     {row}")
+
+            step(4, "agent-1 writes: the statement is held for approval")
+            say(f"   {WRITE}")
+            outcome: list[object] = []
+            writer = threading.Thread(target=_execute, args=(agent, WRITE, outcome))
+            writer.start()
+            request_id = await _pending_request(gateway)
+            for notice in notices:
+                say(f"   NOTICE: {notice}")
+            say("   (agent-1 is waiting; the database has not seen the write)")
+
+            step(5, "dba-1 lists pending approvals with the CLI")
+            say("   $ airlock approvals list")
+            await _cli(["approvals", "list", "--server", api, "--token", dba_token])
+
+            step(6, "dba-1 approves it")
+            say(f"   $ airlock approve {request_id} --comment 'customer asked for a refund'")
+            await _cli(
+                ["approve", request_id, "--server", api, "--token", dba_token,
+                 "--comment", "customer asked for a refund"]
+            )  # fmt: skip
+            await asyncio.to_thread(writer.join, 30)
+            say(f"   agent-1's write ran: {outcome[0] if outcome else 'still waiting?'}")
+            status = await asyncio.to_thread(
+                lambda: agent.execute("SELECT status FROM orders WHERE id = 2").fetchone()
+            )
+            say(f"   order 2 is now {status[0] if status else '?'}")
+        finally:
+            await asyncio.to_thread(agent.close)
+        await _wait_until_sealed(gateway)
+
+        step(7, "an auditor replays agent-1's session from its sealed transcript")
+        [session] = find_sessions(self.data_dir, identity="agent-1")
+        say(f"   $ airlock replay {session.session_id}")
+        code = await _cli(["replay", session.session_id, "--data-dir", str(self.data_dir)])
+        step(8, "and verifies it: hash chain and Ed25519 seal")
+        say(f"   $ airlock verify {session.session_id}")
+        code = await _cli(["verify", session.session_id, "--data-dir", str(self.data_dir)]) or code
+        say()
+        say("That is Airlock: reads pass, writes wait for a human, everything is on the record.")
+        return code
+
+
+def _execute(agent: Any, sql: str, outcome: list[object]) -> None:
+    try:
+        cursor = agent.execute(sql)
+        outcome.append(cursor.statusmessage)
+    except Exception as error:  # shown to the reader
+        outcome.append(f"error: {error}")
+
+
+async def _pending_request(gateway: Gateway, timeout_s: float = 20.0) -> str:
+    assert gateway.store is not None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pending = gateway.store.list("pending")
+        if pending:
+            return pending[0].id
+        if time.monotonic() > deadline:
+            raise RuntimeError("the write was never held")
+        await asyncio.sleep(0.05)
+
+
+async def _wait_until_sealed(gateway: Gateway, timeout_s: float = 10.0) -> None:
+    assert gateway.postgres is not None
+    deadline = time.monotonic() + timeout_s
+    while gateway.postgres.sessions and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)  # a demo's poll: sessions end on the client's close
+
+
+async def _cli(argv: list[str]) -> int:
+    """Run an `airlock` command as a user would (in a thread: it makes blocking calls)."""
+    from proxy.cli import main
+
+    return await asyncio.to_thread(main, argv)

@@ -1,0 +1,327 @@
+"""The auditor's commands on a data dir: sessions list, replay, verify, export, keys."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from proxy import signing
+from proxy.audit_cli import add_parsers, parse_since
+from proxy.signing import SigningKey
+from proxy.transcript import Recorder, read_transcript, render
+from tests.proxy.test_transcript import END, START_TS, Clock, record_session, start_data
+
+SEALED = "3f2a9c1e5b7d4e0f8a6c2b1d9e7f5a3c"
+KILLED = "7b1e0c9d8a6f4e2d1c3b5a7f9e8d6c4b"
+TAMPERED = "c0ffee00aa11bb22cc33dd44ee55ff66"
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="airlock")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    code: int = args.handler(args)
+    return code
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """Three sessions: one sealed, one cut off by a kill, one sealed and then edited."""
+    data_dir = tmp_path / "airlock-data"
+    key = signing.load_or_create(data_dir)
+    for number, session_id in enumerate((SEALED, KILLED, TAMPERED)):
+        recorder = Recorder(data_dir, key, clock=Clock(START_TS + number * 3600))
+        sub = "agent-2" if session_id == KILLED else "agent-1"
+        recording = recorder.open(session_id, start_data(sub, "shop" if number else "orders"))
+        record_session(recording)
+        if session_id == KILLED:
+            recording.flush()
+        else:
+            recording.seal(END)
+    tampered = next(data_dir.glob(f"transcripts/*/{TAMPERED}.airlock"))
+    tampered.write_bytes(tampered.read_bytes().replace(b"DROP TABLE", b"DROP VIEW "))
+    return data_dir
+
+
+def path_of(data_dir: Path, session_id: str) -> Path:
+    return next(data_dir.glob(f"transcripts/*/{session_id}.airlock"))
+
+
+# --- sessions list -----------------------------------------------------------------------------
+
+
+def test_sessions_list_is_a_table_oldest_first(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("sessions", "list", "--data-dir", str(data_dir)) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "SESSION                           STARTED (UTC)        IDENTITY  TARGET  "
+        "CLIENT          STATEMENTS  END",
+        f"{SEALED}  2020-09-13 12:26:40  agent-1   orders  10.0.0.5:51234  3           "
+        "client closed the connection",
+        f"{KILLED}  2020-09-13 13:26:40  agent-2   shop    10.0.0.5:51234  3           "
+        "(no end: open, or cut off)",
+        f"{TAMPERED}  2020-09-13 14:26:40  agent-1   shop    10.0.0.5:51234  3           "
+        "client closed the connection",
+    ]
+
+
+def test_sessions_list_filters(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def listed(*options: str) -> list[str]:
+        assert run("sessions", "list", "--data-dir", str(data_dir), "--json", *options) == 0
+        return [json.loads(line)["session_id"] for line in capsys.readouterr().out.splitlines()]
+
+    assert listed() == [SEALED, KILLED, TAMPERED]
+    assert listed("--identity", "agent-1") == [SEALED, TAMPERED]
+    assert listed("--identity", "agent-2@example.com") == [KILLED]
+    assert listed("--target", "shop") == [KILLED, TAMPERED]
+    assert listed("--since", "2020-09-13T13:00Z") == [KILLED, TAMPERED]
+    assert listed("--identity", "nobody") == []
+
+
+def test_sessions_list_json_says_what_the_start_and_end_say(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("sessions", "list", "--data-dir", str(data_dir), "--json") == 0
+    first = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert first == {
+        "session_id": SEALED,
+        "path": str(path_of(data_dir, SEALED)),
+        "started_at": START_TS,
+        "subject": "agent-1",
+        "email": "agent-1@example.com",
+        "groups": ["data-agents"],
+        "target": "orders",
+        "client": "10.0.0.5:51234",
+        "statements": 3,
+        "last_at": START_TS + 2.25,
+        "ended_at": START_TS + 2.25,
+        "end_reason": "client closed the connection",
+        "sealed": True,
+    }
+
+
+def test_a_data_dir_without_transcripts_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["sessions", "list"], ["export"], ["verify", "--all"]):
+        assert run(*command, "--data-dir", str(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert f"no transcripts under {tmp_path} (is --data-dir right?)" in err
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+
+def test_replay_prints_the_transcript_and_that_it_verifies(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("replay", SEALED[:8], "--data-dir", str(data_dir)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = list(render(read_transcript(path_of(data_dir, SEALED))))
+    assert lines == [*expected, "-- verified: sealed, 10 events"]
+    assert lines[1].startswith("12:26:40.000  agent-1 → orders  session start (postgres)")
+
+
+def test_replay_warns_of_a_transcript_that_does_not_verify(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("replay", TAMPERED, "--data-dir", str(data_dir)) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "-- DOES NOT VERIFY: event 7: altered (its hash does not match the link in event 8)"
+    )
+    assert run("replay", KILLED, "--data-dir", str(data_dir)) == 0
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[-1]
+        .startswith("-- UNSEALED: unsealed: 9 events intact (0 to 8)")
+    )
+
+
+def test_replay_with_no_key_says_it_did_not_verify(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("transcript_ed25519.pem", "transcript_ed25519.pub.pem"):
+        (data_dir / "keys" / name).unlink()
+    assert run("replay", SEALED, "--data-dir", str(data_dir)) == 0
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[-1]
+        .startswith("-- not verified: no transcript signing key in")
+    )
+
+
+def test_replay_json_is_one_event_per_line_then_the_seal(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("replay", SEALED, "--json", "--data-dir", str(data_dir)) == 0
+    captured = capsys.readouterr()
+    documents = [json.loads(line) for line in captured.out.splitlines()]
+    assert [d["seq"] for d in documents] == [*range(10), 9]
+    assert documents[0]["kind"] == "session.start"
+    assert documents[-1]["kind"] == "session.sealed"
+    assert documents[-1]["data"]["key_id"] == signing.load_or_create(data_dir).key_id
+    assert captured.err == ""
+
+
+def test_replay_at_a_speed(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("replay", SEALED, "--speed", "1000", "--data-dir", str(data_dir)) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "-- verified: sealed, 10 events"
+    with pytest.raises(SystemExit):
+        run("replay", SEALED, "--speed", "0", "--data-dir", str(data_dir))
+    assert "must be a positive number" in capsys.readouterr().err
+
+
+def test_replay_of_an_unknown_session(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("replay", "feedface", "--data-dir", str(data_dir)) == 2
+    assert capsys.readouterr().err == (
+        f"airlock: no session feedface under {data_dir / 'transcripts'}\n"
+    )
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+
+def test_verify_an_intact_session(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("verify", SEALED, "--data-dir", str(data_dir)) == 0
+    assert capsys.readouterr().out == f"valid     {SEALED}  sealed, 10 events\n"
+
+
+def test_verify_names_the_altered_event(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("verify", TAMPERED, "--data-dir", str(data_dir)) == 1
+    assert capsys.readouterr().out == (
+        f"invalid   {TAMPERED}  event 7: altered (its hash does not match the link in event 8)\n"
+    )
+
+
+def test_verify_an_unsealed_session_fails(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("verify", KILLED, "--data-dir", str(data_dir)) == 1
+    assert capsys.readouterr().out == (
+        f"unsealed  {KILLED}  unsealed: 9 events intact (0 to 8); no seal, so events after 8 "
+        "may be missing (the gateway stopped before the session ended, or the end of the "
+        "file was cut)\n"
+    )
+
+
+def test_verify_all(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("verify", "--all", "--data-dir", str(data_dir)) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[:3]] == [
+        ["valid", SEALED],
+        ["unsealed", KILLED],
+        ["invalid", TAMPERED],
+    ]
+    assert lines[3] == "3 transcripts: 1 valid, 1 unsealed, 1 invalid"
+    path_of(data_dir, KILLED).unlink()
+    path_of(data_dir, TAMPERED).unlink()
+    assert run("verify", "--all", "--data-dir", str(data_dir)) == 0
+
+
+def test_verify_lists_several_problems_under_one_another(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = path_of(data_dir, SEALED)
+    raw = path.read_bytes()
+    path.write_bytes(
+        raw.replace(b"SELECT id, total", b"SELECT id, t0tal").replace(b"DROP", b"DR0P")
+    )
+    assert run("verify", SEALED, "--data-dir", str(data_dir)) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"invalid   {SEALED}  event 1: altered (its hash does not match the link in event 2)",
+        " " * (10 + len(SEALED))
+        + "  event 7: altered (its hash does not match the link in event 8)",
+    ]
+
+
+def test_verify_against_an_exported_public_key(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exported = tmp_path / "airlock.pub.pem"
+    exported.write_text(signing.load_or_create(data_dir).public_key_pem())
+    assert run("verify", SEALED, "--data-dir", str(data_dir), "--public-key", str(exported)) == 0
+    other = SigningKey.generate()
+    exported.write_text(other.public_key_pem())
+    assert run("verify", SEALED, "--data-dir", str(data_dir), "--public-key", str(exported)) == 1
+    assert "seal: signed by another key" in capsys.readouterr().out
+    exported.write_text("not a key")
+    assert run("verify", SEALED, "--data-dir", str(data_dir), "--public-key", str(exported)) == 2
+    assert capsys.readouterr().err == f"airlock: {exported}: not a PEM public key\n"
+
+
+def test_verify_needs_a_session_or_all(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        run("verify", "--data-dir", str(data_dir))
+    with pytest.raises(SystemExit):
+        run("verify", SEALED, "--all", "--data-dir", str(data_dir))
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_verify_without_any_key_is_a_usage_error(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("transcript_ed25519.pem", "transcript_ed25519.pub.pem"):
+        (data_dir / "keys" / name).unlink()
+    assert run("verify", SEALED, "--data-dir", str(data_dir)) == 2
+    assert "no transcript signing key in" in capsys.readouterr().err
+
+
+# --- export and keys ---------------------------------------------------------------------------
+
+
+def test_export_since_a_time(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("export", "--data-dir", str(data_dir)) == 0
+    everything = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(everything) == 10 + 1 + 9 + 10 + 1
+    assert run("export", "--data-dir", str(data_dir), "--since", "2020-09-13T14:26:41Z") == 0
+    later = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {d["session_id"] for d in later} == {TAMPERED}
+    assert [d["seq"] for d in later] == [4, 5, 6, 7, 8, 9, 9]
+    assert later[0]["time"] == "2020-09-13T14:26:41.000Z"
+
+
+def test_keys_export_public(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = signing.load_or_create(data_dir)
+    assert run("keys", "export-public", "--data-dir", str(data_dir)) == 0
+    captured = capsys.readouterr()
+    assert captured.out == key.public_key_pem()
+    assert captured.err == f"# key id {key.key_id}\n"
+    assert run("keys", "export-public", "--data-dir", str(data_dir / "nowhere")) == 2
+
+
+# --- --since -----------------------------------------------------------------------------------
+
+NOW = 1_600_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2020-09-13", 1_599_955_200.0),
+        ("2020-09-13T12:26:40Z", NOW),
+        ("2020-09-13T12:26:40", NOW),
+        ("2020-09-13T14:26:40+02:00", NOW),
+        ("30m", NOW - 1800),
+        ("7d", NOW - 7 * 86_400),
+        ("1h30m", NOW - 5400),
+    ],
+)
+def test_since_is_a_date_a_time_or_a_duration_ago(text: str, expected: float) -> None:
+    assert parse_since(text, NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1600000000", "needs a unit"),
+        ("yesterday", "neither an ISO 8601 date or time"),
+        ("-5m", "neither an ISO 8601 date or time"),
+    ],
+)
+def test_since_refuses_what_it_cannot_read(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_since(text, NOW)
