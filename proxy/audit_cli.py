@@ -194,15 +194,11 @@ def _replay(args: argparse.Namespace) -> int:
         return _fail(f"{args.session}: {error.strerror or error}")
     footer = _replay_footer(args, record)
     if args.json:
-        previous: float | None = None
-        for event in record.events:
-            if args.speed and previous is not None:
-                time.sleep(max(0.0, event.ts - previous) / args.speed)
-            previous = event.ts
-            print(transcript.event_json(record.session_id, event), flush=bool(args.speed))
-        if record.seal is not None:
-            last_ts = record.events[-1].ts if record.events else None
-            print(transcript.seal_json(record.session_id, record.seal, last_ts))
+        # The events only: whether they verify goes to stderr, and `verify` says more.
+        _emit(
+            transcript.event_json(record.session_id, event)
+            for event in transcript.paced(record.events, args.speed)
+        )
         if not footer.startswith("verified"):
             print(f"airlock: {footer}", file=sys.stderr)
         return EXIT_OK

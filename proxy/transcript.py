@@ -55,13 +55,14 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -869,17 +870,24 @@ def _str(value: object) -> str | None:
 # --- replay ------------------------------------------------------------------------------------
 
 
+def _utc(ts: object) -> datetime | None:
+    """The time a unix timestamp names; None for one no calendar holds (a damaged file)."""
+    if not isinstance(ts, float | int) or isinstance(ts, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def _clock_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
+    moment = _utc(ts)
+    return moment.strftime("%H:%M:%S.%f")[:-3] if moment else f"{ts!r:>12}"
 
 
 def _moment(ts: object) -> str:
-    if not isinstance(ts, float | int) or isinstance(ts, bool):
-        return _line(ts)
-    try:
-        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):
-        return str(ts)
+    moment = _utc(ts)
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else _line(ts)
 
 
 def _line(value: object) -> str:
@@ -1133,19 +1141,33 @@ def render(
     With `speed`, waits between events for the recorded gap divided by `speed`.
     """
     replay = _Replay()
-    previous: Event | None = None
+    day = None
     if transcript.events:
-        first = transcript.events[0]
-        started = datetime.fromtimestamp(first.ts, UTC).strftime("%Y-%m-%d")
-        yield f"session {transcript.session_id}, {started} (times UTC)"
-    for event in transcript.events:
-        if previous is not None:
-            if speed:
-                sleep(max(0.0, event.ts - previous.ts) / speed)
-            day = datetime.fromtimestamp(event.ts, UTC).date()
-            if day != datetime.fromtimestamp(previous.ts, UTC).date():
-                yield f"-- {day.isoformat()}"
+        first = _utc(transcript.events[0].ts)
+        day = first.date() if first else None
+        started = day.isoformat() if day else "?"
+        yield f"session {_line(transcript.session_id)}, {started} (times UTC)"
+    for event in paced(transcript.events, speed, sleep):
+        moment = _utc(event.ts)
+        if moment is not None and moment.date() != day:
+            day = moment.date()
+            yield f"-- {day.isoformat()}"
         yield from replay.lines(event)
+
+
+def paced(
+    events: Iterable[Event],
+    speed: float | None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Event]:
+    """The events, each after the recorded gap before it divided by `speed` (None: at once)."""
+    previous: Event | None = None
+    for event in events:
+        if speed and previous is not None:
+            gap_s = event.ts - previous.ts
+            if 0 < gap_s < math.inf:
+                sleep(gap_s / speed)
+        yield event
         previous = event
 
 
@@ -1205,11 +1227,10 @@ def seal_json(session_id: str, seal: Seal, ts: float | None) -> str:
     return json.dumps(document, separators=(",", ":"))
 
 
-def _iso(ts: float) -> str:
-    try:
-        moment = datetime.fromtimestamp(ts, UTC)
-    except (OverflowError, OSError, ValueError):
-        return str(ts)
+def _iso(ts: float) -> str | None:
+    moment = _utc(ts)
+    if moment is None:
+        return None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -1226,20 +1247,36 @@ def export_lines(data_dir: Path, since: float | None) -> Iterator[str]:
 
     A seal is a line of kind "session.sealed". Export does not verify: `verify` does.
     """
-    transcripts: list[Transcript] = []
+    by_day: dict[str, list[Path]] = {}
     for path in transcript_paths(data_dir, modified_since=since):
+        by_day.setdefault(path.parent.name, []).append(path)
+    for day in sorted(by_day):
+        # A day at a time: sessions in start order without holding every transcript.
+        for transcript in sorted(_readable(by_day[day]), key=_start_order):
+            yield from _export_transcript(transcript, since)
+
+
+def _readable(paths: list[Path]) -> list[Transcript]:
+    transcripts = []
+    for path in paths:
         try:
             transcripts.append(read_transcript(path))
         except OSError as error:
             log.warning("%s: %s", path, error.strerror or error)
-    transcripts.sort(key=lambda t: (t.events[0].ts if t.events else 0.0, t.session_id))
-    for transcript in transcripts:
-        for event in transcript.events:
-            if since is None or event.ts >= since:
-                yield event_json(transcript.session_id, event)
-        seal, last_ts = transcript.seal, _last_ts(transcript)
-        if seal is not None and (since is None or (last_ts is not None and last_ts >= since)):
-            yield seal_json(transcript.session_id, seal, last_ts)
+    return transcripts
+
+
+def _start_order(transcript: Transcript) -> tuple[float, str]:
+    return (transcript.events[0].ts if transcript.events else 0.0, transcript.session_id)
+
+
+def _export_transcript(transcript: Transcript, since: float | None) -> Iterator[str]:
+    for event in transcript.events:
+        if since is None or event.ts >= since:
+            yield event_json(transcript.session_id, event)
+    seal, last_ts = transcript.seal, _last_ts(transcript)
+    if seal is not None and (since is None or (last_ts is not None and last_ts >= since)):
+        yield seal_json(transcript.session_id, seal, last_ts)
 
 
 def _last_ts(transcript: Transcript) -> float | None:

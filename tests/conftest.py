@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.issuer",
     "tests.support.pgcluster",
     "tests.support.gateway",
+    "tests.support.approvals",
 ]

@@ -8,14 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
 
+from tests.support.gateway import served_gateway
 from tests.support.pgcluster import PgServer
 
 AIRLOCK = [sys.executable, "-m", "proxy.cli"]
@@ -62,59 +61,9 @@ def test_dev_token_is_refused_when_the_dev_issuer_is_off(tmp_path: Path) -> None
 
 @pytest.fixture
 def served(tmp_path: Path, local_pg: PgServer, pg_database: str) -> Iterator[tuple[Path, int, int]]:
-    pg_port, api_port = free_port(), free_port()
-    config = tmp_path / "airlock.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "listen": {"postgres": f"127.0.0.1:{pg_port}", "api": f"127.0.0.1:{api_port}"},
-                "dev_issuer": True,
-                "data_dir": str(tmp_path / "data"),
-                "targets": {
-                    "orders": {
-                        "protocol": "postgres",
-                        "upstream": f"postgresql://{local_pg.superuser}@{local_pg.host}:{local_pg.port}/{pg_database}",
-                    }
-                },
-                "rules": [
-                    {
-                        "groups": ["data-agents"],
-                        "targets": ["orders"],
-                        "write": "allow",
-                        "unknown": "allow",
-                    }
-                ],
-            }
-        )
-    )
-    process = subprocess.Popen(
-        [*AIRLOCK, "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=1):
-                    break
-            except OSError:
-                assert process.poll() is None, process.stdout.read() if process.stdout else ""
-                assert time.monotonic() < deadline, "the gateway did not come up"
-                time.sleep(0.1)
-        yield config, pg_port, process.pid
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout:
-            process.stdout.close()
+    rule = {"groups": ["data-agents"], "targets": ["orders"], "write": "allow", "unknown": "allow"}
+    with served_gateway(tmp_path, local_pg, pg_database, [rule]) as gateway:
+        yield gateway.config, gateway.pg_port, gateway.process.pid
 
 
 def test_serve_and_dev_token_let_an_agent_query_over_tls(served: tuple[Path, int, int]) -> None:

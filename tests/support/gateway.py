@@ -8,8 +8,16 @@ test can look at the gateway's sessions and cancel map.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import socket
 import ssl
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -18,6 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 import uvloop
+import yaml
 
 from proxy.config import Settings, parse_settings
 from proxy.server import Gateway
@@ -184,3 +193,84 @@ def gateway_factory(
 @pytest.fixture
 def gateway(gateway_factory: Callable[..., RunningGateway]) -> RunningGateway:
     return gateway_factory()
+
+
+@dataclass
+class ServedGateway:
+    """`airlock serve` as a real process (for what only a process shows: signals, kills)."""
+
+    config: Path
+    pg_port: int
+    api_port: int
+    process: subprocess.Popen[str]
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def airlock(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*AIRLOCK, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def token(self, sub: str, *groups: str) -> str:
+        minted = self.airlock(
+            "dev-token", "--config", str(self.config), "--sub", sub, "--groups", ",".join(groups)
+        )
+        assert minted.returncode == 0, minted.stderr
+        return minted.stdout.strip()
+
+
+AIRLOCK = [sys.executable, "-m", "proxy.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def served_gateway(
+    directory: Path, local_pg: PgServer, database: str, rules: list[dict[str, Any]]
+) -> Iterator[ServedGateway]:
+    """Run `airlock serve` with a dev issuer in front of `database`; stop it afterwards."""
+    pg_port, api_port = free_port(), free_port()
+    config = directory / "airlock.yaml"
+    upstream = f"postgresql://{local_pg.superuser}@{local_pg.host}:{local_pg.port}/{database}"
+    document = {
+        "listen": {"postgres": f"127.0.0.1:{pg_port}", "api": f"127.0.0.1:{api_port}"},
+        "dev_issuer": True,
+        "data_dir": str(directory / "data"),
+        "targets": {"orders": {"protocol": "postgres", "upstream": upstream}},
+        "rules": rules,
+    }
+    config.write_text(yaml.safe_dump(document))
+    process = subprocess.Popen(
+        [*AIRLOCK, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=1):
+                    break
+            except OSError:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                assert time.monotonic() < deadline, "the gateway did not come up"
+                time.sleep(0.1)
+        yield ServedGateway(config, pg_port, api_port, process)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout:
+            process.stdout.close()

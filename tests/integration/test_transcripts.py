@@ -1,0 +1,167 @@
+"""Sessions become evidence: real agents' transcripts replay and verify, a killed gateway
+leaves an unsealed but intact one, and `airlock demo` tells the whole story."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import psycopg
+import pytest
+
+from tests.support.approvals import Background, agent_token, decide, pending, rule
+from tests.support.gateway import RunningGateway, served_gateway
+from tests.support.pgcluster import PgServer
+
+AIRLOCK = [sys.executable, "-m", "proxy.cli"]
+
+
+def airlock(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*AIRLOCK, *args], capture_output=True, text=True, timeout=60)
+
+
+def only_session(data_dir: Path, identity: str) -> str:
+    listed = airlock("sessions", "list", "--data-dir", str(data_dir), "--identity", identity)
+    assert listed.returncode == 0, listed.stderr
+    [line] = [row for row in listed.stdout.splitlines() if identity in row]
+    return line.split()[0]
+
+
+def replay_events(data_dir: Path, session: str) -> list[dict[str, object]]:
+    replayed = airlock("replay", session, "--data-dir", str(data_dir), "--json")
+    assert replayed.returncode == 0, replayed.stderr
+    return [json.loads(line) for line in replayed.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.timeout(120)
+def test_a_psycopg_session_replays_with_every_statement_and_approval_and_verifies(
+    gateway_factory: Callable[..., RunningGateway], accounts: Callable[[], dict[int, int]]
+) -> None:
+    gateway = gateway_factory(rules=[rule()])
+    with psycopg.connect(gateway.dsn(agent_token(gateway)), autocommit=True) as agent:
+        agent.execute("select balance from accounts where id = %s", (1,))
+        write = Background(lambda: agent.execute("update accounts set balance = 7 where id = 2"))
+        [approved] = pending(gateway)
+        decide(gateway, approved["id"], "approve", {"comment": "ticket 12"})
+        write.result()
+        refused = Background(lambda: agent.execute("delete from accounts where id = 3"))
+        [denied] = pending(gateway)
+        decide(gateway, denied["id"], "deny", {"reason": "keep it"})
+        assert isinstance(refused.result(), psycopg.errors.InsufficientPrivilege)
+    data_dir = gateway.settings.data_dir
+    deadline = time.monotonic() + 10
+    while gateway.call(lambda: len(gateway.gateway.postgres.sessions)):  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    session = only_session(data_dir, "agent-1")
+    events = replay_events(data_dir, session)
+    kinds = [event["kind"] for event in events]
+    assert kinds[0] == "session.start"
+    assert kinds[-2:] == ["session.end", "session.sealed"]
+    statements = [e["data"] for e in events if e["kind"] == "statement"]
+    sqls = [s["sql"] for s in statements]  # type: ignore[index]
+    assert "select balance from accounts where id = $1" in sqls
+    assert "update accounts set balance = 7 where id = 2" in sqls
+    assert "delete from accounts where id = 3" in sqls
+    decided = [e["data"] for e in events if e["kind"] == "approval.decided"]
+    assert [(d["id"], d["state"], d["by"]) for d in decided] == [  # type: ignore[index]
+        (approved["id"], "approved", "dba-1"),
+        (denied["id"], "denied", "dba-1"),
+    ]
+    verified = airlock("verify", session, "--data-dir", str(data_dir))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "sealed" in verified.stdout
+    human = airlock("replay", session, "--data-dir", str(data_dir))
+    assert "ticket 12" in human.stdout
+    assert "keep it" in human.stdout
+
+
+@pytest.mark.timeout(120)
+def test_an_asyncpg_session_records_its_bound_parameters(
+    gateway_factory: Callable[..., RunningGateway], accounts: Callable[[], dict[int, int]]
+) -> None:
+    gateway = gateway_factory(rules=[rule(write="allow")])
+
+    async def agent() -> None:
+        conn = await asyncpg.connect(**gateway.asyncpg_params(agent_token(gateway)))
+        try:
+            statement = await conn.prepare("update accounts set balance = $1 where id = $2")
+            await statement.fetch(4242, 5)
+        finally:
+            await conn.close()
+
+    asyncio.run(agent())
+    time.sleep(0.5)
+    data_dir = gateway.settings.data_dir
+    session = only_session(data_dir, "agent-1")
+    human = airlock("replay", session, "--data-dir", str(data_dir))
+    assert "update accounts set balance = $1 where id = $2" in human.stdout
+    assert "4242" in human.stdout
+    assert airlock("verify", session, "--data-dir", str(data_dir)).returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_gateway_killed_mid_session_leaves_an_unsealed_transcript_with_its_decisions(
+    tmp_path: Path, local_pg: PgServer, pg_database: str, accounts: Callable[[], dict[int, int]]
+) -> None:
+    with served_gateway(tmp_path, local_pg, pg_database, [rule()]) as served:
+        token = served.token("agent-1", "data-agents")
+        dsn = (
+            f"host=127.0.0.1 port={served.pg_port} dbname=orders user=agent "
+            f"password={token} sslmode=require"
+        )
+        agent = psycopg.connect(dsn, autocommit=True)
+        write = Background(lambda: agent.execute("update accounts set balance = 8 where id = 4"))
+        dba = served.token("dba-1", "oncall-dba")
+        deadline = time.monotonic() + 20
+        while True:
+            listed = served.airlock(
+                "approvals", "list", "--json", "--server", served.api_url, "--token", dba
+            )
+            found = json.loads(listed.stdout or "[]") if listed.returncode == 0 else []
+            if found:
+                break
+            assert time.monotonic() < deadline, listed.stderr
+            time.sleep(0.1)
+        request_id = found[0]["id"]
+        approved = served.airlock("approve", request_id, "--server", served.api_url, "--token", dba)
+        assert approved.returncode == 0, approved.stderr
+        write.result()
+        agent.execute("select 1")
+        time.sleep(0.6)  # past the flush interval
+        served.process.send_signal(signal.SIGKILL)
+        served.process.wait(timeout=10)
+        agent.close()
+    data_dir = tmp_path / "data"
+    session = only_session(data_dir, "agent-1")
+    verified = airlock("verify", session, "--data-dir", str(data_dir))
+    assert verified.returncode == 1
+    assert "unsealed" in verified.stdout
+    events = replay_events(data_dir, session)
+    decided = [e for e in events if e["kind"] == "approval.decided"]
+    assert [d["data"]["id"] for d in decided] == [request_id]  # type: ignore[index]
+
+
+@pytest.mark.timeout(180)
+def test_the_demo_runs_end_to_end(local_pg: PgServer) -> None:
+    upstream = f"postgresql://{local_pg.superuser}@{local_pg.host}:{local_pg.port}/postgres"
+    demo = subprocess.run(
+        [*AIRLOCK, "demo", "--upstream", upstream],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    out = demo.stdout
+    assert "statement held for approval: request apr_" in out
+    assert "agent-1's write ran: UPDATE 1" in out
+    assert "order 2 is now refunded" in out
+    assert "valid" in out
+    assert "sealed" in out
