@@ -8,16 +8,23 @@ agents' tokens are. Errors are JSON: `{"error": {"code", "message"}}` with 400
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from policy.identity import Identity
 from protocols.errors import AirlockError
+from proxy import transcript
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
+from proxy.audit_cli import parse_since
 from proxy.config import parse_duration
+from proxy.signing import load_public_key
 from proxy.store import SCOPES, STATES, AlreadyDecided, UnknownRequest
 
 _MAX_BODY_BYTES = 64 * 1024
@@ -43,6 +50,8 @@ def make_app(
     *,
     hub: ApprovalHub | None = None,
     verifier: TokenVerifier | None = None,
+    data_dir: Path | None = None,
+    auditors: frozenset[str] = frozenset(),
 ) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **health()})
@@ -51,10 +60,44 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     if hub is not None and verifier is not None:
         ApprovalsApi(hub, verifier).add_routes(app)
+    if data_dir is not None and verifier is not None:
+        SessionsApi(data_dir, auditors, verifier).add_routes(app)
     return app
 
 
 Handler = Callable[[web.Request, Identity], Awaitable[Any]]
+
+
+def _route(
+    verifier: TokenVerifier, handler: Handler
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A JSON endpoint: the caller's bearer token verified, errors as JSON."""
+
+    async def run(request: web.Request) -> web.Response:
+        try:
+            identity = await _identity(verifier, request)
+            return web.json_response(await handler(request, identity))
+        except ApiError as error:
+            return _error(error.status, error.code, error.message)
+        except UnknownRequest:
+            return _error(404, "not_found", f"no approval request {request.match_info['id']}")
+        except AlreadyDecided as error:
+            return _error(409, "conflict", f"already {error.request.state}")
+        except NotAllowedToDecide as error:
+            return _error(403, "forbidden", str(error))
+
+    return run
+
+
+async def _identity(verifier: TokenVerifier, request: web.Request) -> Identity:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "a bearer token is required")
+    try:
+        return await verifier.verify(token.strip())
+    except AirlockError as error:
+        raise ApiError(401, "unauthorized", error.message) from None
 
 
 class ApprovalsApi:
@@ -63,36 +106,11 @@ class ApprovalsApi:
         self.verifier = verifier
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/api/v1/approvals", self._route(self.list))
-        app.router.add_get("/api/v1/approvals/{id}", self._route(self.get))
-        app.router.add_post("/api/v1/approvals/{id}/approve", self._route(self.approve))
-        app.router.add_post("/api/v1/approvals/{id}/deny", self._route(self.deny))
-
-    def _route(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def run(request: web.Request) -> web.Response:
-            try:
-                identity = await self._identity(request)
-                return web.json_response(await handler(request, identity))
-            except ApiError as error:
-                return _error(error.status, error.code, error.message)
-            except UnknownRequest:
-                return _error(404, "not_found", f"no approval request {request.match_info['id']}")
-            except AlreadyDecided as error:
-                return _error(409, "conflict", f"already {error.request.state}")
-            except NotAllowedToDecide as error:
-                return _error(403, "forbidden", str(error))
-
-        return run
-
-    async def _identity(self, request: web.Request) -> Identity:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthorized", "a bearer token is required")
-        try:
-            return await self.verifier.verify(token.strip())
-        except AirlockError as error:
-            raise ApiError(401, "unauthorized", error.message) from None
+        route = functools.partial(_route, self.verifier)
+        app.router.add_get("/api/v1/approvals", route(self.list))
+        app.router.add_get("/api/v1/approvals/{id}", route(self.get))
+        app.router.add_post("/api/v1/approvals/{id}/approve", route(self.approve))
+        app.router.add_post("/api/v1/approvals/{id}/deny", route(self.deny))
 
     async def list(self, request: web.Request, _identity: Identity) -> Any:
         state = request.query.get("state", "pending")
@@ -121,6 +139,83 @@ class ApprovalsApi:
         if not reason:
             raise ApiError(400, "bad_request", "a reason is required to deny")
         return self.hub.deny(request.match_info["id"], identity, reason=reason).to_json()
+
+
+class SessionsApi:
+    """Transcripts for auditors: members of the config's `auditors` groups only."""
+
+    def __init__(self, data_dir: Path, auditors: frozenset[str], verifier: TokenVerifier) -> None:
+        self.data_dir = data_dir
+        self.auditors = auditors
+        self.verifier = verifier
+
+    def add_routes(self, app: web.Application) -> None:
+        route = functools.partial(_route, self.verifier)
+        app.router.add_get("/api/v1/sessions", route(self._auditor(self.list)))
+        app.router.add_get("/api/v1/sessions/{id}", route(self._auditor(self.get)))
+        app.router.add_get(
+            "/api/v1/sessions/{id}/transcript", route(self._auditor(self.transcript_of))
+        )
+
+    def _auditor(self, handler: Handler) -> Handler:
+        async def checked(request: web.Request, identity: Identity) -> Any:
+            if not identity.groups & self.auditors:
+                listed = ", ".join(sorted(self.auditors)) or "(none configured)"
+                raise ApiError(
+                    403, "forbidden", f"only the auditors groups ({listed}) may read transcripts"
+                )
+            return await handler(request, identity)
+
+        return checked
+
+    async def list(self, request: web.Request, _identity: Identity) -> Any:
+        since = request.query.get("since")
+        try:
+            since_ts = None if since is None else parse_since(since, time.time())
+        except ValueError as error:
+            raise ApiError(400, "bad_request", str(error)) from None
+        found = await asyncio.to_thread(
+            transcript.find_sessions,
+            self.data_dir,
+            identity=request.query.get("identity"),
+            target=request.query.get("target"),
+            since=since_ts,
+        )
+        return {"sessions": [summary.to_json() for summary in found]}
+
+    async def get(self, request: web.Request, _identity: Identity) -> Any:
+        record, result = await asyncio.to_thread(self._verified, request.match_info["id"])
+        summary = transcript.summarize(record).to_json()
+        return {**summary, "verification": _verification(result)}
+
+    async def transcript_of(self, request: web.Request, _identity: Identity) -> Any:
+        record, result = await asyncio.to_thread(self._verified, request.match_info["id"])
+        events = [json.loads(transcript.event_json(record.session_id, e)) for e in record.events]
+        return {
+            "session_id": record.session_id,
+            "verification": _verification(result),
+            "events": events,
+        }
+
+    def _verified(self, session_id: str) -> tuple[transcript.Transcript, transcript.VerifyResult]:
+        if not transcript.SESSION_ID.fullmatch(session_id):
+            raise ApiError(400, "bad_request", "not a session id")
+        try:
+            path = transcript.find_transcript(self.data_dir, session_id)
+        except LookupError:
+            raise ApiError(404, "not_found", f"no session {session_id}") from None
+        record = transcript.read_transcript(path)
+        result = transcript.verify_transcript(record, load_public_key(self.data_dir))
+        return record, result
+
+
+def _verification(result: transcript.VerifyResult) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "sealed": result.sealed,
+        "events": result.events,
+        "problems": list(result.problems),
+    }
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -136,25 +136,7 @@ def _sessions_list(args: argparse.Namespace) -> int:
     )
     if args.json:
         for session in sessions:
-            print(
-                json.dumps(
-                    {
-                        "session_id": session.session_id,
-                        "path": str(session.path),
-                        "started_at": session.started_at,
-                        "subject": session.subject,
-                        "email": session.email,
-                        "groups": list(session.groups),
-                        "target": session.target,
-                        "client": session.client,
-                        "statements": session.statements,
-                        "last_at": session.last_at,
-                        "ended_at": session.ended_at,
-                        "end_reason": session.end_reason,
-                        "sealed": session.sealed,
-                    }
-                )
-            )
+            print(json.dumps(session.to_json()))
         return EXIT_OK
     if not sessions:
         print("no sessions")

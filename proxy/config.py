@@ -126,6 +126,8 @@ class Settings:
     webhooks: tuple[WebhookEndpoint, ...] = ()
     #: SHA-256 of the rules as written (canonical JSON): which policy a session ran under.
     policy_hash: str = ""
+    #: Groups whose members may read transcripts through the API.
+    auditors: frozenset[str] = frozenset()
 
 
 # --- durations and sizes -------------------------------------------------------------------
@@ -342,6 +344,7 @@ _TOP_KEYS = (
     "limits",
     "dev_issuer",
     "webhooks",
+    "auditors",
 )
 _LISTEN_KEYS = ("postgres", "mysql", "api")
 _IDENTITY_KEYS = (
@@ -549,6 +552,9 @@ class _Parser:
             max_message_bytes=max_message_bytes,
             dev_issuer=dev_issuer,
             webhooks=self.webhooks(top.get("webhooks"), "webhooks"),
+            auditors=frozenset(
+                self.string_list(top.get("auditors") or [], "auditors", what="groups")
+            ),
             policy_hash=hashlib.sha256(
                 json.dumps(rules_value or [], sort_keys=True, default=str).encode()
             ).hexdigest(),

@@ -96,7 +96,13 @@ class Gateway:
     async def _start_api(self, settings: Settings) -> None:
         assert settings.listen.api is not None
         assert self.hub is not None
-        app = make_app(self._health, hub=self.hub, verifier=_LateVerifier(self))
+        app = make_app(
+            self._health,
+            hub=self.hub,
+            verifier=_LateVerifier(self),
+            data_dir=settings.data_dir,
+            auditors=settings.auditors,
+        )
         runner = web.AppRunner(app, access_log=None)
         self._api_runner = runner
         if settings.dev_issuer:

@@ -765,6 +765,23 @@ class SessionSummary:
     end_reason: str | None
     sealed: bool
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "path": str(self.path),
+            "started_at": self.started_at,
+            "subject": self.subject,
+            "email": self.email,
+            "groups": list(self.groups),
+            "target": self.target,
+            "client": self.client,
+            "statements": self.statements,
+            "last_at": self.last_at,
+            "ended_at": self.ended_at,
+            "end_reason": self.end_reason,
+            "sealed": self.sealed,
+        }
+
 
 def transcript_paths(data_dir: Path, *, modified_since: float | None = None) -> list[Path]:
     """Every transcript file under data_dir, oldest day first.

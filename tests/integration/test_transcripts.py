@@ -16,7 +16,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.support.approvals import Background, agent_token, decide, pending, rule
+from tests.support.approvals import Background, agent_token, api, decide, pending, rule
 from tests.support.gateway import RunningGateway, served_gateway
 from tests.support.pgcluster import PgServer
 
@@ -165,3 +165,32 @@ def test_the_demo_runs_end_to_end(local_pg: PgServer) -> None:
     assert "order 2 is now refunded" in out
     assert "valid" in out
     assert "sealed" in out
+
+
+@pytest.mark.timeout(60)
+def test_auditors_read_transcripts_through_the_api_and_nobody_else_does(
+    gateway_factory: Callable[..., RunningGateway], accounts: Callable[[], dict[int, int]]
+) -> None:
+    gateway = gateway_factory(rules=[rule()], auditors=["auditors"])
+    with psycopg.connect(gateway.dsn(agent_token(gateway)), autocommit=True) as agent:
+        agent.execute("select count(*) from accounts")
+    time.sleep(0.5)
+    auditor = gateway.issuer.mint(sub="audit-1", groups=("auditors",))
+    status, body = api(gateway, "GET", "/api/v1/sessions?identity=agent-1", auditor)
+    assert status == 200
+    [session] = body["sessions"]
+    assert (session["subject"], session["target"], session["sealed"]) == ("agent-1", "orders", True)
+    status, body = api(
+        gateway, "GET", f"/api/v1/sessions/{session['session_id']}/transcript", auditor
+    )
+    assert status == 200
+    assert body["verification"]["status"] == "valid"
+    assert "select count(*) from accounts" in [
+        e["data"].get("sql") for e in body["events"] if e["kind"] == "statement"
+    ]
+    status, _ = api(gateway, "GET", "/api/v1/sessions", agent_token(gateway))
+    assert status == 403
+    status, _ = api(gateway, "GET", "/api/v1/sessions/bad.id!/transcript", auditor)
+    assert status == 400
+    status, _ = api(gateway, "GET", "/api/v1/sessions/" + "0" * 32 + "/transcript", auditor)
+    assert status == 404
