@@ -116,7 +116,46 @@ def main(argv: Sequence[str] | None = None) -> int:
                 best[gated] = min(best[gated], run(mode, gated, work))
         added = best[True] - best[False]
         print(f"{mode:10} {best[False]:9.2f} {best[True]:9.2f} {added:+9.2f}")
+    recording_cost(args.transactions)
     return 0
+
+
+def recording_cost(count: int) -> None:
+    """What recording adds per select: a statement event and a result event, packed,
+    hashed and queued on the event loop (the write itself runs in the flush thread)."""
+    import tempfile
+
+    from policy.classify import classify
+    from proxy.signing import SigningKey
+    from proxy.transcript import Recorder
+
+    verdict = classify(PARAM_SQL, "postgres")
+    with tempfile.TemporaryDirectory() as directory:
+        recorder = Recorder(Path(directory), SigningKey.generate())
+        recording = recorder.open("bench", {"identity": {"sub": "agent-1"}, "target": "orders"})
+        binds = [bind(1 + i % 1000, "P0_1") for i in range(count)]
+        started = time.perf_counter()
+        for raw in binds:
+            recording.event(
+                "statement",
+                {
+                    "sql": PARAM_SQL,
+                    "class": verdict.statement_class.value,
+                    "reasons": list(verdict.reasons),
+                    "decision": "allow",
+                    "bind": raw,
+                    "types": [23],
+                },
+            )
+            recording.event("result", {"tag": "SELECT 1"})
+        per_statement_us = (time.perf_counter() - started) / count * 1e6
+        recording.seal({"reason": "done", "statements": count})
+        size = recording.path.stat().st_size
+    print()
+    print(
+        f"recording: {per_statement_us:.2f} us per statement on the event loop (2 events), "
+        f"{size / count:.0f} transcript bytes per statement"
+    )
 
 
 if __name__ == "__main__":
