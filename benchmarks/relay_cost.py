@@ -141,7 +141,6 @@ def recording_cost(count: int) -> None:
                 {
                     "sql": PARAM_SQL,
                     "class": verdict.statement_class.value,
-                    "reasons": list(verdict.reasons),
                     "decision": "allow",
                     "bind": raw,
                     "types": [23],

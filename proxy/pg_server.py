@@ -397,9 +397,10 @@ class PgSession:
         data: dict[str, Any] = {
             "sql": sql,
             "class": verdict.statement_class.value,
-            "reasons": list(verdict.reasons),
             "decision": decision,
         }
+        if decision != "allow":  # why a statement was held or refused; an allowed one's
+            data["reasons"] = list(verdict.reasons)  # class says enough, on the hot path
         if bind is not None:
             data["bind"] = bind  # decoded on replay: nothing to spend on the hot path
             data["types"] = list(types)

@@ -129,8 +129,19 @@ def _packable(value: object) -> object:
     raise TypeError(f"cannot record a {type(value).__name__} in a transcript")
 
 
+class _Packers(threading.local):
+    """One msgpack Packer per thread: making one per record (as `packb` does) costs more
+    than packing a small record, and a Packer must not be shared between threads."""
+
+    def __init__(self) -> None:
+        self.packer = msgpack.Packer(use_bin_type=True, default=_packable, datetime=False)
+
+
+_packers = _Packers()
+
+
 def _pack(record: Mapping[str, Any]) -> bytes:
-    raw = msgpack.packb(record, use_bin_type=True, default=_packable, datetime=False)
+    raw = _packers.packer.pack(record)
     assert isinstance(raw, bytes)
     return raw
 
