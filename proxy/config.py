@@ -101,6 +101,13 @@ class TargetSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    #: When a session's transcript cannot be created (directory unwritable, disk full):
+    #: "refuse" the session (fail closed, the default) or "allow" it unrecorded.
+    on_failure: str = "refuse"
+
+
+@dataclass(frozen=True, slots=True)
 class TlsSettings:
     """Both files or neither; neither means a self-signed pair generated into data_dir."""
 
@@ -128,6 +135,7 @@ class Settings:
     policy_hash: str = ""
     #: Groups whose members may read transcripts through the API.
     auditors: frozenset[str] = frozenset()
+    recording: RecordingSettings = RecordingSettings()
 
 
 # --- durations and sizes -------------------------------------------------------------------
@@ -345,7 +353,9 @@ _TOP_KEYS = (
     "dev_issuer",
     "webhooks",
     "auditors",
+    "recording",
 )
+_RECORDING_KEYS = ("on_failure",)
 _LISTEN_KEYS = ("postgres", "mysql", "api")
 _IDENTITY_KEYS = (
     "issuer",
@@ -549,6 +559,7 @@ class _Parser:
             targets=MappingProxyType(targets),
             rules=rules,
             tls=self.tls(top.get("tls")),
+            recording=self.recording(top.get("recording")),
             max_message_bytes=max_message_bytes,
             dev_issuer=dev_issuer,
             webhooks=self.webhooks(top.get("webhooks"), "webhooks"),
@@ -928,6 +939,15 @@ class _Parser:
                 "allowed to decide (or set those classes to allow or deny)",
             )
         return rule
+
+    def recording(self, value: object) -> RecordingSettings:
+        if value is None:
+            return RecordingSettings()
+        section = self.mapping(value, "recording", _RECORDING_KEYS)
+        on_failure = self.choice(
+            section.get("on_failure", "refuse"), "recording.on_failure", ("refuse", "allow")
+        )
+        return RecordingSettings(on_failure=on_failure)
 
     def tls(self, value: object) -> TlsSettings:
         if value is None:

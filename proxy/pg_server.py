@@ -344,7 +344,7 @@ class PgSession:
 
     # --- recording
 
-    def _open_recording(self, startup: m.StartupMessage, tls: bool) -> SessionRecording:
+    def _open_recording(self, startup: m.StartupMessage, tls: bool) -> SessionRecording | None:
         identity, target, recorder = self.identity, self.target, self.listener.recorder
         assert identity is not None
         assert target is not None
@@ -373,6 +373,10 @@ class PgSession:
         try:
             return recorder.open(self.id, start)
         except TranscriptError as error:
+            if self.listener.settings.recording.on_failure == "allow":
+                log.error("session %s NOT RECORDED (recording.on_failure: allow): %s",
+                          self.id, error)  # fmt: skip
+                return None
             log.error("session %s refused: cannot record it: %s", self.id, error)
             raise RecordingUnavailable(
                 "the gateway cannot record this session, so it refuses it"

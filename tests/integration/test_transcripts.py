@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,3 +195,23 @@ def test_auditors_read_transcripts_through_the_api_and_nobody_else_does(
     assert status == 400
     status, _ = api(gateway, "GET", "/api/v1/sessions/" + "0" * 32 + "/transcript", auditor)
     assert status == 404
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("on_failure", ["refuse", "allow"])
+def test_a_session_that_cannot_be_recorded_is_refused_unless_configured_otherwise(
+    gateway_factory: Callable[..., RunningGateway],
+    accounts: Callable[[], dict[int, int]],
+    on_failure: str,
+) -> None:
+    gateway = gateway_factory(rules=[rule()], recording={"on_failure": on_failure})
+    transcripts = gateway.settings.data_dir / "transcripts"
+    shutil.rmtree(transcripts, ignore_errors=True)
+    transcripts.write_text("a file where the transcripts directory should be")
+    dsn = gateway.dsn(agent_token(gateway))
+    if on_failure == "refuse":
+        with pytest.raises(psycopg.OperationalError, match="cannot record this session"):
+            psycopg.connect(dsn)
+    else:
+        with psycopg.connect(dsn) as agent:
+            assert agent.execute("select 1").fetchone() == (1,)

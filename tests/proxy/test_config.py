@@ -599,6 +599,18 @@ BAD_CASES: list[tuple[str, Mutation, str, str]] = [
         r"must be a string \(got integer 5\)",
     ),
     (
+        "recording-on-failure",
+        set_path("recording", value={"on_failure": "ignore"}),
+        "recording.on_failure",
+        r"must be one of refuse, allow",
+    ),
+    (
+        "auditors-not-a-list",
+        set_path("auditors", value="auditors"),
+        "auditors",
+        r"must be a list",
+    ),
+    (
         "webhooks-not-a-list",
         set_path("webhooks", value={"url": "https://hooks.example.com/x"}),
         "webhooks",
