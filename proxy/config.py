@@ -105,6 +105,9 @@ class RecordingSettings:
     #: When a session's transcript cannot be created (directory unwritable, disk full):
     #: "refuse" the session (fail closed, the default) or "allow" it unrecorded.
     on_failure: str = "refuse"
+    #: Also record result rows (DataRow bodies), up to max_row_bytes per session.
+    capture_rows: bool = False
+    max_row_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +358,7 @@ _TOP_KEYS = (
     "auditors",
     "recording",
 )
-_RECORDING_KEYS = ("on_failure",)
+_RECORDING_KEYS = ("on_failure", "capture_rows", "max_row_bytes")
 _LISTEN_KEYS = ("postgres", "mysql", "api")
 _IDENTITY_KEYS = (
     "issuer",
@@ -947,7 +950,15 @@ class _Parser:
         on_failure = self.choice(
             section.get("on_failure", "refuse"), "recording.on_failure", ("refuse", "allow")
         )
-        return RecordingSettings(on_failure=on_failure)
+        capture = self.boolean(section.get("capture_rows", False), "recording.capture_rows")
+        max_row_bytes = RecordingSettings().max_row_bytes
+        if section.get("max_row_bytes") is not None:
+            max_row_bytes = self.size(
+                section["max_row_bytes"], "recording.max_row_bytes", 0, _MAX_MESSAGE_BYTES
+            )
+        return RecordingSettings(
+            on_failure=on_failure, capture_rows=capture, max_row_bytes=max_row_bytes
+        )
 
     def tls(self, value: object) -> TlsSettings:
         if value is None:

@@ -73,6 +73,10 @@ class ResultListener(Protocol):
         """A statement finished: its CommandComplete tag, or the error the client saw."""
         ...
 
+    def row(self, raw: bytes, start: int, end: int) -> None:
+        """A DataRow at raw[start:end] (only when the relay was asked to capture rows)."""
+        ...
+
 
 class Gate(Protocol):
     """Decides, message by message, what may reach the server without waiting."""
@@ -91,7 +95,7 @@ class Gate(Protocol):
         ...
 
 
-_Z, _S, _K, _R, _E, _T, _C = (ord(c) for c in "ZSKREtC")
+_Z, _S, _K, _R, _E, _T, _C, _D = (ord(c) for c in "ZSKREtCD")
 _INSPECTED = frozenset((_Z, _S, _K, _R, _E))
 # FunctionCallResponse answers only FunctionCall, and CopyBothResponse only replication:
 # the gateway lets neither through, so a server sending them is out of step.
@@ -140,6 +144,7 @@ class PgRelay:
         max_message_bytes: int,
         gate: Gate | None = None,
         results: ResultListener | None = None,
+        capture_rows: bool = False,
     ) -> None:
         self.transaction_status = transaction_status
         self._gate = gate
@@ -150,7 +155,11 @@ class PgRelay:
         self._results = results
         inspected = _INSPECTED | ({_T} if gate is not None else set())
         inspected |= {_C} if results is not None else set()
-        self._server = BackendRelay(_BACKEND_TYPES, inspected)
+        if capture_rows:
+            # Rows are then framed whole before they pass, so the message cap applies.
+            assert results is not None
+            inspected |= {_D}
+        self._server = BackendRelay(_BACKEND_TYPES, inspected, max_message_bytes)
         #: ReadyForQuery messages the server owes: one per Query and Sync forwarded.
         self._owed = 0
         self._unsynced = False  # extended-protocol messages forwarded since the last Sync
@@ -282,6 +291,9 @@ class PgRelay:
                         error = swapped
                 if self._results is not None:
                     self._results.result(None, error)
+            elif kind == _D:
+                assert self._results is not None
+                self._results.row(framed, start, end)
             elif kind == _C:
                 assert self._results is not None
                 self._results.result(framed[start + 5 : end - 1].decode(errors="replace"), None)

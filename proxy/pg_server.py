@@ -270,6 +270,9 @@ class PgSession:
         self._requested = False  # this session has made approval requests
         self.recording: SessionRecording | None = None
         self.statements = 0
+        self._rows: list[bytes] = []  # captured DataRow bodies of the running statement
+        self._row_bytes_left = 0
+        self._rows_cut = False
 
     # --- lifecycle
 
@@ -414,12 +417,27 @@ class PgSession:
         """The relay saw a statement finish (CommandComplete, or the error the client saw)."""
         if self.recording is None:
             return
+        data: dict[str, Any]
         if error is not None:
-            self.recording.event(
-                "result", {"error": {"sqlstate": error.code, "message": error.message}}
-            )
+            data = {"error": {"sqlstate": error.code, "message": error.message}}
         else:
-            self.recording.event("result", {"tag": tag})
+            data = {"tag": tag}
+        if self._rows or self._rows_cut:
+            data["rows"], self._rows = self._rows, []
+            if self._rows_cut:
+                data["rows_cut"] = True  # the session's max_row_bytes ran out
+                self._rows_cut = False
+        self.recording.event("result", data)
+
+    def row(self, raw: bytes, start: int, end: int) -> None:
+        """A result row, captured (recording.capture_rows) while the session's cap lasts."""
+        size = end - start - 5
+        if size > self._row_bytes_left:
+            self._row_bytes_left = 0
+            self._rows_cut = True
+            return
+        self._row_bytes_left -= size
+        self._rows.append(raw[start + 5 : end])
 
     def _seal(self, reason: str, error: AirlockError | None) -> None:
         recording, self.recording = self.recording, None
@@ -587,13 +605,16 @@ class PgSession:
         listener = self.listener
         self.gate = PgGate(listener.classifiers.cached("postgres"), self.policy, listener.clock)
         recording = self.recording is not None
+        capture = recording and listener.settings.recording.capture_rows
         if recording:
             self.gate.on_statement = self._statement_ran
+            self._row_bytes_left = listener.settings.recording.max_row_bytes
         self.relay = PgRelay(
             transaction_status=ready.status,
             max_message_bytes=listener.settings.max_message_bytes,
             gate=self.gate,
             results=self if recording else None,
+            capture_rows=capture,
         )
         self.relay.server_parameters.update({p.name: p.value for p in upstream.login.parameters})
         listener.sessions.add(self)

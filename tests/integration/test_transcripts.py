@@ -215,3 +215,27 @@ def test_a_session_that_cannot_be_recorded_is_refused_unless_configured_otherwis
     else:
         with psycopg.connect(dsn) as agent:
             assert agent.execute("select 1").fetchone() == (1,)
+
+
+@pytest.mark.timeout(60)
+def test_result_rows_are_captured_when_configured_up_to_the_sessions_cap(
+    gateway_factory: Callable[..., RunningGateway], accounts: Callable[[], dict[int, int]]
+) -> None:
+    gateway = gateway_factory(
+        rules=[rule()], recording={"capture_rows": True, "max_row_bytes": 200}
+    )
+    with psycopg.connect(gateway.dsn(agent_token(gateway)), autocommit=True) as agent:
+        agent.execute("select id, balance from accounts where id <= 2 order by id")
+        agent.execute("select id, balance from accounts order by id")  # more than the cap
+    time.sleep(0.5)
+    data_dir = gateway.settings.data_dir
+    events = replay_events(data_dir, only_session(data_dir, "agent-1"))
+    results = [e["data"] for e in events if e["kind"] == "result"]
+    first, second = results[0], results[1]
+    assert first["tag"] == "SELECT 2"  # type: ignore[index]
+    rows = first["rows"]  # type: ignore[index]
+    assert len(rows) == 2
+    # DataRow bodies: 2 columns, then each value as length + text
+    assert "$base64" in json.dumps(rows[0])
+    assert second["rows_cut"] is True  # type: ignore[index]
+    assert second["tag"] == "SELECT 60"  # type: ignore[index]
