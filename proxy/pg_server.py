@@ -690,6 +690,11 @@ class PgSession:
         except AirlockError as error:
             self.end(f"client protocol error: {error.message}", error)
             return
+        except Exception:
+            # A bug or a store failure must not leave the client waiting forever.
+            log.exception("session %s: deciding a held message failed", self.id)
+            self.end("internal error", AirlockError("internal gateway error"))
+            return
         self._deciding = None
         if not self.ended:
             self.release_held(forward=refusal is None, error=refusal)
