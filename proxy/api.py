@@ -52,12 +52,20 @@ def make_app(
     verifier: TokenVerifier | None = None,
     data_dir: Path | None = None,
     auditors: frozenset[str] = frozenset(),
+    metrics: Callable[[], list[Metric]] | None = None,
 ) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **health()})
 
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
     app.router.add_get("/healthz", healthz)
+    if metrics is not None:
+        collect = metrics
+
+        async def prometheus(_request: web.Request) -> web.Response:
+            return web.Response(text=exposition(collect()), content_type="text/plain")
+
+        app.router.add_get("/metrics", prometheus)
     if hub is not None and verifier is not None:
         ApprovalsApi(hub, verifier).add_routes(app)
     if data_dir is not None and verifier is not None:
@@ -66,6 +74,20 @@ def make_app(
 
 
 Handler = Callable[[web.Request, Identity], Awaitable[Any]]
+
+#: (name, type, help, [(labels, value)]) for the Prometheus text format.
+Metric = tuple[str, str, str, list[tuple[dict[str, str], float]]]
+
+
+def exposition(metrics: list[Metric]) -> str:
+    """The Prometheus text exposition format (version 0.0.4)."""
+    lines: list[str] = []
+    for name, kind, help_text, samples in metrics:
+        lines += (f"# HELP {name} {help_text}", f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            shown = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+            lines.append(f"{name}{{{shown}}} {value:g}" if shown else f"{name} {value:g}")
+    return "\n".join(lines) + "\n"
 
 
 def _route(

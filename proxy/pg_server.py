@@ -154,6 +154,8 @@ class PgListener:
         self.clock = clock
         self.sessions: set[PgSession] = set()
         self.cancel_keys: dict[tuple[int, int], CancelTarget] = {}
+        #: Statements decided in every session since the listener started.
+        self.statements = 0
         #: Every open socket of this listener: clients, upstreams, cancel requests.
         self.channels: set[Channel] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -399,6 +401,7 @@ class PgSession:
     ) -> None:
         """A statement reached its decision (most are allowed on the hot path)."""
         self.statements += 1
+        self.listener.statements += 1
         if self.recording is None:
             return
         data: dict[str, Any] = {

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from policy.identity import Identity
-from proxy.api import make_app
+from proxy.api import Metric, make_app
 from proxy.approvals import ApprovalHub
 from proxy.classifying import Classifiers
 from proxy.config import Settings, dev_issuer_url
@@ -102,6 +102,7 @@ class Gateway:
             verifier=_LateVerifier(self),
             data_dir=settings.data_dir,
             auditors=settings.auditors,
+            metrics=self._metrics,
         )
         runner = web.AppRunner(app, access_log=None)
         self._api_runner = runner
@@ -125,6 +126,40 @@ class Gateway:
             log.warning(
                 "development issuer enabled at %s: not for production", self.dev_issuer.issuer
             )
+
+    def _metrics(self) -> list[Metric]:
+        sessions = self.postgres.sessions if self.postgres else set()
+        statements = self.postgres.statements if self.postgres else 0
+        cache = self.classifiers.cached("postgres")
+        approvals = self.store.count_by_state() if self.store else {}
+        notifier = self.notifier
+        webhooks: list[tuple[dict[str, str], float]] = [
+            ({"result": "delivered"}, notifier.delivered if notifier else 0),
+            ({"result": "failed"}, notifier.failed if notifier else 0),
+            ({"result": "dropped"}, notifier.dropped if notifier else 0),
+        ]
+        return [
+            ("airlock_sessions", "gauge", "Client sessions open now.", [({}, len(sessions))]),
+            (
+                "airlock_statements_total",
+                "counter",
+                "Statements decided (allowed, held or refused) since the gateway started.",
+                [({}, statements)],
+            ),
+            (
+                "airlock_approval_requests",
+                "gauge",
+                "Approval requests in the store, by state.",
+                [({"state": state}, count) for state, count in sorted(approvals.items())],
+            ),
+            (
+                "airlock_classifier_cache_total",
+                "counter",
+                "Verdict cache lookups, by outcome.",
+                [({"outcome": "hit"}, cache.hits), ({"outcome": "miss"}, cache.misses)],
+            ),
+            ("airlock_webhook_deliveries_total", "counter", "Webhook deliveries.", webhooks),
+        ]
 
     def _health(self) -> dict[str, object]:
         return {"sessions": len(self.postgres.sessions) if self.postgres else 0}

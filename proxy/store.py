@@ -240,6 +240,10 @@ class ApprovalStore:
             )
         return [_from_row(row) for row in rows]
 
+    def count_by_state(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, count(*) FROM approvals GROUP BY state")
+        return {state: 0 for state in STATES} | {row[0]: int(row[1]) for row in rows}
+
     def approve(
         self,
         request_id: str,

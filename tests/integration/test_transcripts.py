@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -239,3 +240,25 @@ def test_result_rows_are_captured_when_configured_up_to_the_sessions_cap(
     assert "$base64" in json.dumps(rows[0])
     assert second["rows_cut"] is True  # type: ignore[index]
     assert second["tag"] == "SELECT 60"  # type: ignore[index]
+
+
+@pytest.mark.timeout(60)
+def test_metrics_count_sessions_statements_approvals_and_cache_hits(
+    gateway_factory: Callable[..., RunningGateway], accounts: Callable[[], dict[int, int]]
+) -> None:
+    gateway = gateway_factory(rules=[rule(hold="reject")])
+    with psycopg.connect(gateway.dsn(agent_token(gateway)), autocommit=True) as agent:
+        for account in (1, 2, 3):
+            agent.execute(f"select balance from accounts where id = {account}")  # noqa: S608
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            agent.execute("update accounts set balance = 0 where id = 1")
+        with urllib.request.urlopen(gateway.api_url + "/metrics", timeout=10) as response:  # noqa: S310 (the gateway's own http URL)
+            text = response.read().decode()
+    samples = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert samples["airlock_sessions"] == "1"
+    assert float(samples["airlock_statements_total"]) >= 4
+    assert samples['airlock_approval_requests{state="pending"}'] == "1"
+    # three selects differing only in a literal: one parse, then fingerprint hits
+    assert float(samples['airlock_classifier_cache_total{outcome="hit"}']) >= 2
