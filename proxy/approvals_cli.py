@@ -574,14 +574,15 @@ def _ttl(text: str) -> float:
     return seconds
 
 
-def _timeout(text: str) -> float:
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above zero (seconds, a speed factor, ...)."""
     try:
-        seconds = float(text)
+        number = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds (got {text!r})") from None
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {text!r})")
-    return seconds
+        raise argparse.ArgumentTypeError(f"expected a number (got {text!r})") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number (got {text!r})")
+    return number
 
 
 def _approval_id(text: str) -> str:
@@ -604,7 +605,7 @@ def _common_options() -> argparse.ArgumentParser:
     )
     connection.add_argument(
         "--timeout",
-        type=_timeout,
+        type=positive_number,
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
         help=f"give up after this long (default {DEFAULT_TIMEOUT_S:g})",

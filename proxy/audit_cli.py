@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from proxy import signing, transcript
-from proxy.approvals_cli import one_line_sql
+from proxy.approvals_cli import one_line_sql, positive_number
 from proxy.config import parse_duration
 
 DEFAULT_DATA_DIR = Path("./airlock-data")
@@ -76,16 +76,6 @@ def _since(text: str) -> float:
         return parse_since(text, time.time())
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _speed(text: str) -> float:
-    try:
-        speed = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number (got {text!r})") from None
-    if not 0 < speed < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number (got {text!r})")
-    return speed
 
 
 def _public_key(args: argparse.Namespace) -> Ed25519PublicKey:
@@ -317,7 +307,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     replay.add_argument("--json", action="store_true", help="the events as JSON lines")
     replay.add_argument(
         "--speed",
-        type=_speed,
+        type=positive_number,
         metavar="N",
         help="pause between events, at N times the recorded pace (default: no pauses)",
     )
