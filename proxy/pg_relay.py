@@ -106,6 +106,8 @@ _QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE = b"Q"[0], b"S"[0], b"F"[0], b"X"[0]
 #: Client messages that, unless the gate holds them, are forwarded with no more than
 #: bookkeeping: everything but Terminate and FunctionCall.
 _PLAIN_FORWARD = _FRONTEND_TYPES - {_TERMINATE, _FUNCTION_CALL}
+#: The messages a gate looks at; the rest (Sync, Flush, COPY data) it always admits.
+_GATED = frozenset(b"QPBECD")
 _HEADER = struct.Struct("!Bi")
 _UNDEFINED_CURSOR = "34000"
 
@@ -236,7 +238,7 @@ class PgRelay:
                 or length < 4
                 or length >= max_bytes
                 or end > size
-                or (gate is not None and not gate.admit(kind, raw, pos, end))
+                or (gate is not None and kind in _GATED and not gate.admit(kind, raw, pos, end))
             ):
                 break
             # _note_forwarded, inlined: this runs for nearly every message.
@@ -351,7 +353,11 @@ class PgRelay:
             if self._failed_batch and kind != _SYNC:
                 forward.append(message)  # the server skips it, unseen by the gate
                 continue
-            if gate is not None and not gate.admit(kind, message, 0, len(message)):
+            if (
+                gate is not None
+                and kind in _GATED
+                and not gate.admit(kind, message, 0, len(message))
+            ):
                 flush()
                 self.held = message
                 actions.append(HoldMessage(message))

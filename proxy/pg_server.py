@@ -397,13 +397,18 @@ class PgSession:
         verdict: Verdict,
         bind: bytes | None,
         types: tuple[int, ...],
-        decision: str = "allow",
+        decision: str | None = None,
     ) -> None:
-        """A statement reached its decision (most are allowed on the hot path)."""
+        """A statement reached its decision (most are allowed on the hot path, where the
+        gate says only that it runs: under its class's `allow`, or a session grant)."""
         self.statements += 1
         self.listener.statements += 1
         if self.recording is None:
             return
+        if decision is None:
+            assert self.gate is not None
+            allowed = self.gate.class_allowed(verdict)
+            decision = "allow" if allowed else "approved for the session"
         data: dict[str, Any] = {
             "sql": sql,
             "class": verdict.statement_class.value,
