@@ -1,7 +1,8 @@
 """`airlock demo`: the whole story on one machine, in under a minute, with no Okta.
 
 A gateway with its development issuer starts in front of a real PostgreSQL (the
-given URL, else the local server at 127.0.0.1:5432) on a fresh demo database. An
+given URL, else the local server at 127.0.0.1:5432, else a throwaway cluster made
+from the machine's PostgreSQL binaries) on a fresh demo database. An
 agent (psycopg, an ordinary driver) reads, which passes, and writes, which is held;
 an approver lists and approves it with the `airlock` CLI; the write runs; the
 session's sealed transcript is replayed and verified. Every step is printed.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config import parse_settings
+from proxy.demo_cluster import ClusterUnavailable, throwaway_cluster
 from proxy.server import Gateway
 from proxy.transcript import find_sessions
 
@@ -35,9 +37,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     demo.add_argument(
         "--upstream",
-        default=DEFAULT_UPSTREAM,
-        help="a PostgreSQL server URL the demo may create a database on "
-        f"(default {DEFAULT_UPSTREAM})",
+        default=None,
+        help="a PostgreSQL server URL the demo may create a database on (default: "
+        f"{DEFAULT_UPSTREAM}, else a throwaway cluster)",
+    )
+    demo.add_argument(
+        "--throwaway",
+        action="store_true",
+        help="always run against a throwaway cluster made with initdb",
     )
     demo.add_argument("--data-dir", default=None, help="keep the demo's data here (default: temp)")
     demo.add_argument("--verbose", action="store_true", help="also show the gateway's log")
@@ -58,8 +65,28 @@ def _run(args: argparse.Namespace) -> int:
             if args.data_dir
             else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="airlock-demo-")))
         )
-        return asyncio.run(Demo(args.upstream, data_dir).run())
+        upstream = args.upstream
+        if args.throwaway or (upstream is None and not _reachable(DEFAULT_UPSTREAM)):
+            say("== 0. no PostgreSQL at 127.0.0.1:5432 to use"
+                if not args.throwaway else "== 0. a throwaway PostgreSQL cluster")  # fmt: skip
+            try:
+                upstream = stack.enter_context(throwaway_cluster())
+            except ClusterUnavailable as error:
+                say(f"airlock demo: cannot start a throwaway cluster: {error}")
+                return 1
+            say(f"   started one with initdb: {upstream}")
+        return asyncio.run(Demo(upstream or DEFAULT_UPSTREAM, data_dir).run())
     return 1  # unreachable; for type checkers
+
+
+def _reachable(url: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
 
 
 def say(text: str = "") -> None:

@@ -262,3 +262,14 @@ def test_metrics_count_sessions_statements_approvals_and_cache_hits(
     assert samples['airlock_approval_requests{state="pending"}'] == "1"
     # three selects differing only in a literal: one parse, then fingerprint hits
     assert float(samples['airlock_classifier_cache_total{outcome="hit"}']) >= 2
+
+
+@pytest.mark.timeout(180)
+def test_the_demo_runs_on_a_throwaway_cluster_when_no_server_is_given() -> None:
+    demo = subprocess.run(
+        [*AIRLOCK, "demo", "--throwaway"], capture_output=True, text=True, timeout=150
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "started one with initdb" in demo.stdout
+    assert "agent-1's write ran: UPDATE 1" in demo.stdout
+    assert "sealed" in demo.stdout
