@@ -217,7 +217,14 @@ class SessionRecording:
         """Record an event: packed, hashed and queued; written by the next flush."""
         if self._sealed:
             raise TranscriptError(f"session {self.session_id}: transcript already sealed")
-        self._queue(self._record(kind, data, self._clock()))
+        # _record and _queue, inlined: this runs for every statement and every result.
+        raw = _packers.packer.pack(
+            {"seq": self._seq, "ts": self._clock(), "kind": kind, "data": data, "prev": self._prev}
+        )
+        self._prev = hashlib.sha256(raw).hexdigest()
+        self._seq += 1
+        with self._pending_lock:
+            self._pending.append(raw)
 
     def flush(self) -> None:
         """Write every pending record and fsync. TranscriptError when the disk refuses."""
