@@ -213,14 +213,19 @@ class SessionRecording:
         """How many events have been recorded (written or pending)."""
         return self._seq
 
-    def event(self, kind: str, data: dict[str, Any]) -> None:
-        """Record an event: packed, hashed and queued; written by the next flush."""
+    def event(self, kind: str, data: dict[str, Any], ts: float | None = None) -> None:
+        """Record an event (at `ts`, else now): packed, hashed and queued; written by the
+        next flush. Kept to one function: it runs for every statement and every result."""
         if self._sealed:
             raise TranscriptError(f"session {self.session_id}: transcript already sealed")
-        # _record and _queue, inlined: this runs for every statement and every result.
-        raw = _packers.packer.pack(
-            {"seq": self._seq, "ts": self._clock(), "kind": kind, "data": data, "prev": self._prev}
-        )
+        record = {
+            "seq": self._seq,
+            "ts": self._clock() if ts is None else ts,
+            "kind": kind,
+            "data": data,
+            "prev": self._prev,
+        }
+        raw = _packers.packer.pack(record)
         self._prev = hashlib.sha256(raw).hexdigest()
         self._seq += 1
         with self._pending_lock:
@@ -283,14 +288,6 @@ class SessionRecording:
     def _queue(self, raw: bytes) -> None:
         with self._pending_lock:
             self._pending.append(raw)
-
-    def _record(self, kind: str, data: dict[str, Any], ts: float) -> bytes:
-        record = {"seq": self._seq, "ts": ts, "kind": kind, "data": data}
-        record["prev"] = self._prev
-        raw = _pack(record)
-        self._prev = hashlib.sha256(raw).hexdigest()
-        self._seq += 1
-        return raw
 
     def _take_back(self, chunks: list[bytes]) -> None:
         """Undo a failed write: cut the file back to its last good length, keep the chunks."""
@@ -367,7 +364,7 @@ class Recorder:
         writer_keys = {"session_id": session_id, "format": FORMAT_VERSION}
         try:
             start_data = writer_keys | {k: v for k, v in start.items() if k not in writer_keys}
-            recording._queue(recording._record(SESSION_START, start_data, started))
+            recording.event(SESSION_START, start_data, ts=started)
             recording.flush()
             _fsync_directory(day_dir)
         except (TranscriptError, OSError) as error:
