@@ -16,28 +16,22 @@ import logging
 import secrets
 import ssl
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from policy.classify import Verdict
 from policy.identity import Identity
-from policy.rules import Action as RuleAction
-from policy.rules import EffectivePolicy, HoldMode, effective_policy
+from policy.rules import effective_policy
 from protocols.errors import (
     AirlockError,
     AuthenticationFailed,
     AuthorizationDenied,
     FeatureNotSupported,
     GatewayShuttingDown,
-    HoldTimedOut,
     InsecureTransport,
     ProtocolViolation,
-    QueryCanceled,
-    RecordingUnavailable,
     SessionExpired,
-    StatementDenied,
     UnknownTarget,
     UpstreamUnavailable,
 )
@@ -47,7 +41,8 @@ from proxy.addresses import is_loopback
 from proxy.approvals import ApprovalHub
 from proxy.channel import Channel, ConnectionClosed
 from proxy.classifying import Classifiers
-from proxy.config import Settings, TargetSettings
+from proxy.config import Settings
+from proxy.gated_session import GatedSession
 from proxy.pg_gate import PgGate, parameters_key
 from proxy.pg_relay import (
     Action,
@@ -60,8 +55,8 @@ from proxy.pg_relay import (
     error_message,
 )
 from proxy.pg_upstream import UpstreamSession, connect_upstream, read_message
-from proxy.store import APPROVED, DENIED, ApprovalRequest, NewRequest, Parameter
-from proxy.transcript import Recorder, SessionRecording, TranscriptError
+from proxy.store import ApprovalRequest
+from proxy.transcript import Recorder
 
 log = logging.getLogger("airlock.postgres")
 
@@ -250,28 +245,22 @@ class PgListener:
                 channel.abort()  # nothing more to say on it; also when shutdown cancels us
 
 
-class PgSession:
+class PgSession(GatedSession):
+    protocol = "postgres"
+    listener: PgListener
+
     def __init__(self, listener: PgListener, client_side: Channel) -> None:
-        self.id = uuid.uuid4().hex
-        self.listener = listener
+        super().__init__(listener)
         self.client_side = client_side
         self.server_side: Channel | None = None
         self._upstream: Channel  # = server_side, once relaying (typed for the hot path)
-        self.identity: Identity | None = None
-        self.target: TargetSettings | None = None
-        self.policy: EffectivePolicy | None = None
         self.relay: PgRelay | None = None
         self.cancel_key: tuple[int, int] | None = None
         self.ended = False
         self._done: asyncio.Future[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
-        self.client_address: tuple[str, int] | None = None
         self.gate: PgGate | None = None
         self._deciding: asyncio.Task[None] | None = None  # decides the held message
-        self._waiting_for: str | None = None  # the approval request a held statement awaits
-        self._requested = False  # this session has made approval requests
-        self.recording: SessionRecording | None = None
-        self.statements = 0
         self._rows: list[bytes] = []  # captured DataRow bodies of the running statement
         self._row_bytes_left = 0
         self._rows_cut = False
@@ -320,12 +309,10 @@ class PgSession:
             if cancel_running and target is not None and self.relay is not None and self.relay.busy:
                 self.listener.spawn(self.listener.cancel_upstream(target))
         self.listener.sessions.discard(self)
-        if self.recording is not None:
-            self._seal(reason, error)
+        self.seal(reason, error)
         if self._deciding is not None:
             self._deciding.cancel()
-        if self._requested:
-            self.listener.hub.sessions_gone([self.id])
+        self.sessions_gone()
         if error is not None and not self.client_side.closed:
             self.client_side.write(error_message(error, fatal=True))
         self.client_side.close()
@@ -342,54 +329,11 @@ class PgSession:
         """A CancelRequest arrived with this session's key. A statement waiting for approval
         is withdrawn; True when that was all there was to cancel (nothing runs upstream)."""
         log.info("session %s: cancel requested", self.id)
-        if self._waiting_for is None:
+        if not self.withdraw_waiting("the client cancelled the statement"):
             return False
-        self.listener.hub.withdraw(self._waiting_for, "the client cancelled the statement")
         return self.relay is not None and not self.relay.busy
 
     # --- recording
-
-    def _open_recording(self, startup: m.StartupMessage, tls: bool) -> SessionRecording | None:
-        identity, target, recorder = self.identity, self.target, self.listener.recorder
-        assert identity is not None
-        assert target is not None
-        assert recorder is not None
-        claims = identity.claims
-        start = {
-            "protocol": "postgres",
-            "identity": {
-                "iss": identity.issuer,
-                "sub": identity.subject,
-                "email": identity.email,
-                "groups": sorted(identity.groups),
-                "jti": identity.token_id,
-                "exp": identity.expires_at,
-            },
-            "target": target.name,
-            "client": {
-                "address": self.client_address[0] if self.client_address else None,
-                "port": self.client_address[1] if self.client_address else None,
-                "tls": tls,
-                "application_name": startup.parameters.get("application_name"),
-            },
-            "policy": self.listener.settings.policy_hash,
-            "claims_seen": sorted(claims),
-        }
-        try:
-            return recorder.open(self.id, start)
-        except TranscriptError as error:
-            if self.listener.settings.recording.on_failure == "allow":
-                log.error("session %s NOT RECORDED (recording.on_failure: allow): %s",
-                          self.id, error)  # fmt: skip
-                return None
-            log.error("session %s refused: cannot record it: %s", self.id, error)
-            raise RecordingUnavailable(
-                "the gateway cannot record this session, so it refuses it"
-            ) from None
-
-    def _record(self, kind: str, data: dict[str, Any]) -> None:
-        if self.recording is not None:
-            self.recording.event(kind, data)
 
     def _statement_ran(
         self,
@@ -401,8 +345,7 @@ class PgSession:
     ) -> None:
         """A statement reached its decision (most are allowed on the hot path, where the
         gate says only that it runs: under its class's `allow`, or a session grant)."""
-        self.statements += 1
-        self.listener.statements += 1
+        self.count_statement()
         if self.recording is None:
             return
         if decision is None:
@@ -447,21 +390,6 @@ class PgSession:
         self._row_bytes_left -= size
         self._rows.append(raw[start + 5 : end])
 
-    def _seal(self, reason: str, error: AirlockError | None) -> None:
-        recording, self.recording = self.recording, None
-        assert recording is not None
-        end = {
-            "reason": reason,
-            "error": None
-            if error is None
-            else {"sqlstate": error.sqlstate, "message": error.message},
-            "statements": self.statements,
-        }
-        try:
-            recording.seal(end)
-        except TranscriptError as failure:
-            log.error("session %s: its transcript could not be sealed: %s", self.id, failure)
-
     # --- login
 
     async def _login(self) -> UpstreamSession | None:
@@ -502,7 +430,8 @@ class PgSession:
             )
         forwarded, dropped = self._startup_parameters(startup)
         if self.listener.recorder is not None:
-            self.recording = self._open_recording(startup, client_tls)
+            application_name = startup.parameters.get("application_name")
+            self.open_recording(client_tls, {"application_name": application_name})
         upstream = await connect_upstream(
             target.upstream,
             forwarded,
@@ -718,14 +647,18 @@ class PgSession:
             return None
         if isinstance(message, m.Query):
             verdict = await self._classify(message.sql)
-            refusal, decision = await self._gatekeep(message.sql, verdict, (), parameters_key(None))
+            refusal, decision = await self.gatekeep(
+                gate, message.sql, verdict, (), parameters_key(None)
+            )
             self._statement_ran(message.sql, verdict, None, (), decision)
             if refusal is None:
                 gate.note_query(message.sql)
             return refusal
         if isinstance(message, m.Execute):
             run = gate.execution(message)
-            refusal, decision = await self._gatekeep(run.sql, run.verdict, run.parameters, run.key)
+            refusal, decision = await self.gatekeep(
+                gate, run.sql, run.verdict, run.parameters, run.key
+            )
             self._statement_ran(run.sql, run.verdict, run.bind, run.types, decision)
             if refusal is None:
                 gate.note_execute(message.portal)
@@ -736,67 +669,8 @@ class PgSession:
     async def _classify(self, sql: str) -> Verdict:
         return await self.listener.classifiers.classify(sql, "postgres")
 
-    async def _gatekeep(
-        self, sql: str, verdict: Verdict, parameters: tuple[Parameter, ...], key: str
-    ) -> tuple[AirlockError | None, str]:
-        """(None to forward, else the refusal; the decision as the transcript says it)."""
-        gate, policy, identity, target = self.gate, self.policy, self.identity, self.target
-        assert gate is not None
-        assert policy is not None
-        assert identity is not None
-        assert target is not None
-        if gate.allowed(verdict):
-            return None, "allow"
-        statement_class = verdict.statement_class.value
-        reasons = "; ".join(verdict.reasons)
-        if policy.action_for(statement_class) is not RuleAction.APPROVE:
-            log.info("session %s: %s statement denied by policy", self.id, statement_class)
-            return StatementDenied(
-                f'{statement_class} statements are not allowed on target "{target.name}"',
-                detail=reasons or None,
-            ), "deny"
-        hub, now = self.listener.hub, self.listener.clock()
-        session_grant = hub.store.session_grant(self.id, now)
-        if session_grant is not None and session_grant.expires_at is not None:
-            # Approved for this session after the statement stopped waiting (reject mode,
-            # a timeout): the session holds the grant from now on.
-            gate.session_grant_until = session_grant.expires_at
-            log.info("session %s: statement runs under approval %s", self.id, session_grant.id)
-            return None, f"approved for the session ({session_grant.id})"
-        grant = hub.store.use_statement_grant(
-            subject=identity.subject, target=target.name, sql=sql, params_key=key, now=now
-        )
-        if grant is not None:
-            log.info("session %s: statement runs under approval %s", self.id, grant.id)
-            return None, f"approved ({grant.id})"
-        request = hub.request(
-            NewRequest(
-                session_id=self.id,
-                subject=identity.subject,
-                groups=tuple(sorted(identity.groups)),
-                email=identity.email,
-                target=target.name,
-                protocol="postgres",
-                sql=sql,
-                parameters=parameters,
-                params_key=key,
-                statement_class=statement_class,
-                reasons=verdict.reasons,
-                hold=policy.hold.value,
-                approver_groups=tuple(sorted(policy.approvers)),
-                grant_ttl_s=policy.grant_ttl_s,
-            ),
-            policy.webhooks,
-        )
-        self._requested = True
-        self._record("approval.requested", _request_event(request))
-        if policy.hold is HoldMode.REJECT:
-            return StatementDenied(
-                f"{statement_class} statement needs approval: request {request.id}",
-                detail=reasons or None,
-                hint=f"once an approver runs `airlock approve {request.id}`, "
-                "retry the same statement",
-            ), f"rejected until approved ({request.id})"
+    def announce_hold(self, request: ApprovalRequest) -> None:
+        reasons = "; ".join(request.request.reasons)
         self.client_side.write(
             m.NoticeResponse.build(
                 f"statement held for approval: request {request.id}",
@@ -805,33 +679,6 @@ class PgSession:
                 detail=reasons or None,
                 hint=f"an approver runs: airlock approve {request.id}",
             ).raw
-        )
-        self._waiting_for = request.id
-        try:
-            decided = await hub.wait(request.id, policy.hold_timeout_s)
-        finally:
-            self._waiting_for = None
-        if decided is None:
-            return HoldTimedOut(
-                f"approval request {request.id} was not decided in time; it stays pending",
-                hint=f"once `airlock approve {request.id}` is run, retry the same statement",
-            ), f"hold timed out ({request.id})"
-        self._record("approval.decided", _decision_event(decided))
-        if self.recording is not None:
-            self.recording.flush()  # the decision is on disk before the statement runs
-        if decided.state == APPROVED:
-            if decided.scope == "session" and decided.expires_at is not None:
-                gate.session_grant_until = decided.expires_at
-            else:
-                hub.store.use_grant(request.id, self.listener.clock())
-            return None, f"approved by {decided.decided_by} ({request.id})"
-        if decided.state == DENIED:
-            return StatementDenied(
-                f"denied by {decided.decided_by}: {decided.reason}",
-                detail=f"approval request {request.id}",
-            ), f"denied by {decided.decided_by} ({request.id})"
-        return QueryCanceled("canceling statement due to user request"), (
-            f"withdrawn by a cancel ({request.id})"
         )
 
     def _client_closed(self, exc: BaseException | None) -> None:
@@ -852,29 +699,3 @@ class PgSession:
 
     def _expire(self, reason: str) -> None:
         self.end(reason, SessionExpired(f"session ended by the gateway: {reason}"))
-
-
-def _request_event(request: ApprovalRequest) -> dict[str, Any]:
-    r = request.request
-    return {
-        "id": request.id,
-        "sql": r.sql,
-        "parameters": [p.to_json() for p in r.parameters],
-        "class": r.statement_class,
-        "hold": r.hold,
-        "approver_groups": list(r.approver_groups),
-    }
-
-
-def _decision_event(request: ApprovalRequest) -> dict[str, Any]:
-    return {
-        "id": request.id,
-        "state": request.state,
-        "by": request.decided_by,
-        "groups": list(request.decided_groups),
-        "at": request.decided_at,
-        "scope": request.scope,
-        "expires_at": request.expires_at,
-        "comment": request.comment,
-        "reason": request.reason,
-    }

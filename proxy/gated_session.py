@@ -1,0 +1,273 @@
+"""What every client session does whatever its wire protocol: the approval hold and
+the transcript.
+
+`PgSession` and `MySqlSession` inherit from `GatedSession`. The protocol side
+frames messages, classifies and asks its gate; once a statement needs a
+decision, `gatekeep` applies the policy: deny, run under a grant, or make an
+approval request and hold (wait) or refuse (reject) it. The transcript events
+are written here too, so both protocols record the same evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol
+
+from policy.classify import Verdict
+from policy.identity import Identity
+from policy.rules import Action as RuleAction
+from policy.rules import EffectivePolicy, HoldMode
+from protocols.errors import (
+    AirlockError,
+    HoldTimedOut,
+    QueryCanceled,
+    RecordingUnavailable,
+    StatementDenied,
+)
+from proxy.approvals import ApprovalHub
+from proxy.config import Settings, TargetSettings
+from proxy.store import APPROVED, DENIED, ApprovalRequest, NewRequest, Parameter
+from proxy.transcript import Recorder, SessionRecording, TranscriptError
+
+log = logging.getLogger("airlock.session")
+
+
+class SessionHost(Protocol):
+    """The listener a session belongs to, as far as holds and recording go."""
+
+    settings: Settings
+    hub: ApprovalHub
+    recorder: Recorder | None
+    clock: Callable[[], float]
+    #: Statements decided in every session of the listener.
+    statements: int
+
+
+class Gate(Protocol):
+    """A protocol's per-session gate, as far as the policy goes."""
+
+    #: Until then (clock time), statements that need approval run: a session grant.
+    session_grant_until: float
+
+    def allowed(self, verdict: Verdict) -> bool: ...
+
+    def class_allowed(self, verdict: Verdict) -> bool: ...
+
+
+class GatedSession:
+    #: "postgres" or "mysql": the transcript's and the approval request's protocol.
+    protocol: ClassVar[str]
+
+    def __init__(self, listener: SessionHost) -> None:
+        self.id = uuid.uuid4().hex
+        self.listener = listener
+        self.identity: Identity | None = None
+        self.target: TargetSettings | None = None
+        self.policy: EffectivePolicy | None = None
+        self.client_address: tuple[str, int] | None = None
+        self.recording: SessionRecording | None = None
+        self.statements = 0
+        self._waiting_for: str | None = None  # the approval request a held statement awaits
+        self._requested = False  # this session has made approval requests
+
+    # --- the hold
+
+    def announce_hold(self, request: ApprovalRequest) -> None:
+        """Tell the client, if its protocol can, that a statement waits for `request`."""
+
+    def withdraw_waiting(self, reason: str) -> bool:
+        """Withdraw the approval request a held statement waits for; False when none."""
+        if self._waiting_for is None:
+            return False
+        self.listener.hub.withdraw(self._waiting_for, reason)
+        return True
+
+    def sessions_gone(self) -> None:
+        """The session ended: its pending approval requests can no longer run."""
+        if self._requested:
+            self.listener.hub.sessions_gone([self.id])
+
+    async def gatekeep(
+        self, gate: Gate, sql: str, verdict: Verdict, parameters: tuple[Parameter, ...], key: str
+    ) -> tuple[AirlockError | None, str]:
+        """(None to forward, else the refusal; the decision as the transcript says it)."""
+        policy, identity, target = self.policy, self.identity, self.target
+        assert policy is not None
+        assert identity is not None
+        assert target is not None
+        if gate.allowed(verdict):
+            return None, "allow"
+        statement_class = verdict.statement_class.value
+        reasons = "; ".join(verdict.reasons)
+        if policy.action_for(statement_class) is not RuleAction.APPROVE:
+            log.info("session %s: %s statement denied by policy", self.id, statement_class)
+            return StatementDenied(
+                f'{statement_class} statements are not allowed on target "{target.name}"',
+                detail=reasons or None,
+            ), "deny"
+        hub, now = self.listener.hub, self.listener.clock()
+        session_grant = hub.store.session_grant(self.id, now)
+        if session_grant is not None and session_grant.expires_at is not None:
+            # Approved for this session after the statement stopped waiting (reject mode,
+            # a timeout): the session holds the grant from now on.
+            gate.session_grant_until = session_grant.expires_at
+            log.info("session %s: statement runs under approval %s", self.id, session_grant.id)
+            return None, f"approved for the session ({session_grant.id})"
+        grant = hub.store.use_statement_grant(
+            subject=identity.subject, target=target.name, sql=sql, params_key=key, now=now
+        )
+        if grant is not None:
+            log.info("session %s: statement runs under approval %s", self.id, grant.id)
+            return None, f"approved ({grant.id})"
+        request = hub.request(
+            NewRequest(
+                session_id=self.id,
+                subject=identity.subject,
+                groups=tuple(sorted(identity.groups)),
+                email=identity.email,
+                target=target.name,
+                protocol=self.protocol,
+                sql=sql,
+                parameters=parameters,
+                params_key=key,
+                statement_class=statement_class,
+                reasons=verdict.reasons,
+                hold=policy.hold.value,
+                approver_groups=tuple(sorted(policy.approvers)),
+                grant_ttl_s=policy.grant_ttl_s,
+            ),
+            policy.webhooks,
+        )
+        self._requested = True
+        self.record("approval.requested", _request_event(request))
+        if policy.hold is HoldMode.REJECT:
+            return StatementDenied(
+                f"{statement_class} statement needs approval: request {request.id}",
+                detail=reasons or None,
+                hint=f"once an approver runs `airlock approve {request.id}`, "
+                "retry the same statement",
+            ), f"rejected until approved ({request.id})"
+        self.announce_hold(request)
+        self._waiting_for = request.id
+        try:
+            decided = await hub.wait(request.id, policy.hold_timeout_s)
+        finally:
+            self._waiting_for = None
+        if decided is None:
+            return HoldTimedOut(
+                f"approval request {request.id} was not decided in time; it stays pending",
+                hint=f"once `airlock approve {request.id}` is run, retry the same statement",
+            ), f"hold timed out ({request.id})"
+        self.record("approval.decided", _decision_event(decided))
+        if self.recording is not None:
+            self.recording.flush()  # the decision is on disk before the statement runs
+        if decided.state == APPROVED:
+            if decided.scope == "session" and decided.expires_at is not None:
+                gate.session_grant_until = decided.expires_at
+            else:
+                hub.store.use_grant(request.id, self.listener.clock())
+            return None, f"approved by {decided.decided_by} ({request.id})"
+        if decided.state == DENIED:
+            return StatementDenied(
+                f"denied by {decided.decided_by}: {decided.reason}",
+                detail=f"approval request {request.id}",
+            ), f"denied by {decided.decided_by} ({request.id})"
+        return QueryCanceled("canceling statement due to user request"), (
+            f"withdrawn by a cancel ({request.id})"
+        )
+
+    # --- the transcript
+
+    def open_recording(self, tls: bool, client: dict[str, Any]) -> SessionRecording | None:
+        """Start the transcript (identity, target, client, policy); `client` adds what the
+        protocol knows of the client. Refuses the session when it cannot be recorded,
+        unless `recording.on_failure: allow`."""
+        identity, target, recorder = self.identity, self.target, self.listener.recorder
+        assert identity is not None
+        assert target is not None
+        assert recorder is not None
+        address = self.client_address
+        start = {
+            "protocol": self.protocol,
+            "identity": {
+                "iss": identity.issuer,
+                "sub": identity.subject,
+                "email": identity.email,
+                "groups": sorted(identity.groups),
+                "jti": identity.token_id,
+                "exp": identity.expires_at,
+            },
+            "target": target.name,
+            "client": {
+                "address": address[0] if address else None,
+                "port": address[1] if address else None,
+                "tls": tls,
+                **client,
+            },
+            "policy": self.listener.settings.policy_hash,
+            "claims_seen": sorted(identity.claims),
+        }
+        try:
+            self.recording = recorder.open(self.id, start)
+        except TranscriptError as error:
+            if self.listener.settings.recording.on_failure == "allow":
+                log.error("session %s NOT RECORDED (recording.on_failure: allow): %s",
+                          self.id, error)  # fmt: skip
+                return None
+            log.error("session %s refused: cannot record it: %s", self.id, error)
+            raise RecordingUnavailable(
+                "the gateway cannot record this session, so it refuses it"
+            ) from None
+        return self.recording
+
+    def record(self, kind: str, data: dict[str, Any]) -> None:
+        if self.recording is not None:
+            self.recording.event(kind, data)
+
+    def count_statement(self) -> None:
+        self.statements += 1
+        self.listener.statements += 1
+
+    def seal(self, reason: str, error: AirlockError | None) -> None:
+        recording, self.recording = self.recording, None
+        if recording is None:
+            return
+        end = {
+            "reason": reason,
+            "error": None
+            if error is None
+            else {"sqlstate": error.sqlstate, "message": error.message},
+            "statements": self.statements,
+        }
+        try:
+            recording.seal(end)
+        except TranscriptError as failure:
+            log.error("session %s: its transcript could not be sealed: %s", self.id, failure)
+
+
+def _request_event(request: ApprovalRequest) -> dict[str, Any]:
+    r = request.request
+    return {
+        "id": request.id,
+        "sql": r.sql,
+        "parameters": [p.to_json() for p in r.parameters],
+        "class": r.statement_class,
+        "hold": r.hold,
+        "approver_groups": list(r.approver_groups),
+    }
+
+
+def _decision_event(request: ApprovalRequest) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "state": request.state,
+        "by": request.decided_by,
+        "groups": list(request.decided_groups),
+        "at": request.decided_at,
+        "scope": request.scope,
+        "expires_at": request.expires_at,
+        "comment": request.comment,
+        "reason": request.reason,
+    }
