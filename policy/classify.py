@@ -73,6 +73,13 @@ class Verdict:
         return {"class": self.statement_class.value, "reasons": list(self.reasons)}
 
 
+#: The end of every reason given to a statement that would change how the server lexes
+#: statements (character set, sql_mode): the MySQL gateway refuses these whatever the rule.
+LEXER_REASON = "would desynchronise the gateway's lexer"
+#: The reason a MySQL KILL statement carries: the gateway runs KILL itself, for the
+#: agent's own sessions, and never forwards one (gateway and server ids differ).
+KILL_REASON = "KILL ends a connection or query"
+
 READ = StatementClass.READ
 WRITE = StatementClass.WRITE
 DDL = StatementClass.DDL
@@ -980,7 +987,7 @@ _FIXED: dict[tuple[str, str], Verdict] = {
     ("postgres", "CLOSE"): _verdict(READ, "CLOSE closes this session's cursor"),
     ("mysql", "USE"): _verdict(READ, "USE selects the default database"),
     ("mysql", "HELP"): _verdict(READ, "HELP reads the server's help tables"),
-    ("mysql", "KILL"): _verdict(ADMIN, "KILL ends a connection or query"),
+    ("mysql", "KILL"): _verdict(ADMIN, KILL_REASON),
     ("mysql", "FLUSH"): _verdict(ADMIN, "FLUSH acts on server caches, logs or privileges"),
     ("mysql", "PURGE"): _verdict(ADMIN, "PURGE deletes binary logs"),
     ("mysql", "RESET"): _verdict(ADMIN, "RESET resets server state"),
@@ -1306,7 +1313,7 @@ _MYSQL_CHECKED_SETTINGS = frozenset(
 
 def _mysql_setting_problem(name: str, values: list[str] | None) -> str | None:
     if values is None or len(values) != 1:
-        return f"SET {name} to a value that is not a plain constant"
+        return f"SET {name} to a value that is not a plain constant {LEXER_REASON}"
     value = values[0].lower()
     if value == "default":
         return None
@@ -1314,7 +1321,10 @@ def _mysql_setting_problem(name: str, values: list[str] | None) -> str | None:
         modes = {mode.strip() for mode in value.split(",")} - {""}
         if modes <= _MYSQL_SAFE_SQL_MODES:
             return None
-        return "SET sql_mode with modes that change how statements are lexed (ANSI_QUOTES, ...)"
+        return (
+            "SET sql_mode with modes that change how statements are lexed (ANSI_QUOTES, ...) "
+            + LEXER_REASON
+        )
     if name == "collation_connection":
         if value.split("_")[0] in _MYSQL_CHARSETS:
             return None
@@ -1322,7 +1332,7 @@ def _mysql_setting_problem(name: str, values: list[str] | None) -> str | None:
         name == "character_set_results" and value in ("binary", "null")
     ):
         return None
-    return f"SET {name} to anything but utf8mb4/utf8/ascii would desynchronise the gateway's lexer"
+    return f"SET {name} to anything but utf8mb4/utf8/ascii {LEXER_REASON}"
 
 
 def _reset_postgres(context: _Context, tokens: list[Token]) -> Verdict:

@@ -142,3 +142,11 @@ class GatewayShuttingDown(AirlockError):
     mysql_errno = 1053  # ER_SERVER_SHUTDOWN
     mysql_sqlstate = "08S01"
     fatal = True
+
+
+class UnknownSession(AirlockError):
+    """KILL named a connection id that is not one of the agent's own sessions."""
+
+    sqlstate = "42704"  # undefined_object
+    mysql_errno = 1094  # ER_NO_SUCH_THREAD
+    mysql_sqlstate = "HY000"

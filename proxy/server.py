@@ -22,6 +22,7 @@ from proxy.approvals import ApprovalHub
 from proxy.classifying import Classifiers
 from proxy.config import Settings, dev_issuer_url
 from proxy.dev_issuer import DevIssuer
+from proxy.mysql_server import MySqlListener
 from proxy.oidc import IssuerUnavailable, OidcVerifier
 from proxy.pg_server import PgListener
 from proxy.signing import load_or_create
@@ -40,6 +41,7 @@ class Gateway:
         self.dev_issuer: DevIssuer | None = None
         self.tls_context: ssl.SSLContext | None = None
         self.postgres: PgListener | None = None
+        self.mysql: MySqlListener | None = None
         self.store: ApprovalStore | None = None
         self.hub: ApprovalHub | None = None
         self.notifier: WebhookNotifier | None = None
@@ -90,6 +92,18 @@ class Gateway:
             endpoint = settings.listen.postgres
             server = await self.postgres.start(endpoint.host, endpoint.port)
             self.bound["postgres"] = _bound_address(server)
+        if settings.listen.mysql is not None:
+            self.mysql = MySqlListener(
+                settings,
+                self.verifier,
+                self.tls_context,
+                hub=self.hub,
+                classifiers=self.classifiers,
+                recorder=self.recorder,
+            )
+            endpoint = settings.listen.mysql
+            server = await self.mysql.start(endpoint.host, endpoint.port)
+            self.bound["mysql"] = _bound_address(server)
         for name, (host, port) in self.bound.items():
             log.info("listening for %s on %s:%d", name, host, port)
 
@@ -128,9 +142,10 @@ class Gateway:
             )
 
     def _metrics(self) -> list[Metric]:
-        sessions = self.postgres.sessions if self.postgres else set()
-        statements = self.postgres.statements if self.postgres else 0
-        cache = self.classifiers.cached("postgres")
+        listeners = self._listeners()
+        sessions = sum(len(listener.sessions) for listener in listeners)
+        statements = sum(listener.statements for listener in listeners)
+        caches = [self.classifiers.cached(dialect) for dialect in ("postgres", "mysql")]
         approvals = self.store.count_by_state() if self.store else {}
         notifier = self.notifier
         webhooks: list[tuple[dict[str, str], float]] = [
@@ -139,7 +154,7 @@ class Gateway:
             ({"result": "dropped"}, notifier.dropped if notifier else 0),
         ]
         return [
-            ("airlock_sessions", "gauge", "Client sessions open now.", [({}, len(sessions))]),
+            ("airlock_sessions", "gauge", "Client sessions open now.", [({}, sessions)]),
             (
                 "airlock_statements_total",
                 "counter",
@@ -156,17 +171,23 @@ class Gateway:
                 "airlock_classifier_cache_total",
                 "counter",
                 "Verdict cache lookups, by outcome.",
-                [({"outcome": "hit"}, cache.hits), ({"outcome": "miss"}, cache.misses)],
+                [
+                    ({"outcome": "hit"}, sum(cache.hits for cache in caches)),
+                    ({"outcome": "miss"}, sum(cache.misses for cache in caches)),
+                ],
             ),
             ("airlock_webhook_deliveries_total", "counter", "Webhook deliveries.", webhooks),
         ]
 
+    def _listeners(self) -> list[PgListener | MySqlListener]:
+        return [listener for listener in (self.postgres, self.mysql) if listener is not None]
+
     def _health(self) -> dict[str, object]:
-        return {"sessions": len(self.postgres.sessions) if self.postgres else 0}
+        return {"sessions": sum(len(listener.sessions) for listener in self._listeners())}
 
     async def close(self) -> None:
-        if self.postgres is not None:
-            await self.postgres.close()
+        for listener in self._listeners():
+            await listener.close()
         if self._api_runner is not None:
             await self._api_runner.cleanup()
         if self.verifier is not None:

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.pgcluster",
     "tests.support.gateway",
     "tests.support.approvals",
+    "tests.support.mariadb",
 ]

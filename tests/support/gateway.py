@@ -49,6 +49,10 @@ class RunningGateway:
         return self.gateway.bound["postgres"][1]
 
     @property
+    def mysql_port(self) -> int:
+        return self.gateway.bound["mysql"][1]
+
+    @property
     def api_url(self) -> str:
         host, port = self.gateway.bound["api"]
         return f"http://{host}:{port}"

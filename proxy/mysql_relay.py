@@ -1,0 +1,504 @@
+"""The MySQL relay, sans-I/O: which client commands reach the server, and when.
+
+MySQL is half duplex: the client sends a command (sequence id 0), the server
+answers it, and only then comes the next command (COM_STMT_CLOSE and
+COM_STMT_SEND_LONG_DATA have no answer). So the relay looks at one command at a
+time. It admits at once what the cached verdicts allow: a COM_QUERY whose text
+is cached and allowed, a COM_STMT_PREPARE whose text is cached (preparing runs
+nothing), a COM_STMT_EXECUTE of a statement prepared with an allowed verdict,
+and the harmless commands (ping, statistics, fetch, reset, ...). Anything else
+is held, and the session decides it off the hot path: classify, hold for
+approval, refuse, or answer it itself (KILL). Commands the client sends while
+another is answered or held wait in order; nothing is forwarded out of turn.
+
+The server's answer is followed packet by packet (`ResponseTracker`) and relayed
+verbatim; the relay learns from it the prepared statement ids, the result for
+the transcript, and the status flags. A server that turns NO_BACKSLASH_ESCAPES
+on, or asks for a LOCAL INFILE file, ends the session: the gateway's lexer
+would no longer read statements as the server does, and the client never
+agreed to send files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from policy.classify import KILL_REASON, StatementClass, Verdict
+from policy.fingerprint import CachedClassifier
+from policy.rules import Action as RuleAction
+from policy.rules import EffectivePolicy
+from protocols.errors import AirlockError, FeatureNotSupported, ProtocolViolation
+from protocols.mysql.messages import (
+    Capability,
+    Command,
+    ErrPacket,
+    ServerStatus,
+    parse_send_long_data,
+    parse_stmt_execute,
+)
+from protocols.mysql.packets import Packet, PacketReader, frame
+from protocols.mysql.responses import ResponseTracker, expects_response
+from proxy.store import Parameter
+
+UNPREPARED = Verdict(
+    StatementClass.UNKNOWN, ("executes a statement the gateway did not see prepared",)
+)
+
+#: Commands that read nothing the agent could not read with a SELECT, and change no data.
+_HARMLESS = frozenset(
+    {
+        Command.PING,
+        Command.STATISTICS,
+        Command.FIELD_LIST,
+        Command.INIT_DB,
+        Command.STMT_FETCH,
+        Command.STMT_RESET,
+        Command.SET_OPTION,
+        Command.RESET_CONNECTION,
+    }
+)
+_QUERY, _PREPARE, _EXECUTE = Command.QUERY, Command.STMT_PREPARE, Command.STMT_EXECUTE
+_NO_BACKSLASH_ESCAPES = int(ServerStatus.NO_BACKSLASH_ESCAPES)
+#: KILL [QUERY | CONNECTION] id: the only KILL the gateway runs (for the agent's own sessions).
+_KILL = re.compile(r"\s*KILL\s+(?:(QUERY|CONNECTION)\s+)?(\d{1,10})\s*;?\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class SendToServer:
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendToClient:
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HoldCommand:
+    """This command waits for a decision; call `MySqlRelay.release` for it."""
+
+    packet: Packet
+    command: int
+    sql: str | None  # COM_QUERY and COM_STMT_PREPARE text; None when it is not UTF-8
+
+
+@dataclass(frozen=True, slots=True)
+class EndSession:
+    """Close both sides; `error` (if any) goes to the client first."""
+
+    reason: str
+    error: AirlockError | None = None
+
+
+Action = SendToServer | SendToClient | HoldCommand | EndSession
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """A KILL statement or COM_PROCESS_KILL: the session carries it out itself."""
+
+    connection_id: int
+    query_only: bool
+
+
+def parse_kill(sql: str) -> Kill | None:
+    match = _KILL.fullmatch(sql)
+    if match is None:
+        return None
+    return Kill(int(match.group(2)), (match.group(1) or "").upper() == "QUERY")
+
+
+class ResultListener(Protocol):
+    def result(self, tracker: ResponseTracker) -> None:
+        """A statement's answer ended: the tracker says what it was."""
+
+    def row(self, payload: bytes) -> None:
+        """A result row, when rows are captured."""
+
+
+StatementListener = Callable[[str, Verdict, tuple[Parameter, ...] | None, str | None], None]
+
+
+@dataclass(slots=True)
+class PreparedStatement:
+    sql: str
+    verdict: Verdict
+    allowed: bool  # runs without a decision under the policy alone
+    num_params: int = 0
+    types: tuple[int, ...] | None = None  # the last bound types, for executes that omit them
+    long_data: dict[int, bytearray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """What an approver sees of a COM_STMT_EXECUTE, and the key a retry must match."""
+
+    sql: str
+    verdict: Verdict
+    parameters: tuple[Parameter, ...]
+    key: str
+
+
+class MySqlGate:
+    """The policy's view per session: verdicts of prepared statements, the session grant."""
+
+    def __init__(
+        self, classifier: CachedClassifier, policy: EffectivePolicy, clock: Callable[[], float]
+    ) -> None:
+        self.classifier = classifier
+        self.policy = policy
+        self.clock = clock
+        self.statements: dict[int, PreparedStatement] = {}
+        self.session_grant_until = 0.0
+        self._allow = {
+            cls: policy.action_for(cls.value) is RuleAction.ALLOW for cls in StatementClass
+        }
+        # A KILL is carried out by the session (never forwarded as it is), so a rule that
+        # allows admin statements still sends every admin statement to the slow path.
+        self._allow[StatementClass.ADMIN] = False
+
+    def allowed(self, verdict: Verdict) -> bool:
+        if self._allow[verdict.statement_class]:
+            return True
+        return self.needs_approval(verdict) and self.clock() < self.session_grant_until
+
+    def class_admits(self, verdict: Verdict) -> bool:
+        """Runs on the hot path under the policy alone (admin never: see __init__)."""
+        return self._allow[verdict.statement_class]
+
+    def class_allowed(self, verdict: Verdict) -> bool:
+        return self.policy.action_for(verdict.statement_class.value) is RuleAction.ALLOW
+
+    def needs_approval(self, verdict: Verdict) -> bool:
+        return self.policy.action_for(verdict.statement_class.value) is RuleAction.APPROVE
+
+    def execution(self, payload: bytes) -> Execution:
+        """Decode a COM_STMT_EXECUTE for the approver (slow path only)."""
+        statement_id = int.from_bytes(payload[1:5], "little")
+        statement = self.statements.get(statement_id)
+        if statement is None:
+            return Execution(f"(statement {statement_id})", UNPREPARED, (), _digest(payload))
+        execute = parse_stmt_execute(payload, statement.num_params, statement.types)
+        if execute.new_params_bound:
+            statement.types = execute.types
+        values: list[object] = list(execute.values)
+        for index, data in statement.long_data.items():
+            if 0 <= index < len(values):
+                values[index] = bytes(data)
+        parameters = tuple(
+            _parameter(execute.types[i] if i < len(execute.types) else None, value)
+            for i, value in enumerate(values)
+        )
+        key = _digest(
+            repr([(p.type, p.value, p.format) for p in parameters]).encode(errors="replace")
+        )
+        return Execution(statement.sql, statement.verdict, parameters, key)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parameters_key(parameters: tuple[Parameter, ...]) -> str:
+    return _digest(repr([(p.type, p.value, p.format) for p in parameters]).encode())
+
+
+_TYPE_NAMES = {
+    0x00: "decimal",
+    0x01: "tiny",
+    0x02: "short",
+    0x03: "long",
+    0x04: "float",
+    0x05: "double",
+    0x06: "null",
+    0x07: "timestamp",
+    0x08: "longlong",
+    0x09: "int24",
+    0x0A: "date",
+    0x0B: "time",
+    0x0C: "datetime",
+    0x0D: "year",
+    0x0F: "varchar",
+    0x10: "bit",
+    0xF5: "json",
+    0xF6: "newdecimal",
+    0xF7: "enum",
+    0xF8: "set",
+    0xF9: "tiny_blob",
+    0xFA: "medium_blob",
+    0xFB: "long_blob",
+    0xFC: "blob",
+    0xFD: "var_string",
+    0xFE: "string",
+}
+
+
+def _parameter(type_code: int | None, value: object) -> Parameter:
+    name = "unknown" if type_code is None else _TYPE_NAMES.get(type_code & 0xFF, "unknown")
+    if type_code is not None and type_code & 0x8000:
+        name = f"unsigned {name}"
+    if value is None:
+        return Parameter(name, None)
+    if isinstance(value, bytes):
+        try:
+            return Parameter(name, value.decode())
+        except UnicodeDecodeError:
+            return Parameter(name, value.hex(), "hex")
+    return Parameter(name, str(value))
+
+
+def error_packet(error: AirlockError, sequence_id: int) -> bytes:
+    """The one place an AirlockError becomes a MySQL ERR packet."""
+    message = error.message
+    if error.detail:
+        message += f" ({error.detail})"
+    if error.hint:
+        message += f"; {error.hint}"
+    payload = ErrPacket(error.mysql_errno, error.mysql_sqlstate, message).build()
+    return frame(payload, sequence_id)
+
+
+class MySqlRelay:
+    def __init__(
+        self,
+        *,
+        capabilities: int,
+        gate: MySqlGate,
+        max_packet_bytes: int,
+        results: ResultListener | None = None,
+        capture_rows: bool = False,
+        encoding: str = "utf-8",
+    ) -> None:
+        self.capabilities = capabilities
+        self.encoding = encoding  # how statement text is decoded (the client's charset)
+        self.gate = gate
+        self.results = results
+        self._capture = capture_rows and results is not None
+        #: Told of every statement the relay admits on its own: sql, verdict, parameters.
+        self.on_statement: StatementListener | None = None
+        self._client = PacketReader(max_packet_bytes)
+        self._server = PacketReader(max_packet_bytes)
+        self._queue: deque[Packet] = deque()
+        self._answering: ResponseTracker | None = None
+        self._answered = 0  # the command of the answer being relayed (or last relayed)
+        #: The command the client waits on the decision for.
+        self.held: HoldCommand | None = None
+        self._preparing: tuple[str, Verdict] | None = None
+        self.multi_statements = bool(capabilities & Capability.MULTI_STATEMENTS)
+        self.terminated = False  # the client sent COM_QUIT
+
+    @property
+    def busy(self) -> bool:
+        """A command is with the server (its answer has not ended)."""
+        return self._answering is not None
+
+    # --- client to server
+
+    def client_data(self, raw: bytes) -> list[Action]:
+        packets = self._client.feed(raw)
+        if not packets:
+            return []
+        if (
+            len(packets) == 1
+            and not self._queue
+            and self._answering is None
+            and self.held is None
+            and packets[0].sequence_id == 0
+        ):
+            action = self._command(packets[0])  # the hot path: one command, nothing pending
+            return [action] if action is not None else []
+        self._queue.extend(packets)
+        return self._pump()
+
+    def _pump(self) -> list[Action]:
+        actions: list[Action] = []
+        while self._queue and self._answering is None and self.held is None:
+            packet = self._queue.popleft()
+            if packet.sequence_id != 0:
+                return [EndSession(
+                    "client protocol error",
+                    ProtocolViolation("a packet that is not a command, out of turn"),
+                )]  # fmt: skip
+            action = self._command(packet)
+            if action is not None:
+                actions.append(action)
+                if isinstance(action, EndSession):
+                    break
+        return actions
+
+    def _command(self, packet: Packet) -> Action | None:
+        """Forward, hold or refuse one command (None: nothing to send now)."""
+        payload = packet.payload
+        command = payload[0] if payload else -1
+        gate = self.gate
+        if command == _QUERY:
+            sql = _text(payload, self.encoding)
+            if sql is not None:
+                verdict = gate.classifier.lookup(sql)
+                if verdict is not None and gate.allowed(verdict):
+                    if self.on_statement is not None:
+                        self.on_statement(sql, verdict, None, None)
+                    return self._forward(packet, command)
+            return self._hold(packet, command, sql)
+        if command == _EXECUTE:
+            statement = gate.statements.get(int.from_bytes(payload[1:5], "little"))
+            if statement is not None and (statement.allowed or gate.allowed(statement.verdict)):
+                if self.on_statement is not None:
+                    run = gate.execution(payload) if self.results is not None else None
+                    parameters = run.parameters if run is not None else None
+                    self.on_statement(statement.sql, statement.verdict, parameters, None)
+                return self._forward(packet, command)
+            return self._hold(packet, command, None)
+        if command == _PREPARE:
+            sql = _text(payload, self.encoding)
+            verdict = gate.classifier.lookup(sql) if sql is not None else None
+            if sql is None or verdict is None:
+                return self._hold(packet, command, sql)  # classified off the hot path
+            self._preparing = (sql, verdict)
+            return self._forward(packet, command)
+        if command == Command.STMT_SEND_LONG_DATA:
+            statement_id, parameter, data = parse_send_long_data(payload)
+            statement = gate.statements.get(statement_id)
+            if statement is not None:
+                statement.long_data.setdefault(parameter, bytearray()).extend(data)
+            return SendToServer(packet.raw)
+        if command == Command.STMT_CLOSE:
+            gate.statements.pop(int.from_bytes(payload[1:5], "little"), None)
+            return SendToServer(packet.raw)
+        if command == Command.QUIT:
+            self.terminated = True
+            return SendToServer(packet.raw)
+        if command in _HARMLESS:
+            if command == Command.STMT_RESET:
+                statement = gate.statements.get(int.from_bytes(payload[1:5], "little"))
+                if statement is not None:
+                    statement.long_data.clear()
+            elif command == Command.RESET_CONNECTION:
+                gate.statements.clear()
+                self.multi_statements = bool(self.capabilities & Capability.MULTI_STATEMENTS)
+            elif command == Command.SET_OPTION:
+                self.multi_statements = payload[1:3] == b"\0\0"  # MYSQL_OPTION_MULTI_STATEMENTS_ON
+            return self._forward(packet, command)
+        if command == Command.PROCESS_KILL:
+            return self._hold(packet, command, None)
+        if command == Command.CHANGE_USER:
+            return EndSession(
+                "client sent COM_CHANGE_USER",
+                FeatureNotSupported(
+                    "changing the user is not supported through the gateway; "
+                    "connect again with the other identity's token"
+                ),
+            )
+        name = Command(command).name if command in Command._value2member_map_ else command
+        return SendToClient(
+            error_packet(
+                FeatureNotSupported(f"command {name} is not allowed through the gateway"),
+                packet.last_sequence_id + 1,
+            )
+        )
+
+    def _forward(self, packet: Packet, command: int) -> SendToServer:
+        if expects_response(command):
+            self._answered = command
+            self._answering = ResponseTracker(
+                command, self.capabilities, on_row=self._row if self._capture else None
+            )
+        return SendToServer(packet.raw)
+
+    def _hold(self, packet: Packet, command: int, sql: str | None) -> HoldCommand:
+        self.held = HoldCommand(packet, command, sql)
+        return self.held
+
+    def release(
+        self,
+        *,
+        forward: bool,
+        error: AirlockError | None = None,
+        reply: bytes | None = None,
+        prepared: tuple[str, Verdict] | None = None,
+    ) -> list[Action]:
+        """Decide the held command: forward it (a COM_STMT_PREPARE with its `prepared`
+        text and verdict), refuse it with `error`, or answer it with `reply` (an OK
+        packet's payload, for a KILL the session carried out)."""
+        held = self.held
+        if held is None:
+            raise RuntimeError("no command is held")
+        self.held = None
+        actions: list[Action] = []
+        if forward:
+            self._preparing = prepared
+            actions.append(self._forward(held.packet, held.command))
+        elif reply is not None:
+            actions.append(SendToClient(frame(reply, held.packet.last_sequence_id + 1)))
+        else:
+            assert error is not None
+            actions.append(SendToClient(error_packet(error, held.packet.last_sequence_id + 1)))
+        actions.extend(self._pump())
+        return actions
+
+    # --- server to client
+
+    def server_data(self, raw: bytes) -> tuple[bytes, list[Action]]:
+        """Server bytes in; the bytes to relay to the client, and what the relay must do
+        next (commands that waited for this answer). Raises ProtocolViolation when the
+        server is out of step, or does what would desync the lexer."""
+        packets = self._server.feed(raw)
+        if not packets:
+            return b"", []
+        tracker = self._answering
+        if tracker is None:
+            raise ProtocolViolation("the server sent a packet when no command was pending")
+        done = False
+        out: list[bytes] = []
+        for packet in packets:
+            if done:
+                raise ProtocolViolation("the server sent more than its answer")
+            out.append(packet.raw)
+            done = tracker.feed(packet.payload)
+            if tracker.local_infile:
+                raise ProtocolViolation("the server asked for a LOCAL INFILE file")
+        if not done:
+            return b"".join(out) if len(out) > 1 else out[0], []
+        self._answering = None
+        self._finished(tracker)
+        relayed = b"".join(out) if len(out) > 1 else out[0]
+        return relayed, (self._pump() if self._queue else [])
+
+    def _finished(self, tracker: ResponseTracker) -> None:
+        if tracker.status_flags & _NO_BACKSLASH_ESCAPES:
+            raise ProtocolViolation(
+                "the session turned NO_BACKSLASH_ESCAPES on, which the gateway cannot follow"
+            )
+        command = self._answered
+        if command == _PREPARE:
+            preparing, self._preparing = self._preparing, None
+            ok = tracker.prepare_ok
+            if ok is not None and preparing is not None:
+                sql, verdict = preparing
+                self.gate.statements[ok.statement_id] = PreparedStatement(
+                    sql, verdict, self.gate.class_admits(verdict), ok.num_params
+                )
+            return
+        if self.results is not None and command in (_QUERY, _EXECUTE):
+            self.results.result(tracker)
+
+    def _row(self, payload: bytes) -> None:
+        assert self.results is not None
+        self.results.row(payload)
+
+
+def _text(payload: bytes, encoding: str) -> str | None:
+    try:
+        return payload[1:].decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def is_kill(verdict: Verdict) -> bool:
+    """The statement (or one of several) is a KILL."""
+    return any(reason.endswith(KILL_REASON) for reason in verdict.reasons)

@@ -1,0 +1,704 @@
+"""The MySQL listener: login, upstream connection, relay, KILL, session_ttl.
+
+Each client connection is one `MySqlSession`. The gateway greets the client
+with its own handshake (its own scramble and connection id) and gets the
+agent's JWT as a cleartext password: through caching_sha2_password full
+authentication over TLS, or by switching to mysql_clear_password (which
+clients opt in to). It then logs in to the target's upstream with the
+configured credentials and the capabilities the client agreed to, so both
+legs speak the same command phase and packets are relayed verbatim through
+the sans-I/O `MySqlRelay`.
+
+Connection ids are the gateway's. `KILL [QUERY] id` and COM_PROCESS_KILL are
+carried out by the gateway for the agent's own sessions only: a KILL QUERY of a
+held statement withdraws its approval request; of a running one, the gateway
+kills the upstream thread on a connection of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from policy.classify import LEXER_REASON, StatementClass, Verdict
+from policy.rules import effective_policy
+from protocols.errors import (
+    AirlockError,
+    AuthenticationFailed,
+    AuthorizationDenied,
+    FeatureNotSupported,
+    GatewayShuttingDown,
+    InsecureTransport,
+    ProtocolViolation,
+    SessionExpired,
+    StatementDenied,
+    UnknownSession,
+    UnknownTarget,
+    UpstreamUnavailable,
+)
+from protocols.mysql import auth
+from protocols.mysql.messages import (
+    CHARSET_NAMES,
+    SAFE_CHARSETS,
+    AuthMoreData,
+    AuthSwitchRequest,
+    Capability,
+    Command,
+    HandshakeResponse41,
+    HandshakeV10,
+    OkPacket,
+    ServerStatus,
+    is_ssl_request,
+)
+from protocols.mysql.packets import frame
+from protocols.mysql.responses import ResponseTracker
+from proxy.addresses import is_loopback
+from proxy.approvals import ApprovalHub
+from proxy.channel import Channel, ConnectionClosed
+from proxy.classifying import Classifiers
+from proxy.config import Settings
+from proxy.gated_session import GatedSession
+from proxy.mysql_relay import (
+    Action,
+    EndSession,
+    HoldCommand,
+    Kill,
+    MySqlGate,
+    MySqlRelay,
+    SendToClient,
+    SendToServer,
+    error_packet,
+    is_kill,
+    parameters_key,
+    parse_kill,
+)
+from proxy.mysql_upstream import PacketStream, connect_upstream, kill_query
+from proxy.oidc import OidcVerifier
+from proxy.pg_server import TokenVerifier
+from proxy.store import Parameter
+from proxy.transcript import Recorder
+
+log = logging.getLogger("airlock.mysql")
+
+LOGIN_TIMEOUT_S = 60.0
+CLOSE_TIMEOUT_S = 2.0
+#: What the gateway says it is, before it knows the target. Clients pick features by
+#: the version: an 8.0 would make mysql-connector ask for utf8mb4_0900_ai_ci, which
+#: MariaDB lacks; 5.7 gets what both MariaDB and MySQL 8 understand (utf8mb4_general_ci).
+SERVER_VERSION = "5.7.99-airlock"
+#: utf8mb4_general_ci: the character set the gateway greets with.
+GREETING_CHARSET = 45
+#: What the gateway offers clients. Left out: LOCAL_FILES (a server could ask for any
+#: client file), COMPRESS and ZSTD (not implemented), QUERY_ATTRIBUTES (it moves the
+#: statement text), SESSION_TRACK and OPTIONAL_RESULTSET_METADATA (other packet
+#: layouts), IGNORE_SPACE (it changes how function names lex), NO_SCHEMA.
+ADVERTISED = (
+    Capability.LONG_PASSWORD
+    | Capability.FOUND_ROWS
+    | Capability.LONG_FLAG
+    | Capability.CONNECT_WITH_DB
+    | Capability.ODBC
+    | Capability.PROTOCOL_41
+    | Capability.INTERACTIVE
+    | Capability.IGNORE_SIGPIPE
+    | Capability.TRANSACTIONS
+    | Capability.RESERVED
+    | Capability.SECURE_CONNECTION
+    | Capability.MULTI_STATEMENTS
+    | Capability.MULTI_RESULTS
+    | Capability.PS_MULTI_RESULTS
+    | Capability.PLUGIN_AUTH
+    | Capability.CONNECT_ATTRS
+    | Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | Capability.DEPRECATE_EOF
+)
+#: Python codecs for the safe character sets (how statement text is decoded).
+_ENCODINGS = {"latin1": "latin-1", "ascii": "ascii"}
+_MAX_TOKEN_PACKET = 64 * 1024
+
+
+class MySqlListener:
+    def __init__(
+        self,
+        settings: Settings,
+        verifier: TokenVerifier | OidcVerifier,
+        tls_context: ssl.SSLContext | None,
+        *,
+        hub: ApprovalHub,
+        classifiers: Classifiers,
+        recorder: Recorder | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.tls_context = tls_context
+        self.hub = hub
+        self.classifiers = classifiers
+        self.recorder = recorder
+        self.clock = clock
+        self.sessions: set[MySqlSession] = set()
+        #: Sessions by the connection id the gateway gave their client (for KILL).
+        self.connections: dict[int, MySqlSession] = {}
+        self.statements = 0
+        self.channels: set[Channel] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._accept, host, port, reuse_address=True)
+        return self._server
+
+    def _accept(self) -> Channel:
+        return Channel(on_connection_made=self._connected, registry=self.channels)
+
+    def new_channel(self) -> Channel:
+        return Channel(registry=self.channels)
+
+    def _connected(self, channel: Channel) -> None:
+        self.spawn(self._handle(channel))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def new_connection_id(self) -> int:
+        while True:
+            connection_id = secrets.randbits(31) or 1
+            if connection_id not in self.connections:
+                return connection_id
+
+    async def _handle(self, channel: Channel) -> None:
+        session = MySqlSession(self, channel)
+        try:
+            await session.run()
+        except Exception:
+            log.exception("session %s failed", session.id)
+            session.end("internal error", AirlockError("internal gateway error"))
+        finally:
+            session.end(
+                "gateway shutting down", GatewayShuttingDown("the gateway is shutting down")
+            )
+            await session.client_side.wait_closed(CLOSE_TIMEOUT_S)
+            if session.server_side is not None:
+                await session.server_side.wait_closed(CLOSE_TIMEOUT_S)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.sessions):
+            session.end(
+                "gateway shutting down", GatewayShuttingDown("the gateway is shutting down")
+            )
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
+        await asyncio.gather(*(c.wait_closed(CLOSE_TIMEOUT_S) for c in list(self.channels)))
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class MySqlSession(GatedSession):
+    protocol = "mysql"
+    listener: MySqlListener
+
+    def __init__(self, listener: MySqlListener, client_side: Channel) -> None:
+        super().__init__(listener)
+        self.client_side = client_side
+        self.server_side: Channel | None = None
+        self._upstream: Channel
+        self.connection_id = listener.new_connection_id()
+        self.upstream_thread_id = 0
+        self.relay: MySqlRelay | None = None
+        self.gate: MySqlGate | None = None
+        self.ended = False
+        self._done: asyncio.Future[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._deciding: asyncio.Task[None] | None = None
+        self._login_sequence = 0  # the sequence id of the next packet to the client in login
+        self._rows: list[bytes] = []
+        self._row_bytes_left = 0
+        self._rows_cut = False
+
+    # --- lifecycle
+
+    async def run(self) -> None:
+        self._done = asyncio.get_running_loop().create_future()
+        self.client_address = self.client_side.remote_address
+        self.listener.connections[self.connection_id] = self
+        try:
+            async with asyncio.timeout(LOGIN_TIMEOUT_S):
+                await self._login()
+        except AirlockError as error:
+            log.info(
+                "login refused for %s: %s%s",
+                self.client_address,
+                error.message,
+                f" ({error.log_detail})" if error.log_detail else "",
+            )
+            self.end(f"login refused: {error.message}", error)
+            return
+        except TimeoutError:
+            self.end("login timed out", ProtocolViolation("login not completed in time"))
+            return
+        except ConnectionClosed:
+            self.end("client closed during login")
+            return
+        await self._done
+
+    def end(
+        self, reason: str, error: AirlockError | None = None, *, cancel_running: bool = False
+    ) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+        listener = self.listener
+        listener.connections.pop(self.connection_id, None)
+        listener.sessions.discard(self)
+        relay = self.relay
+        if cancel_running and relay is not None and relay.busy and self.target is not None:
+            listener.spawn(
+                kill_query(self.target.upstream, self.upstream_thread_id, connection=False)
+            )
+        self.seal(reason, error)
+        if self._deciding is not None:
+            self._deciding.cancel()
+        self.sessions_gone()
+        if error is not None and not self.client_side.closed:
+            sequence = self._error_sequence()
+            if sequence is not None:
+                self.client_side.write(error_packet(error, sequence))
+        self.client_side.close()
+        if self.server_side is not None:
+            if not self.server_side.closed and not (relay is not None and relay.terminated):
+                self.server_side.write(frame(bytes([Command.QUIT]), 0))
+            self.server_side.close()
+        if self.identity is not None:
+            log.info("session %s ended: %s", self.id, reason)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def _error_sequence(self) -> int | None:
+        """The sequence id an ERR to the client must carry now; None when the client is
+        in the middle of a server answer (it only gets the close)."""
+        relay = self.relay
+        if relay is None:
+            return self._login_sequence
+        if relay.held is not None:
+            return (relay.held.packet.last_sequence_id + 1) & 0xFF
+        if relay.busy:
+            return None
+        return 1  # read as the answer to the client's next command
+
+    # --- login
+
+    async def _login(self) -> None:
+        listener, settings = self.listener, self.listener.settings
+        client = self.client_side
+        nonce = auth.new_nonce()
+        offered = ADVERTISED | (Capability.SSL if listener.tls_context is not None else 0)
+        greeting = HandshakeV10(
+            protocol_version=10,
+            server_version=SERVER_VERSION,
+            connection_id=self.connection_id,
+            auth_data=nonce,
+            capabilities=int(offered),
+            character_set=GREETING_CHARSET,
+            status_flags=int(ServerStatus.AUTOCOMMIT),
+            auth_plugin_name="caching_sha2_password",
+        )
+        client.write(frame(greeting.build(), 0))
+        stream = PacketStream(client, _MAX_TOKEN_PACKET)
+        packet = await stream.packet()
+        self._login_sequence = (packet.last_sequence_id + 1) & 0xFF
+        if is_ssl_request(packet.payload):
+            if listener.tls_context is None:
+                raise ProtocolViolation("TLS requested, but the gateway offered none")
+            if stream.has_unread:
+                raise ProtocolViolation("data received before the TLS handshake")
+            await client.start_tls(listener.tls_context, server_side=True)
+            packet = await stream.packet()
+            self._login_sequence = (packet.last_sequence_id + 1) & 0xFF
+        response = HandshakeResponse41.parse(packet.payload)
+        capabilities = response.capabilities & int(offered)
+        if not capabilities & Capability.PROTOCOL_41:
+            raise FeatureNotSupported("the gateway speaks only protocol 4.1 with clients")
+        tls = client.is_tls
+        if not tls and not (
+            settings.allow_insecure_loopback
+            and self.client_address is not None
+            and is_loopback(self.client_address[0])
+        ):
+            raise InsecureTransport(
+                "the gateway accepts tokens only over TLS",
+                hint="connect with TLS (e.g. --ssl-mode=REQUIRED, or ssl= in the driver)",
+            )
+        charset = CHARSET_NAMES.get(response.character_set)
+        if charset not in SAFE_CHARSETS:
+            raise FeatureNotSupported(
+                f"character set {charset or response.character_set} is not supported "
+                "through the gateway",
+                hint="use utf8mb4",
+            )
+        token = await self._read_token(stream, response, tls)
+        self.identity = await listener.verifier.verify(token)
+        database = response.database or ""
+        target = settings.targets.get(database)
+        if target is None or target.protocol != "mysql":
+            raise UnknownTarget(
+                f'no MySQL target named "{database}"'
+                if database
+                else "no target named: set the database to the target's name"
+            )
+        self.target = target
+        self.policy = effective_policy(settings.rules, self.identity.groups, target.name)
+        if self.policy is None:
+            raise AuthorizationDenied(
+                f'no rule lets "{self.identity.subject}" reach target "{target.name}"',
+                detail=f"groups: {', '.join(sorted(self.identity.groups)) or '(none)'}",
+            )
+        if listener.recorder is not None:
+            self.open_recording(
+                tls,
+                {
+                    "connection_id": self.connection_id,
+                    "program_name": response.connect_attributes.get("program_name"),
+                    "client_name": response.connect_attributes.get("_client_name"),
+                },
+            )
+        upstream = await connect_upstream(
+            target.upstream,
+            capabilities=capabilities,
+            character_set=response.character_set,
+            channel_factory=listener.new_channel,
+        )
+        self.server_side = upstream.channel
+        self.upstream_thread_id = upstream.handshake.connection_id
+        ok = OkPacket(
+            affected_rows=0, last_insert_id=0, status_flags=upstream.status_flags, warnings=0
+        )
+        client.write(frame(ok.build(capabilities), self._login_sequence))
+        log.info(
+            "session %s: %s (%s) -> %s from %s, tls=%s",
+            self.id,
+            self.identity.subject,
+            ",".join(sorted(self.identity.groups)),
+            target.name,
+            self.client_address,
+            tls,
+        )
+        self._start_relay(capabilities, _ENCODINGS.get(charset or "", "utf-8"), upstream.leftover)
+
+    async def _read_token(
+        self, stream: PacketStream, response: HandshakeResponse41, tls: bool
+    ) -> str:
+        """The JWT, as the client sends its password in cleartext: at once under
+        mysql_clear_password, after a caching_sha2_password request for full
+        authentication over TLS, else after a switch to mysql_clear_password."""
+        client = self.client_side
+        if response.auth_plugin_name == "mysql_clear_password":
+            password = response.auth_response
+        else:
+            if tls and response.auth_plugin_name == "caching_sha2_password":
+                ask = AuthMoreData(auth.PERFORM_FULL_AUTH).build()
+            else:
+                ask = AuthSwitchRequest("mysql_clear_password", b"").build()
+            client.write(frame(ask, self._login_sequence))
+            answer = await stream.packet()
+            self._login_sequence = (answer.last_sequence_id + 1) & 0xFF
+            password = answer.payload
+            if stream.has_unread:
+                raise ProtocolViolation("client sent packets before authentication completed")
+        try:
+            token = password.rstrip(b"\0").decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise AuthenticationFailed("the password is not a token") from None
+        if not token:
+            raise AuthenticationFailed(
+                "no token: send the OIDC token as the password",
+                hint="mysql clients: --enable-cleartext-plugin, or TLS",
+            )
+        return token
+
+    # --- relay
+
+    def _start_relay(self, capabilities: int, encoding: str, leftover: bytes) -> None:
+        assert self.policy is not None
+        assert self.identity is not None
+        assert self.server_side is not None
+        listener = self.listener
+        settings = listener.settings
+        self.gate = MySqlGate(listener.classifiers.cached("mysql"), self.policy, listener.clock)
+        recording = self.recording is not None
+        self.relay = MySqlRelay(
+            capabilities=capabilities,
+            gate=self.gate,
+            max_packet_bytes=settings.max_message_bytes,
+            results=self if recording else None,
+            capture_rows=recording and settings.recording.capture_rows,
+            encoding=encoding,
+        )
+        if recording:
+            self.relay.on_statement = self._statement_ran
+            self._row_bytes_left = settings.recording.max_row_bytes
+        listener.sessions.add(self)
+        loop = asyncio.get_running_loop()
+        ttl_s = self.policy.session_ttl_s
+        token_left_s = self.identity.expires_at - listener.clock()
+        if token_left_s < ttl_s:
+            self._deadline = loop.call_later(
+                max(token_left_s, 0.0), self._expire, "the token expired"
+            )
+        else:
+            self._deadline = loop.call_later(ttl_s, self._expire, "session_ttl reached")
+        client_side, server_side = self.client_side, self.server_side
+        self._upstream = server_side
+        client_side.peer, server_side.peer = server_side, client_side
+        server_side.start_relay(self._server_data, self._server_closed)
+        if leftover:
+            self._server_data(leftover)
+        client_side.start_relay(self._client_data, self._client_closed)
+
+    def _client_data(self, raw: bytes) -> None:
+        relay = self.relay
+        assert relay is not None
+        try:
+            actions = relay.client_data(raw)
+        except AirlockError as error:
+            self.end(f"client protocol error: {error.message}", error)
+            return
+        if len(actions) == 1 and type(actions[0]) is SendToServer:
+            self._upstream.write(actions[0].raw)  # the hot path
+            return
+        self._apply(actions)
+
+    def _server_data(self, raw: bytes) -> None:
+        relay = self.relay
+        assert relay is not None
+        try:
+            to_client, actions = relay.server_data(raw)
+        except AirlockError as error:
+            log.warning("session %s: upstream protocol error: %s", self.id, error.message)
+            self.end(f"upstream protocol error: {error.message}", error)
+            return
+        if to_client:
+            self.client_side.write(to_client)
+        if actions:
+            self._apply(actions)
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendToServer):
+                self._upstream.write(action.raw)
+            elif isinstance(action, SendToClient):
+                self.client_side.write(action.raw)
+            elif isinstance(action, HoldCommand):
+                self.client_side.pause_reading("command held")
+                self._deciding = asyncio.get_running_loop().create_task(self._decide(action))
+            elif isinstance(action, EndSession):
+                self.end(action.reason, action.error)
+                return
+
+    # --- transcript hooks (ResultListener)
+
+    def _statement_ran(
+        self,
+        sql: str,
+        verdict: Verdict,
+        parameters: tuple[Parameter, ...] | None,
+        decision: str | None,
+    ) -> None:
+        self.count_statement()
+        if self.recording is None:
+            return
+        if decision is None:
+            assert self.gate is not None
+            decision = "allow" if self.gate.class_allowed(verdict) else "approved for the session"
+        data: dict[str, Any] = {
+            "sql": sql,
+            "class": verdict.statement_class.value,
+            "decision": decision,
+        }
+        if decision != "allow":
+            data["reasons"] = list(verdict.reasons)
+        if parameters is not None:
+            data["params"] = [p.to_json() for p in parameters]
+        self.recording.event("statement", data)
+
+    def result(self, tracker: ResponseTracker) -> None:
+        if self.recording is None:
+            return
+        data: dict[str, Any]
+        if tracker.error is not None:
+            error = tracker.error
+            data = {
+                "error": {"errno": error.code, "sqlstate": error.sqlstate, "message": error.message}
+            }
+        elif tracker.result_sets:
+            data = {"tag": "SELECT", "rows": tracker.rows}
+            if tracker.result_sets > 1:
+                data["result_sets"] = tracker.result_sets
+        else:
+            ok = tracker.ok
+            affected = ok.affected_rows if ok is not None else 0
+            data = {"tag": f"OK, {affected} row{'' if affected == 1 else 's'} affected"}
+            if ok is not None and ok.last_insert_id:
+                data["last_insert_id"] = ok.last_insert_id
+        if self._rows or self._rows_cut:
+            data["row_data"], self._rows = self._rows, []
+            if self._rows_cut:
+                data["rows_cut"] = True
+                self._rows_cut = False
+        self.recording.event("result", data)
+
+    def row(self, payload: bytes) -> None:
+        if len(payload) > self._row_bytes_left:
+            self._row_bytes_left = 0
+            self._rows_cut = True
+            return
+        self._row_bytes_left -= len(payload)
+        self._rows.append(payload)
+
+    # --- decisions on held commands
+
+    async def _decide(self, held: HoldCommand) -> None:
+        try:
+            actions = await self._decision(held)
+        except AirlockError as error:
+            self.end(f"client protocol error: {error.message}", error)
+            return
+        except Exception:
+            log.exception("session %s: deciding a held command failed", self.id)
+            self.end("internal error", AirlockError("internal gateway error"))
+            return
+        self._deciding = None
+        if self.ended:
+            return
+        self._apply(actions)
+        relay = self.relay
+        if relay is not None and relay.held is None and not self.ended:
+            self.client_side.resume_reading("command held")
+
+    async def _decision(self, held: HoldCommand) -> list[Action]:
+        relay, gate = self.relay, self.gate
+        assert relay is not None
+        assert gate is not None
+        payload = held.packet.payload
+        if held.command == Command.STMT_PREPARE:
+            verdict = await self._classify(held.sql)
+            return relay.release(forward=True, prepared=(held.sql or "", verdict))
+        if held.command == Command.PROCESS_KILL:
+            if len(payload) < 5:
+                raise ProtocolViolation("COM_PROCESS_KILL without a connection id")
+            process = Kill(int.from_bytes(payload[1:5], "little"), query_only=False)
+            return await self._carry_out(process, f"COM_PROCESS_KILL {process.connection_id}")
+        if held.command == Command.QUERY:
+            sql = held.sql
+            verdict = await self._classify(sql)
+            if sql is not None and is_kill(verdict):
+                kill = parse_kill(sql)
+                if kill is not None:
+                    return await self._carry_out(kill, sql)
+                refusal: AirlockError | None = StatementDenied(
+                    "KILL goes through the gateway only as KILL [QUERY | CONNECTION] id, "
+                    "alone in its statement"
+                )
+                self._statement_ran(sql, verdict, None, "deny")
+                return relay.release(forward=False, error=refusal)
+            text = sql if sql is not None else payload[1:].hex()
+            refusal, decision = await self._judge(text, verdict, (), parameters_key(()))
+            self._statement_ran(text, verdict, None, decision)
+            return relay.release(forward=refusal is None, error=refusal)
+        if held.command == Command.STMT_EXECUTE:
+            run = gate.execution(payload)
+            refusal, decision = await self._judge(run.sql, run.verdict, run.parameters, run.key)
+            self._statement_ran(run.sql, run.verdict, run.parameters, decision)
+            return relay.release(forward=refusal is None, error=refusal)
+        raise ProtocolViolation(f"unexpected held command {held.command}")
+
+    async def _judge(
+        self, sql: str, verdict: Verdict, parameters: tuple[Parameter, ...], key: str
+    ) -> tuple[AirlockError | None, str]:
+        if any(reason.endswith(LEXER_REASON) for reason in verdict.reasons):
+            # No approval makes this safe: the gateway would misread every later statement.
+            return StatementDenied(
+                "statements that change the character set or sql_mode this way are not "
+                "allowed through the gateway",
+                detail="; ".join(verdict.reasons),
+            ), "deny"
+        assert self.gate is not None
+        return await self.gatekeep(self.gate, sql, verdict, parameters, key)
+
+    async def _classify(self, sql: str | None) -> Verdict:
+        if sql is None:
+            return Verdict(
+                StatementClass.UNKNOWN,
+                ("the statement is not valid text in the connection's character set",),
+            )
+        return await self.listener.classifiers.classify(sql, "mysql")
+
+    async def _carry_out(self, kill: Kill, sql: str) -> list[Action]:
+        """KILL for one of the agent's own sessions (this one included)."""
+        relay = self.relay
+        assert relay is not None
+        assert self.identity is not None
+        target = self.listener.connections.get(kill.connection_id)
+        if (
+            target is None
+            or target.identity is None
+            or target.identity.subject != self.identity.subject
+            or target.target != self.target
+        ):
+            self._kill_recorded(sql, "deny: not one of the agent's sessions")
+            return relay.release(
+                forward=False, error=UnknownSession(f"Unknown thread id: {kill.connection_id}")
+            )
+        reason = f"KILL from session {self.id}"
+        if kill.query_only:
+            withdrawn = target.withdraw_waiting(f"withdrawn by KILL QUERY ({reason})")
+            running = target.relay is not None and target.relay.busy
+            if not withdrawn and running and target.target is not None:
+                self.listener.spawn(
+                    kill_query(target.target.upstream, target.upstream_thread_id, connection=False)
+                )
+        elif target is not self:
+            target.end(f"killed ({reason})", SessionExpired("Connection was killed"),
+                       cancel_running=True)  # fmt: skip
+        self._kill_recorded(sql, "carried out by the gateway")
+        if target is self and not kill.query_only:
+            return [EndSession("the client killed its own connection",
+                               SessionExpired("Connection was killed"))]  # fmt: skip
+        ok = OkPacket(affected_rows=0, last_insert_id=0, status_flags=0, warnings=0)
+        return relay.release(forward=False, reply=ok.build(relay.capabilities))
+
+    def _kill_recorded(self, sql: str, decision: str) -> None:
+        verdict = Verdict(StatementClass.ADMIN, ("KILL of a gateway session",))
+        self._statement_ran(sql, verdict, None, decision)
+
+    # --- ends
+
+    def _client_closed(self, exc: BaseException | None) -> None:
+        self.end(
+            "client closed the connection" if exc is None else f"client connection lost: {exc}",
+            cancel_running=True,
+        )
+
+    def _server_closed(self, exc: BaseException | None) -> None:
+        relay = self.relay
+        quiet = relay is not None and relay.terminated
+        self.end(
+            "upstream closed the connection",
+            None if quiet else UpstreamUnavailable("the upstream server closed the connection"),
+        )
+
+    def _expire(self, reason: str) -> None:
+        self.end(reason, SessionExpired(f"session ended by the gateway: {reason}"))

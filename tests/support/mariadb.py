@@ -1,0 +1,114 @@
+"""The local MariaDB (127.0.0.1:3306, root with an empty password) for integration tests.
+
+Each run makes a service account of its own (what the gateway logs in as, with
+mysql_native_password and a random password) and each test a throwaway
+database that only that account may use; both are dropped afterwards. A
+MariaDB that does not answer fails the tests that need it: it is part of the
+machine, and a skip would count as a pass.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from tests.support.gateway import RunningGateway, gateway_document, start_gateway
+from tests.support.issuer import TestIssuer
+
+HOST, PORT = "127.0.0.1", 3306
+
+
+@dataclass(frozen=True)
+class MariaDb:
+    host: str
+    port: int
+    service_user: str
+    service_password: str
+
+    def root(self, database: str | None = None) -> pymysql.connections.Connection[Any]:
+        return pymysql.connect(
+            host=self.host, port=self.port, user="root", password="", database=database,
+            autocommit=True,
+        )  # fmt: skip
+
+    def upstream_url(self, database: str) -> str:
+        return (
+            f"mysql://{self.service_user}:{self.service_password}@{self.host}:{self.port}"
+            f"/{database}?sslmode=disable"
+        )
+
+
+@pytest.fixture(scope="session")
+def local_mariadb() -> Iterator[MariaDb]:
+    try:
+        root = pymysql.connect(host=HOST, port=PORT, user="root", password="", autocommit=True)
+    except pymysql.err.OperationalError as exc:
+        pytest.fail(f"MariaDB at {HOST}:{PORT} is not reachable as root: {exc}")
+    user = f"airlock_svc_{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(18)
+    with root.cursor() as cursor:
+        cursor.execute(
+            f"CREATE USER '{user}'@'%%' IDENTIFIED VIA mysql_native_password USING PASSWORD(%s)",
+            (password,),
+        )
+    try:
+        yield MariaDb(HOST, PORT, user, password)
+    finally:
+        with root.cursor() as cursor:
+            cursor.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        root.close()
+
+
+@pytest.fixture
+def mysql_database(local_mariadb: MariaDb) -> Iterator[str]:
+    """A throwaway database with an `accounts` table, for the run's service account."""
+    name = f"airlock_test_{secrets.token_hex(5)}"
+    with local_mariadb.root() as root, root.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+        cursor.execute(f"GRANT ALL ON {name}.* TO '{local_mariadb.service_user}'@'%'")
+        cursor.execute(f"CREATE TABLE {name}.accounts (id INT PRIMARY KEY, balance INT)")
+        cursor.execute(f"INSERT INTO {name}.accounts SELECT seq, 100 FROM {name}.seq_1_to_60")  # noqa: S608
+    try:
+        yield name
+    finally:
+        with local_mariadb.root() as root, root.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+@pytest.fixture
+def mysql_gateway_factory(
+    issuer: TestIssuer, local_mariadb: MariaDb, mysql_database: str, tmp_path: Path
+) -> Iterator[Callable[..., RunningGateway]]:
+    """Gateways with a MySQL listener and target `shop` = the test's database."""
+    running: list[RunningGateway] = []
+
+    def make(**overrides: Any) -> RunningGateway:
+        document = gateway_document(
+            issuer,
+            tmp_path / f"mysql-data{len(running)}",
+            local_mariadb.upstream_url(mysql_database),
+        )
+        document["listen"] = {"mysql": "127.0.0.1:0", "api": "127.0.0.1:0"}
+        document["targets"] = {
+            "shop": {"protocol": "mysql", "upstream": local_mariadb.upstream_url(mysql_database)}
+        }
+        document["rules"][0]["targets"] = ["shop"]
+        document.update(overrides)
+        gateway = start_gateway(issuer, document, tmp_path / "airlock.yaml")
+        running.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in running:
+        gateway.stop()
+
+
+@pytest.fixture
+def mysql_gateway(mysql_gateway_factory: Callable[..., RunningGateway]) -> RunningGateway:
+    return mysql_gateway_factory()
