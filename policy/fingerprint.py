@@ -10,10 +10,12 @@ never fingerprinted.
 Getting a key wrong would let a write reuse a read's verdict, so a key is only made when
 the literals are known exactly:
 
-- the fast path (PostgreSQL only): the whole text matches a conservative alphabet (names,
-  whitespace, plain numbers, plain '...' strings without backslashes, a little
-  punctuation; no comments, no double quotes, no dollars, no dashes, no slashes, nothing
-  outside ASCII), which both of the classifier's lexers read one way only;
+- the fast path: the whole text matches a conservative alphabet (names, whitespace, plain
+  numbers, plain '...' strings without backslashes, a little punctuation; no comments, no
+  double quotes or backticks, no dollars, no dashes, no slashes, no #, nothing outside
+  ASCII), which both of the classifier's lexers read one way only, in either dialect
+  (MySQL's backslash escapes, "..." strings, introducers such as _utf8'..' and X'..',
+  and executable comments all need a character outside it, or glue a name to the string);
 - otherwise the classifier's own checked tokens (`policy.classify.lex`): sqlglot's tokens
   with literal tokens reduced to their type, everything else verbatim, comments included
   (a MySQL `/*! */` or hint changes the verdict);
@@ -58,8 +60,8 @@ def fingerprint(sql: str, dialect: str, *, max_token_chars: int | None = None) -
     """
     if dialect not in DIALECTS or precheck(sql) is not None:
         return None  # the caps count characters of literals too
-    if dialect == "postgres" and _FAST_ALPHABET.fullmatch(sql):
-        key = _fast_fingerprint(sql)
+    if _FAST_ALPHABET.fullmatch(sql):
+        key = _fast_fingerprint(sql, dialect)
         if key is not None:
             return key
     if max_token_chars is not None and len(sql) > max_token_chars:
@@ -70,7 +72,7 @@ def fingerprint(sql: str, dialect: str, *, max_token_chars: int | None = None) -
     return _token_fingerprint(sql, dialect, lexed)
 
 
-def _fast_fingerprint(sql: str) -> str | None:
+def _fast_fingerprint(sql: str, dialect: str) -> str | None:
     stripped = sql
     if "'" in sql:
         stripped = _FAST_STRING.sub("\x01", sql)
@@ -80,7 +82,7 @@ def _fast_fingerprint(sql: str) -> str | None:
     if ("set" in lowered or "prepare" in lowered) and _LITERAL_SENSITIVE.search(lowered):
         return None
     stripped = _FAST_NUMBER.sub("\x02", stripped)
-    return "postgres\x00F\x00" + " ".join(stripped.split())
+    return f"{dialect}\x00F\x00" + " ".join(stripped.split())
 
 
 def _token_fingerprint(sql: str, dialect: str, lexed: Lexed) -> str | None:

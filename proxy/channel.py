@@ -109,20 +109,61 @@ class Channel(asyncio.Protocol):
         return bool(self._inbox)
 
     async def start_tls(
-        self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        received: bytes | None = None,
     ) -> None:
+        """Switch to TLS. `received`: bytes the peer already sent as its first TLS bytes.
+        A MySQL client sends its ClientHello right after its SSLRequest, without waiting
+        for an answer, so login code may have read the start of the handshake; those
+        bytes (and any still in the inbox) go to the TLS layer before anything else."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
-        transport = await loop.start_tls(
-            self.transport,
-            self,
-            context,
-            server_side=server_side,
-            server_hostname=server_hostname,
-            ssl_handshake_timeout=30.0,
-        )
+        if received is None:
+            transport = await loop.start_tls(
+                self.transport,
+                self,
+                context,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=30.0,
+            )
+        else:
+            self.transport.pause_reading()  # nothing more reaches the inbox from here on
+            upgrade = loop.create_task(
+                loop.start_tls(
+                    self.transport,
+                    self,
+                    context,
+                    server_side=server_side,
+                    server_hostname=server_hostname,
+                    ssl_handshake_timeout=30.0,
+                )
+            )
+            # One turn of the loop runs start_tls up to its handshake wait, which has
+            # queued the TLS protocol's connection_made and the transport's resume; the
+            # early bytes are fed after those and before any new read from the socket.
+            await asyncio.sleep(0)
+            loop.call_soon(self._feed_tls, received)
+            transport = await upgrade
         self.transport = cast(asyncio.Transport, transport)
         self.is_tls = True
+
+    def _feed_tls(self, received: bytes) -> None:
+        assert self.transport is not None
+        data = received + bytes(self._inbox)
+        self._inbox.clear()
+        protocol = cast(asyncio.BufferedProtocol, self.transport.get_protocol())
+        view = memoryview(data)
+        while view:
+            buffer = memoryview(protocol.get_buffer(len(view)))
+            size = min(len(buffer), len(view))
+            buffer[:size] = view[:size]
+            protocol.buffer_updated(size)
+            view = view[size:]
 
     # --- relay mode
 

@@ -121,7 +121,9 @@ class ResultListener(Protocol):
         """A result row, when rows are captured."""
 
 
-StatementListener = Callable[[str, Verdict, tuple[Parameter, ...] | None, str | None], None]
+#: Told of a statement the relay admits on its own: sql, verdict, and for a
+#: COM_STMT_EXECUTE the statement (its parameters are decoded on replay, not here).
+StatementListener = Callable[[str, Verdict, "PreparedStatement | None", bytes | None], None]
 
 
 @dataclass(slots=True)
@@ -130,7 +132,7 @@ class PreparedStatement:
     verdict: Verdict
     allowed: bool  # runs without a decision under the policy alone
     num_params: int = 0
-    types: tuple[int, ...] | None = None  # the last bound types, for executes that omit them
+    types: bytes | None = None  # the last bound types (raw), for executes that omit them
     long_data: dict[int, bytearray] = field(default_factory=dict)
 
 
@@ -142,6 +144,9 @@ class Execution:
     verdict: Verdict
     parameters: tuple[Parameter, ...]
     key: str
+    #: Parameter types that MySQL and MariaDB read differently: the values shown may not
+    #: be the values the server would use, so no approver is asked to judge them.
+    ambiguous: bool = False
 
 
 class MySqlGate:
@@ -183,21 +188,57 @@ class MySqlGate:
         statement = self.statements.get(statement_id)
         if statement is None:
             return Execution(f"(statement {statement_id})", UNPREPARED, (), _digest(payload))
-        execute = parse_stmt_execute(payload, statement.num_params, statement.types)
-        if execute.new_params_bound:
-            statement.types = execute.types
-        values: list[object] = list(execute.values)
-        for index, data in statement.long_data.items():
-            if 0 <= index < len(values):
-                values[index] = bytes(data)
-        parameters = tuple(
-            _parameter(execute.types[i] if i < len(execute.types) else None, value)
-            for i, value in enumerate(values)
-        )
-        key = _digest(
-            repr([(p.type, p.value, p.format) for p in parameters]).encode(errors="replace")
-        )
-        return Execution(statement.sql, statement.verdict, parameters, key)
+        note_bound_types(statement, payload)
+        long_data = {i: bytes(d) for i, d in statement.long_data.items()}
+        parameters = execute_parameters(payload, statement.num_params, statement.types, long_data)
+        key = parameters_key(parameters)
+        ambiguous = any(p.type == AMBIGUOUS for p in parameters)
+        return Execution(statement.sql, statement.verdict, parameters, key, ambiguous)
+
+
+#: The type shown for an execute whose parameters cannot be decoded as the server would.
+AMBIGUOUS = "undecodable (types MySQL and MariaDB read differently), raw execute"
+
+
+def note_bound_types(statement: PreparedStatement, payload: bytes) -> None:
+    """Remember the parameter types an execute binds (later executes may omit them).
+    Cheap: no decoding, only the new-params-bound flag and a slice."""
+    count = statement.num_params
+    if not count:
+        return
+    flag = 10 + (count + 7) // 8  # command, statement id, flags, iteration count, NULL bitmap
+    if len(payload) > flag and payload[flag] == 1:
+        statement.types = payload[flag + 1 : flag + 1 + 2 * count]
+
+
+def execute_parameters(
+    payload: bytes, num_params: int, types: bytes | None, long_data: dict[int, bytes]
+) -> tuple[Parameter, ...]:
+    """A COM_STMT_EXECUTE's parameters as an approver or auditor sees them. Never raises:
+    what cannot be decoded (long data, a malformed packet) is shown as hex."""
+    previous = (
+        tuple(int.from_bytes(types[i : i + 2], "little") for i in range(0, len(types), 2))
+        if types is not None
+        else None
+    )
+    try:
+        execute = parse_stmt_execute(payload, num_params, previous)
+    except ProtocolViolation:
+        shown = [Parameter("unknown", payload[1:].hex(), "hex")]
+        shown += [
+            Parameter("long data", data.hex(), "hex") for _, data in sorted(long_data.items())
+        ]
+        return tuple(shown)
+    if execute.ambiguous:
+        return (Parameter(AMBIGUOUS, payload[1:].hex(), "hex"),)
+    values: list[object] = list(execute.values)
+    for index, data in long_data.items():
+        if 0 <= index < len(values):
+            values[index] = data
+    return tuple(
+        _parameter(execute.types[i] if i < len(execute.types) else None, value)
+        for i, value in enumerate(values)
+    )
 
 
 def _digest(data: bytes) -> str:
@@ -205,7 +246,8 @@ def _digest(data: bytes) -> str:
 
 
 def parameters_key(parameters: tuple[Parameter, ...]) -> str:
-    return _digest(repr([(p.type, p.value, p.format) for p in parameters]).encode())
+    """A retry under a statement grant must bind exactly these values."""
+    return _digest(repr([(p.type, p.value, p.format) for p in parameters]).encode(errors="replace"))
 
 
 _TYPE_NAMES = {
@@ -348,10 +390,9 @@ class MySqlRelay:
         if command == _EXECUTE:
             statement = gate.statements.get(int.from_bytes(payload[1:5], "little"))
             if statement is not None and (statement.allowed or gate.allowed(statement.verdict)):
+                note_bound_types(statement, payload)
                 if self.on_statement is not None:
-                    run = gate.execution(payload) if self.results is not None else None
-                    parameters = run.parameters if run is not None else None
-                    self.on_statement(statement.sql, statement.verdict, parameters, None)
+                    self.on_statement(statement.sql, statement.verdict, statement, payload)
                 return self._forward(packet, command)
             return self._hold(packet, command, None)
         if command == _PREPARE:

@@ -55,7 +55,7 @@ from protocols.mysql.messages import (
     ServerStatus,
     is_ssl_request,
 )
-from protocols.mysql.packets import frame
+from protocols.mysql.packets import Packet, PacketReader, frame
 from protocols.mysql.responses import ResponseTracker
 from proxy.addresses import is_loopback
 from proxy.approvals import ApprovalHub
@@ -70,6 +70,7 @@ from proxy.mysql_relay import (
     Kill,
     MySqlGate,
     MySqlRelay,
+    PreparedStatement,
     SendToClient,
     SendToServer,
     error_packet,
@@ -205,6 +206,21 @@ class MySqlListener:
             await self._server.wait_closed()
 
 
+async def _first_packet(channel: Channel) -> tuple[Packet, bytes]:
+    """The client's first packet (an SSLRequest or its HandshakeResponse), and the bytes
+    after it: after an SSLRequest, the start of a TLS handshake, not packets."""
+    buffer = b""
+    while True:
+        buffer += await channel.read()
+        if len(buffer) >= 4:
+            length = int.from_bytes(buffer[:3], "little")
+            if length >= _MAX_TOKEN_PACKET:
+                raise ProtocolViolation(f"a login packet of {length} bytes is too large")
+            if len(buffer) >= 4 + length:
+                [packet] = PacketReader(_MAX_TOKEN_PACKET).feed(buffer[: 4 + length])
+                return packet, buffer[4 + length :]
+
+
 class MySqlSession(GatedSession):
     protocol = "mysql"
     listener: MySqlListener
@@ -317,15 +333,17 @@ class MySqlSession(GatedSession):
             auth_plugin_name="caching_sha2_password",
         )
         client.write(frame(greeting.build(), 0))
-        stream = PacketStream(client, _MAX_TOKEN_PACKET)
-        packet = await stream.packet()
+        packet, rest = await _first_packet(client)
         self._login_sequence = (packet.last_sequence_id + 1) & 0xFF
         if is_ssl_request(packet.payload):
             if listener.tls_context is None:
                 raise ProtocolViolation("TLS requested, but the gateway offered none")
-            if stream.has_unread:
-                raise ProtocolViolation("data received before the TLS handshake")
-            await client.start_tls(listener.tls_context, server_side=True)
+            # The client's TLS handshake follows its SSLRequest at once: `rest` is its start.
+            await client.start_tls(listener.tls_context, server_side=True, received=rest)
+            rest = b""
+        stream = PacketStream(client, _MAX_TOKEN_PACKET)
+        stream.pending.extend(stream.reader.feed(rest))  # nothing, unless a client hurries
+        if client.is_tls:
             packet = await stream.packet()
             self._login_sequence = (packet.last_sequence_id + 1) & 0xFF
         response = HandshakeResponse41.parse(packet.payload)
@@ -448,7 +466,7 @@ class MySqlSession(GatedSession):
             encoding=encoding,
         )
         if recording:
-            self.relay.on_statement = self._statement_ran
+            self.relay.on_statement = self._statement_admitted
             self._row_bytes_left = settings.recording.max_row_bytes
         listener.sessions.add(self)
         loop = asyncio.get_running_loop()
@@ -510,19 +528,44 @@ class MySqlSession(GatedSession):
 
     # --- transcript hooks (ResultListener)
 
+    def _statement_admitted(
+        self, sql: str, verdict: Verdict, statement: PreparedStatement | None, execute: bytes | None
+    ) -> None:
+        """The relay let a statement run on the hot path (its class is allowed, or a session
+        grant holds). An execute's parameters are recorded raw, and decoded on replay."""
+        self.count_statement()
+        recording = self.recording
+        if recording is None:
+            return
+        assert self.gate is not None
+        allowed = self.gate.class_allowed(verdict)
+        data: dict[str, Any] = {
+            "sql": sql,
+            "class": verdict.statement_class.value,
+            "decision": "allow" if allowed else "approved for the session",
+        }
+        if not allowed:
+            data["reasons"] = list(verdict.reasons)
+        if statement is not None and execute is not None:
+            data["execute"] = execute
+            data["num_params"] = statement.num_params
+            if statement.types is not None:
+                data["param_types"] = statement.types
+            if statement.long_data:
+                data["long_data"] = {str(i): bytes(d) for i, d in statement.long_data.items()}
+        recording.event("statement", data)
+
     def _statement_ran(
         self,
         sql: str,
         verdict: Verdict,
         parameters: tuple[Parameter, ...] | None,
-        decision: str | None,
+        decision: str,
     ) -> None:
+        """A statement decided off the hot path (held, refused, or carried out here)."""
         self.count_statement()
         if self.recording is None:
             return
-        if decision is None:
-            assert self.gate is not None
-            decision = "allow" if self.gate.class_allowed(verdict) else "approved for the session"
         data: dict[str, Any] = {
             "sql": sql,
             "class": verdict.statement_class.value,
@@ -620,6 +663,14 @@ class MySqlSession(GatedSession):
             return relay.release(forward=refusal is None, error=refusal)
         if held.command == Command.STMT_EXECUTE:
             run = gate.execution(payload)
+            if run.ambiguous and not gate.allowed(run.verdict):
+                refusal = StatementDenied(
+                    "this execute binds parameter types (INT24, YEAR, BIT, GEOMETRY, JSON, ...) "
+                    "whose values the gateway cannot show an approver as the server reads them",
+                    hint="bind such values as strings or 64-bit integers",
+                )
+                self._statement_ran(run.sql, run.verdict, run.parameters, "deny")
+                return relay.release(forward=False, error=refusal)
             refusal, decision = await self._judge(run.sql, run.verdict, run.parameters, run.key)
             self._statement_ran(run.sql, run.verdict, run.parameters, decision)
             return relay.release(forward=refusal is None, error=refusal)

@@ -128,7 +128,10 @@ async def _login(
             "the upstream does not support what the client asked for",
             log_detail=f"missing capabilities {Capability(missing)!r}",
         )
+    # LONG_PASSWORD is MariaDB's CLIENT_MYSQL: set, no MariaDB extended capability (such as
+    # metadata caching or progress reports, which change where answers end) is negotiated.
     flags = (capabilities & handshake.capabilities) | Capability.PROTOCOL_41
+    flags |= Capability.LONG_PASSWORD
     flags |= Capability.SECURE_CONNECTION | Capability.PLUGIN_AUTH
     flags |= Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA & handshake.capabilities
     flags &= ~(Capability.LOCAL_FILES | Capability.COMPRESS | Capability.CONNECT_ATTRS)

@@ -75,6 +75,7 @@ from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as pg
 from proxy import signing
 from proxy.approvals_cli import format_age, format_parameter, one_line_sql
+from proxy.mysql_relay import execute_parameters
 from proxy.pg_gate import describe_parameters
 from proxy.signing import SigningKey
 
@@ -960,6 +961,9 @@ def statement_parameters(data: Mapping[str, Any]) -> list[Any] | None:
     params = _first(data, "params", "parameters")
     if isinstance(params, list):
         return params
+    execute = data.get("execute")
+    if isinstance(execute, bytes):
+        return _mysql_parameters(data, execute)
     bind = data.get("bind")
     if not isinstance(bind, bytes):
         return None
@@ -972,6 +976,26 @@ def statement_parameters(data: Mapping[str, Any]) -> list[Any] | None:
     if not isinstance(message, pg.Bind):
         return [{"type": "raw Bind message, hex", "value": bind.hex(), "format": "hex"}]
     return [parameter.to_json() for parameter in describe_parameters(message, oids)]
+
+
+def _mysql_parameters(data: Mapping[str, Any], execute: bytes) -> list[Any]:
+    """Decoded from a raw COM_STMT_EXECUTE (`execute`, with `num_params`, the types an
+    earlier execute bound, `param_types`, and any `long_data`)."""
+    count = data.get("num_params")
+    types = data.get("param_types")
+    long_data = data.get("long_data")
+    chunks = (
+        {int(k): v for k, v in long_data.items() if str(k).isdigit() and isinstance(v, bytes)}
+        if isinstance(long_data, dict)
+        else {}
+    )
+    parameters = execute_parameters(
+        execute,
+        count if _is_int(count) else 0,
+        types if isinstance(types, bytes) else None,
+        chunks,
+    )
+    return [parameter.to_json() for parameter in parameters]
 
 
 def _client_address(client: object) -> str | None:
@@ -1237,7 +1261,7 @@ def event_json(session_id: str, event: Event) -> str:
         "prev": event.prev,
         "hash": event.hash,
     }
-    if event.kind == STATEMENT and "bind" in event.data:
+    if event.kind == STATEMENT and ("bind" in event.data or "execute" in event.data):
         document["params"] = statement_parameters(event.data)
     return json.dumps(_jsonable(document), separators=(",", ":"))
 

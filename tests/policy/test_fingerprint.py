@@ -82,6 +82,26 @@ def test_the_fast_path_takes_the_pgbench_query_and_keeps_everything_but_literals
     )
 
 
+def test_the_fast_path_takes_a_point_select_in_mysql_and_nothing_mysql_reads_otherwise() -> None:
+    key = fingerprint("SELECT c FROM sbtest1 WHERE id=5017", MY)
+    assert key == "mysql\x00F\x00SELECT c FROM sbtest1 WHERE id=\x02"
+    assert fingerprint("SELECT c FROM sbtest1 WHERE id = 'x'", MY) == (
+        "mysql\x00F\x00SELECT c FROM sbtest1 WHERE id = \x01"
+    )
+    # Escapes, double-quoted strings, introducers, hex literals and comments: token path.
+    for sql in (
+        "SELECT 'it\\'s' FROM t",
+        'SELECT "x" FROM t',
+        "SELECT _utf8'x' FROM t",
+        "SELECT X'41' FROM t",
+        "SELECT 1 /*! , 2 */ FROM t",
+        "SELECT 1 # c",
+        "SELECT `a` FROM t",
+    ):
+        key = fingerprint(sql, MY)
+        assert key is None or not key.startswith("mysql\x00F\x00"), sql
+
+
 @pytest.mark.parametrize(
     ("a", "b"),
     [
@@ -188,7 +208,8 @@ def test_one_verdict_per_fingerprint_over_generated_texts() -> None:
     assert assert_one_verdict_per_fingerprint(texts) > 50
 
 
-def test_the_fast_path_never_merges_what_the_token_path_keeps_apart() -> None:
+@pytest.mark.parametrize("dialect", [PG, MY])
+def test_the_fast_path_never_merges_what_the_token_path_keeps_apart(dialect: str) -> None:
     # Every fast-path key must stand for exactly one token-path key: the fast path may
     # only strip what sqlglot's tokenizer also reads as literals.
     rng = random.Random(11)
@@ -198,9 +219,9 @@ def test_the_fast_path_never_merges_what_the_token_path_keeps_apart() -> None:
               "_", "AS", "FROM", "lower", "offset", " ", "\n", "\t"]  # fmt: skip
     for _ in range(6000):
         sql = "".join(rng.choice(pieces) + rng.choice(["", " "]) for _ in range(rng.randint(1, 10)))
-        key = fingerprint(sql, PG)
-        if key is not None and key.startswith("postgres\x00F\x00"):
-            fast_to_token[key].add(token_key(sql, PG))
+        key = fingerprint(sql, dialect)
+        if key is not None and key.startswith(f"{dialect}\x00F\x00"):
+            fast_to_token[key].add(token_key(sql, dialect))
     assert len(fast_to_token) > 1000
     assert {key: tokens for key, tokens in fast_to_token.items() if len(tokens) > 1} == {}
 

@@ -1,0 +1,275 @@
+"""MySQL/MariaDB packet framing and the protocol's basic data types, sans-I/O.
+
+A packet is a 4-byte header (3-byte little-endian payload length, 1-byte
+sequence id) and its payload. A payload of 0xFFFFFF bytes or more is split
+into chunks of exactly 0xFFFFFF bytes, then a final shorter (possibly empty)
+chunk, each with the next sequence id; `PacketReader` reassembles them, so what
+the gateway classifies is always the whole logical payload.
+https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_basic_packets.html
+https://mariadb.com/docs/server/reference/clientserver-protocol/0-packet
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from protocols.errors import MessageTooLarge, ProtocolViolation
+
+#: Largest chunk payload; a chunk of exactly this size continues in the next one.
+MAX_CHUNK = 0xFFFFFF
+#: A common cap for one logical payload (MariaDB's default max_allowed_packet).
+DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+
+_HEADER = struct.Struct("<I")  # low 3 bytes: length, high byte: sequence id
+_U16 = struct.Struct("<H")
+_U64 = struct.Struct("<Q")
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One logical packet: its payload reassembled, and its exact wire bytes."""
+
+    sequence_id: int  # of the first chunk
+    last_sequence_id: int  # of the final chunk (the next packet uses this + 1)
+    payload: bytes
+    raw: bytes  # every chunk with its header, for verbatim forwarding
+
+    def __repr__(self) -> str:
+        return (
+            f"Packet(seq={self.sequence_id}..{self.last_sequence_id}, "
+            f"{len(self.payload)} bytes, first={self.payload[:1].hex() or '-'})"
+        )
+
+
+class PacketReader:
+    """Incremental reassembly of logical packets from a byte stream.
+
+    `feed` returns every logical packet completed by the new bytes and keeps the
+    rest buffered. Each chunk header is checked as soon as it arrives: a logical
+    payload above `max_payload_bytes` or a continuation chunk whose sequence id
+    is not the previous one + 1 (mod 256) raises before its bytes are buffered.
+    """
+
+    __slots__ = ("_buffer", "_max", "_need")
+
+    def __init__(self, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        if max_payload_bytes < 0:
+            raise ValueError("max_payload_bytes must not be negative")
+        self._max = max_payload_bytes
+        self._buffer = bytearray()
+        # Buffered bytes needed before a scan can complete another packet: lets a
+        # large packet arriving in many reads be appended without rescanning.
+        self._need = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def take_rest(self) -> bytes:
+        """Every byte not yet returned as a packet, for a new owner of the stream."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._need = 0
+        return rest
+
+    def feed(self, data: bytes) -> list[Packet]:
+        buffer = self._buffer
+        if not buffer:
+            packets, pos = self._scan(memoryview(data), len(data))
+            if pos < len(data):
+                buffer += data[pos:]
+            return packets
+        buffer += data
+        if len(buffer) < self._need:
+            return []
+        with memoryview(buffer) as view:
+            packets, pos = self._scan(view, len(buffer))
+        if pos:
+            del buffer[:pos]
+        return packets
+
+    def _scan(self, view: memoryview, size: int) -> tuple[list[Packet], int]:
+        """Split whole packets off `view[:size]`; return them and where the rest starts."""
+        packets: list[Packet] = []
+        append = packets.append
+        unpack = _HEADER.unpack_from
+        limit = self._max
+        pos = 0
+        while True:
+            if size - pos < 4:
+                self._need = 4 - (size - pos)
+                break
+            (header,) = unpack(view, pos)
+            length = header & MAX_CHUNK
+            if length == MAX_CHUNK:
+                split = self._scan_chunks(view, size, pos)
+                if split is None:
+                    break
+                append(split[0])
+                pos = split[1]
+                continue
+            if length > limit:
+                raise MessageTooLarge(f"packet of {length} bytes exceeds the {limit}-byte cap")
+            end = pos + 4 + length
+            if end > size:
+                self._need = end - pos
+                break
+            raw = view[pos:end].tobytes()
+            seq = header >> 24
+            append(Packet(seq, seq, raw[4:], raw))
+            pos = end
+        # `_need` is relative to `pos`, which becomes the start of the buffer.
+        return packets, pos
+
+    def _scan_chunks(self, view: memoryview, size: int, start: int) -> tuple[Packet, int] | None:
+        """A packet split into chunks, from `start`; None (and `_need` set) if incomplete."""
+        limit = self._max
+        pos = start
+        total = 0
+        first_seq = seq = -1
+        while True:
+            if size - pos < 4:
+                self._need = pos + 4 - start
+                return None
+            (header,) = _HEADER.unpack_from(view, pos)
+            length = header & MAX_CHUNK
+            chunk_seq = header >> 24
+            if first_seq < 0:
+                first_seq = chunk_seq
+            elif chunk_seq != (seq + 1) & 0xFF:
+                raise ProtocolViolation(
+                    f"continuation chunk has sequence id {chunk_seq}, expected {(seq + 1) & 0xFF}"
+                )
+            seq = chunk_seq
+            total += length
+            if total > limit:
+                raise MessageTooLarge(
+                    f"packet of at least {total} bytes exceeds the {limit}-byte cap"
+                )
+            end = pos + 4 + length
+            if end > size:
+                self._need = end - start
+                return None
+            pos = end
+            if length < MAX_CHUNK:
+                break
+        raw = view[start:pos].tobytes()
+        payload = bytearray()
+        chunk = 0
+        while chunk < len(raw):
+            length = int.from_bytes(raw[chunk : chunk + 3], "little")
+            payload += raw[chunk + 4 : chunk + 4 + length]
+            chunk += 4 + length
+        return Packet(first_seq, seq, bytes(payload), raw), pos
+
+
+def frame(payload: bytes, sequence_id: int) -> bytes:
+    """Wire bytes of one logical packet: 0xFFFFFF-byte chunks, then a shorter final one."""
+    if not 0 <= sequence_id <= 0xFF:
+        raise ValueError(f"sequence id {sequence_id} out of range")
+    size = len(payload)
+    if size < MAX_CHUNK:
+        return _HEADER.pack(size | sequence_id << 24) + payload
+    out = bytearray()
+    view = memoryview(payload)
+    pos = 0
+    seq = sequence_id
+    while True:
+        chunk = view[pos : pos + MAX_CHUNK]
+        out += _HEADER.pack(len(chunk) | seq << 24)
+        out += chunk
+        seq = (seq + 1) & 0xFF
+        pos += MAX_CHUNK
+        if len(chunk) < MAX_CHUNK:
+            return bytes(out)
+
+
+def chunk_count(payload_size: int) -> int:
+    """How many chunks (and so sequence ids) a payload of this size takes on the wire."""
+    return payload_size // MAX_CHUNK + 1
+
+
+def next_sequence_id(payload_size: int, sequence_id: int) -> int:
+    """The sequence id of whatever follows a packet framed from `sequence_id`."""
+    return (sequence_id + chunk_count(payload_size)) & 0xFF
+
+
+# --- basic data types
+# https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_basic_dt_integers.html
+
+
+def read_lenenc_int(buf: bytes, pos: int) -> tuple[int | None, int]:
+    """A length-encoded integer at `pos`: (value or None for the 0xFB NULL marker, new pos)."""
+    if pos >= len(buf):
+        raise ProtocolViolation("truncated packet: missing length-encoded integer")
+    first = buf[pos]
+    if first < 0xFB:
+        return first, pos + 1
+    if first == 0xFB:
+        return None, pos + 1
+    if first == 0xFC:
+        width = 2
+    elif first == 0xFD:
+        width = 3
+    elif first == 0xFE:
+        width = 8
+    else:
+        raise ProtocolViolation("invalid length-encoded integer (0xFF)")
+    end = pos + 1 + width
+    if end > len(buf):
+        raise ProtocolViolation("truncated packet: short length-encoded integer")
+    return int.from_bytes(buf[pos + 1 : end], "little"), end
+
+
+def read_lenenc_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+    """A length-encoded string at `pos`: (bytes or None for NULL, new pos)."""
+    length, pos = read_lenenc_int(buf, pos)
+    if length is None:
+        return None, pos
+    end = pos + length
+    if end > len(buf):
+        raise ProtocolViolation("truncated packet: length-encoded string runs past the end")
+    return buf[pos:end], end
+
+
+def lenenc_int(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("length-encoded integers are unsigned")
+    if n < 0xFB:
+        return bytes((n,))
+    if n <= 0xFFFF:
+        return b"\xfc" + _U16.pack(n)
+    if n <= 0xFFFFFF:
+        return b"\xfd" + n.to_bytes(3, "little")
+    if n <= 0xFFFFFFFFFFFFFFFF:
+        return b"\xfe" + _U64.pack(n)
+    raise ValueError("length-encoded integers have at most 64 bits")
+
+
+def lenenc_bytes(b: bytes) -> bytes:
+    return lenenc_int(len(b)) + b
+
+
+def read_nul_string(buf: bytes, pos: int) -> tuple[bytes, int]:
+    """A NUL-terminated string at `pos`: (bytes without the NUL, position after the NUL)."""
+    end = buf.find(b"\0", pos)
+    if end < 0:
+        raise ProtocolViolation("truncated packet: unterminated string")
+    return buf[pos:end], end + 1
+
+
+def read_uint(buf: bytes, pos: int, width: int) -> tuple[int, int]:
+    """A fixed-width little-endian unsigned integer at `pos`: (value, new pos)."""
+    end = pos + width
+    if end > len(buf):
+        raise ProtocolViolation(f"truncated packet: cannot read a {width}-byte integer")
+    return int.from_bytes(buf[pos:end], "little"), end
+
+
+def read_bytes(buf: bytes, pos: int, count: int) -> tuple[bytes, int]:
+    """Exactly `count` bytes at `pos`: (bytes, new pos)."""
+    end = pos + count
+    if count < 0 or end > len(buf):
+        raise ProtocolViolation(f"truncated packet: cannot read {count} bytes")
+    return buf[pos:end], end
