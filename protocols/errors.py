@@ -48,6 +48,8 @@ class MessageTooLarge(ProtocolViolation):
     """A message announced a length above the configured cap."""
 
     sqlstate = "54000"
+    mysql_errno = 1153  # ER_NET_PACKET_TOO_LARGE
+    mysql_sqlstate = "08S01"
 
 
 class FeatureNotSupported(AirlockError):

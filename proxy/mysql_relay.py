@@ -32,7 +32,12 @@ from policy.classify import KILL_REASON, StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
 from policy.rules import Action as RuleAction
 from policy.rules import EffectivePolicy
-from protocols.errors import AirlockError, FeatureNotSupported, ProtocolViolation
+from protocols.errors import (
+    AirlockError,
+    FeatureNotSupported,
+    MessageTooLarge,
+    ProtocolViolation,
+)
 from protocols.mysql.messages import (
     Capability,
     Command,
@@ -89,10 +94,12 @@ class HoldCommand:
 
 @dataclass(frozen=True, slots=True)
 class EndSession:
-    """Close both sides; `error` (if any) goes to the client first."""
+    """Close both sides; `error` (if any) goes to the client first, numbered `sequence`
+    when the relay knows what the client waits for."""
 
     reason: str
     error: AirlockError | None = None
+    sequence: int | None = None
 
 
 Action = SendToServer | SendToClient | HoldCommand | EndSession
@@ -163,18 +170,28 @@ class MySqlGate:
         self._allow = {
             cls: policy.action_for(cls.value) is RuleAction.ALLOW for cls in StatementClass
         }
-        # A KILL is carried out by the session (never forwarded as it is), so a rule that
-        # allows admin statements still sends every admin statement to the slow path.
-        self._allow[StatementClass.ADMIN] = False
+        # A KILL is carried out by the session (never forwarded as it is), and a statement
+        # that would change how statements lex is refused whatever the rule: both are admin,
+        # so admin statements never run from the hot path, even where the rule allows them.
+        self._hot = dict(self._allow)
+        self._hot[StatementClass.ADMIN] = False
 
     def allowed(self, verdict: Verdict) -> bool:
+        """The policy lets it run now: its class is allowed, or a session grant holds."""
         if self._allow[verdict.statement_class]:
             return True
         return self.needs_approval(verdict) and self.clock() < self.session_grant_until
 
+    def admits(self, verdict: Verdict) -> bool:
+        """It may run from the hot path, without the session looking at it."""
+        if self._hot[verdict.statement_class]:
+            return True
+        return self.needs_approval(verdict) and self.clock() < self.session_grant_until
+
     def class_admits(self, verdict: Verdict) -> bool:
-        """Runs on the hot path under the policy alone (admin never: see __init__)."""
-        return self._allow[verdict.statement_class]
+        """A prepared statement of this verdict runs from the hot path under the policy
+        alone (no grant needed)."""
+        return self._hot[verdict.statement_class]
 
     def class_allowed(self, verdict: Verdict) -> bool:
         return self.policy.action_for(verdict.statement_class.value) is RuleAction.ALLOW
@@ -323,7 +340,8 @@ class MySqlRelay:
         self._capture = capture_rows and results is not None
         #: Told of every statement the relay admits on its own: sql, verdict, parameters.
         self.on_statement: StatementListener | None = None
-        self._client = PacketReader(max_packet_bytes)
+        self._max_packet_bytes = max_packet_bytes
+        self._client = PacketReader(max_packet_bytes, drain_oversized=True)
         self._server = PacketReader(max_packet_bytes)
         self._queue: deque[Packet] = deque()
         self._answering: ResponseTracker | None = None
@@ -375,6 +393,15 @@ class MySqlRelay:
 
     def _command(self, packet: Packet) -> Action | None:
         """Forward, hold or refuse one command (None: nothing to send now)."""
+        if packet.oversized:
+            return EndSession(
+                "client sent a packet over max_message_bytes",
+                MessageTooLarge(
+                    f"the packet is larger than the gateway's max_message_bytes "
+                    f"({self._max_packet_bytes} bytes)"
+                ),
+                (packet.last_sequence_id + 1) & 0xFF,
+            )
         payload = packet.payload
         command = payload[0] if payload else -1
         gate = self.gate
@@ -382,14 +409,14 @@ class MySqlRelay:
             sql = _text(payload, self.encoding)
             if sql is not None:
                 verdict = gate.classifier.lookup(sql)
-                if verdict is not None and gate.allowed(verdict):
+                if verdict is not None and gate.admits(verdict):
                     if self.on_statement is not None:
                         self.on_statement(sql, verdict, None, None)
                     return self._forward(packet, command)
             return self._hold(packet, command, sql)
         if command == _EXECUTE:
             statement = gate.statements.get(int.from_bytes(payload[1:5], "little"))
-            if statement is not None and (statement.allowed or gate.allowed(statement.verdict)):
+            if statement is not None and (statement.allowed or gate.admits(statement.verdict)):
                 note_bound_types(statement, payload)
                 if self.on_statement is not None:
                     self.on_statement(statement.sql, statement.verdict, statement, payload)

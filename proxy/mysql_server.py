@@ -270,8 +270,15 @@ class MySqlSession(GatedSession):
         await self._done
 
     def end(
-        self, reason: str, error: AirlockError | None = None, *, cancel_running: bool = False
+        self,
+        reason: str,
+        error: AirlockError | None = None,
+        *,
+        cancel_running: bool = False,
+        sequence: int | None = None,
     ) -> None:
+        """End the session once. `error` reaches the client as an ERR numbered `sequence`,
+        or as the answer it waits for now (see _error_sequence)."""
         if self.ended:
             return
         self.ended = True
@@ -290,7 +297,8 @@ class MySqlSession(GatedSession):
             self._deciding.cancel()
         self.sessions_gone()
         if error is not None and not self.client_side.closed:
-            sequence = self._error_sequence()
+            if sequence is None:
+                sequence = self._error_sequence()
             if sequence is not None:
                 self.client_side.write(error_packet(error, sequence))
         self.client_side.close()
@@ -370,7 +378,18 @@ class MySqlSession(GatedSession):
         token = await self._read_token(stream, response, tls)
         self.identity = await listener.verifier.verify(token)
         database = response.database or ""
-        target = settings.targets.get(database)
+        if database:
+            target = settings.targets.get(database)
+        else:
+            # No database named (the mysql CLI's Ctrl-C connection, `mysql -e` without
+            # one): the one MySQL target the identity's rules reach, if there is one.
+            reachable = [
+                t
+                for t in settings.targets.values()
+                if t.protocol == "mysql"
+                and effective_policy(settings.rules, self.identity.groups, t.name) is not None
+            ]
+            target = reachable[0] if len(reachable) == 1 else None
         if target is None or target.protocol != "mysql":
             raise UnknownTarget(
                 f'no MySQL target named "{database}"'
@@ -523,7 +542,7 @@ class MySqlSession(GatedSession):
                 self.client_side.pause_reading("command held")
                 self._deciding = asyncio.get_running_loop().create_task(self._decide(action))
             elif isinstance(action, EndSession):
-                self.end(action.reason, action.error)
+                self.end(action.reason, action.error, sequence=action.sequence)
                 return
 
     # --- transcript hooks (ResultListener)

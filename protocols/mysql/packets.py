@@ -34,6 +34,9 @@ class Packet:
     last_sequence_id: int  # of the final chunk (the next packet uses this + 1)
     payload: bytes
     raw: bytes  # every chunk with its header, for verbatim forwarding
+    #: Over the reader's cap, read and thrown away (payload and raw empty): the sender
+    #: waits for an answer numbered after last_sequence_id (see `drain_oversized`).
+    oversized: bool = False
 
     def __repr__(self) -> str:
         return (
@@ -51,16 +54,24 @@ class PacketReader:
     is not the previous one + 1 (mod 256) raises before its bytes are buffered.
     """
 
-    __slots__ = ("_buffer", "_max", "_need")
+    __slots__ = ("_buffer", "_drain", "_max", "_need", "_oversized_at", "_skip")
 
-    def __init__(self, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+    def __init__(
+        self, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, *, drain_oversized: bool = False
+    ) -> None:
+        """`drain_oversized`: a packet over the cap is read to its end and thrown away, and
+        `feed` returns it as a Packet with `oversized` set (so the gateway can answer it
+        with an error the client reads, in sequence); otherwise it raises MessageTooLarge."""
         if max_payload_bytes < 0:
             raise ValueError("max_payload_bytes must not be negative")
         self._max = max_payload_bytes
+        self._drain = drain_oversized
         self._buffer = bytearray()
         # Buffered bytes needed before a scan can complete another packet: lets a
         # large packet arriving in many reads be appended without rescanning.
         self._need = 0
+        self._oversized_at = -1  # where a scan found an oversized packet to drain
+        self._skip: _Skip | None = None
 
     @property
     def buffered(self) -> int:
@@ -74,9 +85,17 @@ class PacketReader:
         return rest
 
     def feed(self, data: bytes) -> list[Packet]:
+        if self._skip is not None:
+            drained, data = self._skip.feed(data)
+            if drained is None:
+                return []
+            self._skip = None
+            return [drained, *self.feed(data)] if data else [drained]
         buffer = self._buffer
         if not buffer:
             packets, pos = self._scan(memoryview(data), len(data))
+            if self._oversized_at >= 0:
+                return packets + self._start_draining(data[pos:])
             if pos < len(data):
                 buffer += data[pos:]
             return packets
@@ -85,9 +104,25 @@ class PacketReader:
             return []
         with memoryview(buffer) as view:
             packets, pos = self._scan(view, len(buffer))
+        if self._oversized_at >= 0:
+            rest = bytes(buffer[pos:])
+            buffer.clear()
+            return packets + self._start_draining(rest)
         if pos:
             del buffer[:pos]
         return packets
+
+    def _start_draining(self, rest: bytes) -> list[Packet]:
+        """Throw away the oversized packet at the start of `rest`, chunk by chunk."""
+        self._oversized_at = -1
+        self._need = 0
+        self._skip = _Skip()
+        return self.feed(rest)
+
+    def _oversized(self, length: int, limit: int, pos: int) -> None:
+        if not self._drain:
+            raise MessageTooLarge(f"packet of {length} bytes exceeds the {limit}-byte cap")
+        self._oversized_at = pos
 
     def _scan(self, view: memoryview, size: int) -> tuple[list[Packet], int]:
         """Split whole packets off `view[:size]`; return them and where the rest starts."""
@@ -110,7 +145,8 @@ class PacketReader:
                 pos = split[1]
                 continue
             if length > limit:
-                raise MessageTooLarge(f"packet of {length} bytes exceeds the {limit}-byte cap")
+                self._oversized(length, limit, pos)
+                break
             end = pos + 4 + length
             if end > size:
                 self._need = end - pos
@@ -144,9 +180,8 @@ class PacketReader:
             seq = chunk_seq
             total += length
             if total > limit:
-                raise MessageTooLarge(
-                    f"packet of at least {total} bytes exceeds the {limit}-byte cap"
-                )
+                self._oversized(total, limit, start)
+                return None
             end = pos + 4 + length
             if end > size:
                 self._need = end - start
@@ -162,6 +197,53 @@ class PacketReader:
             payload += raw[chunk + 4 : chunk + 4 + length]
             chunk += 4 + length
         return Packet(first_seq, seq, bytes(payload), raw), pos
+
+
+class _Skip:
+    """Reading an oversized packet to its end without keeping it."""
+
+    __slots__ = ("chunk_left", "first_seq", "header", "in_chunk", "last_chunk", "seq")
+
+    def __init__(self) -> None:
+        self.header = bytearray()
+        self.chunk_left = 0
+        self.in_chunk = False
+        self.last_chunk = False
+        self.first_seq = -1
+        self.seq = -1
+
+    def feed(self, data: bytes) -> tuple[Packet | None, bytes]:
+        """(the drained packet once its last chunk ended, and the bytes after it)."""
+        pos, size = 0, len(data)
+        while pos < size or (self.in_chunk and not self.chunk_left):
+            if not self.in_chunk:
+                take = data[pos : pos + 4 - len(self.header)]
+                self.header += take
+                pos += len(take)
+                if len(self.header) < 4:
+                    break
+                header = int.from_bytes(self.header, "little")
+                self.header.clear()
+                seq = header >> 24
+                if self.first_seq < 0:
+                    self.first_seq = seq
+                elif seq != (self.seq + 1) & 0xFF:
+                    expected = (self.seq + 1) & 0xFF
+                    raise ProtocolViolation(
+                        f"continuation chunk has sequence id {seq}, expected {expected}"
+                    )
+                self.seq = seq
+                self.chunk_left = header & MAX_CHUNK
+                self.last_chunk = self.chunk_left < MAX_CHUNK
+                self.in_chunk = True
+            skipped = min(self.chunk_left, size - pos)
+            pos += skipped
+            self.chunk_left -= skipped
+            if not self.chunk_left:
+                self.in_chunk = False
+                if self.last_chunk:
+                    return Packet(self.first_seq, self.seq, b"", b"", oversized=True), data[pos:]
+        return None, b""
 
 
 def frame(payload: bytes, sequence_id: int) -> bytes:

@@ -94,7 +94,7 @@ def mysql_gateway_factory(
             tmp_path / f"mysql-data{len(running)}",
             local_mariadb.upstream_url(mysql_database),
         )
-        document["listen"] = {"mysql": "127.0.0.1:0", "api": "127.0.0.1:0"}
+        document["listen"] = {"postgres": None, "mysql": "127.0.0.1:0", "api": "127.0.0.1:0"}
         document["targets"] = {
             "shop": {"protocol": "mysql", "upstream": local_mariadb.upstream_url(mysql_database)}
         }

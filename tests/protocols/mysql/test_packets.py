@@ -161,6 +161,24 @@ def test_size_cap_counts_every_chunk() -> None:
     assert issubclass(MessageTooLarge, ProtocolViolation)
 
 
+@pytest.mark.parametrize("size", [101, MAX_CHUNK, MAX_CHUNK + 7])
+def test_a_draining_reader_reads_an_oversized_packet_to_its_end_and_goes_on(size: int) -> None:
+    # What a client waits for after a packet the gateway refuses: an answer numbered after
+    # the packet's last chunk, so the packet must be read to its end, not kept.
+    wire = frame(b"o" * size, 0) + frame(b"\x0e", 0)
+    last = size // MAX_CHUNK  # a payload of exactly MAX_CHUNK ends with an empty chunk
+    for step in (len(wire), 4096, 1_000_003):
+        reader = PacketReader(100, drain_oversized=True)
+        packets: list[Packet] = []
+        for start in range(0, len(wire), step):
+            packets += reader.feed(wire[start : start + step])
+        assert [p.oversized for p in packets] == [True, False]
+        assert (packets[0].sequence_id, packets[0].last_sequence_id) == (0, last)
+        assert packets[0].payload == b""
+        assert packets[1].payload == b"\x0e"
+        assert reader.buffered == 0
+
+
 def test_bad_continuation_sequence_id() -> None:
     reader = PacketReader(BIG)
     wire = header(MAX_CHUNK, 5) + b"x" * MAX_CHUNK + header(1, 7) + b"y"
