@@ -46,7 +46,7 @@ from protocols.mysql.messages import (
     parse_send_long_data,
     parse_stmt_execute,
 )
-from protocols.mysql.packets import Packet, PacketReader, frame
+from protocols.mysql.packets import MAX_CHUNK, Packet, PacketReader, frame
 from protocols.mysql.responses import ResponseTracker, expects_response
 from proxy.store import Parameter
 
@@ -194,7 +194,8 @@ class MySqlGate:
         return self._hot[verdict.statement_class]
 
     def class_allowed(self, verdict: Verdict) -> bool:
-        return self.policy.action_for(verdict.statement_class.value) is RuleAction.ALLOW
+        """Allowed by its class alone (not under a grant): what the transcript says."""
+        return self._allow[verdict.statement_class]
 
     def needs_approval(self, verdict: Verdict) -> bool:
         return self.policy.action_for(verdict.statement_class.value) is RuleAction.APPROVE
@@ -515,6 +516,34 @@ class MySqlRelay:
         """Server bytes in; the bytes to relay to the client, and what the relay must do
         next (commands that waited for this answer). Raises ProtocolViolation when the
         server is out of step, or does what would desync the lexer."""
+        tracker = self._answering
+        if tracker is None or self._server.buffered:
+            return self._server_packets(raw)
+        # The hot path: whole packets, walked in place (no Packet objects, no joins).
+        feed = tracker.feed
+        size = len(raw)
+        pos = 0
+        while size - pos >= 4:
+            length = raw[pos] | raw[pos + 1] << 8 | raw[pos + 2] << 16
+            end = pos + 4 + length
+            if length == MAX_CHUNK or end > size:
+                break  # a split packet, or the start of one still arriving
+            done = feed(raw[pos + 4 : end])
+            pos = end
+            if done or tracker.local_infile:
+                if tracker.local_infile:
+                    raise ProtocolViolation("the server asked for a LOCAL INFILE file")
+                if pos != size:
+                    raise ProtocolViolation("the server sent more than its answer")
+                self._answering = None
+                self._finished(tracker)
+                return raw, (self._pump() if self._queue else [])
+        if pos == size:
+            return raw, []
+        rest, actions = self._server_packets(raw[pos:])
+        return raw[:pos] + rest, actions
+
+    def _server_packets(self, raw: bytes) -> tuple[bytes, list[Action]]:
         packets = self._server.feed(raw)
         if not packets:
             return b"", []

@@ -25,6 +25,7 @@ Shapes (https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_command_
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 from protocols.errors import ProtocolViolation
@@ -42,13 +43,16 @@ from protocols.mysql.messages import (
 )
 from protocols.mysql.packets import MAX_CHUNK, read_lenenc_int
 
-_NO_RESPONSE = frozenset({Command.QUIT, Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
+_NO_RESPONSE = frozenset(
+    int(c) for c in (Command.QUIT, Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA)
+)
 #: Commands whose response the tracker cannot follow: the gateway handles them itself.
 UNTRACKED_COMMANDS = frozenset(
     {Command.CHANGE_USER, Command.BINLOG_DUMP, Command.BINLOG_DUMP_GTID, Command.TABLE_DUMP}
 )
 _RESULT_COMMANDS = frozenset(
-    {Command.QUERY, Command.STMT_EXECUTE, Command.PROCESS_INFO, Command.STMT_BULK_EXECUTE}
+    int(c)
+    for c in (Command.QUERY, Command.STMT_EXECUTE, Command.PROCESS_INFO, Command.STMT_BULK_EXECUTE)
 )
 
 # States.
@@ -70,6 +74,20 @@ _OK = 0x00
 _EOF = 0xFE
 _ERR = 0xFF
 _INFILE = 0xFB
+# Plain ints: IntFlag and IntEnum arithmetic costs microseconds on the hot path.
+_DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
+_OPTIONAL_METADATA = int(Capability.OPTIONAL_RESULTSET_METADATA)
+_CACHE_METADATA = int(MariaDbCapability.CACHE_METADATA)
+_PROGRESS = int(MariaDbCapability.PROGRESS)
+_MORE_RESULTS = int(ServerStatus.MORE_RESULTS_EXISTS)
+_CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
+_QUERY = int(Command.QUERY)
+_EXECUTE = int(Command.STMT_EXECUTE)
+_PREPARE = int(Command.STMT_PREPARE)
+_FETCH = int(Command.STMT_FETCH)
+_FIELD_LIST = int(Command.FIELD_LIST)
+_STATISTICS_COMMAND = int(Command.STATISTICS)
+_EOF_STATUS = struct.Struct("<xHH")  # an EOF packet: header, warnings, status flags
 
 
 def expects_response(command: int) -> bool:
@@ -134,17 +152,16 @@ class ResponseTracker:
             raise ValueError(f"command 0x{command:02x} has no response")
         if command in UNTRACKED_COMMANDS:
             raise ValueError(f"the response to command 0x{command:02x} cannot be tracked")
-        self._command = command
-        self._caps = capabilities
-        self._deprecate_eof = bool(capabilities & Capability.DEPRECATE_EOF)
+        self._command = command = int(command)
+        self._caps = capabilities = int(capabilities)
+        self._deprecate_eof = bool(capabilities & _DEPRECATE_EOF)
         # A 0xFE packet shorter than this ends rows; a longer one is a row whose
         # first value is 16 MB or more.
         self._terminator_limit = MAX_CHUNK if self._deprecate_eof else 9
         self._metadata_byte = bool(
-            capabilities & Capability.OPTIONAL_RESULTSET_METADATA
-            or mariadb_capabilities & MariaDbCapability.CACHE_METADATA
+            capabilities & _OPTIONAL_METADATA or mariadb_capabilities & _CACHE_METADATA
         )
-        self._progress = bool(mariadb_capabilities & MariaDbCapability.PROGRESS)
+        self._progress = bool(mariadb_capabilities & _PROGRESS)
         self._pending = 0  # definitions still to come in the current group
         self.on_row = on_row
         self.on_column = on_column
@@ -163,13 +180,13 @@ class ResponseTracker:
         self.cursor_opened = False
         if command in _RESULT_COMMANDS:
             self._state = _FIRST
-        elif command == Command.STMT_PREPARE:
+        elif command == _PREPARE:
             self._state = _PREPARE_OK
-        elif command == Command.STMT_FETCH:
+        elif command == _FETCH:
             self._state = _ROWS
-        elif command == Command.FIELD_LIST:
+        elif command == _FIELD_LIST:
             self._state = _FIELDS
-        elif command == Command.STATISTICS:
+        elif command == _STATISTICS_COMMAND:
             self._state = _STATISTICS
         else:
             self._state = _SINGLE
@@ -306,7 +323,7 @@ class ResponseTracker:
         if payload[0] == _ERR:
             return self._fail(payload)
         status = self._take_terminator(payload)
-        if status & ServerStatus.CURSOR_EXISTS and self._command == Command.STMT_EXECUTE:
+        if status & _CURSOR_EXISTS and self._command == _EXECUTE:
             # A cursor was opened: rows come with COM_STMT_FETCH.
             self.cursor_opened = True
             self._state = _DONE
@@ -316,17 +333,17 @@ class ResponseTracker:
 
     def _end_of_rows(self, payload: bytes) -> bool:
         status = self._take_terminator(payload)
-        if self._command == Command.STMT_FETCH:
+        if self._command == _FETCH:
             self._state = _DONE
             return True
-        if status & ServerStatus.CURSOR_EXISTS and self._command == Command.STMT_EXECUTE:
+        if status & _CURSOR_EXISTS and self._command == _EXECUTE:
             self.cursor_opened = True
             self._state = _DONE
             return True
         return self._next_result(status)
 
     def _next_result(self, status: int) -> bool:
-        if status & ServerStatus.MORE_RESULTS_EXISTS:
+        if status & _MORE_RESULTS:
             self._state = _FIRST
             return False
         self._state = _DONE
@@ -417,7 +434,10 @@ class ResponseTracker:
         if payload[0] != _EOF:
             raise ProtocolViolation(f"expected EOF, got 0x{payload[0]:02x}")
         # An EOF packet has 5 bytes; an OK packet at least 7.
-        if len(payload) <= 5:
+        if len(payload) == 5:
+            self.warnings, self.status_flags = _EOF_STATUS.unpack(payload)
+            return self.status_flags
+        if len(payload) < 5:
             eof = EofPacket.parse(payload)
             self.status_flags = eof.status_flags
             self.warnings = eof.warnings
