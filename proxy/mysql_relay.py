@@ -68,9 +68,27 @@ _HARMLESS = frozenset(
     }
 )
 _QUERY, _PREPARE, _EXECUTE = Command.QUERY, Command.STMT_PREPARE, Command.STMT_EXECUTE
+_SET_OPTION = int(Command.SET_OPTION)
 _NO_BACKSLASH_ESCAPES = int(ServerStatus.NO_BACKSLASH_ESCAPES)
+_ANSI_QUOTES = int(ServerStatus.ANSI_QUOTES)  # MariaDB reports it; MySQL does not
+#: Commands that name a prepared statement by id.
+_STATEMENT_COMMANDS = frozenset(
+    int(c)
+    for c in (
+        Command.STMT_EXECUTE,
+        Command.STMT_SEND_LONG_DATA,
+        Command.STMT_CLOSE,
+        Command.STMT_RESET,
+        Command.STMT_FETCH,
+    )
+)
+#: MariaDB reads statement id 0xFFFFFFFF as "the last statement prepared": the gateway
+#: would not know which statement runs.
+_LAST_STATEMENT = b"\xff\xff\xff\xff"
 #: KILL [QUERY | CONNECTION] id: the only KILL the gateway runs (for the agent's own sessions).
-_KILL = re.compile(r"\s*KILL\s+(?:(QUERY|CONNECTION)\s+)?(\d{1,10})\s*;?\s*", re.IGNORECASE)
+_KILL = re.compile(
+    r"\s*KILL\s+(?:(QUERY|CONNECTION)\s+)?([0-9]{1,10})\s*;?\s*", re.IGNORECASE | re.ASCII
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +224,9 @@ class MySqlGate:
         statement = self.statements.get(statement_id)
         if statement is None:
             return Execution(f"(statement {statement_id})", UNPREPARED, (), _digest(payload))
-        note_bound_types(statement, payload)
+        types = bound_types(statement, payload)  # remembered only once it is forwarded
         long_data = {i: bytes(d) for i, d in statement.long_data.items()}
-        parameters = execute_parameters(payload, statement.num_params, statement.types, long_data)
+        parameters = execute_parameters(payload, statement.num_params, types, long_data)
         key = parameters_key(parameters)
         ambiguous = any(p.type == AMBIGUOUS for p in parameters)
         return Execution(statement.sql, statement.verdict, parameters, key, ambiguous)
@@ -218,22 +236,37 @@ class MySqlGate:
 AMBIGUOUS = "undecodable (types MySQL and MariaDB read differently), raw execute"
 
 
-def note_bound_types(statement: PreparedStatement, payload: bytes) -> None:
-    """Remember the parameter types an execute binds (later executes may omit them).
-    Cheap: no decoding, only the new-params-bound flag and a slice."""
+def bound_types(statement: PreparedStatement, payload: bytes) -> bytes | None:
+    """The parameter types an execute runs with: the ones it binds, else the last ones
+    bound. Cheap: no decoding, only the new-params-bound flag and a slice."""
     count = statement.num_params
     if not count:
-        return
+        return statement.types
     flag = 10 + (count + 7) // 8  # command, statement id, flags, iteration count, NULL bitmap
     if len(payload) > flag and payload[flag] == 1:
-        statement.types = payload[flag + 1 : flag + 1 + 2 * count]
+        return payload[flag + 1 : flag + 1 + 2 * count]
+    return statement.types
+
+
+def note_bound_types(statement: PreparedStatement, payload: bytes) -> None:
+    """An execute reaches the server: later executes that do not bind types use its."""
+    statement.types = bound_types(statement, payload)
 
 
 def execute_parameters(
     payload: bytes, num_params: int, types: bytes | None, long_data: dict[int, bytes]
 ) -> tuple[Parameter, ...]:
     """A COM_STMT_EXECUTE's parameters as an approver or auditor sees them. Never raises:
-    what cannot be decoded (long data, a malformed packet) is shown as hex."""
+    what cannot be decoded as the server reads it is shown raw, as hex: a malformed
+    packet, and an execute with long data (the server takes no value from the packet
+    for a parameter that has long data, so decoding it would show the wrong values)."""
+    if long_data:
+        shown = [Parameter("raw execute", payload[1:].hex(), "hex")]
+        shown += [
+            Parameter(f"long data for parameter {index + 1}", data.hex(), "hex")
+            for index, data in sorted(long_data.items())
+        ]
+        return tuple(shown)
     previous = (
         tuple(int.from_bytes(types[i : i + 2], "little") for i in range(0, len(types), 2))
         if types is not None
@@ -249,14 +282,17 @@ def execute_parameters(
         return tuple(shown)
     if execute.ambiguous:
         return (Parameter(AMBIGUOUS, payload[1:].hex(), "hex"),)
-    values: list[object] = list(execute.values)
-    for index, data in long_data.items():
-        if 0 <= index < len(values):
-            values[index] = data
     return tuple(
         _parameter(execute.types[i] if i < len(execute.types) else None, value)
-        for i, value in enumerate(values)
+        for i, value in enumerate(execute.values)
     )
+
+
+def _executed(statement: PreparedStatement, payload: bytes) -> None:
+    """An execute goes to the server: its types stay bound, its long data is used up
+    (servers clear long data at the end of every execute)."""
+    note_bound_types(statement, payload)
+    statement.long_data.clear()
 
 
 def _digest(data: bytes) -> str:
@@ -351,6 +387,7 @@ class MySqlRelay:
         self.held: HoldCommand | None = None
         self._preparing: tuple[str, Verdict] | None = None
         self.multi_statements = bool(capabilities & Capability.MULTI_STATEMENTS)
+        self._option: bool | None = None  # a COM_SET_OPTION awaiting the server's answer
         self.terminated = False  # the client sent COM_QUIT
 
     @property
@@ -415,12 +452,20 @@ class MySqlRelay:
                         self.on_statement(sql, verdict, None, None)
                     return self._forward(packet, command)
             return self._hold(packet, command, sql)
+        if command in _STATEMENT_COMMANDS and payload[1:5] == _LAST_STATEMENT:
+            return EndSession(
+                "client used statement id -1",
+                FeatureNotSupported(
+                    "statement id -1 (MariaDB's last prepared statement) is not accepted "
+                    "through the gateway; use the id PREPARE returned"
+                ),
+            )
         if command == _EXECUTE:
             statement = gate.statements.get(int.from_bytes(payload[1:5], "little"))
             if statement is not None and (statement.allowed or gate.admits(statement.verdict)):
-                note_bound_types(statement, payload)
                 if self.on_statement is not None:
                     self.on_statement(statement.sql, statement.verdict, statement, payload)
+                _executed(statement, payload)
                 return self._forward(packet, command)
             return self._hold(packet, command, None)
         if command == _PREPARE:
@@ -451,7 +496,8 @@ class MySqlRelay:
                 gate.statements.clear()
                 self.multi_statements = bool(self.capabilities & Capability.MULTI_STATEMENTS)
             elif command == Command.SET_OPTION:
-                self.multi_statements = payload[1:3] == b"\0\0"  # MYSQL_OPTION_MULTI_STATEMENTS_ON
+                # MYSQL_OPTION_MULTI_STATEMENTS_ON is 0; it takes effect once the server agrees.
+                self._option = payload[1:3] == b"\0\0"
             return self._forward(packet, command)
         if command == Command.PROCESS_KILL:
             return self._hold(packet, command, None)
@@ -501,6 +547,11 @@ class MySqlRelay:
         actions: list[Action] = []
         if forward:
             self._preparing = prepared
+            if held.command == _EXECUTE:
+                payload = held.packet.payload
+                statement = self.gate.statements.get(int.from_bytes(payload[1:5], "little"))
+                if statement is not None:
+                    _executed(statement, payload)
             actions.append(self._forward(held.packet, held.command))
         elif reply is not None:
             actions.append(SendToClient(frame(reply, held.packet.last_sequence_id + 1)))
@@ -567,9 +618,10 @@ class MySqlRelay:
         return relayed, (self._pump() if self._queue else [])
 
     def _finished(self, tracker: ResponseTracker) -> None:
-        if tracker.status_flags & _NO_BACKSLASH_ESCAPES:
+        if tracker.status_flags & (_NO_BACKSLASH_ESCAPES | _ANSI_QUOTES):
             raise ProtocolViolation(
-                "the session turned NO_BACKSLASH_ESCAPES on, which the gateway cannot follow"
+                "the session turned NO_BACKSLASH_ESCAPES or ANSI_QUOTES on, which the "
+                "gateway cannot follow"
             )
         command = self._answered
         if command == _PREPARE:
@@ -581,6 +633,8 @@ class MySqlRelay:
                     sql, verdict, self.gate.class_admits(verdict), ok.num_params
                 )
             return
+        if command == _SET_OPTION and tracker.error is None and self._option is not None:
+            self.multi_statements = self._option
         if self.results is not None and command in (_QUERY, _EXECUTE):
             self.results.result(tracker)
 

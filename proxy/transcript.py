@@ -255,7 +255,12 @@ class SessionRecording:
                     ) from None
                 self._written += len(raw)
             if self._sealed:
-                self._close_locked()
+                # A flush from the Recorder's thread may have taken the chunks before
+                # seal() queued the seal itself: close only once nothing is left.
+                with self._pending_lock:
+                    finished = not self._pending
+                if finished:
+                    self._close_locked()
 
     def seal(self, end: dict[str, Any]) -> None:
         """The session.end event, then the signature over the last hash; then close.
