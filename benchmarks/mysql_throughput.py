@@ -120,8 +120,14 @@ def sysbench(
         f"--db-ps-mode={MODES[mode]}",
         action,
     ]
-    # libmariadb sends the token with mysql_clear_password only when told it may.
-    env = {**os.environ, "LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN": "1"}
+    # libmariadb sends the token with mysql_clear_password only when told it may; loading
+    # the plugin up front avoids a race when several threads are switched to it at once
+    # ("Plugin mysql_clear_password could not be loaded: it is already loaded").
+    env = {
+        **os.environ,
+        "LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN": "1",
+        "LIBMYSQL_PLUGINS": "mysql_clear_password",
+    }
     done = run(command, env=env, timeout=duration_s + 120, what="sysbench")
     if action != "run":
         return Measure(0.0, 0.0, 0)
