@@ -8,10 +8,14 @@ One run sets up everything it measures and tears it all down again:
   development issuer, plain TCP allowed from loopback, one MySQL target `bench`, one rule
   that allows every class; recording is on, as it always is;
 
+- `tcp_forwarder.py`, the cheapest relay Python can be (bytes in, bytes out, on uvloop),
+  as a baseline: what any one-process Python proxy costs here before it does any work;
+
 then, for each statement mode and client count, runs `sysbench oltp_point_select` (select
-one row by primary key) directly and through the gateway, back to back, each after a
-short warm-up, and prints TPS, mean latency, the ratio between them, the gateway's CPU
-per transaction, transcript bytes per statement, and whether the issue's target is met.
+one row by primary key) directly, through the forwarder and through the gateway, back to
+back, each after a short warm-up, and prints TPS, mean latency, the ratios, the proxies'
+CPU per transaction, transcript bytes per statement, and whether the issue's target is
+met.
 Both connect without TLS (like for like). Modes: `text` (sysbench --db-ps-mode=disable:
 each select is a COM_QUERY with its own literal, so the classifier's fingerprint cache
 does the work) and `prepared` (--db-ps-mode=auto: COM_STMT_EXECUTE of one prepared
@@ -37,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,19 +215,36 @@ def benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str
     stack.callback(shutil.rmtree, workdir, True)
     process, gateway, data_dir = start_gateway(workdir, database, stack)
     note(f"airlock on 127.0.0.1:{gateway.port}")
+    forwarder_port = free_port()
+    forwarder_process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("tcp_forwarder.py")),
+         str(forwarder_port), "127.0.0.1", "3306"],
+        start_new_session=True,
+    )  # fmt: skip
+    stack.callback(stop_process, forwarder_process, "forwarder")
+    forwarder = Endpoint(forwarder_port, "root", "", database)
+    time.sleep(1.0)
+    if forwarder_process.poll() is not None:
+        raise BenchError("the TCP forwarder did not start")
+    pids = {"airlock": process.pid, "forwarder": forwarder_process.pid}
     rows: list[dict[str, Any]] = []
     for mode in args.modes:
         for clients in args.clients:
-            runs: dict[str, list[Measure]] = {"direct": [], "airlock": []}
+            runs: dict[str, list[Measure]] = {"direct": [], "forwarder": [], "airlock": []}
             for _ in range(args.rounds):
-                for name, endpoint in (("direct", direct), ("airlock", gateway)):
+                for name, endpoint in (
+                    ("direct", direct),
+                    ("forwarder", forwarder),
+                    ("airlock", gateway),
+                ):
                     if args.warmup:
                         sysbench(endpoint, mode, clients, args.warmup)
-                    before_cpu = process_cpu_s(process.pid) if name == "airlock" else None
+                    pid = pids.get(name)
+                    before_cpu = process_cpu_s(pid) if pid is not None else None
                     before_bytes = transcript_bytes(data_dir)
                     measure = sysbench(endpoint, mode, clients, args.duration)
                     if before_cpu is not None:
-                        after = process_cpu_s(process.pid)
+                        after = process_cpu_s(pid)
                         measure.cpu_s = None if after is None else after - before_cpu
                     runs[name].append(measure)
                     if name == "airlock":
@@ -235,7 +257,9 @@ def benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str
                          f"{measure.latency_ms:.3f} ms")  # fmt: skip
             direct_tps = statistics.median(m.tps for m in runs["direct"])
             airlock_tps = statistics.median(m.tps for m in runs["airlock"])
+            forwarder_tps = statistics.median(m.tps for m in runs["forwarder"])
             cpu = [m.cpu_s / m.transactions * 1e6 for m in runs["airlock"] if m.cpu_s]
+            fcpu = [m.cpu_s / m.transactions * 1e6 for m in runs["forwarder"] if m.cpu_s]
             rows.append(
                 {
                     "mode": mode,
@@ -245,6 +269,9 @@ def benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str
                     "airlock_tps": airlock_tps,
                     "airlock_ms": statistics.median(m.latency_ms for m in runs["airlock"]),
                     "ratio": airlock_tps / direct_tps if direct_tps else 0.0,
+                    "forwarder_tps": forwarder_tps,
+                    "forwarder_ratio": forwarder_tps / direct_tps if direct_tps else 0.0,
+                    "forwarder_cpu_us_per_txn": statistics.median(fcpu) if fcpu else None,
                     "airlock_cpu_us_per_txn": statistics.median(cpu) if cpu else None,
                     "transcript_bytes_per_statement": statistics.median(
                         m.tps for m in runs["bytes"]
@@ -261,17 +288,19 @@ def report(result: dict[str, Any]) -> str:
         f"{result['duration_s']} s per run, median of {result['rounds']} round(s); "
         "direct and airlock interleaved per row.",
         "",
-        "| mode     | clients | direct tps | direct ms | airlock tps | airlock ms | air/direct "
-        "| airlock CPU us/txn | transcript B/stmt |",
-        "|----------|---------|------------|-----------|-------------|------------|-----------"
-        "|--------------------|-------------------|",
+        "| mode     | clients | direct tps | fwd tps | fwd/direct | fwd CPU us/txn "
+        "| airlock tps | airlock ms | air/direct | airlock CPU us/txn | transcript B/stmt |",
+        "|----------|---------|------------|---------|------------|----------------"
+        "|-------------|------------|------------|--------------------|-------------------|",
     ]
     for row in result["rows"]:
-        cpu = row["airlock_cpu_us_per_txn"]
+        cpu, fcpu = row["airlock_cpu_us_per_txn"], row["forwarder_cpu_us_per_txn"]
         lines.append(
             f"| {row['mode']:8} | {row['clients']:7} | {row['direct_tps']:10.0f} "
-            f"| {row['direct_ms']:9.3f} | {row['airlock_tps']:11.0f} | {row['airlock_ms']:10.3f} "
-            f"| {row['ratio']:9.1%} | {f'{cpu:.1f}' if cpu else '-':>18} "
+            f"| {row['forwarder_tps']:7.0f} | {row['forwarder_ratio']:10.1%} "
+            f"| {f'{fcpu:.1f}' if fcpu else '-':>14} "
+            f"| {row['airlock_tps']:11.0f} | {row['airlock_ms']:10.3f} "
+            f"| {row['ratio']:10.1%} | {f'{cpu:.1f}' if cpu else '-':>18} "
             f"| {row['transcript_bytes_per_statement']:17.0f} |"
         )
     worst = min(result["rows"], key=lambda row: row["ratio"])
