@@ -9,7 +9,15 @@ machine, and a skip would count as a pass.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import os
 import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +25,10 @@ from typing import Any
 
 import pymysql
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.support.gateway import RunningGateway, gateway_document, start_gateway
 from tests.support.issuer import TestIssuer
@@ -112,3 +124,107 @@ def mysql_gateway_factory(
 @pytest.fixture
 def mysql_gateway(mysql_gateway_factory: Callable[..., RunningGateway]) -> RunningGateway:
     return mysql_gateway_factory()
+
+
+@dataclass(frozen=True)
+class TlsMariaDb:
+    """A throwaway MariaDB server of our own, with TLS (the machine's has none)."""
+
+    port: int
+    cert_file: Path
+    service_user: str
+    service_password: str
+    database: str
+
+    def upstream_url(self, sslmode: str, rootcert: Path | None = None) -> str:
+        url = (
+            f"mysql://{self.service_user}:{self.service_password}@127.0.0.1:{self.port}"
+            f"/{self.database}?sslmode={sslmode}"
+        )
+        return url + (f"&sslrootcert={rootcert}" if rootcert is not None else "")
+
+
+@pytest.fixture(scope="module")
+def tls_mariadb() -> Iterator[TlsMariaDb]:
+    """mariadb-install-db into a temp dir, then mariadbd on a free loopback port with a
+    self-signed certificate; as the `mysql` OS user when we are root (mariadbd refuses
+    root). Its service account may only log in over TLS (REQUIRE SSL)."""
+    # In /tmp itself: pytest's own temp directories are private to this user, and the
+    # server runs as another one.
+    base = Path(tempfile.mkdtemp(prefix="airlock-mariadb-"))
+    key, cert = base / "key.pem", base / "cert.pem"
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "mysql", "mysql")
+        for path in (key, cert):
+            shutil.chown(path, "mysql", "mysql")
+        run_as = ["runuser", "-u", "mysql", "--"]
+    data = base / "data"
+    installed = subprocess.run(
+        [*run_as, "mariadb-install-db", "--no-defaults", f"--datadir={data}",
+         "--auth-root-authentication-method=normal", "--skip-test-db"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = subprocess.Popen(
+        [*run_as, "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={data}",
+         f"--port={port}", "--bind-address=127.0.0.1", f"--socket={base / 'sock'}",
+         f"--pid-file={base / 'pid'}", f"--ssl-cert={cert}", f"--ssl-key={key}",
+         "--skip-name-resolve"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                root = pymysql.connect(host="127.0.0.1", port=port, user="root", password="")
+                break
+            except pymysql.err.OperationalError:
+                assert server.poll() is None, "the throwaway mariadbd exited"
+                assert time.monotonic() < deadline, "the throwaway mariadbd did not start"
+                time.sleep(0.2)
+        user, password, database = "airlock_svc", secrets.token_urlsafe(18), "shop_tls"
+        with root, root.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {database}")
+            cursor.execute(
+                f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s REQUIRE SSL",  # TLS or nothing
+                (password,),
+            )
+            cursor.execute(f"GRANT ALL ON {database}.* TO '{user}'@'%'")
+        yield TlsMariaDb(port, cert, user, password, database)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+        shutil.rmtree(base, ignore_errors=True)
