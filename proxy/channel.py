@@ -122,27 +122,21 @@ class Channel(asyncio.Protocol):
         bytes (and any still in the inbox) go to the TLS layer before anything else."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
+        upgrading = loop.start_tls(
+            self.transport,
+            self,
+            context,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=30.0,
+        )
         if received is None:
-            transport = await loop.start_tls(
-                self.transport,
-                self,
-                context,
-                server_side=server_side,
-                server_hostname=server_hostname,
-                ssl_handshake_timeout=30.0,
-            )
+            # Awaited at once: start_tls takes the transport over before the loop turns,
+            # so no byte of the peer's handshake can reach this protocol instead.
+            transport = await upgrading
         else:
             self.transport.pause_reading()  # nothing more reaches the inbox from here on
-            upgrade = loop.create_task(
-                loop.start_tls(
-                    self.transport,
-                    self,
-                    context,
-                    server_side=server_side,
-                    server_hostname=server_hostname,
-                    ssl_handshake_timeout=30.0,
-                )
-            )
+            upgrade = loop.create_task(upgrading)
             # One turn of the loop runs start_tls up to its handshake wait, which has
             # queued the TLS protocol's connection_made and the transport's resume; the
             # early bytes are fed after those and before any new read from the socket.

@@ -22,7 +22,7 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from policy.classify import LEXER_REASON, StatementClass, Verdict
@@ -32,7 +32,6 @@ from protocols.errors import (
     AuthenticationFailed,
     AuthorizationDenied,
     FeatureNotSupported,
-    GatewayShuttingDown,
     InsecureTransport,
     ProtocolViolation,
     SessionExpired,
@@ -63,6 +62,7 @@ from proxy.channel import Channel, ConnectionClosed
 from proxy.classifying import Classifiers
 from proxy.config import Settings
 from proxy.gated_session import GatedSession
+from proxy.listener import Listener, TokenVerifier
 from proxy.mysql_relay import (
     Action,
     EndSession,
@@ -79,15 +79,12 @@ from proxy.mysql_relay import (
     parse_kill,
 )
 from proxy.mysql_upstream import PacketStream, connect_upstream, kill_query
-from proxy.oidc import OidcVerifier
-from proxy.pg_server import TokenVerifier
 from proxy.store import Parameter
 from proxy.transcript import Recorder
 
 log = logging.getLogger("airlock.mysql")
 
 LOGIN_TIMEOUT_S = 60.0
-CLOSE_TIMEOUT_S = 2.0
 #: What the gateway says it is, before it knows the target. Clients pick features by
 #: the version: an 8.0 would make mysql-connector ask for utf8mb4_0900_ai_ci, which
 #: MariaDB lacks; 5.7 gets what both MariaDB and MySQL 8 understand (utf8mb4_general_ci).
@@ -123,11 +120,11 @@ _ENCODINGS = {"latin1": "latin-1", "ascii": "ascii"}
 _MAX_TOKEN_PACKET = 64 * 1024
 
 
-class MySqlListener:
+class MySqlListener(Listener["MySqlSession"]):
     def __init__(
         self,
         settings: Settings,
-        verifier: TokenVerifier | OidcVerifier,
+        verifier: TokenVerifier,
         tls_context: ssl.SSLContext | None,
         *,
         hub: ApprovalHub,
@@ -135,75 +132,26 @@ class MySqlListener:
         recorder: Recorder | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings
-        self.verifier = verifier
-        self.tls_context = tls_context
-        self.hub = hub
-        self.classifiers = classifiers
-        self.recorder = recorder
-        self.clock = clock
-        self.sessions: set[MySqlSession] = set()
+        super().__init__(
+            settings,
+            verifier,
+            tls_context,
+            hub=hub,
+            classifiers=classifiers,
+            recorder=recorder,
+            clock=clock,
+        )
         #: Sessions by the connection id the gateway gave their client (for KILL).
         self.connections: dict[int, MySqlSession] = {}
-        self.statements = 0
-        self.channels: set[Channel] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._accept, host, port, reuse_address=True)
-        return self._server
-
-    def _accept(self) -> Channel:
-        return Channel(on_connection_made=self._connected, registry=self.channels)
-
-    def new_channel(self) -> Channel:
-        return Channel(registry=self.channels)
-
-    def _connected(self, channel: Channel) -> None:
-        self.spawn(self._handle(channel))
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def new_session(self, channel: Channel) -> MySqlSession:
+        return MySqlSession(self, channel)
 
     def new_connection_id(self) -> int:
         while True:
             connection_id = secrets.randbits(31) or 1
             if connection_id not in self.connections:
                 return connection_id
-
-    async def _handle(self, channel: Channel) -> None:
-        session = MySqlSession(self, channel)
-        try:
-            await session.run()
-        except Exception:
-            log.exception("session %s failed", session.id)
-            session.end("internal error", AirlockError("internal gateway error"))
-        finally:
-            session.end(
-                "gateway shutting down", GatewayShuttingDown("the gateway is shutting down")
-            )
-            await session.client_side.wait_closed(CLOSE_TIMEOUT_S)
-            if session.server_side is not None:
-                await session.server_side.wait_closed(CLOSE_TIMEOUT_S)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for session in list(self.sessions):
-            session.end(
-                "gateway shutting down", GatewayShuttingDown("the gateway is shutting down")
-            )
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5.0)
-        await asyncio.gather(*(c.wait_closed(CLOSE_TIMEOUT_S) for c in list(self.channels)))
-        if self._server is not None:
-            await self._server.wait_closed()
 
 
 async def _first_packet(channel: Channel) -> tuple[Packet, bytes]:

@@ -16,19 +16,17 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from policy.classify import Verdict
-from policy.identity import Identity
 from policy.rules import effective_policy
 from protocols.errors import (
     AirlockError,
     AuthenticationFailed,
     AuthorizationDenied,
     FeatureNotSupported,
-    GatewayShuttingDown,
     InsecureTransport,
     ProtocolViolation,
     SessionExpired,
@@ -43,6 +41,7 @@ from proxy.channel import Channel, ConnectionClosed
 from proxy.classifying import Classifiers
 from proxy.config import Settings
 from proxy.gated_session import GatedSession
+from proxy.listener import Listener, TokenVerifier
 from proxy.pg_gate import PgGate, parameters_key
 from proxy.pg_relay import (
     Action,
@@ -62,7 +61,6 @@ log = logging.getLogger("airlock.postgres")
 
 LOGIN_TIMEOUT_S = 60.0
 CANCEL_TIMEOUT_S = 5.0
-CLOSE_TIMEOUT_S = 2.0
 #: Room for the largest token we would verify, plus the message envelope.
 _MAX_PASSWORD_MESSAGE_BYTES = 64 * 1024
 
@@ -109,10 +107,6 @@ UNSAFE_CLIENT_ENCODINGS = frozenset(
 )
 
 
-class TokenVerifier(Protocol):
-    async def verify(self, token: str) -> Identity: ...
-
-
 @dataclass(frozen=True, slots=True)
 class CancelTarget:
     """Where a client's cancel key leads: one upstream backend."""
@@ -128,7 +122,7 @@ def _int32(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-class PgListener:
+class PgListener(Listener["PgSession"]):
     def __init__(
         self,
         settings: Settings,
@@ -140,81 +134,25 @@ class PgListener:
         recorder: Recorder | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings
-        self.recorder = recorder
-        self.verifier = verifier
-        self.tls_context = tls_context
-        self.hub = hub
-        self.classifiers = classifiers
-        self.clock = clock
-        self.sessions: set[PgSession] = set()
+        super().__init__(
+            settings,
+            verifier,
+            tls_context,
+            hub=hub,
+            classifiers=classifiers,
+            recorder=recorder,
+            clock=clock,
+        )
         self.cancel_keys: dict[tuple[int, int], CancelTarget] = {}
-        #: Statements decided in every session since the listener started.
-        self.statements = 0
-        #: Every open socket of this listener: clients, upstreams, cancel requests.
-        self.channels: set[Channel] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._accept, host, port, reuse_address=True)
-        return self._server
-
-    def _accept(self) -> Channel:
-        return Channel(on_connection_made=self._connected, registry=self.channels)
-
-    def new_channel(self) -> Channel:
-        return Channel(registry=self.channels)
-
-    def _connected(self, channel: Channel) -> None:
-        self.spawn(self._handle(channel))
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for session in list(self.sessions):
-            session.end(
-                "gateway shutting down", GatewayShuttingDown("the gateway is shutting down")
-            )
-        for task in list(self._tasks):
-            task.cancel()  # sessions still logging in
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5.0)
-        # Sockets still closing (a TLS close takes a round trip) get a moment, then an abort.
-        await asyncio.gather(*(c.wait_closed(CLOSE_TIMEOUT_S) for c in list(self.channels)))
-        if self._server is not None:
-            await self._server.wait_closed()
+    def new_session(self, channel: Channel) -> PgSession:
+        return PgSession(self, channel)
 
     def new_cancel_key(self) -> tuple[int, int]:
         while True:
             key = (secrets.randbits(31) or 1, _int32(secrets.randbits(32)))
             if key not in self.cancel_keys:
                 return key
-
-    async def _handle(self, channel: Channel) -> None:
-        session = PgSession(self, channel)
-        try:
-            await session.run()
-        except Exception:
-            # A bug in one session must not take the listener down; it is logged, loudly.
-            log.exception("session %s failed", session.id)
-            session.end("internal error", AirlockError("internal gateway error"))
-        finally:
-            session.end(
-                "gateway shutting down", GatewayShuttingDown("the gateway is shutting down")
-            )
-            # The task (which the listener waits for at shutdown) lasts until both sockets
-            # are really closed: a TLS close needs the loop for one more round trip.
-            await session.client_side.wait_closed(CLOSE_TIMEOUT_S)
-            if session.server_side is not None:
-                await session.server_side.wait_closed(CLOSE_TIMEOUT_S)
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a background job the listener owns (and waits for at shutdown)."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def forward_cancel(self, request: m.CancelRequest) -> None:
         target = self.cancel_keys.get((request.process_id, request.secret_key))

@@ -12,7 +12,7 @@ import logging
 import signal
 import ssl
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -20,7 +20,7 @@ from policy.identity import Identity
 from proxy.api import Metric, make_app
 from proxy.approvals import ApprovalHub
 from proxy.classifying import Classifiers
-from proxy.config import Settings, dev_issuer_url
+from proxy.config import Endpoint, Settings, dev_issuer_url
 from proxy.dev_issuer import DevIssuer
 from proxy.mysql_server import MySqlListener
 from proxy.oidc import IssuerUnavailable, OidcVerifier
@@ -32,6 +32,8 @@ from proxy.transcript import Recorder
 from proxy.webhooks import WebhookNotifier
 
 log = logging.getLogger("airlock")
+
+L = TypeVar("L", PgListener, MySqlListener)
 
 
 class Gateway:
@@ -81,31 +83,31 @@ class Gateway:
         self.verifier = OidcVerifier(settings.identity)
         await self.verifier.start()
         if settings.listen.postgres is not None:
-            self.postgres = PgListener(
-                settings,
-                self.verifier,
-                self.tls_context,
-                hub=self.hub,
-                classifiers=self.classifiers,
-                recorder=self.recorder,
-            )
-            endpoint = settings.listen.postgres
-            server = await self.postgres.start(endpoint.host, endpoint.port)
-            self.bound["postgres"] = _bound_address(server)
+            self.postgres = self._listener(PgListener)
+            await self._listen("postgres", self.postgres, settings.listen.postgres)
         if settings.listen.mysql is not None:
-            self.mysql = MySqlListener(
-                settings,
-                self.verifier,
-                self.tls_context,
-                hub=self.hub,
-                classifiers=self.classifiers,
-                recorder=self.recorder,
-            )
-            endpoint = settings.listen.mysql
-            server = await self.mysql.start(endpoint.host, endpoint.port)
-            self.bound["mysql"] = _bound_address(server)
+            self.mysql = self._listener(MySqlListener)
+            await self._listen("mysql", self.mysql, settings.listen.mysql)
         for name, (host, port) in self.bound.items():
             log.info("listening for %s on %s:%d", name, host, port)
+
+    def _listener(self, kind: type[L]) -> L:
+        assert self.verifier is not None
+        assert self.hub is not None
+        return kind(
+            self.settings,
+            self.verifier,
+            self.tls_context,
+            hub=self.hub,
+            classifiers=self.classifiers,
+            recorder=self.recorder,
+        )
+
+    async def _listen(
+        self, name: str, listener: PgListener | MySqlListener, endpoint: Endpoint
+    ) -> None:
+        server = await listener.start(endpoint.host, endpoint.port)
+        self.bound[name] = _bound_address(server)
 
     async def _start_api(self, settings: Settings) -> None:
         assert settings.listen.api is not None

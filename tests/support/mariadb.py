@@ -9,8 +9,6 @@ machine, and a skip would count as a pass.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import secrets
 import shutil
@@ -25,11 +23,8 @@ from typing import Any
 
 import pymysql
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from proxy.tls import ensure_self_signed
 from tests.support.gateway import RunningGateway, gateway_document, start_gateway
 from tests.support.issuer import TestIssuer
 
@@ -152,36 +147,10 @@ def tls_mariadb() -> Iterator[TlsMariaDb]:
     # In /tmp itself: pytest's own temp directories are private to this user, and the
     # server runs as another one.
     base = Path(tempfile.mkdtemp(prefix="airlock-mariadb-"))
-    key, cert = base / "key.pem", base / "cert.pem"
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(private, hashes.SHA256())
-    )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert, key = ensure_self_signed(base / "tls")  # names 127.0.0.1, for verify-full
     run_as: list[str] = []
     if os.geteuid() == 0:
-        shutil.chown(base, "mysql", "mysql")
-        for path in (key, cert):
+        for path in (base, base / "tls", key, cert):
             shutil.chown(path, "mysql", "mysql")
         run_as = ["runuser", "-u", "mysql", "--"]
     data = base / "data"
