@@ -98,6 +98,13 @@ class ServerStatus(enum.IntFlag):
     ANSI_QUOTES = 0x8000  # MariaDB only: sql_mode has ANSI_QUOTES
 
 
+# Plain ints of the flags OK parsing tests: IntFlag arithmetic is slow on the hot path.
+_PROTOCOL_41 = int(Capability.PROTOCOL_41)
+_TRANSACTIONS = int(Capability.TRANSACTIONS)
+_SESSION_TRACK = int(Capability.SESSION_TRACK)
+_SESSION_STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
+
+
 class Command(enum.IntEnum):
     SLEEP = 0x00
     QUIT = 0x01
@@ -605,19 +612,19 @@ class OkPacket:
         if affected is None or last_id is None:
             raise ProtocolViolation("NULL in OK packet")
         status = warnings = 0
-        if capabilities & Capability.PROTOCOL_41:
+        if capabilities & _PROTOCOL_41:
             status, pos = read_uint(payload, pos, 2)
             warnings, pos = read_uint(payload, pos, 2)
-        elif capabilities & Capability.TRANSACTIONS:
+        elif capabilities & _TRANSACTIONS:
             status, pos = read_uint(payload, pos, 2)
         info = b""
         state = b""
         size = len(payload)
-        if capabilities & Capability.SESSION_TRACK:
+        if capabilities & _SESSION_TRACK:
             if pos < size:
                 raw_info, pos = read_lenenc_bytes(payload, pos)
                 info = raw_info or b""
-            if status & ServerStatus.SESSION_STATE_CHANGED and pos < size:
+            if status & _SESSION_STATE_CHANGED and pos < size:
                 raw_state, pos = read_lenenc_bytes(payload, pos)
                 state = raw_state or b""
             if pos != size:
