@@ -605,7 +605,9 @@ class MySqlSession(GatedSession):
         payload = held.packet.payload
         if held.command == Command.STMT_PREPARE:
             verdict = await self._classify(held.sql)
-            return relay.release(forward=True, prepared=(held.sql or "", verdict))
+            # Text that is not valid in the connection's character set is shown as hex.
+            sql = held.sql if held.sql is not None else payload[1:].hex()
+            return relay.release(forward=True, prepared=(sql, verdict))
         if held.command == Command.PROCESS_KILL:
             if len(payload) < 5:
                 raise ProtocolViolation("COM_PROCESS_KILL without a connection id")
