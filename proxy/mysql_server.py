@@ -606,8 +606,8 @@ class MySqlSession(GatedSession):
         if held.command == Command.STMT_PREPARE:
             verdict = await self._classify(held.sql)
             # Text that is not valid in the connection's character set is shown as hex.
-            sql = held.sql if held.sql is not None else payload[1:].hex()
-            return relay.release(forward=True, prepared=(sql, verdict))
+            shown = held.sql if held.sql is not None else payload[1:].hex()
+            return relay.release(forward=True, prepared=(shown, verdict))
         if held.command == Command.PROCESS_KILL:
             if len(payload) < 5:
                 raise ProtocolViolation("COM_PROCESS_KILL without a connection id")
