@@ -10,11 +10,8 @@ is unit-tested against known vectors in tests/protocols/mysql/test_auth.py.
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Callable
 from typing import Any
-
-import pymysql
 
 from tests.support.approvals import Background, agent_token, decide, pending, rule
 from tests.support.gateway import RunningGateway
@@ -29,17 +26,7 @@ def test_a_mysql8_upstream_serves_reads_and_a_held_write_runs_once_approved(
         targets={"shop": {"protocol": "mysql", "upstream": DSN}},
         rules=[rule(targets=["shop"], ddl="approve")],
     )
-    context = ssl.create_default_context(cafile=str(gateway.cert_file))
-    context.check_hostname = False
-    conn: Any = pymysql.connect(
-        host="127.0.0.1",
-        port=gateway.mysql_port,
-        user="agent",
-        password=agent_token(gateway),
-        database="shop",
-        ssl=context,
-        autocommit=True,
-    )
+    conn: Any = gateway.pymysql(agent_token(gateway), autocommit=True)
     with conn, conn.cursor() as cursor:
         cursor.execute("SELECT VERSION()")
         assert str(cursor.fetchone()[0]).startswith("8.")

@@ -5,7 +5,6 @@ the sessions' transcripts replayed and verified."""
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
 import sys
 import time
@@ -55,23 +54,8 @@ def gated(mysql_gateway_factory: Callable[..., RunningGateway]) -> RunningGatewa
     return mysql_gateway_factory(rules=[shop_rule()])
 
 
-def tls(gateway: RunningGateway) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(gateway.cert_file))
-    context.check_hostname = False  # the self-signed certificate names no host
-    return context
-
-
 def agent(gateway: RunningGateway, token: str | None = None) -> pymysql.Connection[Any]:
-    return pymysql.connect(
-        host="127.0.0.1",
-        port=gateway.mysql_port,
-        user="agent",
-        password=token or agent_token(gateway),
-        database="shop",
-        ssl=tls(gateway),
-        autocommit=True,
-        read_timeout=60,
-    )
+    return gateway.pymysql(token or agent_token(gateway), autocommit=True, read_timeout=60)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import socket
-import ssl
 import struct
 from typing import Any
 
@@ -43,16 +42,7 @@ def closed(sock: socket.socket) -> bool:
 
 
 def still_serving(gateway: RunningGateway) -> None:
-    context = ssl.create_default_context(cafile=str(gateway.cert_file))
-    context.check_hostname = False
-    conn: Any = pymysql.connect(
-        host="127.0.0.1",
-        port=gateway.mysql_port,
-        user="agent",
-        password=agent_token(gateway),
-        database="shop",
-        ssl=context,
-    )
+    conn: Any = gateway.pymysql(agent_token(gateway))
     with conn, conn.cursor() as cursor:
         cursor.execute("SELECT 1")
         assert cursor.fetchone() == (1,)
@@ -86,17 +76,8 @@ def test_garbage_commands_after_login_end_only_that_session(
     mysql_gateway: RunningGateway,
 ) -> None:
     rng = random.Random(5)
-    context = ssl.create_default_context(cafile=str(mysql_gateway.cert_file))
-    context.check_hostname = False
     for _ in range(5):
-        conn: Any = pymysql.connect(
-            host="127.0.0.1",
-            port=mysql_gateway.mysql_port,
-            user="agent",
-            password=agent_token(mysql_gateway),
-            database="shop",
-            ssl=context,
-        )
+        conn: Any = mysql_gateway.pymysql(agent_token(mysql_gateway))
         garbage = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
         conn._sock.sendall(frame(garbage, rng.randrange(256)))  # a packet out of any order
         try:

@@ -7,7 +7,6 @@ may log in only over TLS (REQUIRE SSL): a login that works is a login over TLS.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -20,17 +19,7 @@ from tests.support.mariadb import TlsMariaDb
 
 
 def through(gateway: RunningGateway) -> pymysql.Connection[Any]:
-    context = ssl.create_default_context(cafile=str(gateway.cert_file))
-    context.check_hostname = False
-    return pymysql.connect(
-        host="127.0.0.1",
-        port=gateway.mysql_port,
-        user="agent",
-        password=agent_token(gateway),
-        database="shop",
-        ssl=context,
-        autocommit=True,
-    )
+    return gateway.pymysql(agent_token(gateway), autocommit=True)
 
 
 def gateway_to(factory: Callable[..., RunningGateway], url: str) -> RunningGateway:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pymysql
 import pytest
 import uvloop
 import yaml
@@ -77,6 +78,16 @@ class RunningGateway:
     def ssl_context(self) -> ssl.SSLContext:
         """Trusts only the gateway's self-signed certificate (verify-full for asyncpg)."""
         return ssl.create_default_context(cafile=str(self.cert_file))
+
+    def pymysql(self, token: str, **params: Any) -> pymysql.Connection[Any]:
+        """A PyMySQL agent on target `shop` over TLS, trusting only the gateway's certificate
+        (which names 127.0.0.1 but is not checked against a host name here)."""
+        context = self.ssl_context()
+        context.check_hostname = False
+        options: dict[str, Any] = {"database": "shop", "ssl": context, **params}
+        return pymysql.connect(
+            host="127.0.0.1", port=self.mysql_port, user="agent", password=token, **options
+        )
 
     def asyncpg_params(self, token: str) -> dict[str, Any]:
         """asyncpg.connect / create_pool keywords for an agent reaching `orders` over TLS."""
