@@ -10,6 +10,7 @@ are written here too, so both protocols record the same evidence.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from protocols.errors import (
     HoldTimedOut,
     QueryCanceled,
     RecordingUnavailable,
+    SessionExpired,
     StatementDenied,
 )
 from proxy.approvals import ApprovalHub
@@ -71,6 +73,36 @@ class GatedSession:
         self.statements = 0
         self._waiting_for: str | None = None  # the approval request a held statement awaits
         self._requested = False  # this session has made approval requests
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def end(self, reason: str, error: AirlockError | None = None) -> None:
+        """Close both sides once; `error`, if any, goes to the client first."""
+        raise NotImplementedError
+
+    # --- the session's time
+
+    def start_deadline(self) -> None:
+        """End the session at the rule's session_ttl, or when the token expires if sooner."""
+        policy, identity = self.policy, self.identity
+        assert policy is not None
+        assert identity is not None
+        loop = asyncio.get_running_loop()
+        token_left_s = identity.expires_at - self.listener.clock()
+        if token_left_s < policy.session_ttl_s:
+            self._deadline = loop.call_later(
+                max(token_left_s, 0.0), self._expire, "the token expired"
+            )
+        else:
+            self._deadline = loop.call_later(
+                policy.session_ttl_s, self._expire, "session_ttl reached"
+            )
+
+    def cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+
+    def _expire(self, reason: str) -> None:
+        self.end(reason, SessionExpired(f"session ended by the gateway: {reason}"))
 
     # --- the hold
 

@@ -184,7 +184,6 @@ class MySqlSession(GatedSession):
         self.gate: MySqlGate | None = None
         self.ended = False
         self._done: asyncio.Future[None] | None = None
-        self._deadline: asyncio.TimerHandle | None = None
         self._deciding: asyncio.Task[None] | None = None
         self._login_sequence = 0  # the sequence id of the next packet to the client in login
         self._rows: list[bytes] = []
@@ -230,8 +229,7 @@ class MySqlSession(GatedSession):
         if self.ended:
             return
         self.ended = True
-        if self._deadline is not None:
-            self._deadline.cancel()
+        self.cancel_deadline()
         listener = self.listener
         listener.connections.pop(self.connection_id, None)
         listener.sessions.discard(self)
@@ -436,15 +434,7 @@ class MySqlSession(GatedSession):
             self.relay.on_statement = self._statement_admitted
             self._row_bytes_left = settings.recording.max_row_bytes
         listener.sessions.add(self)
-        loop = asyncio.get_running_loop()
-        ttl_s = self.policy.session_ttl_s
-        token_left_s = self.identity.expires_at - listener.clock()
-        if token_left_s < ttl_s:
-            self._deadline = loop.call_later(
-                max(token_left_s, 0.0), self._expire, "the token expired"
-            )
-        else:
-            self._deadline = loop.call_later(ttl_s, self._expire, "session_ttl reached")
+        self.start_deadline()
         client_side, server_side = self.client_side, self.server_side
         self._upstream = server_side
         client_side.peer, server_side.peer = server_side, client_side
@@ -719,6 +709,3 @@ class MySqlSession(GatedSession):
             "upstream closed the connection",
             None if quiet else UpstreamUnavailable("the upstream server closed the connection"),
         )
-
-    def _expire(self, reason: str) -> None:
-        self.end(reason, SessionExpired(f"session ended by the gateway: {reason}"))

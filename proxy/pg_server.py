@@ -29,7 +29,6 @@ from protocols.errors import (
     FeatureNotSupported,
     InsecureTransport,
     ProtocolViolation,
-    SessionExpired,
     UnknownTarget,
     UpstreamUnavailable,
 )
@@ -196,7 +195,6 @@ class PgSession(GatedSession):
         self.cancel_key: tuple[int, int] | None = None
         self.ended = False
         self._done: asyncio.Future[None] | None = None
-        self._deadline: asyncio.TimerHandle | None = None
         self.gate: PgGate | None = None
         self._deciding: asyncio.Task[None] | None = None  # decides the held message
         self._rows: list[bytes] = []  # captured DataRow bodies of the running statement
@@ -240,8 +238,7 @@ class PgSession(GatedSession):
         if self.ended:
             return
         self.ended = True
-        if self._deadline is not None:
-            self._deadline.cancel()
+        self.cancel_deadline()
         if self.cancel_key is not None:
             target = self.listener.cancel_keys.pop(self.cancel_key, None)
             if cancel_running and target is not None and self.relay is not None and self.relay.busy:
@@ -493,15 +490,7 @@ class PgSession(GatedSession):
         )
         self.relay.server_parameters.update({p.name: p.value for p in upstream.login.parameters})
         listener.sessions.add(self)
-        loop = asyncio.get_running_loop()
-        ttl_s = self.policy.session_ttl_s
-        token_left_s = self.identity.expires_at - listener.clock()
-        if token_left_s < ttl_s:
-            self._deadline = loop.call_later(
-                max(token_left_s, 0.0), self._expire, "the token expired"
-            )
-        else:
-            self._deadline = loop.call_later(ttl_s, self._expire, "session_ttl reached")
+        self.start_deadline()
         client_side, server_side = self.client_side, upstream.channel
         self._upstream = server_side
         client_side.peer, server_side.peer = server_side, client_side
@@ -634,6 +623,3 @@ class PgSession(GatedSession):
             "upstream closed the connection",
             None if quiet else UpstreamUnavailable("the upstream server closed the connection"),
         )
-
-    def _expire(self, reason: str) -> None:
-        self.end(reason, SessionExpired(f"session ended by the gateway: {reason}"))
