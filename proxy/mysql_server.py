@@ -704,8 +704,10 @@ class MySqlSession(GatedSession):
 
     def _server_closed(self, exc: BaseException | None) -> None:
         relay = self.relay
-        quiet = relay is not None and relay.terminated
+        if relay is not None and relay.terminated:
+            self.end("client quit (COM_QUIT)")  # the server closes after a COM_QUIT
+            return
         self.end(
             "upstream closed the connection",
-            None if quiet else UpstreamUnavailable("the upstream server closed the connection"),
+            UpstreamUnavailable("the upstream server closed the connection"),
         )

@@ -105,6 +105,13 @@ def test_example_file_loads() -> None:
     assert (orders.upstream.host, orders.upstream.port) == ("127.0.0.1", 5432)
     assert (orders.upstream.user, orders.upstream.database) == ("postgres", "airlock_example")
     assert orders.upstream.password is None
+    shop = settings.targets["shop"]
+    assert (shop.protocol, shop.upstream.port, shop.upstream.database) == (
+        "mysql",
+        3306,
+        "airlock_example",
+    )
+    assert settings.listen.mysql == Endpoint("127.0.0.1", 3307)
     assert settings.allow_insecure_loopback is True
     # The example runs on the gateway's own development issuer, on the API listener.
     assert settings.dev_issuer is True
