@@ -1,0 +1,76 @@
+"""MySQL sessions end on time, and a refusal leaves an open transaction as it was."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pymysql
+import pytest
+
+from tests.support.approvals import rule
+from tests.support.gateway import RunningGateway
+
+
+def expect_session_ended(conn: Any, within_s: float) -> pymysql.err.MySQLError:
+    """The next command fails because the gateway ended the session; returns the error."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except pymysql.err.MySQLError as error:
+            return error
+        assert time.monotonic() < deadline, "the session was still open"
+        time.sleep(0.2)
+
+
+def test_session_ttl_ends_the_session_with_a_reason(
+    mysql_gateway_factory: Callable[..., RunningGateway],
+) -> None:
+    gateway = mysql_gateway_factory(rules=[rule(targets=["shop"], session_ttl="1s")])
+    token = gateway.issuer.mint(sub="agent-1", groups=("data-agents",))
+    conn: Any = gateway.pymysql(token)
+    started = time.monotonic()
+    error = expect_session_ended(conn, within_s=10)
+    assert time.monotonic() - started > 0.5
+    # The gateway's ERR (read as the answer to the next command) says why.
+    assert error.args[0] == 1927, error.args  # ER_CONNECTION_KILLED
+    assert "session_ttl" in error.args[1]
+    assert token not in str(error.args)
+
+
+def test_an_expiring_token_ends_the_session(
+    mysql_gateway_factory: Callable[..., RunningGateway],
+) -> None:
+    gateway = mysql_gateway_factory()
+    token = gateway.issuer.mint(sub="agent-1", groups=("data-agents",), ttl_s=2)
+    conn: Any = gateway.pymysql(token)
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    error = expect_session_ended(conn, within_s=10)
+    assert error.args[0] == 1927, error.args
+    assert "token expired" in error.args[1]
+
+
+@pytest.mark.timeout(60)
+def test_a_refused_write_inside_a_transaction_leaves_the_transaction_open(
+    mysql_gateway_factory: Callable[..., RunningGateway],
+) -> None:
+    gateway = mysql_gateway_factory(rules=[rule(targets=["shop"], write="approve", hold="reject")])
+    conn: Any = gateway.pymysql(gateway.issuer.mint(sub="agent-1", groups=("data-agents",)))
+    with conn, conn.cursor() as cursor:
+        cursor.execute("BEGIN")
+        cursor.execute("SELECT @@in_transaction")
+        assert cursor.fetchone() == (1,)
+        with pytest.raises(pymysql.err.MySQLError) as refused:
+            cursor.execute("UPDATE accounts SET balance = 0 WHERE id = 1")
+        assert refused.value.args[0] == 1142
+        # MySQL does not abort a transaction on an error, and the gateway sent nothing:
+        # the transaction is still open and usable.
+        cursor.execute("SELECT @@in_transaction")
+        assert cursor.fetchone() == (1,)
+        cursor.execute("SELECT balance FROM accounts WHERE id = 1")
+        assert cursor.fetchone() == (100,)
+        cursor.execute("ROLLBACK")
