@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -74,3 +75,25 @@ def test_a_refused_write_inside_a_transaction_leaves_the_transaction_open(
         cursor.execute("SELECT balance FROM accounts WHERE id = 1")
         assert cursor.fetchone() == (100,)
         cursor.execute("ROLLBACK")
+
+
+def test_metrics_count_mysql_sessions_statements_and_requests(
+    mysql_gateway_factory: Callable[..., RunningGateway],
+) -> None:
+    gateway = mysql_gateway_factory(rules=[rule(targets=["shop"], hold="reject")])
+    conn: Any = gateway.pymysql(gateway.issuer.mint(sub="agent-1", groups=("data-agents",)))
+    with conn, conn.cursor() as cursor:
+        for account in (1, 2, 3):
+            cursor.execute("SELECT balance FROM accounts WHERE id = %s", (account,))
+        with pytest.raises(pymysql.err.MySQLError):
+            cursor.execute("UPDATE accounts SET balance = 0 WHERE id = 1")
+        with urllib.request.urlopen(gateway.api_url + "/metrics", timeout=10) as response:  # noqa: S310 (the gateway's own http URL)
+            text = response.read().decode()
+    samples = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert samples["airlock_sessions"] == "1"
+    assert float(samples["airlock_statements_total"]) >= 4
+    assert samples['airlock_approval_requests{state="pending"}'] == "1"
+    # three selects differing only in a literal: one parse, then fingerprint hits
+    assert float(samples['airlock_classifier_cache_total{outcome="hit"}']) >= 2
