@@ -430,8 +430,9 @@ class MySqlSession(GatedSession):
             capture_rows=recording and settings.recording.capture_rows,
             encoding=encoding,
         )
+        # Every admitted statement is counted (metrics), and recorded when the session is.
+        self.relay.on_statement = self._statement_admitted
         if recording:
-            self.relay.on_statement = self._statement_admitted
             self._row_bytes_left = settings.recording.max_row_bytes
         listener.sessions.add(self)
         self.start_deadline()

@@ -478,8 +478,9 @@ class PgSession(GatedSession):
         self.gate = PgGate(listener.classifiers.cached("postgres"), self.policy, listener.clock)
         recording = self.recording is not None
         capture = recording and listener.settings.recording.capture_rows
+        # Every admitted statement is counted (metrics), and recorded when the session is.
+        self.gate.on_statement = self._statement_ran
         if recording:
-            self.gate.on_statement = self._statement_ran
             self._row_bytes_left = listener.settings.recording.max_row_bytes
         self.relay = PgRelay(
             transaction_status=ready.status,

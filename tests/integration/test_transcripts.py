@@ -214,8 +214,13 @@ def test_a_session_that_cannot_be_recorded_is_refused_unless_configured_otherwis
         with pytest.raises(psycopg.OperationalError, match="cannot record this session"):
             psycopg.connect(dsn)
     else:
-        with psycopg.connect(dsn) as agent:
+        with psycopg.connect(dsn, autocommit=True) as agent:  # no BEGIN: two statements
             assert agent.execute("select 1").fetchone() == (1,)
+            assert agent.execute("select 2").fetchone() == (2,)
+            # Unrecorded, but still counted.
+            with urllib.request.urlopen(gateway.api_url + "/metrics", timeout=10) as response:  # noqa: S310 (the gateway's own http URL)
+                metrics = response.read().decode()
+        assert "\nairlock_statements_total 2\n" in metrics
 
 
 @pytest.mark.timeout(60)
