@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from proxy import signing, transcript
 from proxy.approvals_cli import one_line_sql, positive_number
 from proxy.config import parse_duration
+from proxy.ledger import LEDGER_FILE, verify_ledger
 
 DEFAULT_DATA_DIR = Path("./airlock-data")
 
@@ -229,12 +230,42 @@ def _verify(args: argparse.Namespace) -> int:
         if len(rest) >= PROBLEMS_SHOWN:
             more = len(rest) - (PROBLEMS_SHOWN - 1)
             print(" " * 10 + " " * len(name) + f"  ... and {more} more")
-    if args.all:
-        print(
-            f"{len(paths)} transcripts: {counts['valid']} valid, "
-            f"{counts['unsealed']} unsealed, {counts['invalid']} invalid"
-        )
-    return EXIT_OK if counts["valid"] == len(paths) else EXIT_FAILED
+    if not args.all:
+        return EXIT_OK if counts["valid"] == len(paths) else EXIT_FAILED
+    print(
+        f"{len(paths)} transcripts: {counts['valid']} valid, "
+        f"{counts['unsealed']} unsealed, {counts['invalid']} invalid"
+    )
+    ledger_ok = _verify_ledger(args.data_dir, public_key, paths)
+    return EXIT_OK if counts["valid"] == len(paths) and ledger_ok else EXIT_FAILED
+
+
+def _verify_ledger(data_dir: Path, public_key: Ed25519PublicKey, paths: list[Path]) -> bool:
+    """The session ledger: intact, and a transcript for every session it lists (a
+    transcript deleted whole is found only this way) and a listing for every transcript."""
+    directory = transcript.transcripts_dir(data_dir)
+    result = verify_ledger(directory, public_key)
+    if result is None:
+        if not paths:
+            return True
+        print(f"invalid   ledger  {LEDGER_FILE} is missing, though transcripts exist")
+        return False
+    for problem in result.problems:
+        print(f"invalid   ledger  {problem}")
+    for session_id in result.missing:
+        print(f"missing   {session_id}  listed in the ledger, but its transcript is gone")
+    listed = {entry.session_id for entry in result.entries}
+    unlisted = [p for p in paths if p.name.removesuffix(transcript.SUFFIX) not in listed]
+    for path in unlisted:
+        name = path.name.removesuffix(transcript.SUFFIX)
+        print(f"unlisted  {name}  not in the session ledger (added, or older than the ledger)")
+    last = result.entries[-1] if result.entries else None
+    tail = f"; last entry {last.seq}, {last.hash[:16]}" if last is not None else ""
+    print(
+        f"ledger: {len(result.entries)} sessions listed, {len(result.missing)} missing, "
+        f"{len(unlisted)} unlisted, {len(result.problems)} problems{tail}"
+    )
+    return result.ok and not unlisted
 
 
 # --- export ------------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as pg
 from proxy import signing
 from proxy.approvals_cli import format_age, format_parameter, one_line_sql
+from proxy.ledger import Ledger, LedgerError
 from proxy.mysql_relay import execute_parameters
 from proxy.pg_gate import describe_parameters
 from proxy.signing import SigningKey
@@ -343,6 +344,7 @@ class Recorder:
         self._open: dict[str, SessionRecording] = {}
         self._open_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._ledger: Ledger | None = None  # read and opened with the first session
 
     def open(self, session_id: str, start: dict[str, Any]) -> SessionRecording:
         """Create the session's transcript and make its start event durable.
@@ -382,6 +384,16 @@ class Recorder:
             raise TranscriptError(
                 f"cannot record the session: {day_dir}: {_reason(error)}"
             ) from None
+        try:
+            # Listed once its transcript exists: a transcript deleted whole is then missed.
+            if self._ledger is None:
+                self._ledger = Ledger(self.directory, self.key)
+            self._ledger.append(session_id, f"{day}/{session_id}{SUFFIX}", started)
+        except LedgerError as error:
+            with contextlib.suppress(TranscriptError):
+                recording.close()
+            path.unlink(missing_ok=True)
+            raise TranscriptError(f"cannot record the session: {error}") from None
         with self._open_lock:
             self._open[session_id] = recording
         return recording

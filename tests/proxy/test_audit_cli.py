@@ -217,9 +217,56 @@ def test_verify_all(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
         ["invalid", TAMPERED],
     ]
     assert lines[3] == "3 transcripts: 1 valid, 1 unsealed, 1 invalid"
+    assert lines[4].startswith("ledger: 3 sessions listed, 0 missing, 0 unlisted, 0 problems")
+
+
+def test_verify_all_names_a_transcript_deleted_whole(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path_of(data_dir, KILLED).unlink()
     path_of(data_dir, TAMPERED).unlink()
-    assert run("verify", "--all", "--data-dir", str(data_dir)) == 0
+    # What is left verifies, but the session ledger still lists the two sessions.
+    assert run("verify", "--all", "--data-dir", str(data_dir)) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [
+        f"valid     {SEALED}  sealed, 10 events",
+        "1 transcripts: 1 valid, 0 unsealed, 0 invalid",
+    ]
+    assert lines[2:4] == [
+        f"missing   {KILLED}  listed in the ledger, but its transcript is gone",
+        f"missing   {TAMPERED}  listed in the ledger, but its transcript is gone",
+    ]
+    assert lines[4].startswith("ledger: 3 sessions listed, 2 missing")
+
+
+def test_verify_all_names_an_edited_or_foreign_or_missing_ledger(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for session_id in (KILLED, TAMPERED):
+        path_of(data_dir, session_id).unlink()
+    ledger = data_dir / "transcripts" / "ledger.airlock"
+    original = ledger.read_bytes()
+    # An entry rewritten to hide a session: its signature no longer verifies, and the
+    # entry after it no longer follows it.
+    ledger.write_bytes(original.replace(KILLED.encode(), SEALED.encode(), 1))
+    assert run("verify", "--all", "--data-dir", str(data_dir)) == 1
+    out = capsys.readouterr().out
+    assert "invalid   ledger  entry 1: signature does not verify" in out
+    assert "invalid   ledger  entry 2: does not follow the entry before it" in out
+    # The ledger signed by another key (rewritten whole by someone without ours).
+    ledger.unlink()
+    stranger = SigningKey.generate()
+    recorder = Recorder(data_dir, stranger, clock=Clock(START_TS))
+    recorder.open("0" * 32, start_data("agent-1", "orders")).seal(END)
+    capsys.readouterr()
+    assert run("verify", "--all", "--data-dir", str(data_dir)) == 1
+    out = capsys.readouterr().out
+    assert "invalid   ledger  entry 0: signature does not verify" in out
+    assert f"unlisted  {SEALED}  not in the session ledger" in out
+    # No ledger at all, though there are transcripts.
+    ledger.unlink()
+    assert run("verify", "--all", "--data-dir", str(data_dir)) == 1
+    assert "ledger.airlock is missing, though transcripts exist" in capsys.readouterr().out
 
 
 def test_verify_lists_several_problems_under_one_another(

@@ -18,6 +18,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from proxy import signing, transcript
+from proxy.ledger import verify_ledger
 from proxy.signing import SigningKey
 from proxy.transcript import (
     Recorder,
@@ -911,3 +912,31 @@ def test_replay_reads_what_the_postgres_session_records(recorder: Recorder) -> N
         {"type": "int4", "value": "42", "format": "text"},
     ]
     assert exported[3]["data"]["bind"] == {"$base64": base64.b64encode(bind).decode()}
+
+
+# --- the session ledger ------------------------------------------------------------------------
+
+
+def test_every_session_is_listed_in_a_signed_chained_ledger(tmp_path: Path) -> None:
+    key = signing.load_or_create(tmp_path)
+    ids = [f"{n:032x}" for n in (1, 2, 3)]
+    for number, session_id in enumerate(ids):
+        # A new Recorder (a gateway restart) goes on with the chain on disk.
+        recorder = Recorder(tmp_path, key, clock=Clock(START_TS + number))
+        recorder.open(session_id, start_data()).seal(END)
+    result = verify_ledger(transcript.transcripts_dir(tmp_path), key.public_key)
+    assert result is not None
+    assert result.ok
+    assert [(e.seq, e.session_id) for e in result.entries] == list(enumerate(ids))
+    assert all(e.path == f"2020-09-13/{e.session_id}.airlock" for e in result.entries)
+
+
+def test_a_ledger_that_does_not_read_back_refuses_new_sessions(tmp_path: Path) -> None:
+    key = signing.load_or_create(tmp_path)
+    Recorder(tmp_path, key, clock=Clock(START_TS)).open("a" * 32, start_data()).seal(END)
+    ledger = transcript.transcripts_dir(tmp_path) / "ledger.airlock"
+    ledger.write_bytes(ledger.read_bytes() + b"\xc1 not msgpack")
+    with pytest.raises(TranscriptError, match=r"ledger\.airlock: unreadable"):
+        Recorder(tmp_path, key, clock=Clock(START_TS)).open("b" * 32, start_data())
+    # Refused whole: no transcript is left behind for the refused session.
+    assert not list(tmp_path.glob("transcripts/*/" + "b" * 32 + ".airlock"))
