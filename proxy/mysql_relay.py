@@ -48,6 +48,9 @@ from protocols.mysql.messages import (
 )
 from protocols.mysql.packets import MAX_CHUNK, Packet, PacketReader, frame
 from protocols.mysql.responses import ResponseTracker, expects_response
+from proxy.actions import EndSession as EndSession
+from proxy.actions import SendToClient as SendToClient
+from proxy.actions import SendToServer as SendToServer
 from proxy.store import Parameter
 
 UNPREPARED = Verdict(
@@ -92,32 +95,12 @@ _KILL = re.compile(
 
 
 @dataclass(frozen=True, slots=True)
-class SendToServer:
-    raw: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SendToClient:
-    raw: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class HoldCommand:
     """This command waits for a decision; call `MySqlRelay.release` for it."""
 
     packet: Packet
     command: int
     sql: str | None  # COM_QUERY and COM_STMT_PREPARE text; None when it is not UTF-8
-
-
-@dataclass(frozen=True, slots=True)
-class EndSession:
-    """Close both sides; `error` (if any) goes to the client first, numbered `sequence`
-    when the relay knows what the client waits for."""
-
-    reason: str
-    error: AirlockError | None = None
-    sequence: int | None = None
 
 
 Action = SendToServer | SendToClient | HoldCommand | EndSession

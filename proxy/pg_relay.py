@@ -36,18 +36,11 @@ from typing import Protocol
 from protocols.errors import AirlockError, FeatureNotSupported, ProtocolViolation
 from protocols.postgres import messages as m
 from protocols.postgres.framing import BackendRelay, MessageFramer
+from proxy.actions import EndSession as EndSession
+from proxy.actions import SendToClient as SendToClient
+from proxy.actions import SendToServer as SendToServer
 
 # --- actions
-
-
-@dataclass(frozen=True, slots=True)
-class SendToServer:
-    raw: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SendToClient:
-    raw: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +48,6 @@ class HoldMessage:
     """This client message waits for a decision; call `PgRelay.release` with it."""
 
     raw: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class EndSession:
-    """Close both sides; `error` (if any) goes to the client first as FATAL."""
-
-    reason: str
-    error: AirlockError | None = None
 
 
 Action = SendToServer | SendToClient | HoldMessage | EndSession
