@@ -23,17 +23,21 @@ from policy.rules import EffectivePolicy, HoldMode
 from protocols.errors import (
     AirlockError,
     HoldTimedOut,
+    ProtocolViolation,
     QueryCanceled,
     RecordingUnavailable,
     SessionExpired,
     StatementDenied,
 )
 from proxy.approvals import ApprovalHub
+from proxy.channel import Channel, ConnectionClosed
 from proxy.config import Settings, TargetSettings
 from proxy.store import APPROVED, DENIED, ApprovalRequest, NewRequest, Parameter
 from proxy.transcript import Recorder, SessionRecording, TranscriptError
 
 log = logging.getLogger("airlock.session")
+
+LOGIN_TIMEOUT_S = 60.0
 
 
 class SessionHost(Protocol):
@@ -61,6 +65,7 @@ class Gate(Protocol):
 class GatedSession:
     #: "postgres" or "mysql": the transcript's and the approval request's protocol.
     protocol: ClassVar[str]
+    client_side: Channel
 
     def __init__(self, listener: SessionHost) -> None:
         self.id = uuid.uuid4().hex
@@ -74,10 +79,40 @@ class GatedSession:
         self._waiting_for: str | None = None  # the approval request a held statement awaits
         self._requested = False  # this session has made approval requests
         self._deadline: asyncio.TimerHandle | None = None
+        self._done: asyncio.Future[None] | None = None  # set by end()
 
     def end(self, reason: str, error: AirlockError | None = None) -> None:
         """Close both sides once; `error`, if any, goes to the client first."""
         raise NotImplementedError
+
+    async def log_in(self) -> bool:
+        """The protocol's login, up to relaying; False when it ended without a session."""
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Log in within LOGIN_TIMEOUT_S, then relay until the session ends."""
+        self._done = asyncio.get_running_loop().create_future()
+        self.client_address = self.client_side.remote_address
+        try:
+            async with asyncio.timeout(LOGIN_TIMEOUT_S):
+                relaying = await self.log_in()
+        except AirlockError as error:
+            log.info(
+                "login refused for %s: %s%s",
+                self.client_address,
+                error.message,
+                f" ({error.log_detail})" if error.log_detail else "",
+            )
+            self.end(f"login refused: {error.message}", error)
+            return
+        except TimeoutError:
+            self.end("login timed out", ProtocolViolation("login not completed in time"))
+            return
+        except ConnectionClosed:
+            self.end("client closed during login")
+            return
+        if relaying:
+            await self._done
 
     # --- the session's time
 

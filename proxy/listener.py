@@ -70,6 +70,10 @@ class Listener(Generic[S]):
         self.channels: set[Channel] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
+        self.init_protocol_state()
+
+    def init_protocol_state(self) -> None:
+        """Set up what only this protocol's listener keeps (cancel keys, connection ids)."""
 
     def new_session(self, channel: Channel) -> S:
         raise NotImplementedError

@@ -20,9 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import ssl
-import time
-from collections.abc import Callable
 from typing import Any
 
 from policy.classify import LEXER_REASON, StatementClass, Verdict
@@ -57,12 +54,9 @@ from protocols.mysql.messages import (
 from protocols.mysql.packets import Packet, PacketReader, frame
 from protocols.mysql.responses import ResponseTracker
 from proxy.addresses import is_loopback
-from proxy.approvals import ApprovalHub
-from proxy.channel import Channel, ConnectionClosed
-from proxy.classifying import Classifiers
-from proxy.config import Settings
+from proxy.channel import Channel
 from proxy.gated_session import GatedSession
-from proxy.listener import Listener, TokenVerifier
+from proxy.listener import Listener
 from proxy.mysql_relay import (
     Action,
     EndSession,
@@ -80,11 +74,9 @@ from proxy.mysql_relay import (
 )
 from proxy.mysql_upstream import PacketStream, connect_upstream, kill_query
 from proxy.store import Parameter
-from proxy.transcript import Recorder
 
 log = logging.getLogger("airlock.mysql")
 
-LOGIN_TIMEOUT_S = 60.0
 #: What the gateway says it is, before it knows the target. Clients pick features by
 #: the version: an 8.0 would make mysql-connector ask for utf8mb4_0900_ai_ci, which
 #: MariaDB lacks; 5.7 gets what both MariaDB and MySQL 8 understand (utf8mb4_general_ci).
@@ -121,26 +113,7 @@ _MAX_TOKEN_PACKET = 64 * 1024
 
 
 class MySqlListener(Listener["MySqlSession"]):
-    def __init__(
-        self,
-        settings: Settings,
-        verifier: TokenVerifier,
-        tls_context: ssl.SSLContext | None,
-        *,
-        hub: ApprovalHub,
-        classifiers: Classifiers,
-        recorder: Recorder | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            settings,
-            verifier,
-            tls_context,
-            hub=hub,
-            classifiers=classifiers,
-            recorder=recorder,
-            clock=clock,
-        )
+    def init_protocol_state(self) -> None:
         #: Sessions by the connection id the gateway gave their client (for KILL).
         self.connections: dict[int, MySqlSession] = {}
 
@@ -183,7 +156,6 @@ class MySqlSession(GatedSession):
         self.relay: MySqlRelay | None = None
         self.gate: MySqlGate | None = None
         self.ended = False
-        self._done: asyncio.Future[None] | None = None
         self._deciding: asyncio.Task[None] | None = None
         self._login_sequence = 0  # the sequence id of the next packet to the client in login
         self._rows: list[bytes] = []
@@ -192,29 +164,10 @@ class MySqlSession(GatedSession):
 
     # --- lifecycle
 
-    async def run(self) -> None:
-        self._done = asyncio.get_running_loop().create_future()
-        self.client_address = self.client_side.remote_address
-        self.listener.connections[self.connection_id] = self
-        try:
-            async with asyncio.timeout(LOGIN_TIMEOUT_S):
-                await self._login()
-        except AirlockError as error:
-            log.info(
-                "login refused for %s: %s%s",
-                self.client_address,
-                error.message,
-                f" ({error.log_detail})" if error.log_detail else "",
-            )
-            self.end(f"login refused: {error.message}", error)
-            return
-        except TimeoutError:
-            self.end("login timed out", ProtocolViolation("login not completed in time"))
-            return
-        except ConnectionClosed:
-            self.end("client closed during login")
-            return
-        await self._done
+    async def log_in(self) -> bool:
+        self.listener.connections[self.connection_id] = self  # KILL can name it from now on
+        await self._login()
+        return True
 
     def end(
         self,

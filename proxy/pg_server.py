@@ -14,9 +14,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import ssl
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +32,9 @@ from protocols.errors import (
 from protocols.postgres import messages as m
 from protocols.postgres.framing import MessageFramer, StartupFramer
 from proxy.addresses import is_loopback
-from proxy.approvals import ApprovalHub
 from proxy.channel import Channel, ConnectionClosed
-from proxy.classifying import Classifiers
-from proxy.config import Settings
 from proxy.gated_session import GatedSession
-from proxy.listener import Listener, TokenVerifier
+from proxy.listener import Listener
 from proxy.pg_gate import PgGate, parameters_key
 from proxy.pg_relay import (
     Action,
@@ -54,11 +48,9 @@ from proxy.pg_relay import (
 )
 from proxy.pg_upstream import UpstreamSession, connect_upstream, read_message
 from proxy.store import ApprovalRequest
-from proxy.transcript import Recorder
 
 log = logging.getLogger("airlock.postgres")
 
-LOGIN_TIMEOUT_S = 60.0
 CANCEL_TIMEOUT_S = 5.0
 #: Room for the largest token we would verify, plus the message envelope.
 _MAX_PASSWORD_MESSAGE_BYTES = 64 * 1024
@@ -122,26 +114,7 @@ def _int32(value: int) -> int:
 
 
 class PgListener(Listener["PgSession"]):
-    def __init__(
-        self,
-        settings: Settings,
-        verifier: TokenVerifier,
-        tls_context: ssl.SSLContext | None,
-        *,
-        hub: ApprovalHub,
-        classifiers: Classifiers,
-        recorder: Recorder | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            settings,
-            verifier,
-            tls_context,
-            hub=hub,
-            classifiers=classifiers,
-            recorder=recorder,
-            clock=clock,
-        )
+    def init_protocol_state(self) -> None:
         self.cancel_keys: dict[tuple[int, int], CancelTarget] = {}
 
     def new_session(self, channel: Channel) -> PgSession:
@@ -194,7 +167,6 @@ class PgSession(GatedSession):
         self.relay: PgRelay | None = None
         self.cancel_key: tuple[int, int] | None = None
         self.ended = False
-        self._done: asyncio.Future[None] | None = None
         self.gate: PgGate | None = None
         self._deciding: asyncio.Task[None] | None = None  # decides the held message
         self._rows: list[bytes] = []  # captured DataRow bodies of the running statement
@@ -203,32 +175,13 @@ class PgSession(GatedSession):
 
     # --- lifecycle
 
-    async def run(self) -> None:
-        self._done = asyncio.get_running_loop().create_future()
-        self.client_address = self.client_side.remote_address
-        try:
-            async with asyncio.timeout(LOGIN_TIMEOUT_S):
-                upstream = await self._login()
-        except AirlockError as error:
-            log.info(
-                "login refused for %s: %s%s",
-                self.client_address,
-                error.message,
-                f" ({error.log_detail})" if error.log_detail else "",
-            )
-            self.end(f"login refused: {error.message}", error)
-            return
-        except TimeoutError:
-            self.end("login timed out", ProtocolViolation("login not completed in time"))
-            return
-        except ConnectionClosed:
-            self.end("client closed during login")
-            return
+    async def log_in(self) -> bool:
+        upstream = await self._login()
         if upstream is None:
             self.end("startup finished without a session")
-            return
+            return False
         self._start_relay(upstream)
-        await self._done
+        return True
 
     def end(
         self, reason: str, error: AirlockError | None = None, *, cancel_running: bool = False
