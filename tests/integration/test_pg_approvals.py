@@ -81,6 +81,22 @@ def test_reads_pass_and_a_write_waits_until_an_approver_approves_with_the_cli(
 
 
 @pytest.mark.timeout(60)
+def test_a_parameterised_read_that_ends_in_an_empty_string_runs_at_once(
+    gated: RunningGateway, accounts: Callable[[], dict[int, int]]
+) -> None:
+    # psycopg sends `... = $1 ... <> ''`: a text sqlglot 30.30 alone cannot tokenize.
+    notices: list[str] = []
+    with connect(gated, agent_token(gated), notices) as agent:
+        query = "select balance from accounts where id = %s and balance::text <> ''"
+        assert agent.execute(query, (1,)).fetchone() == (100,)
+        assert agent.execute(query, (1,), prepare=True).fetchone() == (100,)
+    assert notices == []  # no hold was announced
+    status, body = api(gated, "GET", "/api/v1/approvals", dba_token(gated))
+    assert status == 200
+    assert body["approvals"] == []
+
+
+@pytest.mark.timeout(60)
 def test_deny_gives_42501_naming_approver_and_reason_and_the_session_stays_usable(
     gated: RunningGateway, accounts: Callable[[], dict[int, int]]
 ) -> None:
