@@ -37,7 +37,8 @@ class Side(asyncio.Protocol):
             self.peer.transport.close()
 
 
-async def main(port: int, host: str, upstream_port: int) -> None:
+async def start(port: int, host: str, upstream_port: int) -> asyncio.Server:
+    """Listen on 127.0.0.1:port (0: any free port) and forward to host:upstream_port."""
     loop = asyncio.get_running_loop()
     connecting: set[asyncio.Task[None]] = set()
 
@@ -59,7 +60,11 @@ async def main(port: int, host: str, upstream_port: int) -> None:
         task.add_done_callback(connecting.discard)
         return client
 
-    server = await loop.create_server(accepted, "127.0.0.1", port)
+    return await loop.create_server(accepted, "127.0.0.1", port)
+
+
+async def main(port: int, host: str, upstream_port: int) -> None:
+    server = await start(port, host, upstream_port)
     async with server:
         await server.serve_forever()
 
