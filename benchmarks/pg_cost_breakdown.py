@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import resource
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -49,7 +48,6 @@ import tcp_forwarder
 from pg_throughput import (
     AIRLOCK_GROUP,
     AIRLOCK_TARGET,
-    BenchError,
     Endpoint,
     airlock_config,
     create_database,
@@ -58,6 +56,7 @@ from pg_throughput import (
     parse_pgbench,
     process_cpu_s,
     run,
+    run_guarded,
     start_pgbouncer,
 )
 from profile_relay import _loop_factory, pgbench_async
@@ -229,9 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         note("error: --duration, --rounds, --scale, --clients must be >= 1, --warmup >= 0")
         return 2
     server = Endpoint("direct", args.pg_host, args.pg_port, args.pg_user, "postgres")
-    stack = contextlib.ExitStack()
     started = time.monotonic()
-    try:
+
+    def body(stack: contextlib.ExitStack) -> dict[tuple[str, int], list[Run]]:
         binary = ensure_pgbouncer()
         database = create_database(server, stack)
         direct = Endpoint("direct", args.pg_host, args.pg_port, args.pg_user, database)
@@ -243,19 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         pgbouncer = start_pgbouncer(binary, server, database, max(args.clients) + 2, stack)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            results = runner.run(breakdown(server, database, pgbouncer, args))
-    except KeyboardInterrupt:
-        note("interrupted: cleaning up")
-        return 130
-    except BenchError as error:
-        note(f"error: {error}")
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            stack.close()
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            return runner.run(breakdown(server, database, pgbouncer, args))
+
+    status, results = run_guarded(body)
+    if results is None:
+        return status
     print(report(results))
     note(f"done in {time.monotonic() - started:.0f} s")
     return 0

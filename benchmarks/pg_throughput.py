@@ -42,13 +42,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The `airlock` command of the interpreter running this script (the project's venv).
@@ -145,6 +147,33 @@ def free_port() -> int:
 
 def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def run_guarded(body: Callable[[contextlib.ExitStack], T]) -> tuple[int, T | None]:
+    """`body(stack)`, then everything it put on the stack cleaned up, even on Ctrl-C or
+    SIGTERM (which count as Ctrl-C), and not cut short by a second one.
+
+    (0, result) when it ran; (130, None) when interrupted; (1, None) on a BenchError,
+    said on stderr.
+    """
+    previous_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    stack = contextlib.ExitStack()
+    try:
+        return 0, body(stack)
+    except KeyboardInterrupt:
+        note("interrupted: cleaning up")
+        return 130, None
+    except BenchError as error:
+        note(f"error: {error}")
+        return 1, None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            stack.close()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, previous_term)
 
 
 # --- connections ---------------------------------------------------------------------------
@@ -980,25 +1009,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which(tool) is None:
             note(f"error: {tool} is not on PATH")
             return 2
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    stack = contextlib.ExitStack()
-    try:
-        result = benchmark(args, stack)
-    except KeyboardInterrupt:
-        note("interrupted: cleaning up")
-        return 130
-    except BenchError as error:
-        note(f"error: {error}")
-        return 1
-    finally:
-        # Cleanup must not be cut short by a second Ctrl-C.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            stack.close()
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    status, result = run_guarded(lambda stack: benchmark(args, stack))
+    if result is None:
+        return status
     print(report(result))
     if args.json is not None:
         public = {k: v for k, v in result.items() if not k.startswith("_")}

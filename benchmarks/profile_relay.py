@@ -43,7 +43,6 @@ import pstats
 import re
 import resource
 import shutil
-import signal
 import sys
 import tempfile
 import textwrap
@@ -66,6 +65,7 @@ from pg_throughput import (
     parse_pgbench,
     pgbench_command,
     run,
+    run_guarded,
 )
 
 from proxy.config import load_settings
@@ -474,8 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     server = Endpoint("direct", args.pg_host, args.pg_port, args.pg_user, "postgres")
-    stack = contextlib.ExitStack()
-    try:
+
+    def body(stack: contextlib.ExitStack) -> Profiled:
         workdir = Path(tempfile.mkdtemp(prefix="airlock-bench-profile-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         if args.sampler == "py-spy":
@@ -491,19 +491,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         # asyncio.Runner turns Ctrl-C into cancelling the run, so the gateway closes cleanly.
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            result = runner.run(profile_gateway(server, database, args, workdir))
-    except KeyboardInterrupt:
-        note("interrupted: cleaning up")
-        return 130
-    except BenchError as error:
-        note(f"error: {error}")
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            stack.close()
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            return runner.run(profile_gateway(server, database, args, workdir))
+
+    status, result = run_guarded(body)
+    if result is None:
+        return status
     print(report(result, args))
     if args.output is not None:
         if result.profile is not None:
