@@ -228,8 +228,8 @@ class GatedSession:
                 hint=f"once `airlock approve {request.id}` is run, retry the same statement",
             ), f"hold timed out ({request.id})"
         self.record("approval.decided", _decision_event(decided))
-        if self.recording is not None:
-            self.recording.flush()  # the decision is on disk before the statement runs
+        if self.recording is not None:  # the decision is on disk before the statement runs
+            await asyncio.to_thread(self.recording.flush)
         if decided.state == APPROVED:
             if decided.scope == "session" and decided.expires_at is not None:
                 gate.session_grant_until = decided.expires_at
@@ -247,10 +247,13 @@ class GatedSession:
 
     # --- the transcript
 
-    def open_recording(self, tls: bool, client: dict[str, Any]) -> SessionRecording | None:
+    async def open_recording(self, tls: bool, client: dict[str, Any]) -> SessionRecording | None:
         """Start the transcript (identity, target, client, policy); `client` adds what the
         protocol knows of the client. Refuses the session when it cannot be recorded,
-        unless `recording.on_failure: allow`."""
+        unless `recording.on_failure: allow`.
+
+        Opening makes the transcript's start and its ledger entry durable (fsyncs), so it
+        runs in a worker thread: other sessions' traffic does not wait for the disk."""
         identity, target, recorder = self.identity, self.target, self.listener.recorder
         assert identity is not None
         assert target is not None
@@ -276,8 +279,13 @@ class GatedSession:
             "policy": self.listener.settings.policy_hash,
             "claims_seen": sorted(identity.claims),
         }
+        opening = asyncio.get_running_loop().run_in_executor(None, recorder.open, self.id, start)
         try:
-            self.recording = recorder.open(self.id, start)
+            self.recording = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The login gave up (timeout, shutdown) while the file was being made.
+            opening.add_done_callback(lambda done: seal_abandoned(recorder, done))
+            raise
         except TranscriptError as error:
             if self.listener.settings.recording.on_failure == "allow":
                 log.error("session %s NOT RECORDED (recording.on_failure: allow): %s",
@@ -309,9 +317,29 @@ class GatedSession:
             "statements": self.statements,
         }
         try:
-            recording.seal(end)
+            recording.seal(end, flush=False)
         except TranscriptError as failure:
             log.error("session %s: its transcript could not be sealed: %s", self.id, failure)
+            return
+        recorder = self.listener.recorder
+        assert recorder is not None
+        recorder.flush_soon(recording)
+
+
+def seal_abandoned(recorder: Recorder, opening: asyncio.Future[SessionRecording]) -> None:
+    """Seal a transcript whose session ended while it was being opened."""
+    if opening.cancelled() or opening.exception() is not None:
+        return  # nothing was opened, or nothing is left open (Recorder.open cleans up)
+    recording = opening.result()
+    end = {"reason": "the session ended during login", "error": None, "statements": 0}
+    try:
+        recording.seal(end, flush=False)
+    except TranscriptError as failure:
+        log.error(
+            "session %s: its transcript could not be sealed: %s", recording.session_id, failure
+        )
+        return
+    recorder.flush_soon(recording)
 
 
 def _request_event(request: ApprovalRequest) -> dict[str, Any]:

@@ -303,7 +303,7 @@ class MySqlSession(GatedSession):
                 detail=f"groups: {', '.join(sorted(self.identity.groups)) or '(none)'}",
             )
         if listener.recorder is not None:
-            self.open_recording(
+            await self.open_recording(
                 tls,
                 {
                     "connection_id": self.connection_id,

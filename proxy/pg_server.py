@@ -319,7 +319,7 @@ class PgSession(GatedSession):
         forwarded, dropped = self._startup_parameters(startup)
         if self.listener.recorder is not None:
             application_name = startup.parameters.get("application_name")
-            self.open_recording(client_tls, {"application_name": application_name})
+            await self.open_recording(client_tls, {"application_name": application_name})
         upstream = await connect_upstream(
             target.upstream,
             forwarded,

@@ -263,11 +263,12 @@ class SessionRecording:
                 if finished:
                     self._close_locked()
 
-    def seal(self, end: dict[str, Any]) -> None:
+    def seal(self, end: dict[str, Any], *, flush: bool = True) -> None:
         """The session.end event, then the signature over the last hash; then close.
 
-        When the write fails this raises TranscriptError, and the Recorder keeps trying
-        to write the end and the seal on its flush interval.
+        With `flush`, written at once; when the write fails this raises TranscriptError.
+        Without, or when it failed, the Recorder writes the end and the seal on its flush
+        interval (or sooner: `Recorder.flush_soon`), and closes the file once they are.
         """
         self.event(SESSION_END, end)
         last_seq = self._seq - 1
@@ -282,7 +283,8 @@ class SessionRecording:
         }
         self._queue(_pack(seal))
         self._sealed = True
-        self.flush()
+        if flush:
+            self.flush()
 
     def close(self) -> None:
         """Stop writing, sealed or not (what is pending is written first, if it can be)."""
@@ -345,6 +347,7 @@ class Recorder:
         self._open_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
         self._ledger: Ledger | None = None  # read and opened with the first session
+        self._ledger_lock = threading.Lock()  # sessions open in worker threads
 
     def open(self, session_id: str, start: dict[str, Any]) -> SessionRecording:
         """Create the session's transcript and make its start event durable.
@@ -386,9 +389,11 @@ class Recorder:
             ) from None
         try:
             # Listed once its transcript exists: a transcript deleted whole is then missed.
-            if self._ledger is None:
-                self._ledger = Ledger(self.directory, self.key)
-            self._ledger.append(session_id, f"{day}/{session_id}{SUFFIX}", started)
+            with self._ledger_lock:
+                if self._ledger is None:
+                    self._ledger = Ledger(self.directory, self.key)
+                ledger = self._ledger
+            ledger.append(session_id, f"{day}/{session_id}{SUFFIX}", started)
         except LedgerError as error:
             with contextlib.suppress(TranscriptError):
                 recording.close()
@@ -411,6 +416,16 @@ class Recorder:
                 await self._task
             self._task = None
         await asyncio.to_thread(self._close_all)
+
+    def flush_soon(self, recording: SessionRecording) -> None:
+        """Write what the recording has pending (a sealed one: then close it) in a worker
+        thread, off the event loop; a failure is logged and retried on the interval."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: nothing to keep waiting
+            recording._flush_in_background()
+            return
+        loop.run_in_executor(None, recording._flush_in_background)
 
     def flush_all(self) -> None:
         for recording in self._recordings():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import asyncpg
 import psycopg
 import pytest
 
+from proxy import gated_session
 from tests.support.approvals import Background, agent_token, api, decide, pending, rule
 from tests.support.gateway import RunningGateway, served_gateway
 from tests.support.pgcluster import PgServer
@@ -107,6 +109,75 @@ def test_an_asyncpg_session_records_its_bound_parameters(
     assert "update accounts set balance = $1 where id = $2" in human.stdout
     assert "4242" in human.stdout
     assert airlock("verify", session, "--data-dir", str(data_dir)).returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_login_on_a_slow_disk_does_not_stall_the_other_sessions(
+    gateway_factory: Callable[..., RunningGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A login makes its transcript and ledger entry durable, and a session's end seals
+    its transcript: fsyncs, here 0.3 s each. Other sessions keep their pace meanwhile."""
+    gateway = gateway_factory(rules=[rule()])
+    token = agent_token(gateway)
+    with psycopg.connect(gateway.dsn(token), autocommit=True) as agent:
+        real_fsync = os.fsync
+
+        def slow_fsync(fd: int) -> None:
+            time.sleep(0.3)
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", slow_fsync)
+        started = time.monotonic()
+        other = Background(lambda: psycopg.connect(gateway.dsn(token)).close())
+        slowest = 0.0
+        queries = 0
+        while other.thread.is_alive():
+            sent = time.monotonic()
+            assert agent.execute("select 1").fetchone() == (1,)
+            slowest = max(slowest, time.monotonic() - sent)
+            queries += 1
+        assert not isinstance(other.result(), Exception)
+        took = time.monotonic() - started
+    monkeypatch.undo()
+    assert slowest < 0.2, f"a query took {slowest:.3f} s while the other agent logged in"
+    assert took > 0.9  # the other agent's login waited for three slow fsyncs at least
+    assert queries > 50
+    verified = airlock("verify", "--all", "--data-dir", str(gateway.settings.data_dir))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_login_that_times_out_while_its_transcript_opens_leaves_it_sealed(
+    gateway_factory: Callable[..., RunningGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = gateway_factory(rules=[rule()])
+    token = agent_token(gateway)
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.4)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    monkeypatch.setattr(gated_session, "LOGIN_TIMEOUT_S", 0.5)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(gateway.dsn(token), connect_timeout=10)
+    data_dir = gateway.settings.data_dir
+    deadline = time.monotonic() + 10
+    while True:  # the transcript is sealed once the file is made, after the login gave up
+        verified = airlock("verify", "--all", "--data-dir", str(data_dir))
+        if verified.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    monkeypatch.undo()
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    events = replay_events(data_dir, only_session(data_dir, "agent-1"))
+    assert [e["kind"] for e in events] == ["session.start", "session.end"]
+    assert events[-1]["data"] == {
+        "reason": "the session ended during login",
+        "error": None,
+        "statements": 0,
+    }
 
 
 @pytest.mark.timeout(120)

@@ -18,6 +18,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from proxy import signing, transcript
+from proxy.gated_session import seal_abandoned
 from proxy.ledger import verify_ledger
 from proxy.signing import SigningKey
 from proxy.transcript import (
@@ -487,6 +488,50 @@ def test_a_sealed_recording_takes_no_more_events(recorder: Recorder) -> None:
     with pytest.raises(TranscriptError, match="already sealed"):
         recording.event("statement", {"sql": "SELECT 1"})
     assert recorder._recordings() == []
+
+
+def test_a_seal_left_to_the_recorder_is_written_in_a_worker_thread_and_closes_the_file(
+    recorder: Recorder, key: SigningKey
+) -> None:
+    recording = recorder.open(SESSION, start_data())
+    record_session(recording)
+    written = recording.path.stat().st_size
+    recording.seal(END, flush=False)
+    assert recording.sealed
+    assert recording.path.stat().st_size == written  # nothing written on the caller's thread
+    assert recorder._recordings() == [recording]  # still open until its seal is on disk
+
+    async def seal_soon() -> None:
+        recorder.flush_soon(recording)
+        for _ in range(200):
+            if not recorder._recordings():
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(seal_soon())
+    assert recorder._recordings() == []
+    assert verify(recording.path, key.public_key).ok
+
+
+def test_a_transcript_opened_for_a_login_that_gave_up_is_sealed_as_such(
+    recorder: Recorder, key: SigningKey
+) -> None:
+    async def login_gives_up() -> None:
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(None, recorder.open, SESSION, start_data())
+        await asyncio.wait([opening])
+        seal_abandoned(recorder, opening)
+        for _ in range(200):
+            if not recorder._recordings():
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(login_gives_up())
+    [path] = (recorder.directory).rglob(f"{SESSION}.airlock")
+    assert verify(path, key.public_key).ok
+    [*_, end] = read_transcript(path).events
+    assert end.kind == "session.end"
+    assert end.data["reason"] == "the session ended during login"
 
 
 def test_values_msgpack_cannot_hold_are_refused_before_anything_changes(
