@@ -37,12 +37,14 @@ its end.
 Durability. `event()` packs and hashes in memory; nothing touches the disk on the relay
 path. `flush()` writes everything pending and fsyncs; the `Recorder` runs it for every
 open session every `flush_interval_s`, in a worker thread. The session code calls it
-itself before releasing a held statement, so the approval decision is on disk first, and
-`seal()` calls it. A failed write is cut back off the file (ftruncate to the last good
+itself (in a worker thread too) before releasing a held statement, so the approval
+decision is on disk first. A session's end calls `seal(flush=False)` and hands the write
+to `Recorder.flush_soon`, which does it in a worker thread: the event loop never waits
+for the disk. A failed write is cut back off the file (ftruncate to the last good
 length) and kept in memory for the next attempt, so the stream never holds half a
 record followed by whole ones. `Recorder.open` writes and fsyncs the session start
 before the session may proceed, and raises `TranscriptError` when it cannot: the gateway
-refuses the session (fail closed).
+refuses the session (fail closed). Sessions call it in a worker thread.
 """
 
 from __future__ import annotations
