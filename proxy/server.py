@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import resource
 import signal
 import ssl
 import time
@@ -204,6 +205,11 @@ class Gateway:
 
     async def serve_forever(self) -> None:
         """Run until SIGINT or SIGTERM, then close sessions cleanly."""
+        open_files = raise_open_files_limit()
+        log.info(
+            "open files limit: %d (each session holds three: client, upstream, transcript)",
+            open_files,
+        )
         await self.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -214,6 +220,23 @@ class Gateway:
         finally:
             log.info("shutting down")
             await self.close()
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard one, as servers do, and return it.
+
+    A session holds three descriptors (client, upstream, transcript), so a service
+    manager's usual soft limit of 1024 would cap the gateway at about 330 sessions while
+    the hard limit allows far more.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, wanted, error)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class _LateVerifier:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -99,3 +100,21 @@ def test_sigterm_stops_the_gateway_cleanly(served: tuple[Path, int, int]) -> Non
                 break
         assert time.monotonic() < deadline, "the gateway ignored SIGTERM"
         time.sleep(0.1)
+
+
+def test_serve_raises_its_open_files_limit_to_the_hard_limit(
+    tmp_path: Path, local_pg: PgServer, pg_database: str
+) -> None:
+    """A session holds three descriptors: a soft limit of 256 would cap it at about 80."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard <= 256:  # Linux caps it at fs.nr_open: never RLIM_INFINITY
+        pytest.fail(f"this machine's hard limit on open files ({hard}) leaves nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # the child inherits it
+    try:
+        with served_gateway(tmp_path, local_pg, pg_database, []) as gateway:
+            limits = Path(f"/proc/{gateway.process.pid}/limits").read_text()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    [line] = [row for row in limits.splitlines() if row.startswith("Max open files")]
+    gateway_soft, gateway_hard = line.split()[3:5]
+    assert (gateway_soft, gateway_hard) == (str(hard), str(hard))
