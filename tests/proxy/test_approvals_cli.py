@@ -287,7 +287,8 @@ def test_list_sends_the_token_and_prints_a_table(
     api: FakeApprovalsApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
     api.add(
-        approval("apr_1", age=timedelta(seconds=42)),
+        # Ages in minutes: a slow run must not turn 42s into 43s (format_age has its own test).
+        approval("apr_1", age=timedelta(minutes=2, seconds=20)),
         approval(
             "apr_2",
             age=timedelta(minutes=5, seconds=10),
@@ -308,7 +309,7 @@ def test_list_sends_the_token_and_prints_a_table(
     header, first, second, *rest = result.out.splitlines()
     assert rest == []
     assert header.split() == ["ID", "AGE", "REQUESTER", "TARGET", "CLASS", "STATE", "SQL"]
-    assert first.split()[:6] == ["apr_1", "42s", "agent-1", "orders", "write", "pending"]
+    assert first.split()[:6] == ["apr_1", "2m", "agent-1", "orders", "write", "pending"]
     assert first.endswith("UPDATE t SET a = $1 WHERE id = $2")
     assert second.split()[:6] == ["apr_2", "5m", "agent-2", "shop", "write", "pending"]
     # One line, whitespace collapsed, clipped to the SQL column.
@@ -317,7 +318,7 @@ def test_list_sends_the_token_and_prints_a_table(
     assert sql_cell.endswith("...")
     assert len(sql_cell) == 60
     # Columns line up under their headers.
-    assert first.index("42s") == header.index("AGE")
+    assert first.index("2m") == header.index("AGE")
     assert second.index("shop") == header.index("TARGET")
 
 
