@@ -156,7 +156,7 @@ async def breakdown(
             for clients in args.clients:
                 runs = results.setdefault((mode, clients), [])
                 for round_ in range(1, args.rounds + 1):
-                    for variant in VARIANTS:
+                    for variant in args.variants:
                         endpoint = endpoints[variant]
                         if args.warmup:
                             await measure(variant, endpoint, mode, clients, args.warmup)
@@ -177,22 +177,23 @@ async def breakdown(
 def report(results: dict[tuple[str, int], list[Run]]) -> str:
     lines: list[str] = []
     for (mode, clients), runs in results.items():
+        ran = [v for v in VARIANTS if any(r.variant == v for r in runs)]
         median = {
             v: (
                 statistics.median(r.tps for r in runs if r.variant == v),
                 statistics.median(r.cpu_us for r in runs if r.variant == v),
                 statistics.median(r.user_us or 0.0 for r in runs if r.variant == v),
             )
-            for v in VARIANTS
+            for v in ran
         }
         reference = median["pgbouncer"][0]
         lines += [
-            f"\n{mode}, {clients} clients (medians of {len(runs) // len(VARIANTS)} rounds)",
+            f"\n{mode}, {clients} clients (medians of {len(runs) // len(ran)} rounds)",
             "| variant   |    tps | of pgbouncer | CPU us/txn | user us/txn | adds us/txn |",
             "|-----------|--------|--------------|------------|-------------|-------------|",
         ]
         previous: float | None = None
-        for variant in VARIANTS:
+        for variant in ran:
             tps, cpu, user = median[variant]
             adds = "" if previous is None or variant == "forwarder" else f"{cpu - previous:+.1f}"
             user_text = "" if variant == "pgbouncer" else f"{user:.1f}"
@@ -215,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=_int_list, default=[8])
     parser.add_argument("--modes", type=lambda t: t.split(","), default=["simple", "prepared"])
+    parser.add_argument(
+        "--variants",
+        type=lambda t: t.split(","),
+        default=list(VARIANTS),
+        help=f"which to run, in this order (default: {','.join(VARIANTS)})",
+    )
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--pg-host", default="127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=5432)
@@ -226,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if min(args.duration, args.rounds, args.scale, *args.clients) < 1 or args.warmup < 0:
         note("error: --duration, --rounds, --scale, --clients must be >= 1, --warmup >= 0")
+        return 2
+    if "pgbouncer" not in args.variants or not set(args.variants) <= set(VARIANTS):
+        note(f"error: --variants takes pgbouncer and any of {', '.join(VARIANTS[1:])}")
         return 2
     server = Endpoint("direct", args.pg_host, args.pg_port, args.pg_user, "postgres")
     started = time.monotonic()
