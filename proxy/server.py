@@ -148,7 +148,7 @@ class Gateway:
         listeners = self._listeners()
         sessions = sum(len(listener.sessions) for listener in listeners)
         statements = sum(listener.statements for listener in listeners)
-        caches = [self.classifiers.cached(dialect) for dialect in ("postgres", "mysql")]
+        caches = [(dialect, self.classifiers.cached(dialect)) for dialect in ("postgres", "mysql")]
         approvals = self.store.count_by_state() if self.store else {}
         notifier = self.notifier
         webhooks: list[tuple[dict[str, str], float]] = [
@@ -173,10 +173,14 @@ class Gateway:
             (
                 "airlock_classifier_cache_total",
                 "counter",
-                "Verdict cache lookups, by outcome.",
+                "Verdict cache lookups, by SQL dialect and outcome.",
                 [
-                    ({"outcome": "hit"}, sum(cache.hits for cache in caches)),
-                    ({"outcome": "miss"}, sum(cache.misses for cache in caches)),
+                    sample
+                    for dialect, cache in caches
+                    for sample in (
+                        ({"dialect": dialect, "outcome": "hit"}, cache.hits),
+                        ({"dialect": dialect, "outcome": "miss"}, cache.misses),
+                    )
                 ],
             ),
             ("airlock_webhook_deliveries_total", "counter", "Webhook deliveries.", webhooks),

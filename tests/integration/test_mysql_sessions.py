@@ -96,4 +96,5 @@ def test_metrics_count_mysql_sessions_statements_and_requests(
     assert float(samples["airlock_statements_total"]) >= 4
     assert samples['airlock_approval_requests{state="pending"}'] == "1"
     # three selects differing only in a literal: one parse, then fingerprint hits
-    assert float(samples['airlock_classifier_cache_total{outcome="hit"}']) >= 2
+    assert float(samples['airlock_classifier_cache_total{dialect="mysql",outcome="hit"}']) >= 2
+    assert samples['airlock_classifier_cache_total{dialect="postgres",outcome="hit"}'] == "0"

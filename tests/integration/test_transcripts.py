@@ -337,7 +337,8 @@ def test_metrics_count_sessions_statements_approvals_and_cache_hits(
     assert float(samples["airlock_statements_total"]) >= 4
     assert samples['airlock_approval_requests{state="pending"}'] == "1"
     # three selects differing only in a literal: one parse, then fingerprint hits
-    assert float(samples['airlock_classifier_cache_total{outcome="hit"}']) >= 2
+    assert float(samples['airlock_classifier_cache_total{dialect="postgres",outcome="hit"}']) >= 2
+    assert samples['airlock_classifier_cache_total{dialect="mysql",outcome="hit"}'] == "0"
 
 
 @pytest.mark.timeout(180)
