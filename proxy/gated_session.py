@@ -316,30 +316,17 @@ class GatedSession:
             else {"sqlstate": error.sqlstate, "message": error.message},
             "statements": self.statements,
         }
-        try:
-            recording.seal(end, flush=False)
-        except TranscriptError as failure:
-            log.error("session %s: its transcript could not be sealed: %s", self.id, failure)
-            return
         recorder = self.listener.recorder
         assert recorder is not None
-        recorder.flush_soon(recording)
+        recorder.seal_soon(recording, end)
 
 
 def seal_abandoned(recorder: Recorder, opening: asyncio.Future[SessionRecording]) -> None:
     """Seal a transcript whose session ended while it was being opened."""
     if opening.cancelled() or opening.exception() is not None:
         return  # nothing was opened, or nothing is left open (Recorder.open cleans up)
-    recording = opening.result()
     end = {"reason": "the session ended during login", "error": None, "statements": 0}
-    try:
-        recording.seal(end, flush=False)
-    except TranscriptError as failure:
-        log.error(
-            "session %s: its transcript could not be sealed: %s", recording.session_id, failure
-        )
-        return
-    recorder.flush_soon(recording)
+    recorder.seal_soon(opening.result(), end)
 
 
 def _request_event(request: ApprovalRequest) -> dict[str, Any]:

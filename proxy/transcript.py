@@ -419,6 +419,17 @@ class Recorder:
             self._task = None
         await asyncio.to_thread(self._close_all)
 
+    def seal_soon(self, recording: SessionRecording, end: dict[str, Any]) -> None:
+        """Seal a session's transcript now; write the end and the seal in a worker thread."""
+        try:
+            recording.seal(end, flush=False)
+        except TranscriptError as failure:
+            log.error(
+                "session %s: its transcript could not be sealed: %s", recording.session_id, failure
+            )
+            return
+        self.flush_soon(recording)
+
     def flush_soon(self, recording: SessionRecording) -> None:
         """Write what the recording has pending (a sealed one: then close it) in a worker
         thread, off the event loop; a failure is logged and retried on the interval."""
