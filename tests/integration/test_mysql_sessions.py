@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -87,11 +86,7 @@ def test_metrics_count_mysql_sessions_statements_and_requests(
             cursor.execute("SELECT balance FROM accounts WHERE id = %s", (account,))
         with pytest.raises(pymysql.err.MySQLError):
             cursor.execute("UPDATE accounts SET balance = 0 WHERE id = 1")
-        with urllib.request.urlopen(gateway.api_url + "/metrics", timeout=10) as response:  # noqa: S310 (the gateway's own http URL)
-            text = response.read().decode()
-    samples = dict(
-        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
-    )
+        samples = gateway.metrics()
     assert samples["airlock_sessions"] == "1"
     assert float(samples["airlock_statements_total"]) >= 4
     assert samples['airlock_approval_requests{state="pending"}'] == "1"

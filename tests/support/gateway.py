@@ -62,6 +62,13 @@ class RunningGateway:
     def cert_file(self) -> Path:
         return self.settings.data_dir / "tls" / "server.crt"
 
+    def metrics(self) -> dict[str, str]:
+        """`GET /metrics` as {'name{labels}': value}."""
+        with urllib.request.urlopen(self.api_url + "/metrics", timeout=10) as response:  # noqa: S310 (the gateway's own http URL)
+            text = response.read().decode()
+        lines = (line for line in text.splitlines() if line and not line.startswith("#"))
+        return dict(line.rsplit(" ", 1) for line in lines)
+
     def call(self, fn: Callable[[], T]) -> T:
         """Run fn on the gateway's loop and return its result."""
         future: Future[T] = Future()
