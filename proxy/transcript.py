@@ -38,9 +38,9 @@ Durability. `event()` packs and hashes in memory; nothing touches the disk on th
 path. `flush()` writes everything pending and fsyncs; the `Recorder` runs it for every
 open session every `flush_interval_s`, in a worker thread. The session code calls it
 itself (in a worker thread too) before releasing a held statement, so the approval
-decision is on disk first. A session's end calls `seal(flush=False)` and hands the write
-to `Recorder.flush_soon`, which does it in a worker thread: the event loop never waits
-for the disk. A failed write is cut back off the file (ftruncate to the last good
+decision is on disk first. A session's end goes through `Recorder.seal_soon`: the end
+and the seal are queued at once and written in a worker thread, so the event loop never
+waits for the disk. A failed write is cut back off the file (ftruncate to the last good
 length) and kept in memory for the next attempt, so the stream never holds half a
 record followed by whole ones. `Recorder.open` writes and fsyncs the session start
 before the session may proceed, and raises `TranscriptError` when it cannot: the gateway
