@@ -200,17 +200,7 @@ def test_a_session_grant_lets_later_writes_of_the_session_run(
 def test_a_prepared_statement_is_held_at_execute_with_its_parameters_shown(
     gated: RunningGateway, balances: Callable[[], dict[int, Any]]
 ) -> None:
-    conn: Any = mysql.connector.connect(
-        host="127.0.0.1",
-        port=gated.mysql_port,
-        user="agent",
-        password=agent_token(gated),
-        database="shop",
-        use_pure=True,
-        ssl_ca=str(gated.cert_file),
-        ssl_verify_cert=False,
-        autocommit=True,
-    )
+    conn: Any = gated.mysql_connector(agent_token(gated), autocommit=True)
     try:
         cursor = conn.cursor(prepared=True)
         cursor.execute("SELECT balance FROM accounts WHERE id = %s", (10,))
@@ -348,17 +338,7 @@ def test_prepared_statements_record_their_parameters_for_replay(
     mysql_gateway_factory: Callable[..., RunningGateway], balances: Callable[[], dict[int, Any]]
 ) -> None:
     gateway = mysql_gateway_factory(rules=[shop_rule(write="allow")])
-    conn: Any = mysql.connector.connect(
-        host="127.0.0.1",
-        port=gateway.mysql_port,
-        user="agent",
-        password=agent_token(gateway),
-        database="shop",
-        use_pure=True,
-        ssl_ca=str(gateway.cert_file),
-        ssl_verify_cert=False,
-        autocommit=True,
-    )
+    conn: Any = gateway.mysql_connector(agent_token(gateway), autocommit=True)
     try:
         cursor = conn.cursor(prepared=True)
         statement = "UPDATE accounts SET balance = %s WHERE id = %s"

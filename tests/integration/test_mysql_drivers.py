@@ -181,24 +181,6 @@ def connect_pymysql(
     return pymysql.connect(**params)
 
 
-def connect_connector(gateway: RunningGateway, token: str, **kwargs: Any) -> Any:
-    """mysql-connector-python, pure Python, verifying the gateway's certificate."""
-    params: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": gateway.mysql_port,
-        "user": "agent",
-        "password": token,
-        "database": "shop",
-        "use_pure": True,
-        "ssl_ca": str(gateway.cert_file),
-        "ssl_verify_cert": True,
-        "ssl_verify_identity": True,
-        "connection_timeout": 10,
-    }
-    params.update(kwargs)
-    return mysql.connector.connect(**params)
-
-
 def refusal(excinfo: pytest.ExceptionInfo[BaseException]) -> tuple[int, str]:
     """(errno, message) of a driver's error; errno 0 when the driver gave none."""
     error: Any = excinfo.value
@@ -1034,8 +1016,8 @@ def test_pymysql_kill_connection_ends_the_session(
 def test_connector_kill_query_by_connection_id(
     mysql_gateway: RunningGateway, token: str, local_mariadb: MariaDb
 ) -> None:
-    sleeper = connect_connector(mysql_gateway, token)
-    killer = connect_connector(mysql_gateway, token)
+    sleeper = mysql_gateway.mysql_connector(token)
+    killer = mysql_gateway.mysql_connector(token)
     try:
         gateway_id = int(sleeper.connection_id)
 
@@ -1201,7 +1183,7 @@ async def test_asyncmy_reads_and_writes(
 def test_connector_text_protocol_reads_and_writes(
     mysql_gateway: RunningGateway, token: str, root: PyMySqlConnection
 ) -> None:
-    conn = connect_connector(mysql_gateway, token, autocommit=True)
+    conn = mysql_gateway.mysql_connector(token, autocommit=True)
     try:
         cursor = conn.cursor()
         cursor.execute(TYPES_SQL)
@@ -1224,7 +1206,7 @@ def test_connector_text_protocol_reads_and_writes(
 def test_connector_prepared_statements(
     mysql_gateway: RunningGateway, token: str, root: PyMySqlConnection
 ) -> None:
-    conn = connect_connector(mysql_gateway, token, autocommit=True)
+    conn = mysql_gateway.mysql_connector(token, autocommit=True)
     try:
         cursor = conn.cursor(prepared=True)
         cursor.execute(
@@ -1265,7 +1247,7 @@ def test_connector_prepared_write_denied_by_rule(
 ) -> None:
     gateway = mysql_gateway_factory(rules=[READS_ONLY])
     token = gateway.issuer.mint(sub="agent-1", groups=("data-agents",))
-    conn = connect_connector(gateway, token, autocommit=True)
+    conn = gateway.mysql_connector(token, autocommit=True)
     try:
         cursor = conn.cursor(prepared=True)
         cursor.execute("SELECT balance FROM accounts WHERE id = ?", (5,))
@@ -1282,7 +1264,7 @@ def test_connector_prepared_write_denied_by_rule(
 
 
 def test_connector_change_user_is_refused(mysql_gateway: RunningGateway, token: str) -> None:
-    conn = connect_connector(mysql_gateway, token)
+    conn = mysql_gateway.mysql_connector(token)
     try:
         other = mysql_gateway.issuer.mint(sub="admin-1", groups=("data-agents",))
         with pytest.raises(mysql.connector.errors.Error) as excinfo:

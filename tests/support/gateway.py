@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import mysql.connector
 import pymysql
 import pytest
 import uvloop
@@ -95,6 +96,24 @@ class RunningGateway:
         return pymysql.connect(
             host="127.0.0.1", port=self.mysql_port, user="agent", password=token, **options
         )
+
+    def mysql_connector(self, token: str, **params: Any) -> Any:
+        """A mysql-connector-python agent (pure Python) on target `shop`, verifying the
+        gateway's certificate."""
+        options: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.mysql_port,
+            "user": "agent",
+            "password": token,
+            "database": "shop",
+            "use_pure": True,
+            "ssl_ca": str(self.cert_file),
+            "ssl_verify_cert": True,
+            "ssl_verify_identity": True,
+            "connection_timeout": 10,
+            **params,
+        }
+        return mysql.connector.connect(**options)
 
     def asyncpg_params(self, token: str) -> dict[str, Any]:
         """asyncpg.connect / create_pool keywords for an agent reaching `orders` over TLS."""
