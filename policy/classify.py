@@ -59,6 +59,14 @@ class StatementClass(enum.Enum):
     ADMIN = "admin"
     UNKNOWN = "unknown"
 
+    # Members are singletons compared by identity, so identity is a correct hash; Enum's
+    # own __hash__ is a Python function, and the relay looks classes up per statement.
+    __hash__ = object.__hash__
+
+
+#: Each class's name, as transcripts record it: `.value` is an Enum property, dearer.
+CLASS_NAMES: dict[StatementClass, str] = {cls: cls.value for cls in StatementClass}
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:

@@ -25,7 +25,6 @@ import struct
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from policy.classify import StatementClass, Verdict
@@ -47,18 +46,25 @@ AMBIGUOUS = Verdict(
 )
 
 
-StatementListener = Callable[[str, Verdict, bytes | None, tuple[int, ...]], None]
+StatementListener = Callable[[str, Verdict, bytes | None, tuple[int, ...], str], None]
+#: What a statement admitted on the hot path was decided by: its class, or a session grant.
+ALLOW, SESSION_GRANT = "allow", "approved for the session"
 
 
-@dataclass(slots=True)
 class PreparedStatement:
-    sql: str
-    verdict: Verdict
-    declared: bytes  # the Parse message's parameter type section, decoded when needed
-    #: Runs without a decision under the policy alone (its class is allowed).
-    allowed: bool
-    #: The server's ParameterDescription, when the client asked for one.
-    described: tuple[int, ...] | None = None
+    """A statement the server keeps under a name, as the gate saw it parsed."""
+
+    __slots__ = ("allowed", "declared", "described", "sql", "verdict")
+
+    def __init__(self, sql: str, verdict: Verdict, declared: bytes, allowed: bool) -> None:
+        self.sql = sql
+        self.verdict = verdict
+        #: The Parse message's parameter type section, decoded when needed.
+        self.declared = declared
+        #: Runs without a decision under the policy alone (its class is allowed).
+        self.allowed = allowed
+        #: The server's ParameterDescription, when the client asked for one.
+        self.described: tuple[int, ...] | None = None
 
     @property
     def param_types(self) -> tuple[int, ...]:
@@ -70,12 +76,16 @@ class PreparedStatement:
         return struct.unpack_from(f"!{count}I", self.declared, 2)
 
 
-@dataclass(slots=True)
 class Portal:
-    statement: PreparedStatement | None
-    bind: bytes  # the whole Bind message, decoded only when an approver must see it
-    #: An approved Execute lets the portal's later Executes (a suspended portal) go on.
-    approved: bool = False
+    """A portal the server keeps under a name: the statement it binds, and the Bind."""
+
+    __slots__ = ("approved", "bind", "statement")
+
+    def __init__(self, statement: PreparedStatement | None, bind: bytes) -> None:
+        self.statement = statement
+        self.bind = bind  # the whole Bind message, decoded only when an approver must see it
+        #: An approved Execute lets the portal's later Executes (a suspended portal) go on.
+        self.approved = False
 
 
 class PgGate:
@@ -113,11 +123,17 @@ class PgGate:
             except UnicodeDecodeError:
                 return False
             verdict = self.classifier.lookup(sql)
-            if verdict is None or not self.allowed(verdict):
+            if verdict is None:
+                return False
+            if self._allow[verdict.statement_class]:
+                decision = ALLOW
+            elif self.allowed(verdict):
+                decision = SESSION_GRANT
+            else:
                 return False
             self.note_query(sql)
             if self.on_statement is not None:
-                self.on_statement(sql, verdict, None, ())
+                self.on_statement(sql, verdict, None, (), decision)
             return True
         if kind == _B:
             name_end = raw.find(b"\0", start + 5, end)
@@ -142,7 +158,11 @@ class PgGate:
             if statement.allowed or found.approved or self.allowed(statement.verdict):
                 if self.on_statement is not None:
                     self.on_statement(
-                        statement.sql, statement.verdict, found.bind, statement.param_types
+                        statement.sql,
+                        statement.verdict,
+                        found.bind,
+                        statement.param_types,
+                        ALLOW if statement.allowed else SESSION_GRANT,
                     )
                 return True
             return False

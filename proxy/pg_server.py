@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from policy.classify import Verdict
+from policy.classify import CLASS_NAMES, Verdict
 from policy.rules import effective_policy
 from protocols.errors import (
     AirlockError,
@@ -35,7 +35,7 @@ from proxy.addresses import is_loopback
 from proxy.channel import Channel, ConnectionClosed
 from proxy.gated_session import GatedSession
 from proxy.listener import Listener
-from proxy.pg_gate import PgGate, parameters_key
+from proxy.pg_gate import ALLOW, PgGate, parameters_key
 from proxy.pg_relay import (
     Action,
     EndSession,
@@ -229,32 +229,36 @@ class PgSession(GatedSession):
         verdict: Verdict,
         bind: bytes | None,
         types: tuple[int, ...],
-        decision: str | None = None,
+        decision: str,
     ) -> None:
         """A statement reached its decision (most are allowed on the hot path, where the
         gate says only that it runs: under its class's `allow`, or a session grant)."""
         self.count_statement()
-        if self.recording is None:
+        recording = self.recording
+        if recording is None:
             return
-        if decision is None:
-            assert self.gate is not None
-            allowed = self.gate.class_allowed(verdict)
-            decision = "allow" if allowed else "approved for the session"
+        statement_class = CLASS_NAMES[verdict.statement_class]
+        if decision == ALLOW:  # an allowed statement's class says why: the hot path
+            recording.statement(sql, statement_class, decision, bind, types)
+            return
         data: dict[str, Any] = {
             "sql": sql,
-            "class": verdict.statement_class.value,
+            "class": statement_class,
             "decision": decision,
+            "reasons": list(verdict.reasons),  # why it was held, refused or granted
         }
-        if decision != "allow":  # why a statement was held or refused; an allowed one's
-            data["reasons"] = list(verdict.reasons)  # class says enough, on the hot path
         if bind is not None:
             data["bind"] = bind  # decoded on replay: nothing to spend on the hot path
             data["types"] = list(types)
-        self.recording.event("statement", data)
+        recording.event("statement", data)
 
     def result(self, tag: str | None, error: m.ErrorResponse | None) -> None:
         """The relay saw a statement finish (CommandComplete, or the error the client saw)."""
-        if self.recording is None:
+        recording = self.recording
+        if recording is None:
+            return
+        if error is None and tag is not None and not self._rows and not self._rows_cut:
+            recording.result_tag(tag)  # the hot path
             return
         data: dict[str, Any]
         if error is not None:
@@ -266,7 +270,7 @@ class PgSession(GatedSession):
             if self._rows_cut:
                 data["rows_cut"] = True  # the session's max_row_bytes ran out
                 self._rows_cut = False
-        self.recording.event("result", data)
+        recording.event("result", data)
 
     def row(self, raw: bytes, start: int, end: int) -> None:
         """A result row, captured (recording.capture_rows) while the session's cap lasts."""

@@ -77,6 +77,7 @@ from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as pg
 from proxy import signing
 from proxy.approvals_cli import format_age, format_parameter, one_line_sql
+from proxy.event_chain import EventChain
 from proxy.ledger import Ledger, LedgerError
 from proxy.mysql_relay import execute_parameters
 from proxy.pg_gate import describe_parameters
@@ -180,8 +181,12 @@ def _make_directory(directory: Path) -> None:
 class SessionRecording:
     """One session's transcript while it is being written. Made by `Recorder.open`.
 
-    `event` and `seal` run on the event loop; `flush` may also run in the Recorder's
-    worker thread, so the pending list and the file are each guarded by a lock.
+    `event`, `statement`, `result_tag` and `seal` run on the event loop; `flush` may also
+    run in the Recorder's worker thread, so the file is guarded by a lock (the records
+    waiting for it are the EventChain's, which needs none).
+
+    `statement` and `result_tag`, recorded for nearly every statement, are the chain's own
+    methods: the relay calls straight into C.
     """
 
     def __init__(
@@ -199,11 +204,13 @@ class SessionRecording:
         self._key = key
         self._clock = clock
         self._on_closed = on_closed
-        self._seq = 0
-        self._prev = ZERO_HASH
+        self._chain = EventChain(clock)
+        self.statement: Callable[..., None] = self._chain.statement
+        """`event(STATEMENT, {"sql", "class", "decision"[, "bind", "types"]})`: (sql,
+        statement_class, decision, bind=None, types=())."""
+        self.result_tag: Callable[[str], None] = self._chain.result_tag
+        """`event(RESULT, {"tag": tag})`: a statement completed."""
         self._sealed = False
-        self._pending: list[bytes] = []
-        self._pending_lock = threading.Lock()
         self._file_lock = threading.Lock()
         self._written = 0
         self._failing = False
@@ -215,35 +222,22 @@ class SessionRecording:
     @property
     def events(self) -> int:
         """How many events have been recorded (written or pending)."""
-        return self._seq
+        return self._chain.seq
 
     def event(self, kind: str, data: dict[str, Any], ts: float | None = None) -> None:
         """Record an event (at `ts`, else now): packed, hashed and queued; written by the
-        next flush. Kept to one function: it runs for every statement and every result."""
+        next flush."""
         if self._sealed:
             raise TranscriptError(f"session {self.session_id}: transcript already sealed")
-        record = {
-            "seq": self._seq,
-            "ts": self._clock() if ts is None else ts,
-            "kind": kind,
-            "data": data,
-            "prev": self._prev,
-        }
-        raw = _packers.packer.pack(record)
-        self._prev = hashlib.sha256(raw).hexdigest()
-        self._seq += 1
-        with self._pending_lock:
-            self._pending.append(raw)
+        self._chain.append(kind, _packers.packer.pack(data), ts)
 
     def flush(self) -> None:
         """Write every pending record and fsync. TranscriptError when the disk refuses."""
         with self._file_lock:
-            with self._pending_lock:
-                chunks, self._pending = self._pending, []
+            chunks = self._chain.take()
             if self._fd is None:
                 if chunks:
-                    with self._pending_lock:
-                        self._pending[:0] = chunks
+                    self._chain.put_back(chunks)
                     raise TranscriptError(f"{self.path}: transcript closed with events pending")
                 return
             if chunks:
@@ -257,13 +251,10 @@ class SessionRecording:
                         f"cannot write the transcript {self.path}: {_reason(error)}"
                     ) from None
                 self._written += len(raw)
-            if self._sealed:
-                # A flush from the Recorder's thread may have taken the chunks before
-                # seal() queued the seal itself: close only once nothing is left.
-                with self._pending_lock:
-                    finished = not self._pending
-                if finished:
-                    self._close_locked()
+            # A flush from the Recorder's thread may have taken the chunks before seal()
+            # queued the seal itself: close only once nothing is left.
+            if self._sealed and not self._chain.has_pending:
+                self._close_locked()
 
     def seal(self, end: dict[str, Any], *, flush: bool = True) -> None:
         """The session.end event, then the signature over the last hash; then close.
@@ -273,17 +264,19 @@ class SessionRecording:
         interval (or sooner: `Recorder.flush_soon`), and closes the file once they are.
         """
         self.event(SESSION_END, end)
-        last_seq = self._seq - 1
-        signature = self._key.sign(seal_message(self.session_id, self._prev, last_seq))
+        last_seq = self._chain.seq - 1
+        last = self._chain.prev
+        signature = self._key.sign(seal_message(self.session_id, last, last_seq))
         seal = {
             "seal": {
-                "last": self._prev,
+                "last": last,
                 "seq": last_seq,
                 "key_id": self._key.key_id,
                 "sig": signature,
             }
         }
-        self._queue(_pack(seal))
+        self._chain.queue(_pack(seal))
+        self._chain.close()
         self._sealed = True
         if flush:
             self.flush()
@@ -296,17 +289,12 @@ class SessionRecording:
             with self._file_lock:
                 self._close_locked()
 
-    def _queue(self, raw: bytes) -> None:
-        with self._pending_lock:
-            self._pending.append(raw)
-
     def _take_back(self, chunks: list[bytes]) -> None:
         """Undo a failed write: cut the file back to its last good length, keep the chunks."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._written)
-        with self._pending_lock:
-            self._pending[:0] = chunks
+        self._chain.put_back(chunks)
 
     def _close_locked(self) -> None:
         if self._fd is None:

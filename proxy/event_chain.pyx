@@ -1,0 +1,362 @@
+# cython: language_level=3
+"""Transcript events as bytes: their msgpack encoding and their SHA-256 chain, in C.
+
+An event is the msgpack map {"seq", "ts", "kind", "data", "prev"} (proxy/transcript.py
+describes the format). `EventChain` writes that map around a `data` map packed by
+msgpack (`append`), or, for the two events every statement makes, packs the whole
+record itself (`statement`, `result_tag`), byte for byte as msgpack-python's Packer
+(use_bin_type=True) would: tests/proxy/test_event_chain.py holds it to that. It then
+hashes the record with OpenSSL's SHA-256, and the hex digest becomes the next event's
+"prev". One event costs a fraction of a microsecond and one bytes object; built from
+Python dicts, msgpack and hashlib it cost two, on the event loop, twice per statement.
+
+Records wait in the chain until a writer `take`s them. Every method runs start to end
+holding the GIL (nothing in them calls back into Python but the clock, before anything
+changes), so the event loop may record while the flush thread takes, with no lock.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcpy, memset
+
+
+# The low-level SHA-256 calls: deprecated in OpenSSL 3 in favour of EVP, but they hash
+# directly, where the one-shot SHA256() looks the algorithm up by name on every call
+# (most of the cost at this size).
+cdef extern from *:
+    """
+    #define OPENSSL_SUPPRESS_DEPRECATED
+    """
+cdef extern from "openssl/sha.h" nogil:
+    ctypedef struct SHA256_CTX:
+        pass
+    int SHA256_Init(SHA256_CTX *c)
+    int SHA256_Update(SHA256_CTX *c, const void *data, size_t n)
+    int SHA256_Final(unsigned char *md, SHA256_CTX *c)
+
+
+cdef const char *_HEX = b"0123456789abcdef"
+
+# Keys and constant strings as msgpack encodes them (each a fixstr: 0xa0 | length).
+cdef bytes _MAP5 = b"\x85"
+cdef bytes _SEQ = b"\xa3seq"
+cdef bytes _TS = b"\xa2ts"
+cdef bytes _KIND = b"\xa4kind"
+cdef bytes _DATA = b"\xa4data"
+cdef bytes _PREV = b"\xa4prev\xd9\x40"  # the key, then str8 of 64 characters
+cdef bytes _STATEMENT = b"\xa9statement"
+cdef bytes _RESULT = b"\xa6result"
+cdef bytes _SQL = b"\xa3sql"
+cdef bytes _CLASS = b"\xa5class"
+cdef bytes _DECISION = b"\xa8decision"
+cdef bytes _BIND = b"\xa4bind"
+cdef bytes _TYPES = b"\xa5types"
+cdef bytes _TAG = b"\xa3tag"
+
+# The envelope around seq's value, the kind's value and data: the map header, the five
+# keys, a float64 ts, and prev's 64 characters.
+cdef Py_ssize_t _ENVELOPE = 1 + 4 + 3 + 9 + 5 + 5 + 7 + 64
+
+
+cdef inline Py_ssize_t _str_header_size(Py_ssize_t n) noexcept:
+    if n < 32:
+        return 1
+    if n <= 0xFF:
+        return 2
+    if n <= 0xFFFF:
+        return 3
+    return 5
+
+
+cdef inline Py_ssize_t _int_size(int64_t value) noexcept:
+    """Bytes `_put_int` writes for value."""
+    if value >= 0:
+        if value < 128:
+            return 1
+        if value <= 0xFF:
+            return 2
+        if value <= 0xFFFF:
+            return 3
+        if value <= 0xFFFFFFFF:
+            return 5
+        return 9
+    if value >= -32:
+        return 1
+    if value >= -128:
+        return 2
+    if value >= -32768:
+        return 3
+    if value >= -2147483648:
+        return 5
+    return 9
+
+
+cdef inline Py_ssize_t _bin_header_size(Py_ssize_t n) noexcept:
+    if n <= 0xFF:
+        return 2
+    if n <= 0xFFFF:
+        return 3
+    return 5
+
+
+cdef inline unsigned char *_put_be(unsigned char *p, uint64_t value, int size) noexcept:
+    cdef int i
+    for i in range(size - 1, -1, -1):
+        p[i] = value & 0xFF
+        value >>= 8
+    return p + size
+
+
+cdef inline unsigned char *_put_raw(unsigned char *p, bytes raw) noexcept:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
+    memcpy(p, PyBytes_AS_STRING(raw), n)
+    return p + n
+
+
+cdef inline unsigned char *_put_str(unsigned char *p, const char *s, Py_ssize_t n) noexcept:
+    if n < 32:
+        p[0] = 0xA0 | n
+        p += 1
+    elif n <= 0xFF:
+        p[0] = 0xD9
+        p = _put_be(p + 1, n, 1)
+    elif n <= 0xFFFF:
+        p[0] = 0xDA
+        p = _put_be(p + 1, n, 2)
+    else:
+        p[0] = 0xDB
+        p = _put_be(p + 1, n, 4)
+    memcpy(p, s, n)
+    return p + n
+
+
+cdef inline unsigned char *_put_bin(unsigned char *p, const char *s, Py_ssize_t n) noexcept:
+    if n <= 0xFF:
+        p[0] = 0xC4
+        p = _put_be(p + 1, n, 1)
+    elif n <= 0xFFFF:
+        p[0] = 0xC5
+        p = _put_be(p + 1, n, 2)
+    else:
+        p[0] = 0xC6
+        p = _put_be(p + 1, n, 4)
+    memcpy(p, s, n)
+    return p + n
+
+
+cdef inline unsigned char *_put_int(unsigned char *p, int64_t value) noexcept:
+    """msgpack-python's choice: the shortest form, unsigned forms for values >= 0."""
+    if value >= 0:
+        if value < 128:
+            p[0] = <unsigned char>value
+            return p + 1
+        if value <= 0xFF:
+            p[0] = 0xCC
+            return _put_be(p + 1, <uint64_t>value, 1)
+        if value <= 0xFFFF:
+            p[0] = 0xCD
+            return _put_be(p + 1, <uint64_t>value, 2)
+        if value <= 0xFFFFFFFF:
+            p[0] = 0xCE
+            return _put_be(p + 1, <uint64_t>value, 4)
+        p[0] = 0xCF
+        return _put_be(p + 1, <uint64_t>value, 8)
+    if value >= -32:
+        p[0] = <unsigned char>(value & 0xFF)
+        return p + 1
+    if value >= -128:
+        p[0] = 0xD0
+        return _put_be(p + 1, <uint64_t>value, 1)
+    if value >= -32768:
+        p[0] = 0xD1
+        return _put_be(p + 1, <uint64_t>value, 2)
+    if value >= -2147483648:
+        p[0] = 0xD2
+        return _put_be(p + 1, <uint64_t>value, 4)
+    p[0] = 0xD3
+    return _put_be(p + 1, <uint64_t>value, 8)
+
+
+cdef inline unsigned char *_put_double(unsigned char *p, double value) noexcept:
+    cdef uint64_t bits
+    memcpy(&bits, &value, 8)
+    p[0] = 0xCB
+    return _put_be(p + 1, bits, 8)
+
+
+cdef class EventChain:
+    """One transcript's chain: the next sequence number, the hash of the last event, and
+    the records not yet taken for writing.
+
+    Events are recorded from one thread (the session's event loop); `take` and
+    `put_back` may run in another.
+    """
+
+    cdef readonly Py_ssize_t seq
+    cdef char _prev[64]
+    cdef object _clock
+    cdef list _pending
+    cdef bint _closed
+
+    def __cinit__(self, clock):
+        self.seq = 0
+        memset(self._prev, ord("0"), 64)
+        self._clock = clock
+        self._pending = []
+        self._closed = False
+
+    @property
+    def has_pending(self):
+        return bool(self._pending)
+
+    def take(self):
+        """Every record not yet taken, oldest first, as a list of bytes."""
+        taken, self._pending = self._pending, []
+        return taken
+
+    def put_back(self, list chunks):
+        """Records taken but not written: they go first again."""
+        self._pending[:0] = chunks
+
+    def queue(self, bytes raw):
+        """A record outside the chain (the seal), after the events so far."""
+        self._pending.append(raw)
+
+    def close(self):
+        """No more events: recording one is a bug, and raises."""
+        self._closed = True
+
+    @property
+    def prev(self):
+        """The hex SHA-256 of the last event's bytes (64 zeros before the first)."""
+        return self._prev[:64].decode("ascii")
+
+    cpdef append(self, str kind, bytes data, object ts=None):
+        """Record the next event, of `kind`, with `data` (a map, packed by msgpack), at `ts`
+        (unix seconds; now if None)."""
+        cdef double when = self._clock() if ts is None else ts
+        cdef Py_ssize_t kind_size
+        cdef const char *kind_utf8 = PyUnicode_AsUTF8AndSize(kind, &kind_size)
+        cdef Py_ssize_t size = (
+            _ENVELOPE + _int_size(self.seq) + _str_header_size(kind_size) + kind_size
+            + PyBytes_GET_SIZE(data)
+        )
+        record = PyBytes_FromStringAndSize(NULL, size)
+        cdef unsigned char *start = <unsigned char *>PyBytes_AS_STRING(record)
+        cdef unsigned char *p = self._open(start, when)
+        p = _put_str(p, kind_utf8, kind_size)
+        p = _put_raw(p, _DATA)
+        p = _put_raw(p, data)
+        return self._close(record, start, p)
+
+    cpdef statement(
+        self, str sql, str statement_class, str decision, bytes bind=None, tuple types=()
+    ):
+        """Record a `statement` event {"sql", "class", "decision"}, plus {"bind", "types"}
+        when `bind` (the raw PostgreSQL Bind message) is given, at the clock's time."""
+        cdef double ts = self._clock()
+        cdef Py_ssize_t sql_size, class_size, decision_size
+        cdef const char *sql_utf8 = PyUnicode_AsUTF8AndSize(sql, &sql_size)
+        cdef const char *class_utf8 = PyUnicode_AsUTF8AndSize(statement_class, &class_size)
+        cdef const char *decision_utf8 = PyUnicode_AsUTF8AndSize(decision, &decision_size)
+        cdef Py_ssize_t size = (
+            _ENVELOPE + _int_size(self.seq) + PyBytes_GET_SIZE(_STATEMENT) + 1
+            + PyBytes_GET_SIZE(_SQL) + _str_header_size(sql_size) + sql_size
+            + PyBytes_GET_SIZE(_CLASS) + _str_header_size(class_size) + class_size
+            + PyBytes_GET_SIZE(_DECISION) + _str_header_size(decision_size) + decision_size
+        )
+        cdef Py_ssize_t bind_size = 0
+        cdef Py_ssize_t count = 0
+        cdef Py_ssize_t i
+        cdef int64_t oid
+        if bind is not None:
+            bind_size = PyBytes_GET_SIZE(bind)
+            count = len(types)
+            size += (
+                PyBytes_GET_SIZE(_BIND) + _bin_header_size(bind_size) + bind_size
+                + PyBytes_GET_SIZE(_TYPES) + (1 if count < 16 else 3 if count <= 0xFFFF else 5)
+            )
+            for i in range(count):
+                size += _int_size(types[i])
+        record = PyBytes_FromStringAndSize(NULL, size)
+        cdef unsigned char *start = <unsigned char *>PyBytes_AS_STRING(record)
+        cdef unsigned char *p = self._open(start, ts)
+        p = _put_raw(p, _STATEMENT)
+        p = _put_raw(p, _DATA)
+        p[0] = 0x85 if bind is not None else 0x83  # fixmap of 5 or 3
+        p += 1
+        p = _put_raw(p, _SQL)
+        p = _put_str(p, sql_utf8, sql_size)
+        p = _put_raw(p, _CLASS)
+        p = _put_str(p, class_utf8, class_size)
+        p = _put_raw(p, _DECISION)
+        p = _put_str(p, decision_utf8, decision_size)
+        if bind is not None:
+            p = _put_raw(p, _BIND)
+            p = _put_bin(p, PyBytes_AS_STRING(bind), bind_size)
+            p = _put_raw(p, _TYPES)
+            if count < 16:
+                p[0] = 0x90 | count
+                p += 1
+            elif count <= 0xFFFF:
+                p[0] = 0xDC
+                p = _put_be(p + 1, count, 2)
+            else:
+                p[0] = 0xDD
+                p = _put_be(p + 1, count, 4)
+            for i in range(count):
+                oid = types[i]
+                p = _put_int(p, oid)
+        return self._close(record, start, p)
+
+    cpdef result_tag(self, str tag):
+        """Record a `result` event {"tag": tag}: a statement completed, at the clock's time."""
+        cdef double ts = self._clock()
+        cdef Py_ssize_t tag_size
+        cdef const char *tag_utf8 = PyUnicode_AsUTF8AndSize(tag, &tag_size)
+        cdef Py_ssize_t size = (
+            _ENVELOPE + _int_size(self.seq) + PyBytes_GET_SIZE(_RESULT) + 1
+            + PyBytes_GET_SIZE(_TAG) + _str_header_size(tag_size) + tag_size
+        )
+        record = PyBytes_FromStringAndSize(NULL, size)
+        cdef unsigned char *start = <unsigned char *>PyBytes_AS_STRING(record)
+        cdef unsigned char *p = self._open(start, ts)
+        p = _put_raw(p, _RESULT)
+        p = _put_raw(p, _DATA)
+        p[0] = 0x81
+        p += 1
+        p = _put_raw(p, _TAG)
+        p = _put_str(p, tag_utf8, tag_size)
+        return self._close(record, start, p)
+
+    cdef unsigned char *_open(self, unsigned char *p, double ts) except NULL:
+        """The record up to the kind's value: map header, seq, ts, the kind key."""
+        if self._closed:
+            raise RuntimeError("event recorded after the transcript was sealed")
+        p = _put_raw(p, _MAP5)
+        p = _put_raw(p, _SEQ)
+        p = _put_int(p, self.seq)
+        p = _put_raw(p, _TS)
+        p = _put_double(p, ts)
+        return _put_raw(p, _KIND)
+
+    cdef _close(self, bytes record, unsigned char *start, unsigned char *p):
+        """Add prev, trim the record to its length, hash it, advance the chain."""
+        cdef unsigned char digest[32]
+        cdef SHA256_CTX sha
+        cdef int i
+        p = _put_raw(p, _PREV)
+        memcpy(p, self._prev, 64)
+        p += 64
+        cdef Py_ssize_t length = p - start
+        if length != PyBytes_GET_SIZE(record):  # the sizes above are exact: a bug
+            raise AssertionError(f"event of {length} bytes, {PyBytes_GET_SIZE(record)} reserved")
+        SHA256_Init(&sha)
+        SHA256_Update(&sha, start, length)
+        SHA256_Final(digest, &sha)
+        for i in range(32):
+            self._prev[2 * i] = _HEX[digest[i] >> 4]
+            self._prev[2 * i + 1] = _HEX[digest[i] & 0x0F]
+        self.seq += 1
+        self._pending.append(record)

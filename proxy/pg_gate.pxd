@@ -1,0 +1,34 @@
+# C declarations for pg_gate.py when Cython compiles it (see setup.py); the .py is the source.
+
+cdef class PreparedStatement:
+    cdef public str sql
+    cdef public object verdict
+    cdef public bytes declared
+    cdef public bint allowed
+    cdef public object described
+
+
+cdef class Portal:
+    cdef public PreparedStatement statement
+    cdef public bytes bind
+    cdef public bint approved
+
+
+cdef class PgGate:
+    cdef public object classifier
+    cdef public object policy
+    cdef public object clock
+    cdef public dict statements
+    cdef public dict portals
+    cdef public double session_grant_until
+    cdef public object on_statement
+    cdef object _describing
+    cdef dict _allow
+
+    @cython.locals(
+        name_end=Py_ssize_t, statement_end=Py_ssize_t, sql_end=Py_ssize_t,
+        statement=PreparedStatement, existing=PreparedStatement, found=Portal,
+    )
+    cpdef bint admit(self, int kind, bytes raw, Py_ssize_t start, Py_ssize_t end) except -1
+
+    cpdef bint allowed(self, object verdict) except -1

@@ -1,0 +1,34 @@
+# C declarations for pg_relay.py when Cython compiles it (see setup.py); the .py is the source.
+from protocols.postgres.framing cimport BackendRelay
+
+cdef class PgRelay:
+    cdef public str transaction_status
+    cdef object _gate
+    cdef object _client
+    cdef Py_ssize_t _max_message_bytes
+    cdef bint _client_idle
+    cdef object _results
+    cdef BackendRelay _server
+    cdef Py_ssize_t _owed
+    cdef bint _unsynced
+    cdef bint _failed_batch
+    cdef str _refusal_prefix
+    cdef object _refusal_pattern
+    cdef Py_ssize_t _refusal_seq
+    cdef dict _refusals
+    cdef public object held
+    cdef public bint terminated
+    cdef public bint server_fatal
+    cdef public dict server_parameters
+
+    cdef void _update_idle(self)
+
+    @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, end=Py_ssize_t, kind=int, length=Py_ssize_t, flags=int, flags_of=bytes, max_bytes=Py_ssize_t)
+    cpdef Py_ssize_t fast_forward(self, bytes raw) except -1
+
+    @cython.locals(kind=int, start=Py_ssize_t, end=Py_ssize_t)
+    cpdef bytes server_data(self, bytes raw)
+
+    cdef void _note_forwarded(self, int kind)
+
+    cdef void _server_ready(self, bytes framed, Py_ssize_t start, Py_ssize_t end)

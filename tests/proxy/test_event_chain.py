@@ -1,0 +1,146 @@
+"""EventChain (proxy/event_chain.pyx) writes exactly what msgpack and hashlib would."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+import pytest
+
+from proxy.event_chain import EventChain
+
+PACKER = msgpack.Packer(use_bin_type=True)
+ZERO_HASH = "0" * 64
+# Sizes either side of every msgpack length-header boundary.
+SIZES = (0, 1, 31, 32, 255, 256, 65535, 65536)
+INTS = (0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1)
+NEGATIVE_INTS = (-1, -32, -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.25
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+def record(seq: int, ts: float, kind: str, data: dict[str, Any], prev: str) -> bytes:
+    raw = PACKER.pack({"seq": seq, "ts": ts, "kind": kind, "data": data, "prev": prev})
+    assert isinstance(raw, bytes)
+    return raw
+
+
+def test_the_chain_starts_at_zero_with_nothing_pending() -> None:
+    chain = EventChain(Clock())
+    assert (chain.seq, chain.prev, chain.has_pending, chain.take()) == (0, ZERO_HASH, False, [])
+
+
+@pytest.mark.parametrize("sql_size", SIZES)
+@pytest.mark.parametrize("bind_size", [None, *SIZES])
+def test_a_statement_event_is_what_msgpack_packs(sql_size: int, bind_size: int | None) -> None:
+    clock = Clock()
+    chain = EventChain(clock)
+    sql = ("é€😀x" * sql_size)[:sql_size]  # multi-byte characters: UTF-8 lengths count
+    data: dict[str, Any] = {"sql": sql, "class": "read", "decision": "allow"}
+    if bind_size is None:
+        chain.statement(sql, "read", "allow")
+    else:
+        bind = bytes(range(256)) * (bind_size // 256) + bytes(bind_size % 256)
+        types = (23, 25, 0, 2**32 - 1)
+        chain.statement(sql, "read", "allow", bind, types)
+        data |= {"bind": bind, "types": list(types)}
+    [raw] = chain.take()
+    assert raw == record(0, clock.now, "statement", data, ZERO_HASH)
+    assert chain.prev == hashlib.sha256(raw).hexdigest()
+    assert chain.seq == 1
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 70_000])
+def test_every_length_of_types_list_is_packed_as_msgpack_does(count: int) -> None:
+    clock = Clock()
+    chain = EventChain(clock)
+    types = tuple(random.Random(count).choice(INTS) for _ in range(count))
+    chain.statement("SELECT $1", "read", "allow", b"B", types)
+    data: dict[str, Any] = {"sql": "SELECT $1", "class": "read", "decision": "allow"}
+    data |= {"bind": b"B", "types": list(types)}
+    assert chain.take() == [record(0, clock.now, "statement", data, ZERO_HASH)]
+
+
+@pytest.mark.parametrize("tag", ["", "SELECT 1", "x" * 31, "x" * 32, "ü" * 300])
+def test_a_result_event_is_what_msgpack_packs(tag: str) -> None:
+    clock = Clock()
+    chain = EventChain(clock)
+    chain.result_tag(tag)
+    assert chain.take() == [record(0, clock.now, "result", {"tag": tag}, ZERO_HASH)]
+
+
+def test_any_event_with_its_data_packed_by_msgpack() -> None:
+    clock = Clock()
+    chain = EventChain(clock)
+    data = {"ints": [*INTS, *NEGATIVE_INTS], "none": None, "float": 1.5, "nested": {"a": [b""]}}
+    chain.append("approval.decided", PACKER.pack(data), 12.5)
+    chain.append("k" * 40, PACKER.pack({}))  # no ts: the clock's
+    first, second = chain.take()
+    assert first == record(0, 12.5, "approval.decided", data, ZERO_HASH)
+    assert second == record(1, clock.now, "k" * 40, {}, hashlib.sha256(first).hexdigest())
+
+
+def test_sequence_numbers_and_links_follow_each_other_across_every_width() -> None:
+    """seq crosses msgpack's 1-, 2- and 3-byte integer forms; each prev is the hash of the
+    record before it, whichever method made it."""
+    clock = Clock()
+    chain = EventChain(clock)
+    expected: list[bytes] = []
+    prev = ZERO_HASH
+    for seq in range(70_000):
+        if seq % 3 == 0:
+            chain.statement(f"SELECT {seq}", "read", "allow")
+            data: dict[str, Any] = {"sql": f"SELECT {seq}", "class": "read", "decision": "allow"}
+            kind = "statement"
+        elif seq % 3 == 1:
+            chain.result_tag("SELECT 1")
+            data, kind = {"tag": "SELECT 1"}, "result"
+        else:
+            chain.append("session.end", PACKER.pack({"seq": seq}))
+            data, kind = {"seq": seq}, "session.end"
+        raw = record(seq, clock.now, kind, data, prev)
+        expected.append(raw)
+        prev = hashlib.sha256(raw).hexdigest()
+    assert chain.take() == expected
+    assert (chain.seq, chain.prev) == (70_000, prev)
+
+
+def test_taken_records_put_back_go_first_and_queued_ones_keep_their_place() -> None:
+    chain = EventChain(Clock())
+    chain.result_tag("A")
+    taken = chain.take()
+    chain.result_tag("B")
+    chain.put_back(taken)
+    chain.queue(b"seal")
+    records = chain.take()
+    assert [msgpack.unpackb(raw)["data"]["tag"] for raw in records[:2]] == ["A", "B"]
+    assert records[2] == b"seal"
+    assert not chain.has_pending
+
+
+def test_a_closed_chain_records_nothing_more() -> None:
+    chain = EventChain(Clock())
+    chain.close()
+    with pytest.raises(RuntimeError, match="after the transcript was sealed"):
+        chain.statement("SELECT 1", "read", "allow")
+    with pytest.raises(RuntimeError, match="after the transcript was sealed"):
+        chain.result_tag("SELECT 1")
+    with pytest.raises(RuntimeError, match="after the transcript was sealed"):
+        chain.append("statement", PACKER.pack({}))
+    assert (chain.seq, chain.has_pending) == (0, False)
+
+
+def test_text_that_cannot_be_utf8_is_refused_and_changes_nothing() -> None:
+    chain = EventChain(Clock())
+    with pytest.raises(UnicodeEncodeError):
+        chain.statement("SELECT '\udcff'", "read", "allow")
+    assert (chain.seq, chain.prev, chain.has_pending) == (0, ZERO_HASH, False)
