@@ -17,10 +17,10 @@ round by round so that drift hits them alike:
 
 The gateway's code is not changed. For the `framing` and `gate` runs this script wraps,
 in its own process only, the name `PgRelay` in proxy.pg_server (to build relays without
-a gate or result listener) and `SessionRecording.event` (to drop statement and result
-events), and puts both back before the `airlock` run. Each run gives pgbench's TPS and
-the relaying process's user and system CPU time per transaction (this process's, from
-getrusage; pgbouncer's from /proc).
+a gate or result listener) and `PgSession._statement_ran` and `PgSession.result` (to
+record no statement and result events), and puts them back before the `airlock` run.
+Each run gives pgbench's TPS and the relaying process's user and system CPU time per
+transaction (this process's, from getrusage; pgbouncer's from /proc).
 
     .venv/bin/python benchmarks/pg_cost_breakdown.py [--duration 5] [--rounds 3]
         [--clients 8] [--modes simple,prepared]
@@ -65,11 +65,11 @@ import proxy.pg_server as pg_server
 from proxy.config import load_settings
 from proxy.pg_relay import PgRelay
 from proxy.server import Gateway
-from proxy.transcript import SessionRecording
 
 VARIANTS = ("pgbouncer", "forwarder", "framing", "gate", "airlock")
 _REAL_RELAY = PgRelay
-_REAL_EVENT = SessionRecording.event
+_REAL_STATEMENT_RAN = pg_server.PgSession._statement_ran
+_REAL_RESULT = pg_server.PgSession.result
 
 
 def _relay_without_gate(**kwargs: Any) -> PgRelay:
@@ -77,23 +77,28 @@ def _relay_without_gate(**kwargs: Any) -> PgRelay:
     return _REAL_RELAY(**kwargs)
 
 
-def _event_without_statements(
-    self: SessionRecording, kind: str, data: dict[str, Any], ts: float | None = None
-) -> None:
-    if kind not in ("statement", "result"):
-        _REAL_EVENT(self, kind, data, ts)
+def _statement_counted_only(self: pg_server.PgSession, *args: Any) -> None:
+    self.count_statement()
+
+
+def _result_not_recorded(self: pg_server.PgSession, *args: Any) -> None:
+    pass
 
 
 def use_variant(variant: str) -> None:
     """Take the gateway's layers out (framing, gate) or put them all back (airlock)."""
     relay: Callable[..., PgRelay] = _REAL_RELAY
-    event: Callable[..., None] = _REAL_EVENT
+    statement_ran: Callable[..., None] = _REAL_STATEMENT_RAN
+    result: Callable[..., None] = _REAL_RESULT
     if variant == "framing":
         relay = _relay_without_gate
     if variant == "gate":
-        event = _event_without_statements
+        statement_ran, result = _statement_counted_only, _result_not_recorded
     vars(pg_server)["PgRelay"] = relay  # the name the session builds its relay by
-    SessionRecording.event = event  # type: ignore[method-assign]
+    # What the session records of each statement and result (the gate's and the relay's
+    # listeners are bound to these when a session starts relaying).
+    pg_server.PgSession._statement_ran = statement_ran  # type: ignore[method-assign]
+    pg_server.PgSession.result = result  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import struct
 import uuid
 from collections import deque
@@ -34,7 +35,10 @@ from protocols.postgres import messages as m
 from proxy.store import Parameter
 
 _Q, _P, _B, _E, _C, _D = (ord(c) for c in "QPBECD")
-_FORGET_NAMED = ("PREPARE", "DEALLOCATE", "DISCARD")
+# SQL that creates or drops protocol-level statements' names. PostgreSQL folds only ASCII
+# letters' case in keywords; IGNORECASE matches those (and a few more: a false positive
+# only forgets statements, which the gate then classifies again).
+_FORGET_NAMED = re.compile("PREPARE|DEALLOCATE|DISCARD", re.IGNORECASE)
 
 UNPREPARED = Verdict(
     StatementClass.UNKNOWN,
@@ -232,8 +236,7 @@ class PgGate:
         """A simple Query goes to the server."""
         self.statements.pop(b"", None)
         self.portals.pop(b"", None)
-        upper = sql.upper()
-        if any(word in upper for word in _FORGET_NAMED):
+        if _FORGET_NAMED.search(sql):
             self.statements.clear()
 
     def note_parse(self, parse: m.Parse, verdict: Verdict) -> None:

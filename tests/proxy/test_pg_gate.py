@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 import uuid
 
+import pytest
+
 from policy.fingerprint import CachedClassifier
 from policy.rules import Rule, effective_policy
 from protocols.postgres import messages as m
@@ -111,11 +113,15 @@ def test_a_portal_keeps_the_statement_it_was_bound_to() -> None:
     assert not admit(g, execute("p"))
 
 
-def test_sql_level_prepare_and_deallocate_forget_every_statement() -> None:
+@pytest.mark.parametrize(
+    "sql",
+    ["deallocate s", "DEALLOCATE ALL", "DeAllocate s", "Prepare q AS select 1"],
+)
+def test_sql_level_prepare_and_deallocate_forget_every_statement(sql: str) -> None:
     g = gate()
-    known(g, "select 1", "deallocate s")
+    known(g, "select 1", sql)
     admit(g, parse("select 1", "s"))
-    assert admit(g, query("deallocate s"))
+    assert admit(g, query(sql))
     admit(g, bind("s", "p"))
     assert not admit(g, execute("p"))
 
