@@ -114,33 +114,33 @@ cdef inline unsigned char *_put_raw(unsigned char *p, bytes raw) noexcept:
     return p + n
 
 
+cdef inline unsigned char *_put_header(
+    unsigned char *p, Py_ssize_t n, int fixed, Py_ssize_t fixed_below, int code8, int code16,
+    int code32,
+) noexcept:
+    """A msgpack length header: the fixed form (`fixed | n`) below `fixed_below`, else the
+    smallest of the 8-bit (if the type has one: code8 != 0), 16-bit and 32-bit forms."""
+    if n < fixed_below:
+        p[0] = fixed | n
+        return p + 1
+    if code8 and n <= 0xFF:
+        p[0] = code8
+        return _put_be(p + 1, n, 1)
+    if n <= 0xFFFF:
+        p[0] = code16
+        return _put_be(p + 1, n, 2)
+    p[0] = code32
+    return _put_be(p + 1, n, 4)
+
+
 cdef inline unsigned char *_put_str(unsigned char *p, const char *s, Py_ssize_t n) noexcept:
-    if n < 32:
-        p[0] = 0xA0 | n
-        p += 1
-    elif n <= 0xFF:
-        p[0] = 0xD9
-        p = _put_be(p + 1, n, 1)
-    elif n <= 0xFFFF:
-        p[0] = 0xDA
-        p = _put_be(p + 1, n, 2)
-    else:
-        p[0] = 0xDB
-        p = _put_be(p + 1, n, 4)
+    p = _put_header(p, n, 0xA0, 32, 0xD9, 0xDA, 0xDB)
     memcpy(p, s, n)
     return p + n
 
 
 cdef inline unsigned char *_put_bin(unsigned char *p, const char *s, Py_ssize_t n) noexcept:
-    if n <= 0xFF:
-        p[0] = 0xC4
-        p = _put_be(p + 1, n, 1)
-    elif n <= 0xFFFF:
-        p[0] = 0xC5
-        p = _put_be(p + 1, n, 2)
-    else:
-        p[0] = 0xC6
-        p = _put_be(p + 1, n, 4)
+    p = _put_header(p, n, 0, 0, 0xC4, 0xC5, 0xC6)  # bin has no fixed form
     memcpy(p, s, n)
     return p + n
 
@@ -296,15 +296,7 @@ cdef class EventChain:
             p = _put_raw(p, _BIND)
             p = _put_bin(p, PyBytes_AS_STRING(bind), bind_size)
             p = _put_raw(p, _TYPES)
-            if count < 16:
-                p[0] = 0x90 | count
-                p += 1
-            elif count <= 0xFFFF:
-                p[0] = 0xDC
-                p = _put_be(p + 1, count, 2)
-            else:
-                p[0] = 0xDD
-                p = _put_be(p + 1, count, 4)
+            p = _put_header(p, count, 0x90, 16, 0, 0xDC, 0xDD)  # array: no 8-bit form
             for i in range(count):
                 oid = types[i]
                 p = _put_int(p, oid)
