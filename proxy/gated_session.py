@@ -59,8 +59,6 @@ class Gate(Protocol):
 
     def allowed(self, verdict: Verdict) -> bool: ...
 
-    def class_allowed(self, verdict: Verdict) -> bool: ...
-
 
 class GatedSession:
     #: "postgres" or "mysql": the transcript's and the approval request's protocol.

@@ -225,10 +225,6 @@ class PgGate:
             return True
         return self.needs_approval(verdict) and self.clock() < self.session_grant_until
 
-    def class_allowed(self, verdict: Verdict) -> bool:
-        """Its class runs without a decision (no grant involved)."""
-        return self._allow[verdict.statement_class]
-
     def needs_approval(self, verdict: Verdict) -> bool:
         return self.policy.action_for(verdict.statement_class.value) is Action.APPROVE
 
