@@ -27,62 +27,56 @@ exactly), then by fingerprint. Both maps are bounded LRUs.
 
 from __future__ import annotations
 
-import re
-from collections import OrderedDict
-
-from policy.classify import DIALECTS, LITERAL_TOKEN_TYPES, Lexed, Verdict, classify, lex, precheck
-
-# The fast path's alphabet: no comments (no - / #), no double quotes, dollars, backslashes,
-# braces or anything outside ASCII. In it, every ' opens or closes a plain string, paired
-# left to right exactly as both of the classifier's lexers pair them.
-_FAST_ALPHABET = re.compile(r"[A-Za-z0-9_ \t\n\r'=<>!(),.;*+:\[\]%|]*", re.ASCII)
-_FAST_STRING = re.compile(r"'[^']*'", re.ASCII)
-# A string is only taken out where it cannot be anything else: not glued to a name, number
-# or dot before it (E'..', B'..', 1'..'), nor to a name, dot or another string after it
-# ('a''b' is one string with a quote in it; 'a'\n'b' is one literal in PostgreSQL).
-_FAST_STRING_CONTEXT = re.compile(
-    r"[A-Za-z0-9_.]\x01|\x01[A-Za-z0-9_.\x01]|\x01[ \t\n\r]+\x01", re.ASCII
+from policy.classify import (
+    DIALECTS,
+    LITERAL_TOKEN_TYPES,
+    MAX_NESTING_DEPTH,
+    MAX_STATEMENT_CHARS,
+    Lexed,
+    Verdict,
+    classify,
+    lex,
+    precheck,
 )
-# A number is only taken out when it stands alone: not part of a name (t1), not glued to a
-# name, dot or exponent (1a, 1.5.5, 1e5); those stay in the key as written.
-_FAST_NUMBER = re.compile(r"\b[0-9]+(?:\.[0-9]+)?(?![A-Za-z0-9_.\x01])", re.ASCII)
-# SET and PREPARE statements read their literals' values: no key for them.
-_LITERAL_SENSITIVE = re.compile(r"\b(?:set|prepare)\b", re.ASCII)
+from policy.sqlscan import fast_fingerprint
+
+# The fast path, in C: policy/sqlscan.pyx. Its alphabet: no comments (no - / #), no
+# double quotes, dollars, backslashes, braces or anything outside ASCII. In it, every '
+# opens or closes a plain string, paired left to right exactly as both of the classifier's
+# lexers pair them. A string is only taken out where it cannot be anything else: not glued
+# to a name, number or dot before it (E'..', B'..', 1'..'), nor to a name, dot or another
+# string after it ('a''b' is one string with a quote in it; 'a'\n'b' is one literal in
+# PostgreSQL). A number is only taken out when it stands alone: not part of a name (t1),
+# not glued to a name, dot or exponent (1a, 1e5). SET and PREPARE statements read their
+# literals' values: no key for them.
+_FAST_PREFIX = {dialect: f"{dialect}\x00F\x00".encode() for dialect in DIALECTS}
 _LITERAL_SENSITIVE_WORDS = frozenset({"SET", "PREPARE"})
 
 
 def fingerprint(sql: str, dialect: str, *, max_token_chars: int | None = None) -> str | None:
     """A key shared only by texts that `classify` gives the same verdict; None if unsure.
 
-    The fast path costs a few regular-expression passes; the token path costs about what
-    lexing for `classify` does. `max_token_chars` skips the token path (None instead) for
+    The fast path costs two passes in C over the characters; the token path costs about
+    what lexing for `classify` does. `max_token_chars` skips the token path (None instead) for
     longer texts, for callers that must stay cheap.
     """
-    if dialect not in DIALECTS or precheck(sql) is not None:
-        return None  # the caps count characters of literals too
-    if _FAST_ALPHABET.fullmatch(sql):
-        key = _fast_fingerprint(sql, dialect)
+    prefix = _FAST_PREFIX.get(dialect)
+    if prefix is None:
+        return None
+    if len(sql) <= MAX_STATEMENT_CHARS:
+        # A key from the fast path means precheck's caps hold: no NUL, no braces, and
+        # no more opening brackets than the depth allowed.
+        key = fast_fingerprint(sql, prefix, MAX_NESTING_DEPTH)
         if key is not None:
             return key
+    if precheck(sql) is not None:
+        return None  # the caps count characters of literals too
     if max_token_chars is not None and len(sql) > max_token_chars:
         return None
     lexed = lex(sql, dialect)
     if not isinstance(lexed, Lexed):
         return None
     return _token_fingerprint(sql, dialect, lexed)
-
-
-def _fast_fingerprint(sql: str, dialect: str) -> str | None:
-    stripped = sql
-    if "'" in sql:
-        stripped = _FAST_STRING.sub("\x01", sql)
-        if "'" in stripped or ("\x01" in stripped and _FAST_STRING_CONTEXT.search(stripped)):
-            return None
-    lowered = stripped.lower()
-    if ("set" in lowered or "prepare" in lowered) and _LITERAL_SENSITIVE.search(lowered):
-        return None
-    stripped = _FAST_NUMBER.sub("\x02", stripped)
-    return f"{dialect}\x00F\x00" + " ".join(stripped.split())
 
 
 def _token_fingerprint(sql: str, dialect: str, lexed: Lexed) -> str | None:
@@ -108,29 +102,35 @@ def _token_fingerprint(sql: str, dialect: str, lexed: Lexed) -> str | None:
 
 
 class _Lru:
-    """Verdicts by key, least recently used first out; bounded in entries and characters."""
+    """Verdicts by key, least recently used first out; bounded in entries and characters.
+
+    A plain dict keeps insertion order: a hit moves its key to the end by taking it out
+    and putting it back, and the first key is the one to evict.
+    """
 
     def __init__(self, max_entries: int, max_chars: int) -> None:
-        self._entries: OrderedDict[str, Verdict] = OrderedDict()
+        self._entries: dict[str, Verdict] = {}
         self._chars = 0
         self._max_entries = max_entries
         self._max_chars = max_chars
 
     def get(self, key: str) -> Verdict | None:
-        verdict = self._entries.get(key)
+        entries = self._entries
+        verdict = entries.pop(key, None)
         if verdict is not None:
-            self._entries.move_to_end(key)
+            entries[key] = verdict
         return verdict
 
     def put(self, key: str, verdict: Verdict) -> None:
-        if key in self._entries:
-            self._entries.move_to_end(key)
-            self._entries[key] = verdict
+        entries = self._entries
+        if entries.pop(key, None) is not None:
+            entries[key] = verdict
             return
-        self._entries[key] = verdict
+        entries[key] = verdict
         self._chars += len(key)
-        while len(self._entries) > self._max_entries or self._chars > self._max_chars:
-            evicted, _ = self._entries.popitem(last=False)
+        while len(entries) > self._max_entries or self._chars > self._max_chars:
+            evicted = next(iter(entries))
+            del entries[evicted]
             self._chars -= len(evicted)
 
     def clear(self) -> None:
@@ -169,7 +169,8 @@ class CachedClassifier:
         self._exact = _Lru(max_entries, max_total_chars)
         self._by_fingerprint = _Lru(max_entries, max_total_chars)
         # The last text looked up and its key: `store` after a miss needs it again.
-        self._last: tuple[str, str | None] = ("", None)
+        self._last_sql = ""
+        self._last_key: str | None = None
 
     def lookup(self, sql: str) -> Verdict | None:
         verdict = self._exact.get(sql)
@@ -202,7 +203,7 @@ class CachedClassifier:
     def clear(self) -> None:
         self._exact.clear()
         self._by_fingerprint.clear()
-        self._last = ("", None)
+        self._last_sql, self._last_key = "", None
 
     def __len__(self) -> int:
         return len(self._exact) + len(self._by_fingerprint)
@@ -210,9 +211,8 @@ class CachedClassifier:
     def _fingerprint(self, sql: str) -> str | None:
         if len(sql) > self.max_text_chars:
             return None
-        last_sql, last_key = self._last
-        if sql is last_sql or sql == last_sql:
-            return last_key
+        if sql == self._last_sql:
+            return self._last_key
         key = fingerprint(sql, self.dialect, max_token_chars=self.max_token_chars)
-        self._last = (sql, key)
+        self._last_sql, self._last_key = sql, key
         return key

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import re
 import struct
 import uuid
 from collections import deque
@@ -31,14 +30,11 @@ from typing import NamedTuple
 from policy.classify import StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
 from policy.rules import Action, EffectivePolicy
+from policy.sqlscan import names_statements
 from protocols.postgres import messages as m
 from proxy.store import Parameter
 
 _Q, _P, _B, _E, _C, _D = (ord(c) for c in "QPBECD")
-# SQL that creates or drops protocol-level statements' names. PostgreSQL folds only ASCII
-# letters' case in keywords; IGNORECASE matches those (and a few more: a false positive
-# only forgets statements, which the gate then classifies again).
-_FORGET_NAMED = re.compile("PREPARE|DEALLOCATE|DISCARD", re.IGNORECASE)
 
 UNPREPARED = Verdict(
     StatementClass.UNKNOWN,
@@ -229,10 +225,15 @@ class PgGate:
         return self.policy.action_for(verdict.statement_class.value) is Action.APPROVE
 
     def note_query(self, sql: str) -> None:
-        """A simple Query goes to the server."""
+        """A simple Query goes to the server.
+
+        SQL that may create or drop protocol-level statements' names (PREPARE, DEALLOCATE,
+        DISCARD anywhere in it, in any case) makes the gate forget the named ones: a false
+        positive only costs classifying them again.
+        """
         self.statements.pop(b"", None)
         self.portals.pop(b"", None)
-        if _FORGET_NAMED.search(sql):
+        if names_statements(sql):
             self.statements.clear()
 
     def note_parse(self, parse: m.Parse, verdict: Verdict) -> None:
