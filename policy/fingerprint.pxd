@@ -1,5 +1,7 @@
 # C declarations for fingerprint.py when Cython compiles it (see setup.py); the .py is the source.
 
+cimport cython
+
 cdef class _Lru:
     cdef dict _entries
     cdef Py_ssize_t _chars

@@ -1,9 +1,21 @@
 # C declarations for pg_gate.py when Cython compiles it (see setup.py); the .py is the source.
 
+cimport cython
+
+from policy.fingerprint cimport CachedClassifier
+
+# Message types, as C values.
+cdef int _Q, _P, _B, _E, _C, _D
+
+
+@cython.locals(i=Py_ssize_t)
+cdef Py_ssize_t _nul(bytes raw, Py_ssize_t start, Py_ssize_t end) except? -2
+
 cdef class PreparedStatement:
     cdef public str sql
     cdef public object verdict
     cdef public bytes declared
+    cdef public tuple declared_types
     cdef public bint allowed
     cdef public object described
 
@@ -15,7 +27,7 @@ cdef class Portal:
 
 
 cdef class PgGate:
-    cdef public object classifier
+    cdef public CachedClassifier classifier
     cdef public object policy
     cdef public object clock
     cdef public dict statements
@@ -32,3 +44,5 @@ cdef class PgGate:
     cpdef bint admit(self, int kind, bytes raw, Py_ssize_t start, Py_ssize_t end) except -1
 
     cpdef bint allowed(self, object verdict) except -1
+
+    cpdef ready(self, str transaction_status)

@@ -36,6 +36,17 @@ from proxy.store import Parameter
 
 _Q, _P, _B, _E, _C, _D = (ord(c) for c in "QPBECD")
 
+
+def _nul(raw: bytes, start: int, end: int) -> int:
+    """Where the first NUL in raw[start:end] is, or -1 (a loop in C when compiled)."""
+    i = start
+    while i < end:
+        if raw[i] == 0:
+            return i
+        i += 1
+    return -1
+
+
 UNPREPARED = Verdict(
     StatementClass.UNKNOWN,
     ("executes a statement the gateway did not see prepared",),
@@ -54,13 +65,14 @@ ALLOW, SESSION_GRANT = "allow", "approved for the session"
 class PreparedStatement:
     """A statement the server keeps under a name, as the gate saw it parsed."""
 
-    __slots__ = ("allowed", "declared", "described", "sql", "verdict")
+    __slots__ = ("allowed", "declared", "declared_types", "described", "sql", "verdict")
 
     def __init__(self, sql: str, verdict: Verdict, declared: bytes, allowed: bool) -> None:
         self.sql = sql
         self.verdict = verdict
-        #: The Parse message's parameter type section, decoded when needed.
+        #: The Parse message's parameter type section, as sent and as type OIDs.
         self.declared = declared
+        self.declared_types = _declared_types(declared)
         #: Runs without a decision under the policy alone (its class is allowed).
         self.allowed = allowed
         #: The server's ParameterDescription, when the client asked for one.
@@ -68,12 +80,15 @@ class PreparedStatement:
 
     @property
     def param_types(self) -> tuple[int, ...]:
-        if self.described is not None:
-            return self.described
-        count = int.from_bytes(self.declared[:2], "big", signed=True)
-        if count <= 0 or len(self.declared) < 2 + 4 * count:
-            return ()
-        return struct.unpack_from(f"!{count}I", self.declared, 2)
+        return self.declared_types if self.described is None else self.described
+
+
+def _declared_types(declared: bytes) -> tuple[int, ...]:
+    count = int.from_bytes(declared[:2], "big", signed=True)
+    if count <= 0 or len(declared) < 2 + 4 * count:
+        return ()
+    types: tuple[int, ...] = struct.unpack_from(f"!{count}I", declared, 2)
+    return types
 
 
 class Portal:
@@ -136,8 +151,9 @@ class PgGate:
                 self.on_statement(sql, verdict, None, (), decision)
             return True
         if kind == _B:
-            name_end = raw.find(b"\0", start + 5, end)
-            statement_end = raw.find(b"\0", name_end + 1, end)
+            name_end = _nul(raw, start + 5, end)
+            # (A name without its NUL leaves name_end at -1: not a search from 0.)
+            statement_end = _nul(raw, name_end + 1, end) if name_end >= 0 else -1
             if statement_end < 0:
                 return False
             statement = self.statements.get(raw[name_end + 1 : statement_end])
@@ -149,7 +165,7 @@ class PgGate:
             self.portals[portal] = Portal(statement, raw[start:end])
             return True
         if kind == _E:
-            name_end = raw.find(b"\0", start + 5, end)
+            name_end = _nul(raw, start + 5, end)
             if name_end < 0:
                 return False
             found = self.portals.get(raw[start + 5 : name_end])
@@ -161,14 +177,16 @@ class PgGate:
                         statement.sql,
                         statement.verdict,
                         found.bind,
-                        statement.param_types,
+                        statement.declared_types
+                        if statement.described is None
+                        else statement.described,
                         ALLOW if statement.allowed else SESSION_GRANT,
                     )
                 return True
             return False
         if kind == _P:
-            name_end = raw.find(b"\0", start + 5, end)
-            sql_end = raw.find(b"\0", name_end + 1, end)
+            name_end = _nul(raw, start + 5, end)
+            sql_end = _nul(raw, name_end + 1, end) if name_end >= 0 else -1
             if sql_end < 0:
                 return False
             name = raw[start + 5 : name_end]
@@ -186,7 +204,7 @@ class PgGate:
             self._remember(name, sql, verdict, declared)
             return True
         if kind == _C:
-            name_end = raw.find(b"\0", start + 6, end)
+            name_end = _nul(raw, start + 6, end)
             if name_end < 0:
                 return False
             if raw[start + 5] == 0x53:  # 'S'
@@ -195,7 +213,7 @@ class PgGate:
                 self.portals.pop(raw[start + 6 : name_end], None)
             return True
         if kind == _D and raw[start + 5] == 0x53:
-            name_end = raw.find(b"\0", start + 6, end)
+            name_end = _nul(raw, start + 6, end)
             if name_end < 0:
                 return False
             self._describing.append(raw[start + 6 : name_end])

@@ -1,9 +1,18 @@
 # C declarations for pg_relay.py when Cython compiles it (see setup.py); the .py is the source.
+cimport cython
+
 from protocols.postgres.framing cimport BackendRelay
+from proxy.pg_gate cimport PgGate
+
+# Module constants the hot path reads, as C values.
+cdef int _Z, _S, _K, _R, _E, _T, _C, _D
+cdef int _QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE
+cdef int _PLAIN, _GATE, _OPENS_BATCH, _ENDS_BATCH
+cdef bytes _FRONTEND_FLAGS
 
 cdef class PgRelay:
     cdef public str transaction_status
-    cdef object _gate
+    cdef PgGate _gate
     cdef object _client
     cdef Py_ssize_t _max_message_bytes
     cdef bint _client_idle

@@ -5,8 +5,10 @@ refused, or held before it reaches the server. Server bytes are framed by
 `BackendRelay`, which passes result rows through without decoding them and
 hands over only the messages the gateway must see.
 
-Holding: a `Gate` (the session's classifier and approvals) admits each client
-message or asks it to wait. The relay then emits `HoldMessage` and stops taking
+Holding: a `PgGate` (the session's classifier and approvals) admits each client
+message or asks it to wait (`admit`), and hears of parameter descriptions (`described`)
+and of each ReadyForQuery (`ready`). The relay calls it in C when compiled: a stand-in
+gate subclasses it. The relay then emits `HoldMessage` and stops taking
 client messages, which stay framed-but-unread in the framer (the I/O side stops
 reading the socket too), while server output keeps flowing: results of earlier
 statements are never buffered. `release` forwards or refuses the held message
@@ -38,6 +40,7 @@ from protocols.postgres.framing import BackendRelay, MessageFramer
 from proxy.actions import EndSession as EndSession
 from proxy.actions import SendToClient as SendToClient
 from proxy.actions import SendToServer as SendToServer
+from proxy.pg_gate import PgGate
 
 # --- actions
 
@@ -59,23 +62,6 @@ class ResultListener(Protocol):
 
     def row(self, raw: bytes, start: int, end: int) -> None:
         """A DataRow at raw[start:end] (only when the relay was asked to capture rows)."""
-        ...
-
-
-class Gate(Protocol):
-    """Decides, message by message, what may reach the server without waiting."""
-
-    def admit(self, kind: int, raw: bytes, start: int, end: int) -> bool:
-        """True: raw[start:end] (one whole message) goes to the server now, and the gate
-        has noted it. False: it must wait (nothing noted); the relay holds it."""
-        ...
-
-    def described(self, param_types: tuple[int, ...]) -> None:
-        """The server's ParameterDescription for the oldest statement Describe pending."""
-        ...
-
-    def ready(self, transaction_status: str) -> None:
-        """The server sent ReadyForQuery: Describes not answered by now never will be."""
         ...
 
 
@@ -136,7 +122,7 @@ class PgRelay:
         *,
         transaction_status: str = "I",
         max_message_bytes: int,
-        gate: Gate | None = None,
+        gate: PgGate | None = None,
         results: ResultListener | None = None,
         capture_rows: bool = False,
     ) -> None:

@@ -1,3 +1,5 @@
+cimport cython
+
 cdef class BackendRelay:
     cdef bytes _types
     cdef Py_ssize_t _max_inspected

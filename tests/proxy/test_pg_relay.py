@@ -13,6 +13,7 @@ from protocols.errors import (
     StatementDenied,
 )
 from protocols.postgres import messages as m
+from proxy.pg_gate import PgGate
 from proxy.pg_relay import EndSession, HoldMessage, PgRelay, SendToClient, SendToServer
 
 MAX = 1 << 20
@@ -238,7 +239,7 @@ def test_malformed_server_output_is_a_protocol_violation(raw: bytes) -> None:
 # --- holding: the seam the approval gate uses
 
 
-class HoldingGate:
+class HoldingGate(PgGate):
     """Holds Execute, and Query messages whose SQL starts with one of prefixes."""
 
     def __init__(self, *prefixes: bytes) -> None:
