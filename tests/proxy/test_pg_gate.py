@@ -218,3 +218,20 @@ def test_the_same_statement_parsed_again_keeps_its_verdict() -> None:
         assert admit(g, parse("select $1"))
         assert admit(g, bind("", ""))
         assert admit(g, execute(""))
+
+
+@pytest.mark.parametrize("kind", [b"B", b"P"])
+def test_a_bind_or_parse_whose_first_name_lacks_its_nul_is_left_to_the_slow_path(
+    kind: bytes,
+) -> None:
+    # Earlier bytes of the same read hold NULs: the name's end must not be looked for
+    # there (a search from the start of the buffer), and nothing may be noted.
+    g = gate()
+    known(g, "select 1")
+    admit(g, parse("select 1", "s1"))
+    before = parse("select 1", "x")
+    malformed = m.frame(kind, b"portal-without-nul")
+    raw = before + malformed
+    assert not g.admit(kind[0], raw, len(before), len(raw))
+    assert set(g.portals) == set()
+    assert set(g.statements) == {b"s1"}
