@@ -17,8 +17,10 @@ round by round so that drift hits them alike:
 
 The gateway's code is not changed. For the `framing` and `gate` runs this script wraps,
 in its own process only, the name `PgRelay` in proxy.pg_server (to build relays without
-a gate or result listener) and `PgSession._statement_ran` and `PgSession.result` (to
-record no statement and result events), and puts them back before the `airlock` run.
+a gate or result listener), and `PgSession._start_relay` and `PgSession.result` (to
+take the transcript's recorders off the gate and relay a session builds: statements are
+counted, not recorded, and results not recorded), and puts them back before the
+`airlock` run.
 Each run gives pgbench's TPS and the relaying process's user and system CPU time per
 transaction (this process's, from getrusage; pgbouncer's from /proc).
 
@@ -68,7 +70,7 @@ from proxy.server import Gateway
 
 VARIANTS = ("pgbouncer", "forwarder", "framing", "gate", "airlock")
 _REAL_RELAY = PgRelay
-_REAL_STATEMENT_RAN = pg_server.PgSession._statement_ran
+_REAL_START_RELAY = pg_server.PgSession._start_relay
 _REAL_RESULT = pg_server.PgSession.result
 
 
@@ -77,8 +79,20 @@ def _relay_without_gate(**kwargs: Any) -> PgRelay:
     return _REAL_RELAY(**kwargs)
 
 
-def _statement_counted_only(self: pg_server.PgSession, *args: Any) -> None:
-    self.count_statement()
+def _start_relay_unrecorded(self: pg_server.PgSession, *args: Any) -> None:
+    _REAL_START_RELAY(self, *args)
+    assert self.gate is not None
+    assert self.relay is not None
+    self.gate.record = None  # allowed statements: counted by the gate, not recorded
+    self.gate.on_statement = _statement_counted_only(self)
+    self.relay.record_tag = None  # results go to PgSession.result, a no-op in this run
+
+
+def _statement_counted_only(session: pg_server.PgSession) -> Callable[..., None]:
+    def counted(*args: Any) -> None:
+        session.count_statement()
+
+    return counted
 
 
 def _result_not_recorded(self: pg_server.PgSession, *args: Any) -> None:
@@ -88,16 +102,14 @@ def _result_not_recorded(self: pg_server.PgSession, *args: Any) -> None:
 def use_variant(variant: str) -> None:
     """Take the gateway's layers out (framing, gate) or put them all back (airlock)."""
     relay: Callable[..., PgRelay] = _REAL_RELAY
-    statement_ran: Callable[..., None] = _REAL_STATEMENT_RAN
+    start_relay: Callable[..., None] = _REAL_START_RELAY
     result: Callable[..., None] = _REAL_RESULT
     if variant == "framing":
         relay = _relay_without_gate
     if variant == "gate":
-        statement_ran, result = _statement_counted_only, _result_not_recorded
+        start_relay, result = _start_relay_unrecorded, _result_not_recorded
     vars(pg_server)["PgRelay"] = relay  # the name the session builds its relay by
-    # What the session records of each statement and result (the gate's and the relay's
-    # listeners are bound to these when a session starts relaying).
-    pg_server.PgSession._statement_ran = statement_ran  # type: ignore[method-assign]
+    pg_server.PgSession._start_relay = start_relay  # type: ignore[method-assign]
     pg_server.PgSession.result = result  # type: ignore[method-assign]
 
 

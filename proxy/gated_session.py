@@ -303,6 +303,11 @@ class GatedSession:
         self.statements += 1
         self.listener.statements += 1
 
+    def uncounted_statements(self) -> int:
+        """Statements run and not yet in `statements` (a PostgreSQL gate counts its own
+        until the session ends)."""
+        return 0
+
     def seal(self, reason: str, error: AirlockError | None) -> None:
         recording, self.recording = self.recording, None
         if recording is None:

@@ -39,6 +39,8 @@ class Session(Protocol):
 
     def end(self, reason: str, error: AirlockError | None = None) -> None: ...
 
+    def uncounted_statements(self) -> int: ...
+
 
 S = TypeVar("S", bound=Session)
 

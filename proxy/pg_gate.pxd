@@ -14,6 +14,7 @@ cdef Py_ssize_t _nul(bytes raw, Py_ssize_t start, Py_ssize_t end) except? -2
 cdef class PreparedStatement:
     cdef public str sql
     cdef public object verdict
+    cdef public str class_name
     cdef public bytes declared
     cdef public tuple declared_types
     cdef public bint allowed
@@ -33,16 +34,20 @@ cdef class PgGate:
     cdef public dict statements
     cdef public dict portals
     cdef public double session_grant_until
+    cdef public Py_ssize_t admitted
+    cdef public object record
     cdef public object on_statement
     cdef object _describing
     cdef dict _allow
 
     @cython.locals(
         name_end=Py_ssize_t, statement_end=Py_ssize_t, sql_end=Py_ssize_t,
-        statement=PreparedStatement, existing=PreparedStatement, found=Portal,
+        statement=PreparedStatement, existing=PreparedStatement, found=Portal, types=tuple,
     )
     cpdef bint admit(self, int kind, bytes raw, Py_ssize_t start, Py_ssize_t end) except -1
 
     cpdef bint allowed(self, object verdict) except -1
 
     cpdef ready(self, str transaction_status)
+
+    cpdef note_query(self, str sql)

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
-from policy.classify import StatementClass, Verdict
+from policy.classify import CLASS_NAMES, StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
 from policy.rules import Action, EffectivePolicy
 from policy.sqlscan import names_statements
@@ -58,6 +58,9 @@ AMBIGUOUS = Verdict(
 
 
 StatementListener = Callable[[str, Verdict, bytes | None, tuple[int, ...], str], None]
+#: Records an allowed statement: sql, class name, decision, Bind message, parameter types
+#: (the transcript chain's `statement`).
+StatementRecorder = Callable[[str, str, str, bytes | None, tuple[int, ...]], None]
 #: What a statement admitted on the hot path was decided by: its class, or a session grant.
 ALLOW, SESSION_GRANT = "allow", "approved for the session"
 
@@ -65,11 +68,20 @@ ALLOW, SESSION_GRANT = "allow", "approved for the session"
 class PreparedStatement:
     """A statement the server keeps under a name, as the gate saw it parsed."""
 
-    __slots__ = ("allowed", "declared", "declared_types", "described", "sql", "verdict")
+    __slots__ = (
+        "allowed",
+        "class_name",
+        "declared",
+        "declared_types",
+        "described",
+        "sql",
+        "verdict",
+    )
 
     def __init__(self, sql: str, verdict: Verdict, declared: bytes, allowed: bool) -> None:
         self.sql = sql
         self.verdict = verdict
+        self.class_name = CLASS_NAMES[verdict.statement_class]
         #: The Parse message's parameter type section, as sent and as type OIDs.
         self.declared = declared
         self.declared_types = _declared_types(declared)
@@ -120,8 +132,12 @@ class PgGate:
         self.portals: dict[bytes, Portal] = {}
         #: Until then (clock time), statements that need approval run: a session grant.
         self.session_grant_until = 0.0
-        #: Told of every statement admitted here: sql, verdict, and for an Execute its Bind
-        #: message and parameter types.
+        #: Statements admitted here under their class's `allow`: counted here, and
+        #: recorded by `record` when the session is recorded.
+        self.admitted = 0
+        self.record: StatementRecorder | None = None
+        #: Told of every other statement admitted here (under a session grant): sql,
+        #: verdict, and for an Execute its Bind message and parameter types.
         self.on_statement: StatementListener | None = None
         self._describing: deque[bytes] = deque()  # statement Describes awaiting an answer
         # Per class: allowed without a decision? (`approve` classes are, under a grant.)
@@ -141,14 +157,16 @@ class PgGate:
             if verdict is None:
                 return False
             if self._allow[verdict.statement_class]:
-                decision = ALLOW
-            elif self.allowed(verdict):
-                decision = SESSION_GRANT
-            else:
+                self.note_query(sql)
+                self.admitted += 1
+                if self.record is not None:
+                    self.record(sql, CLASS_NAMES[verdict.statement_class], ALLOW, None, ())
+                return True
+            if not self.allowed(verdict):
                 return False
             self.note_query(sql)
             if self.on_statement is not None:
-                self.on_statement(sql, verdict, None, (), decision)
+                self.on_statement(sql, verdict, None, (), SESSION_GRANT)
             return True
         if kind == _B:
             name_end = _nul(raw, start + 5, end)
@@ -171,16 +189,16 @@ class PgGate:
             found = self.portals.get(raw[start + 5 : name_end])
             if found is None or (statement := found.statement) is None:
                 return False
-            if statement.allowed or found.approved or self.allowed(statement.verdict):
+            types = statement.declared_types if statement.described is None else statement.described
+            if statement.allowed:
+                self.admitted += 1
+                if self.record is not None:
+                    self.record(statement.sql, statement.class_name, ALLOW, found.bind, types)
+                return True
+            if found.approved or self.allowed(statement.verdict):
                 if self.on_statement is not None:
                     self.on_statement(
-                        statement.sql,
-                        statement.verdict,
-                        found.bind,
-                        statement.declared_types
-                        if statement.described is None
-                        else statement.described,
-                        ALLOW if statement.allowed else SESSION_GRANT,
+                        statement.sql, statement.verdict, found.bind, types, SESSION_GRANT
                     )
                 return True
             return False

@@ -17,6 +17,7 @@ cdef class PgRelay:
     cdef Py_ssize_t _max_message_bytes
     cdef bint _client_idle
     cdef object _results
+    cdef public object record_tag
     cdef BackendRelay _server
     cdef Py_ssize_t _owed
     cdef bint _unsynced

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -133,6 +134,9 @@ class PgRelay:
         #: Nothing buffered or held: the fast path may be taken.
         self._client_idle = True
         self._results = results
+        #: Takes a statement's command tag instead of `results` (the transcript chain's
+        #: `result_tag`), when the session records results but no rows.
+        self.record_tag: Callable[[str], None] | None = None
         inspected = _INSPECTED | ({_T} if gate is not None else set())
         inspected |= {_C} if results is not None else set()
         if capture_rows:
@@ -281,8 +285,12 @@ class PgRelay:
                 assert self._results is not None
                 self._results.row(framed, start, end)
             elif kind == _C:
-                assert self._results is not None
-                self._results.result(framed[start + 5 : end - 1].decode(errors="replace"), None)
+                tag = framed[start + 5 : end - 1].decode(errors="replace")
+                if self.record_tag is not None:
+                    self.record_tag(tag)
+                else:
+                    assert self._results is not None
+                    self._results.result(tag, None)
             elif kind == _S:
                 status = m.decode_backend(framed[start:end])
                 assert isinstance(status, m.ParameterStatus)

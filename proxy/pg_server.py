@@ -197,6 +197,7 @@ class PgSession(GatedSession):
             if cancel_running and target is not None and self.relay is not None and self.relay.busy:
                 self.listener.spawn(self.listener.cancel_upstream(target))
         self.listener.sessions.discard(self)
+        self._stop_recording_in_place()
         self.seal(reason, error)
         if self._deciding is not None:
             self._deciding.cancel()
@@ -222,6 +223,21 @@ class PgSession(GatedSession):
         return self.relay is not None and not self.relay.busy
 
     # --- recording
+
+    def _stop_recording_in_place(self) -> None:
+        """The gate and relay record into the transcript no more, and the gate's count of
+        statements joins the session's and the listener's."""
+        if self.relay is not None:
+            self.relay.record_tag = None
+        gate = self.gate
+        if gate is not None:
+            gate.record = None
+            self.statements += gate.admitted
+            self.listener.statements += gate.admitted
+            gate.admitted = 0
+
+    def uncounted_statements(self) -> int:
+        return 0 if self.gate is None else self.gate.admitted
 
     def _statement_ran(
         self,
@@ -435,8 +451,12 @@ class PgSession(GatedSession):
         self.gate = PgGate(listener.classifiers.cached("postgres"), self.policy, listener.clock)
         recording = self.recording is not None
         capture = recording and listener.settings.recording.capture_rows
-        # Every admitted statement is counted (metrics), and recorded when the session is.
+        # Every admitted statement is counted (metrics), and recorded when the session is:
+        # those allowed by their class by the gate itself, straight into the transcript's
+        # chain; the others (session grants) here.
         self.gate.on_statement = self._statement_ran
+        if self.recording is not None:
+            self.gate.record = self.recording.statement
         if recording:
             self._row_bytes_left = listener.settings.recording.max_row_bytes
         self.relay = PgRelay(
@@ -446,6 +466,9 @@ class PgSession(GatedSession):
             results=self if recording else None,
             capture_rows=capture,
         )
+        if recording and not capture:
+            assert self.recording is not None
+            self.relay.record_tag = self.recording.result_tag  # no rows to go with the tag
         self.relay.server_parameters.update({p.name: p.value for p in upstream.login.parameters})
         listener.sessions.add(self)
         self.start_deadline()

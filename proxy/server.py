@@ -147,7 +147,10 @@ class Gateway:
     def _metrics(self) -> list[Metric]:
         listeners = self._listeners()
         sessions = sum(len(listener.sessions) for listener in listeners)
-        statements = sum(listener.statements for listener in listeners)
+        statements = sum(
+            listener.statements + sum(s.uncounted_statements() for s in listener.sessions)
+            for listener in listeners
+        )
         caches = [(dialect, self.classifiers.cached(dialect)) for dialect in ("postgres", "mysql")]
         approvals = self.store.count_by_state() if self.store else {}
         notifier = self.notifier
