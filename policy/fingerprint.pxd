@@ -14,6 +14,7 @@ cdef class _Lru:
 
 cdef class CachedClassifier:
     cdef public str dialect
+    cdef bytes _prefix
     cdef public Py_ssize_t max_text_chars
     cdef public Py_ssize_t max_token_chars
     cdef public Py_ssize_t hits

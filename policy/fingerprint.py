@@ -69,6 +69,11 @@ def fingerprint(sql: str, dialect: str, *, max_token_chars: int | None = None) -
         key = fast_fingerprint(sql, prefix, MAX_NESTING_DEPTH)
         if key is not None:
             return key
+    return _slow_fingerprint(sql, dialect, max_token_chars)
+
+
+def _slow_fingerprint(sql: str, dialect: str, max_token_chars: int | None) -> str | None:
+    """`fingerprint` of a text its fast path gave no key."""
     if precheck(sql) is not None:
         return None  # the caps count characters of literals too
     if max_token_chars is not None and len(sql) > max_token_chars:
@@ -162,6 +167,7 @@ class CachedClassifier:
         max_total_chars: int = 8_000_000,
     ) -> None:
         self.dialect = dialect
+        self._prefix = _FAST_PREFIX.get(dialect)  # None: not a dialect (no keys at all)
         self.max_text_chars = max_text_chars
         self.max_token_chars = max_token_chars
         self.hits = 0
@@ -213,6 +219,12 @@ class CachedClassifier:
             return None
         if sql == self._last_sql:
             return self._last_key
-        key = fingerprint(sql, self.dialect, max_token_chars=self.max_token_chars)
+        # fingerprint(), without its call
+        key = None
+        if self._prefix is not None:
+            if len(sql) <= MAX_STATEMENT_CHARS:
+                key = fast_fingerprint(sql, self._prefix, MAX_NESTING_DEPTH)
+            if key is None:
+                key = _slow_fingerprint(sql, self.dialect, self.max_token_chars)
         self._last_sql, self._last_key = sql, key
         return key

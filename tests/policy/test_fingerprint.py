@@ -305,18 +305,35 @@ def test_the_token_path_is_skipped_for_long_texts_but_the_fast_path_is_not() -> 
     assert fingerprint(tokens, PG) is not None
 
 
-def test_a_miss_then_store_fingerprints_the_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("sql", "token_path"),
+    [("SELECT 1 FROM t WHERE a = 2", False), ("SELECT 1 FROM t WHERE a = 2 -- why", True)],
+)
+def test_a_miss_then_store_fingerprints_the_text_once(
+    monkeypatch: pytest.MonkeyPatch, sql: str, token_path: bool
+) -> None:
     import policy.fingerprint as module
+    import policy.sqlscan as sqlscan
 
-    calls = []
+    fast_calls: list[str] = []
+    calls: list[str] = []
+    real_fast = sqlscan.fast_fingerprint
 
-    def counting(sql: str, dialect: str, *, max_token_chars: int | None = None) -> str | None:
+    def fast_counting(sql: str, prefix: bytes, max_opens: int) -> str | None:
+        fast_calls.append(sql)
+        return real_fast(sql, prefix, max_opens)
+
+    real_slow = module._slow_fingerprint
+
+    def counting(sql: str, dialect: str, max_token_chars: int | None) -> str | None:
         calls.append(sql)
-        return fingerprint(sql, dialect, max_token_chars=max_token_chars)
+        return real_slow(sql, dialect, max_token_chars)
 
-    monkeypatch.setattr(module, "fingerprint", counting)
-    CachedClassifier(PG).classify("SELECT 1 FROM t WHERE a = 2")
-    assert calls == ["SELECT 1 FROM t WHERE a = 2"]
+    monkeypatch.setattr(module, "fast_fingerprint", fast_counting)
+    monkeypatch.setattr(module, "_slow_fingerprint", counting)
+    CachedClassifier(PG).classify(sql)
+    assert fast_calls == [sql]
+    assert calls == ([sql] if token_path else [])
 
 
 def test_recently_used_entries_survive() -> None:
