@@ -156,12 +156,17 @@ class BackendRelay:
             self._remaining = 0
         inspected: list[tuple[int, int, int]] = []
         types = self._types
-        unpack = _HEADER.unpack_from
         while pos < size:
             if size - pos < 5:
                 self._held = raw[pos:]
                 return raw[:pos], inspected
-            kind, length = unpack(raw, pos)
+            # The header by hand: four shifts in C when compiled. The length is signed.
+            kind = raw[pos]
+            length = (
+                (raw[pos + 1] << 24) | (raw[pos + 2] << 16) | (raw[pos + 3] << 8) | raw[pos + 4]
+            )
+            if length >= 0x80000000:
+                length -= 0x100000000
             what = types[kind]
             if not what or length < 4:
                 raise ProtocolViolation(f"malformed server message (type {kind}, length {length})")

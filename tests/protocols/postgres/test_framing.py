@@ -185,6 +185,13 @@ def test_backend_relay_refuses_unknown_types_and_bad_lengths() -> None:
         BackendRelay(BACKEND, INSPECT).feed(b"\x7f\x00\x00\x00\x04")
     with pytest.raises(ProtocolViolation):
         BackendRelay(BACKEND, INSPECT).feed(b"D\x00\x00\x00\x03")
+    # A negative length (the wire's Int32 is signed), for a passed-through type and an
+    # inspected one: refused, never read as a huge body still to come.
+    for kind in (b"D", b"Z"):
+        with pytest.raises(ProtocolViolation, match="length -1"):
+            BackendRelay(BACKEND, INSPECT).feed(kind + b"\xff\xff\xff\xff" + b"x" * 8)
+        with pytest.raises(ProtocolViolation, match="length -2147483648"):
+            BackendRelay(BACKEND, INSPECT).feed(kind + b"\x80\x00\x00\x00")
 
 
 def test_backend_relay_caps_inspected_messages() -> None:
