@@ -10,15 +10,18 @@ hashes the record with OpenSSL's SHA-256, and the hex digest becomes the next ev
 "prev". One event costs a fraction of a microsecond and one bytes object; built from
 Python dicts, msgpack and hashlib it cost two, on the event loop, twice per statement.
 
-Records wait in the chain until a writer `take`s them. Every method runs start to end
-holding the GIL (nothing in them calls back into Python but the clock, before anything
-changes), so the event loop may record while the flush thread takes, with no lock.
+Records wait in the chain, written one after another into one growing C buffer, until
+a writer `take`s them all as one bytes object: no object per event to allocate, keep and
+join. Every method runs start to end holding the GIL (nothing in them calls back into
+Python but the clock, before anything changes), so the event loop may record while the
+flush thread takes, with no lock.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport int64_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, memmove, memset
 
 
 # The low-level SHA-256 calls: deprecated in OpenSSL 3 in favour of EVP, but they hash
@@ -57,6 +60,8 @@ cdef bytes _TAG = b"\xa3tag"
 # The envelope around seq's value, the kind's value and data: the map header, the five
 # keys, a float64 ts, and prev's 64 characters.
 cdef Py_ssize_t _ENVELOPE = 1 + 4 + 3 + 9 + 5 + 5 + 7 + 64
+# Pending records' buffer: kept between takes up to this size, freed above it.
+cdef Py_ssize_t _KEPT_CAPACITY = 1 << 20
 
 
 cdef inline Py_ssize_t _str_header_size(Py_ssize_t n) noexcept:
@@ -196,32 +201,68 @@ cdef class EventChain:
     cdef readonly Py_ssize_t seq
     cdef char _prev[64]
     cdef object _clock
-    cdef list _pending
+    cdef unsigned char *_pending  # records not yet taken, back to back
+    cdef Py_ssize_t _pending_size
+    cdef Py_ssize_t _capacity
     cdef bint _closed
 
     def __cinit__(self, clock):
         self.seq = 0
         memset(self._prev, ord("0"), 64)
         self._clock = clock
-        self._pending = []
+        self._pending = NULL
+        self._pending_size = 0
+        self._capacity = 0
         self._closed = False
+
+    def __dealloc__(self):
+        free(self._pending)
 
     @property
     def has_pending(self):
-        return bool(self._pending)
+        return self._pending_size > 0
 
     def take(self):
-        """Every record not yet taken, oldest first, as a list of bytes."""
-        taken, self._pending = self._pending, []
+        """Every record not yet taken, oldest first, back to back (b"" when none)."""
+        if self._pending_size == 0:
+            return b""
+        taken = PyBytes_FromStringAndSize(<char *>self._pending, self._pending_size)
+        self._pending_size = 0
+        if self._capacity > _KEPT_CAPACITY:  # after a burst, give the memory back
+            free(self._pending)
+            self._pending = NULL
+            self._capacity = 0
         return taken
 
-    def put_back(self, list chunks):
+    def put_back(self, bytes taken):
         """Records taken but not written: they go first again."""
-        self._pending[:0] = chunks
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(taken)
+        if size == 0:
+            return
+        self._reserve(size)
+        memmove(self._pending + size, self._pending, self._pending_size)
+        memcpy(self._pending, PyBytes_AS_STRING(taken), size)
+        self._pending_size += size
 
     def queue(self, bytes raw):
         """A record outside the chain (the seal), after the events so far."""
-        self._pending.append(raw)
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(raw)
+        memcpy(self._reserve(size), PyBytes_AS_STRING(raw), size)
+        self._pending_size += size
+
+    cdef unsigned char *_reserve(self, Py_ssize_t size) except NULL:
+        """Room for `size` more bytes after the pending ones; where it starts."""
+        cdef Py_ssize_t needed = self._pending_size + size
+        cdef Py_ssize_t capacity
+        cdef unsigned char *grown
+        if needed > self._capacity:
+            capacity = max(needed, 2 * self._capacity, 4096)
+            grown = <unsigned char *>realloc(self._pending, capacity)
+            if grown == NULL:
+                raise MemoryError()
+            self._pending = grown
+            self._capacity = capacity
+        return self._pending + self._pending_size
 
     def close(self):
         """No more events: recording one is a bug, and raises."""
@@ -242,13 +283,11 @@ cdef class EventChain:
             _ENVELOPE + _int_size(self.seq) + _str_header_size(kind_size) + kind_size
             + PyBytes_GET_SIZE(data)
         )
-        record = PyBytes_FromStringAndSize(NULL, size)
-        cdef unsigned char *start = <unsigned char *>PyBytes_AS_STRING(record)
-        cdef unsigned char *p = self._open(start, when)
+        cdef unsigned char *p = self._open(size, when)
         p = _put_str(p, kind_utf8, kind_size)
         p = _put_raw(p, _DATA)
         p = _put_raw(p, data)
-        return self._close(record, start, p)
+        self._close(p, size)
 
     cpdef statement(
         self, str sql, str statement_class, str decision, bytes bind=None, tuple types=()
@@ -279,9 +318,7 @@ cdef class EventChain:
             )
             for i in range(count):
                 size += _int_size(types[i])
-        record = PyBytes_FromStringAndSize(NULL, size)
-        cdef unsigned char *start = <unsigned char *>PyBytes_AS_STRING(record)
-        cdef unsigned char *p = self._open(start, ts)
+        cdef unsigned char *p = self._open(size, ts)
         p = _put_raw(p, _STATEMENT)
         p = _put_raw(p, _DATA)
         p[0] = 0x85 if bind is not None else 0x83  # fixmap of 5 or 3
@@ -300,7 +337,7 @@ cdef class EventChain:
             for i in range(count):
                 oid = types[i]
                 p = _put_int(p, oid)
-        return self._close(record, start, p)
+        self._close(p, size)
 
     cpdef result_tag(self, str tag):
         """Record a `result` event {"tag": tag}: a statement completed, at the clock's time."""
@@ -311,21 +348,22 @@ cdef class EventChain:
             _ENVELOPE + _int_size(self.seq) + PyBytes_GET_SIZE(_RESULT) + 1
             + PyBytes_GET_SIZE(_TAG) + _str_header_size(tag_size) + tag_size
         )
-        record = PyBytes_FromStringAndSize(NULL, size)
-        cdef unsigned char *start = <unsigned char *>PyBytes_AS_STRING(record)
-        cdef unsigned char *p = self._open(start, ts)
+        cdef unsigned char *p = self._open(size, ts)
         p = _put_raw(p, _RESULT)
         p = _put_raw(p, _DATA)
         p[0] = 0x81
         p += 1
         p = _put_raw(p, _TAG)
         p = _put_str(p, tag_utf8, tag_size)
-        return self._close(record, start, p)
+        self._close(p, size)
 
-    cdef unsigned char *_open(self, unsigned char *p, double ts) except NULL:
-        """The record up to the kind's value: map header, seq, ts, the kind key."""
+    cdef unsigned char *_open(self, Py_ssize_t size, double ts) except NULL:
+        """Room for the next record, of `size` bytes, after the pending ones, and the
+        record written up to the kind's value (map header, seq, ts, the kind key): where
+        that value goes. Nothing is pending until `_close`."""
         if self._closed:
             raise RuntimeError("event recorded after the transcript was sealed")
+        cdef unsigned char *p = self._reserve(size)
         p = _put_raw(p, _MAP5)
         p = _put_raw(p, _SEQ)
         p = _put_int(p, self.seq)
@@ -333,17 +371,18 @@ cdef class EventChain:
         p = _put_double(p, ts)
         return _put_raw(p, _KIND)
 
-    cdef _close(self, bytes record, unsigned char *start, unsigned char *p):
-        """Add prev, trim the record to its length, hash it, advance the chain."""
+    cdef int _close(self, unsigned char *p, Py_ssize_t size) except -1:
+        """Add prev to the record `_open` began, hash it, make it pending, advance the chain."""
         cdef unsigned char digest[32]
         cdef SHA256_CTX sha
         cdef int i
+        cdef unsigned char *start = self._pending + self._pending_size
         p = _put_raw(p, _PREV)
         memcpy(p, self._prev, 64)
         p += 64
         cdef Py_ssize_t length = p - start
-        if length != PyBytes_GET_SIZE(record):  # the sizes above are exact: a bug
-            raise AssertionError(f"event of {length} bytes, {PyBytes_GET_SIZE(record)} reserved")
+        if length != size:  # the sizes computed are exact: a bug
+            raise AssertionError(f"event of {length} bytes, {size} reserved")
         SHA256_Init(&sha)
         SHA256_Update(&sha, start, length)
         SHA256_Final(digest, &sha)
@@ -351,4 +390,5 @@ cdef class EventChain:
             self._prev[2 * i] = _HEX[digest[i] >> 4]
             self._prev[2 * i + 1] = _HEX[digest[i] & 0x0F]
         self.seq += 1
-        self._pending.append(record)
+        self._pending_size += length
+        return 0

@@ -234,19 +234,18 @@ class SessionRecording:
     def flush(self) -> None:
         """Write every pending record and fsync. TranscriptError when the disk refuses."""
         with self._file_lock:
-            chunks = self._chain.take()
+            raw = self._chain.take()
             if self._fd is None:
-                if chunks:
-                    self._chain.put_back(chunks)
+                if raw:
+                    self._chain.put_back(raw)
                     raise TranscriptError(f"{self.path}: transcript closed with events pending")
                 return
-            if chunks:
-                raw = b"".join(chunks)
+            if raw:
                 try:
                     _write_all(self._fd, raw)
                     os.fsync(self._fd)
                 except OSError as error:
-                    self._take_back(chunks)
+                    self._take_back(raw)
                     raise TranscriptError(
                         f"cannot write the transcript {self.path}: {_reason(error)}"
                     ) from None
@@ -289,12 +288,12 @@ class SessionRecording:
             with self._file_lock:
                 self._close_locked()
 
-    def _take_back(self, chunks: list[bytes]) -> None:
-        """Undo a failed write: cut the file back to its last good length, keep the chunks."""
+    def _take_back(self, raw: bytes) -> None:
+        """Undo a failed write: cut the file back to its last good length, keep the records."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._written)
-        self._chain.put_back(chunks)
+        self._chain.put_back(raw)
 
     def _close_locked(self) -> None:
         if self._fd is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 from typing import Any
 
@@ -34,9 +35,20 @@ def record(seq: int, ts: float, kind: str, data: dict[str, Any], prev: str) -> b
     return raw
 
 
+def records(raw: bytes) -> list[bytes]:
+    """Taken bytes, cut where each msgpack record ends."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(raw)
+    cuts = [0]
+    for _ in unpacker:
+        cuts.append(unpacker.tell())
+    assert cuts[-1] == len(raw)
+    return [raw[a:b] for a, b in itertools.pairwise(cuts)]
+
+
 def test_the_chain_starts_at_zero_with_nothing_pending() -> None:
     chain = EventChain(Clock())
-    assert (chain.seq, chain.prev, chain.has_pending, chain.take()) == (0, ZERO_HASH, False, [])
+    assert (chain.seq, chain.prev, chain.has_pending, chain.take()) == (0, ZERO_HASH, False, b"")
 
 
 @pytest.mark.parametrize("sql_size", SIZES)
@@ -53,7 +65,7 @@ def test_a_statement_event_is_what_msgpack_packs(sql_size: int, bind_size: int |
         types = (23, 25, 0, 2**32 - 1)
         chain.statement(sql, "read", "allow", bind, types)
         data |= {"bind": bind, "types": list(types)}
-    [raw] = chain.take()
+    raw = chain.take()
     assert raw == record(0, clock.now, "statement", data, ZERO_HASH)
     assert chain.prev == hashlib.sha256(raw).hexdigest()
     assert chain.seq == 1
@@ -67,7 +79,7 @@ def test_every_length_of_types_list_is_packed_as_msgpack_does(count: int) -> Non
     chain.statement("SELECT $1", "read", "allow", b"B", types)
     data: dict[str, Any] = {"sql": "SELECT $1", "class": "read", "decision": "allow"}
     data |= {"bind": b"B", "types": list(types)}
-    assert chain.take() == [record(0, clock.now, "statement", data, ZERO_HASH)]
+    assert chain.take() == record(0, clock.now, "statement", data, ZERO_HASH)
 
 
 @pytest.mark.parametrize("tag", ["", "SELECT 1", "x" * 31, "x" * 32, "ü" * 300])
@@ -75,7 +87,7 @@ def test_a_result_event_is_what_msgpack_packs(tag: str) -> None:
     clock = Clock()
     chain = EventChain(clock)
     chain.result_tag(tag)
-    assert chain.take() == [record(0, clock.now, "result", {"tag": tag}, ZERO_HASH)]
+    assert chain.take() == record(0, clock.now, "result", {"tag": tag}, ZERO_HASH)
 
 
 def test_any_event_with_its_data_packed_by_msgpack() -> None:
@@ -84,7 +96,7 @@ def test_any_event_with_its_data_packed_by_msgpack() -> None:
     data = {"ints": [*INTS, *NEGATIVE_INTS], "none": None, "float": 1.5, "nested": {"a": [b""]}}
     chain.append("approval.decided", PACKER.pack(data), 12.5)
     chain.append("k" * 40, PACKER.pack({}))  # no ts: the clock's
-    first, second = chain.take()
+    first, second = records(chain.take())
     assert first == record(0, 12.5, "approval.decided", data, ZERO_HASH)
     assert second == record(1, clock.now, "k" * 40, {}, hashlib.sha256(first).hexdigest())
 
@@ -110,7 +122,9 @@ def test_sequence_numbers_and_links_follow_each_other_across_every_width() -> No
         raw = record(seq, clock.now, kind, data, prev)
         expected.append(raw)
         prev = hashlib.sha256(raw).hexdigest()
-    assert chain.take() == expected
+    taken = chain.take()
+    assert records(taken) == expected
+    assert taken == b"".join(expected)
     assert (chain.seq, chain.prev) == (70_000, prev)
 
 
@@ -120,11 +134,12 @@ def test_taken_records_put_back_go_first_and_queued_ones_keep_their_place() -> N
     taken = chain.take()
     chain.result_tag("B")
     chain.put_back(taken)
-    chain.queue(b"seal")
-    records = chain.take()
-    assert [msgpack.unpackb(raw)["data"]["tag"] for raw in records[:2]] == ["A", "B"]
-    assert records[2] == b"seal"
+    chain.queue(PACKER.pack({"seal": 1}))
+    pending = records(chain.take())
+    assert [msgpack.unpackb(raw)["data"]["tag"] for raw in pending[:2]] == ["A", "B"]
+    assert msgpack.unpackb(pending[2]) == {"seal": 1}
     assert not chain.has_pending
+    assert chain.take() == b""
 
 
 def test_a_closed_chain_records_nothing_more() -> None:
@@ -144,3 +159,26 @@ def test_text_that_cannot_be_utf8_is_refused_and_changes_nothing() -> None:
     with pytest.raises(UnicodeEncodeError):
         chain.statement("SELECT '\udcff'", "read", "allow")
     assert (chain.seq, chain.prev, chain.has_pending) == (0, ZERO_HASH, False)
+
+
+def test_the_pending_buffer_grows_past_its_kept_size_and_records_go_on_after_a_take() -> None:
+    clock = Clock()
+    chain = EventChain(clock)
+    big = "x" * 700_000  # two of these: past the 1 MiB the chain keeps between takes
+    chain.statement(big, "read", "allow")
+    chain.statement(big, "read", "allow")
+    first, second = records(chain.take())
+    assert second == record(
+        1,
+        clock.now,
+        "statement",
+        {"sql": big, "class": "read", "decision": "allow"},
+        hashlib.sha256(first).hexdigest(),
+    )
+    chain.put_back(first + second)  # a failed write: back in front of what came since
+    chain.result_tag("SELECT 1")
+    again = records(chain.take())
+    assert again[:2] == [first, second]
+    assert again[2] == record(
+        2, clock.now, "result", {"tag": "SELECT 1"}, hashlib.sha256(second).hexdigest()
+    )
