@@ -110,7 +110,12 @@ class _Lru:
     """Verdicts by key, least recently used first out; bounded in entries and characters.
 
     A plain dict keeps insertion order: a hit moves its key to the end by taking it out
-    and putting it back, and the first key is the one to evict.
+    and putting it back, and the first key is the one to evict. While the map is less
+    than half full (in entries and in characters) a hit leaves the order alone: nothing is
+    evicted before the map has grown past that, and whatever is inserted meanwhile is
+    newer than every entry already in; only the order among those entries is insertion's
+    rather than last use's. (Taking out and putting back on every hit made the dict
+    rebuild itself every few lookups.)
     """
 
     def __init__(self, max_entries: int, max_chars: int) -> None:
@@ -121,6 +126,8 @@ class _Lru:
 
     def get(self, key: str) -> Verdict | None:
         entries = self._entries
+        if 2 * len(entries) <= self._max_entries and 2 * self._chars <= self._max_chars:
+            return entries.get(key)
         verdict = entries.pop(key, None)
         if verdict is not None:
             entries[key] = verdict

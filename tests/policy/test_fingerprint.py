@@ -346,6 +346,20 @@ def test_recently_used_entries_survive() -> None:
     assert cache.lookup("SET application_name = 'b'") is None
 
 
+def test_hits_reorder_the_cache_only_once_it_is_half_full() -> None:
+    texts = [f"SET application_name = '{name}'" for name in "abcde"]
+    cache = CachedClassifier(PG, max_entries=4)
+    a, b, c, d, e = texts
+    for sql in (a, b):
+        cache.classify(sql)
+    assert cache.lookup(a) is not None  # half full: the order stays a, b
+    for sql in (c, d):
+        cache.classify(sql)
+    assert cache.lookup(b) is not None  # full: b moves behind d
+    cache.classify(e)  # evicts the oldest: a (first inserted, not moved)
+    assert [cache.lookup(sql) is not None for sql in texts] == [False, True, True, True, True]
+
+
 def test_clear() -> None:
     cache = CachedClassifier(PG)
     cache.classify("SELECT 1")
