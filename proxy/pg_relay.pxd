@@ -42,3 +42,18 @@ cdef class PgRelay:
     cdef void _note_forwarded(self, int kind)
 
     cdef void _server_ready(self, bytes framed, Py_ssize_t start, Py_ssize_t end)
+
+
+cdef class Pipe:
+    cdef public PgRelay relay
+    cdef public object to_server
+    cdef public object to_client
+    cdef public object client_rest
+    cdef public object server_failed
+    cdef public bint open
+
+    @cython.locals(done=Py_ssize_t, out=bytes)
+    cpdef client_data(self, bytes raw)
+
+    @cython.locals(out=bytes)
+    cpdef server_data(self, bytes raw)

@@ -117,6 +117,53 @@ def error_message(error: AirlockError, *, fatal: bool | None = None) -> bytes:
     ).raw
 
 
+class Pipe:
+    """The relay's hot path between the two sockets, in one compiled object.
+
+    The event loop hands each read straight to `client_data` or `server_data`; what
+    the relay passes whole goes to the other socket's transport with no session method
+    or Channel in between. Anything else goes to the session: the client's bytes the
+    fast path did not take (`client_rest`, with how many it took), a server protocol
+    error (`server_failed`). Once the session ends it sets `open` to False, and the
+    pipe drops whatever still arrives.
+    """
+
+    def __init__(
+        self,
+        relay: PgRelay,
+        to_server: Callable[[bytes], object],
+        to_client: Callable[[bytes], object],
+        client_rest: Callable[[bytes, int], None],
+        server_failed: Callable[[AirlockError], None],
+    ) -> None:
+        self.relay = relay
+        self.to_server = to_server
+        self.to_client = to_client
+        self.client_rest = client_rest
+        self.server_failed = server_failed
+        self.open = True
+
+    def client_data(self, raw: bytes) -> None:
+        if not self.open:
+            return
+        done = self.relay.fast_forward(raw)
+        if done == len(raw):
+            self.to_server(raw)
+        else:
+            self.client_rest(raw, done)
+
+    def server_data(self, raw: bytes) -> None:
+        if not self.open:
+            return
+        try:
+            out = self.relay.server_data(raw)
+        except AirlockError as error:
+            self.server_failed(error)
+            return
+        if out:
+            self.to_client(out)
+
+
 class PgRelay:
     def __init__(
         self,

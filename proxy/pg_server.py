@@ -41,6 +41,7 @@ from proxy.pg_relay import (
     EndSession,
     HoldMessage,
     PgRelay,
+    Pipe,
     SendToClient,
     SendToServer,
     check_lexer_assumption,
@@ -163,11 +164,11 @@ class PgSession(GatedSession):
         super().__init__(listener)
         self.client_side = client_side
         self.server_side: Channel | None = None
-        self._upstream: Channel  # = server_side, once relaying (typed for the hot path)
         self.relay: PgRelay | None = None
         self.cancel_key: tuple[int, int] | None = None
         self.ended = False
         self.gate: PgGate | None = None
+        self._pipe: Pipe | None = None
         self._deciding: asyncio.Task[None] | None = None  # decides the held message
         self._rows: list[bytes] = []  # captured DataRow bodies of the running statement
         self._row_bytes_left = 0
@@ -191,6 +192,8 @@ class PgSession(GatedSession):
         if self.ended:
             return
         self.ended = True
+        if self._pipe is not None:
+            self._pipe.open = False  # nothing more passes between the sockets
         self.cancel_deadline()
         if self.cancel_key is not None:
             target = self.listener.cancel_keys.pop(self.cancel_key, None)
@@ -473,37 +476,36 @@ class PgSession(GatedSession):
         listener.sessions.add(self)
         self.start_deadline()
         client_side, server_side = self.client_side, upstream.channel
-        self._upstream = server_side
         client_side.peer, server_side.peer = server_side, client_side
-        server_side.start_relay(self._server_data, self._server_closed)
+        assert client_side.transport is not None
+        assert server_side.transport is not None
+        # Whole messages pass straight from one transport to the other (Pipe); the
+        # session sees only what the fast path leaves.
+        pipe = self._pipe = Pipe(
+            self.relay,
+            server_side.transport.write,
+            client_side.transport.write,
+            self._client_rest,
+            self._server_failed,
+        )
+        server_side.start_relay(pipe.server_data, self._server_closed)
         if upstream.leftover:
-            self._server_data(upstream.leftover)
-        client_side.start_relay(self._client_data, self._client_closed)
+            pipe.server_data(upstream.leftover)
+        client_side.start_relay(pipe.client_data, self._client_closed)
 
-    def _client_data(self, raw: bytes) -> None:
-        relay = self.relay
-        assert relay is not None
-        done = relay.fast_forward(raw)
-        if done == len(raw):  # the hot path: no actions to build or walk
-            self._upstream.write(raw)
-            return
+    def _client_rest(self, raw: bytes, done: int) -> None:
+        """Client bytes the pipe's fast path did not take all of (`done` it did)."""
+        assert self.relay is not None
         try:
-            actions = relay.client_data(raw, done)
+            actions = self.relay.client_data(raw, done)
         except AirlockError as error:
             self.end(f"client protocol error: {error.message}", error)
             return
         self._apply(actions)
 
-    def _server_data(self, raw: bytes) -> None:
-        assert self.relay is not None
-        try:
-            to_client = self.relay.server_data(raw)
-        except AirlockError as error:
-            log.warning("session %s: upstream protocol error: %s", self.id, error.message)
-            self.end("upstream protocol error", error)
-            return
-        if to_client:
-            self.client_side.write(to_client)
+    def _server_failed(self, error: AirlockError) -> None:
+        log.warning("session %s: upstream protocol error: %s", self.id, error.message)
+        self.end("upstream protocol error", error)
 
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:
