@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from protocols.errors import (
+    AirlockError,
     FeatureNotSupported,
     MessageTooLarge,
     ProtocolViolation,
@@ -14,7 +15,7 @@ from protocols.errors import (
 )
 from protocols.postgres import messages as m
 from proxy.pg_gate import PgGate
-from proxy.pg_relay import EndSession, HoldMessage, PgRelay, SendToClient, SendToServer
+from proxy.pg_relay import EndSession, HoldMessage, PgRelay, Pipe, SendToClient, SendToServer
 
 MAX = 1 << 20
 
@@ -384,3 +385,60 @@ def test_after_a_refusal_the_rest_of_its_batch_goes_on_unexamined_to_be_skipped(
     # The Sync ends the failed batch; the next batch's Execute is held again.
     assert sent.endswith(batch + sync + parse("update t set a = 1") + bind())
     assert actions[-1] == HoldMessage(execute())
+
+
+# --- the pipe between the two sockets
+
+
+class Ends:
+    """What a pipe hands on: to each socket, and back to the session."""
+
+    def __init__(self) -> None:
+        self.to_server: list[bytes] = []
+        self.to_client: list[bytes] = []
+        self.rest: list[tuple[bytes, int]] = []
+        self.failures: list[AirlockError] = []
+
+    def pipe(self, relay: PgRelay) -> Pipe:
+        return Pipe(
+            relay,
+            self.to_server.append,
+            self.to_client.append,
+            lambda raw, done: self.rest.append((raw, done)),
+            self.failures.append,
+        )
+
+
+def test_the_pipe_passes_whole_messages_straight_through_both_ways() -> None:
+    ends = Ends()
+    pipe = ends.pipe(PgRelay(transaction_status="I", max_message_bytes=MAX))
+    pipe.client_data(query("select 1"))
+    answer = m.frame(b"C", b"SELECT 1\0") + ready("I")
+    pipe.server_data(answer)
+    assert (ends.to_server, ends.to_client, ends.rest) == ([query("select 1")], [answer], [])
+
+
+def test_the_pipe_hands_the_session_what_the_fast_path_leaves() -> None:
+    ends = Ends()
+    pipe = ends.pipe(PgRelay(transaction_status="I", max_message_bytes=MAX))
+    whole, partial = query("select 1"), query("select 2")[:7]
+    pipe.client_data(whole + partial)
+    assert ends.to_server == []
+    assert ends.rest == [(whole + partial, len(whole))]
+
+
+def test_the_pipe_reports_a_server_out_of_step_and_sends_nothing() -> None:
+    ends = Ends()
+    pipe = ends.pipe(PgRelay(transaction_status="I", max_message_bytes=MAX))
+    pipe.server_data(ready("I"))  # a ReadyForQuery nobody asked for
+    assert [type(error) for error in ends.failures] == [ProtocolViolation]
+    assert ends.to_client == []
+
+
+def test_a_closed_pipe_drops_what_still_arrives() -> None:
+    ends = Ends()
+    pipe = ends.pipe(PgRelay(transaction_status="I", max_message_bytes=MAX))
+    pipe.open = False
+    pipe.client_data(query("select 1"))
+    pipe.server_data(ready("I"))
+    assert (ends.to_server, ends.to_client, ends.rest, ends.failures) == ([], [], [], [])
