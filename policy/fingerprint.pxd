@@ -2,6 +2,9 @@
 
 cimport cython
 
+
+cdef object _keyed(str sql, str dialect, bytes prefix, object max_token_chars)
+
 cdef class _Lru:
     cdef dict _entries
     cdef Py_ssize_t _chars

@@ -63,6 +63,12 @@ def fingerprint(sql: str, dialect: str, *, max_token_chars: int | None = None) -
     prefix = _FAST_PREFIX.get(dialect)
     if prefix is None:
         return None
+    return _keyed(sql, dialect, prefix, max_token_chars)
+
+
+def _keyed(sql: str, dialect: str, prefix: bytes, max_token_chars: int | None) -> str | None:
+    """`fingerprint` in a known dialect (`prefix` is its fast-path key's): the fast path,
+    else the token path."""
     if len(sql) <= MAX_STATEMENT_CHARS:
         # A key from the fast path means precheck's caps hold: no NUL, no braces, and
         # no more opening brackets than the depth allowed.
@@ -226,12 +232,8 @@ class CachedClassifier:
             return None
         if sql == self._last_sql:
             return self._last_key
-        # fingerprint(), without its call
         key = None
-        if self._prefix is not None:
-            if len(sql) <= MAX_STATEMENT_CHARS:
-                key = fast_fingerprint(sql, self._prefix, MAX_NESTING_DEPTH)
-            if key is None:
-                key = _slow_fingerprint(sql, self.dialect, self.max_token_chars)
+        if self._prefix is not None:  # fingerprint(), past its dialect lookup
+            key = _keyed(sql, self.dialect, self._prefix, self.max_token_chars)
         self._last_sql, self._last_key = sql, key
         return key
