@@ -43,6 +43,7 @@ cdef class PgGate:
     @cython.locals(
         name_end=Py_ssize_t, statement_end=Py_ssize_t, sql_end=Py_ssize_t,
         statement=PreparedStatement, existing=PreparedStatement, found=Portal, types=tuple,
+        data="const char *",
     )
     cpdef bint admit(self, int kind, bytes raw, Py_ssize_t start, Py_ssize_t end) except -1
 

@@ -146,11 +146,14 @@ class PgGate:
     # --- the relay's questions
 
     def admit(self, kind: int, raw: bytes, start: int, end: int) -> bool:
+        # Slices of `data` are bytes made straight from the buffer when compiled (a C
+        # pointer there), with no slice object; their bounds are always in order here.
+        data = raw
         if kind == _Q:
             if raw[end - 1] != 0:
                 return False  # malformed: the slow path says so
             try:
-                sql = raw[start + 5 : end - 1].decode()
+                sql = data[start + 5 : end - 1].decode()
             except UnicodeDecodeError:
                 return False
             verdict = self.classifier.lookup(sql)
@@ -174,19 +177,19 @@ class PgGate:
             statement_end = _nul(raw, name_end + 1, end) if name_end >= 0 else -1
             if statement_end < 0:
                 return False
-            statement = self.statements.get(raw[name_end + 1 : statement_end])
-            portal = raw[start + 5 : name_end]
+            statement = self.statements.get(data[name_end + 1 : statement_end])
+            portal = data[start + 5 : name_end]
             if portal and portal in self.portals:
                 # The server refuses to bind an existing named portal and keeps the old
                 # one: which one runs at Execute is not certain, so neither is its verdict.
                 statement = None
-            self.portals[portal] = Portal(statement, raw[start:end])
+            self.portals[portal] = Portal(statement, data[start:end])
             return True
         if kind == _E:
             name_end = _nul(raw, start + 5, end)
             if name_end < 0:
                 return False
-            found = self.portals.get(raw[start + 5 : name_end])
+            found = self.portals.get(data[start + 5 : name_end])
             if found is None or (statement := found.statement) is None:
                 return False
             types = statement.declared_types if statement.described is None else statement.described
@@ -207,11 +210,11 @@ class PgGate:
             sql_end = _nul(raw, name_end + 1, end) if name_end >= 0 else -1
             if sql_end < 0:
                 return False
-            name = raw[start + 5 : name_end]
-            declared = raw[sql_end + 1 : end]
+            name = data[start + 5 : name_end]
+            declared = data[sql_end + 1 : end]
             existing = self.statements.get(name)
             try:
-                sql = raw[name_end + 1 : sql_end].decode()
+                sql = data[name_end + 1 : sql_end].decode()
             except UnicodeDecodeError:
                 return False
             if existing is not None and existing.sql == sql and existing.declared == declared:
@@ -226,15 +229,15 @@ class PgGate:
             if name_end < 0:
                 return False
             if raw[start + 5] == 0x53:  # 'S'
-                self.statements.pop(raw[start + 6 : name_end], None)
+                self.statements.pop(data[start + 6 : name_end], None)
             else:
-                self.portals.pop(raw[start + 6 : name_end], None)
+                self.portals.pop(data[start + 6 : name_end], None)
             return True
         if kind == _D and raw[start + 5] == 0x53:
             name_end = _nul(raw, start + 6, end)
             if name_end < 0:
                 return False
-            self._describing.append(raw[start + 6 : name_end])
+            self._describing.append(data[start + 6 : name_end])
             return True
         return True
 
@@ -245,7 +248,8 @@ class PgGate:
                 statement.described = param_types
 
     def ready(self, transaction_status: str) -> None:
-        self._describing.clear()
+        if self._describing:
+            self._describing.clear()
         if transaction_status == "I":
             self.portals.clear()  # a transaction's end destroys its portals
 

@@ -308,9 +308,10 @@ class PgRelay:
         framed, inspected = self._server.feed(raw)
         if not inspected:
             return framed
+        data = framed  # its slices are made straight from the buffer when compiled
         # Inspected messages are relayed as they are, except a refusal's error, which is
         # swapped for ours: `framed` is cut only there.
-        swaps: list[tuple[int, int, bytes]] = []
+        swaps: list[tuple[int, int, bytes]] | None = None
         for kind, start, end in inspected:
             if kind == _Z:
                 self._server_ready(framed, start, end)
@@ -322,6 +323,8 @@ class PgRelay:
                 if self._refusals and error.code == _UNDEFINED_CURSOR:
                     ours = self._refusal_error(error.message)
                     if ours is not None:
+                        if swaps is None:
+                            swaps = []
                         swaps.append((start, end, ours))
                         swapped = m.decode_backend(ours)
                         assert isinstance(swapped, m.ErrorResponse)
@@ -332,7 +335,7 @@ class PgRelay:
                 assert self._results is not None
                 self._results.row(framed, start, end)
             elif kind == _C:
-                tag = framed[start + 5 : end - 1].decode(errors="replace")
+                tag = data[start + 5 : end - 1].decode("utf-8", "replace")
                 if self.record_tag is not None:
                     self.record_tag(tag)
                 else:
@@ -348,7 +351,7 @@ class PgRelay:
                 self._gate.described(m.decode_parameter_description(framed[start:end]))
             else:  # BackendKeyData or Authentication* after startup: never relayed
                 raise ProtocolViolation("server sent a startup message mid-session")
-        if not swaps:
+        if swaps is None:
             return framed
         pieces: list[bytes] = []
         cut = 0
