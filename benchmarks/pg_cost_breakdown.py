@@ -83,9 +83,9 @@ def _start_relay_unrecorded(self: pg_server.PgSession, *args: Any) -> None:
     _REAL_START_RELAY(self, *args)
     assert self.gate is not None
     assert self.relay is not None
-    self.gate.record = None  # allowed statements: counted by the gate, not recorded
+    self.gate.chain = None  # allowed statements: counted by the gate, not recorded
     self.gate.on_statement = _statement_counted_only(self)
-    self.relay.record_tag = None  # results go to PgSession.result, a no-op in this run
+    self.relay.chain = None  # results go to PgSession.result, a no-op in this run
 
 
 def _statement_counted_only(session: pg_server.PgSession) -> Callable[..., None]:

@@ -198,13 +198,7 @@ cdef class EventChain:
     `put_back` may run in another.
     """
 
-    cdef readonly Py_ssize_t seq
-    cdef char _prev[64]
-    cdef object _clock
-    cdef unsigned char *_pending  # records not yet taken, back to back
-    cdef Py_ssize_t _pending_size
-    cdef Py_ssize_t _capacity
-    cdef bint _closed
+    # Its fields are declared in event_chain.pxd.
 
     def __cinit__(self, clock):
         self.seq = 0

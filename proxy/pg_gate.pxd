@@ -3,6 +3,7 @@
 cimport cython
 
 from policy.fingerprint cimport CachedClassifier
+from proxy.event_chain cimport EventChain
 
 # Message types, as C values.
 cdef int _Q, _P, _B, _E, _C, _D
@@ -35,7 +36,7 @@ cdef class PgGate:
     cdef public dict portals
     cdef public double session_grant_until
     cdef public Py_ssize_t admitted
-    cdef public object record
+    cdef public EventChain chain
     cdef public object on_statement
     cdef object _describing
     cdef dict _allow

@@ -32,6 +32,7 @@ from policy.fingerprint import CachedClassifier
 from policy.rules import Action, EffectivePolicy
 from policy.sqlscan import names_statements
 from protocols.postgres import messages as m
+from proxy.event_chain import EventChain
 from proxy.store import Parameter
 
 _Q, _P, _B, _E, _C, _D = (ord(c) for c in "QPBECD")
@@ -58,9 +59,6 @@ AMBIGUOUS = Verdict(
 
 
 StatementListener = Callable[[str, Verdict, bytes | None, tuple[int, ...], str], None]
-#: Records an allowed statement: sql, class name, decision, Bind message, parameter types
-#: (the transcript chain's `statement`).
-StatementRecorder = Callable[[str, str, str, bytes | None, tuple[int, ...]], None]
 #: What a statement admitted on the hot path was decided by: its class, or a session grant.
 ALLOW, SESSION_GRANT = "allow", "approved for the session"
 
@@ -133,9 +131,9 @@ class PgGate:
         #: Until then (clock time), statements that need approval run: a session grant.
         self.session_grant_until = 0.0
         #: Statements admitted here under their class's `allow`: counted here, and
-        #: recorded by `record` when the session is recorded.
+        #: recorded straight into the session transcript's `chain` when there is one.
         self.admitted = 0
-        self.record: StatementRecorder | None = None
+        self.chain: EventChain | None = None
         #: Told of every other statement admitted here (under a session grant): sql,
         #: verdict, and for an Execute its Bind message and parameter types.
         self.on_statement: StatementListener | None = None
@@ -162,8 +160,8 @@ class PgGate:
             if self._allow[verdict.statement_class]:
                 self.note_query(sql)
                 self.admitted += 1
-                if self.record is not None:
-                    self.record(sql, CLASS_NAMES[verdict.statement_class], ALLOW, None, ())
+                if self.chain is not None:
+                    self.chain.statement(sql, CLASS_NAMES[verdict.statement_class], ALLOW)
                 return True
             if not self.allowed(verdict):
                 return False
@@ -195,8 +193,10 @@ class PgGate:
             types = statement.declared_types if statement.described is None else statement.described
             if statement.allowed:
                 self.admitted += 1
-                if self.record is not None:
-                    self.record(statement.sql, statement.class_name, ALLOW, found.bind, types)
+                if self.chain is not None:
+                    self.chain.statement(
+                        statement.sql, statement.class_name, ALLOW, found.bind, types
+                    )
                 return True
             if found.approved or self.allowed(statement.verdict):
                 if self.on_statement is not None:

@@ -2,6 +2,7 @@
 cimport cython
 
 from protocols.postgres.framing cimport BackendRelay
+from proxy.event_chain cimport EventChain
 from proxy.pg_gate cimport PgGate
 
 # Module constants the hot path reads, as C values.
@@ -17,7 +18,7 @@ cdef class PgRelay:
     cdef Py_ssize_t _max_message_bytes
     cdef bint _client_idle
     cdef object _results
-    cdef public object record_tag
+    cdef public EventChain chain
     cdef BackendRelay _server
     cdef Py_ssize_t _owed
     cdef bint _unsynced

@@ -41,6 +41,7 @@ from protocols.postgres.framing import BackendRelay, MessageFramer
 from proxy.actions import EndSession as EndSession
 from proxy.actions import SendToClient as SendToClient
 from proxy.actions import SendToServer as SendToServer
+from proxy.event_chain import EventChain
 from proxy.pg_gate import PgGate
 
 # --- actions
@@ -181,9 +182,9 @@ class PgRelay:
         #: Nothing buffered or held: the fast path may be taken.
         self._client_idle = True
         self._results = results
-        #: Takes a statement's command tag instead of `results` (the transcript chain's
-        #: `result_tag`), when the session records results but no rows.
-        self.record_tag: Callable[[str], None] | None = None
+        #: Takes each statement's command tag instead of `results` (its `result_tag`),
+        #: when the session records results but no rows: the transcript's chain.
+        self.chain: EventChain | None = None
         inspected = _INSPECTED | ({_T} if gate is not None else set())
         inspected |= {_C} if results is not None else set()
         if capture_rows:
@@ -336,8 +337,8 @@ class PgRelay:
                 self._results.row(framed, start, end)
             elif kind == _C:
                 tag = data[start + 5 : end - 1].decode("utf-8", "replace")
-                if self.record_tag is not None:
-                    self.record_tag(tag)
+                if self.chain is not None:
+                    self.chain.result_tag(tag)
                 else:
                     assert self._results is not None
                     self._results.result(tag, None)

@@ -231,10 +231,10 @@ class PgSession(GatedSession):
         """The gate and relay record into the transcript no more, and the gate's count of
         statements joins the session's and the listener's."""
         if self.relay is not None:
-            self.relay.record_tag = None
+            self.relay.chain = None
         gate = self.gate
         if gate is not None:
-            gate.record = None
+            gate.chain = None
             self.statements += gate.admitted
             self.listener.statements += gate.admitted
             gate.admitted = 0
@@ -459,7 +459,7 @@ class PgSession(GatedSession):
         # chain; the others (session grants) here.
         self.gate.on_statement = self._statement_ran
         if self.recording is not None:
-            self.gate.record = self.recording.statement
+            self.gate.chain = self.recording.chain
         if recording:
             self._row_bytes_left = listener.settings.recording.max_row_bytes
         self.relay = PgRelay(
@@ -471,7 +471,7 @@ class PgSession(GatedSession):
         )
         if recording and not capture:
             assert self.recording is not None
-            self.relay.record_tag = self.recording.result_tag  # no rows to go with the tag
+            self.relay.chain = self.recording.chain  # records tags: no rows go with them
         self.relay.server_parameters.update({p.name: p.value for p in upstream.login.parameters})
         listener.sessions.add(self)
         self.start_deadline()

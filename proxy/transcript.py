@@ -186,7 +186,7 @@ class SessionRecording:
     waiting for it are the EventChain's, which needs none).
 
     `statement` and `result_tag`, recorded for nearly every statement, are the chain's own
-    methods: the relay calls straight into C.
+    methods; the PostgreSQL gate and relay hold the `chain` itself and call them in C.
     """
 
     def __init__(
@@ -218,6 +218,11 @@ class SessionRecording:
     @property
     def sealed(self) -> bool:
         return self._sealed
+
+    @property
+    def chain(self) -> EventChain:
+        """The events' chain, whose `statement` and `result_tag` record straight into it."""
+        return self._chain
 
     @property
     def events(self) -> int:
