@@ -12,7 +12,11 @@ Python dicts, msgpack and hashlib it cost two, on the event loop, twice per stat
 
 Records wait in the chain, written one after another into one growing C buffer, until
 a writer `take`s them all as one bytes object: no object per event to allocate, keep and
-join. Every method runs start to end holding the GIL (nothing in them calls back into
+join. A record is packed when it is recorded and hashed (its prev filled in, the chain
+advanced) by `hash_pending`, which the relay calls once it has passed on the message
+the record is about, so the hashing is not between a query and the server; anything
+that reads the chain's end (`take`, `prev`, ...) hashes what is pending first, and so
+does a record beyond the sixteenth waiting. Every method runs start to end holding the GIL (nothing in them calls back into
 Python but the clock, before anything changes), so the event loop may record while the
 flush thread takes, with no lock.
 """
@@ -40,6 +44,18 @@ cdef extern from "openssl/sha.h" nogil:
 
 
 cdef const char *_HEX = b"0123456789abcdef"
+# Each byte's two hex digits, by value: the digest's 32 bytes are 32 copies of 2 bytes.
+cdef unsigned char _HEX_PAIRS[512]
+
+
+cdef void _fill_hex_pairs() noexcept:
+    cdef int i
+    for i in range(256):
+        _HEX_PAIRS[2 * i] = _HEX[i >> 4]
+        _HEX_PAIRS[2 * i + 1] = _HEX[i & 0x0F]
+
+
+_fill_hex_pairs()
 
 # Keys and constant strings as msgpack encodes them (each a fixstr: 0xa0 | length).
 cdef bytes _MAP5 = b"\x85"
@@ -208,6 +224,7 @@ cdef class EventChain:
         self._pending_size = 0
         self._capacity = 0
         self._closed = False
+        self._unhashed = 0
 
     def __dealloc__(self):
         free(self._pending)
@@ -218,6 +235,7 @@ cdef class EventChain:
 
     def take(self):
         """Every record not yet taken, oldest first, back to back (b"" when none)."""
+        self.hash_pending()
         if self._pending_size == 0:
             return b""
         taken = PyBytes_FromStringAndSize(<char *>self._pending, self._pending_size)
@@ -233,6 +251,7 @@ cdef class EventChain:
         cdef Py_ssize_t size = PyBytes_GET_SIZE(taken)
         if size == 0:
             return
+        self.hash_pending()  # the records pending move, and with them where they end
         self._reserve(size)
         memmove(self._pending + size, self._pending, self._pending_size)
         memcpy(self._pending, PyBytes_AS_STRING(taken), size)
@@ -241,6 +260,7 @@ cdef class EventChain:
     def queue(self, bytes raw):
         """A record outside the chain (the seal), after the events so far."""
         cdef Py_ssize_t size = PyBytes_GET_SIZE(raw)
+        self.hash_pending()
         memcpy(self._reserve(size), PyBytes_AS_STRING(raw), size)
         self._pending_size += size
 
@@ -260,11 +280,13 @@ cdef class EventChain:
 
     def close(self):
         """No more events: recording one is a bug, and raises."""
+        self.hash_pending()
         self._closed = True
 
     @property
     def prev(self):
         """The hex SHA-256 of the last event's bytes (64 zeros before the first)."""
+        self.hash_pending()
         return self._prev[:64].decode("ascii")
 
     cpdef append(self, str kind, bytes data, object ts=None):
@@ -366,23 +388,40 @@ cdef class EventChain:
         return _put_raw(p, _KIND)
 
     cdef int _close(self, unsigned char *p, Py_ssize_t size) except -1:
-        """Add prev to the record `_open` began, hash it, make it pending, advance the chain."""
-        cdef unsigned char digest[32]
-        cdef SHA256_CTX sha
-        cdef int i
+        """End the record `_open` began with prev's key, and make it pending, its prev
+        and hash to come (`hash_pending`)."""
         cdef unsigned char *start = self._pending + self._pending_size
-        p = _put_raw(p, _PREV)
-        memcpy(p, self._prev, 64)
-        p += 64
+        p = _put_raw(p, _PREV) + 64
         cdef Py_ssize_t length = p - start
         if length != size:  # the sizes computed are exact: a bug
             raise AssertionError(f"event of {length} bytes, {size} reserved")
-        SHA256_Init(&sha)
-        SHA256_Update(&sha, start, length)
-        SHA256_Final(digest, &sha)
-        for i in range(32):
-            self._prev[2 * i] = _HEX[digest[i] >> 4]
-            self._prev[2 * i + 1] = _HEX[digest[i] & 0x0F]
+        if self._unhashed == UNHASHED_MAX:
+            self.hash_pending()
+        if self._unhashed == 0:
+            self._unhashed_start = self._pending_size
         self.seq += 1
         self._pending_size += length
+        self._unhashed_ends[self._unhashed] = self._pending_size
+        self._unhashed += 1
         return 0
+
+    cpdef hash_pending(self):
+        """Chain the records packed since the last call: each gets the hex SHA-256 of the
+        one before as its prev, and is hashed in turn."""
+        cdef unsigned char digest[32]
+        cdef SHA256_CTX sha
+        cdef int i, k
+        cdef Py_ssize_t start, end
+        if self._unhashed == 0:
+            return
+        start = self._unhashed_start
+        for k in range(self._unhashed):
+            end = self._unhashed_ends[k]
+            memcpy(self._pending + end - 64, self._prev, 64)
+            SHA256_Init(&sha)
+            SHA256_Update(&sha, self._pending + start, end - start)
+            SHA256_Final(digest, &sha)
+            for i in range(32):
+                memcpy(self._prev + 2 * i, _HEX_PAIRS + 2 * digest[i], 2)
+            start = end
+        self._unhashed = 0

@@ -52,6 +52,7 @@ cdef class Pipe:
     cdef public object client_rest
     cdef public object server_failed
     cdef public bint open
+    cdef public EventChain chain
 
     @cython.locals(done=Py_ssize_t, out=bytes)
     cpdef client_data(self, bytes raw)

@@ -127,6 +127,10 @@ class Pipe:
     fast path did not take (`client_rest`, with how many it took), a server protocol
     error (`server_failed`). Once the session ends it sets `open` to False, and the
     pipe drops whatever still arrives.
+
+    When the session is recorded, `chain` is its transcript's: what the relay recorded
+    about a read is hashed into it once the read's bytes are passed on, so that the
+    hashing is not between a query and the server, or a reply and the client.
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class Pipe:
         self.client_rest = client_rest
         self.server_failed = server_failed
         self.open = True
+        self.chain: EventChain | None = None
 
     def client_data(self, raw: bytes) -> None:
         if not self.open:
@@ -152,6 +157,8 @@ class Pipe:
             self.to_server(raw)
         else:
             self.client_rest(raw, done)
+        if self.chain is not None:
+            self.chain.hash_pending()
 
     def server_data(self, raw: bytes) -> None:
         if not self.open:
@@ -163,6 +170,8 @@ class Pipe:
             return
         if out:
             self.to_client(out)
+        if self.chain is not None:
+            self.chain.hash_pending()
 
 
 class PgRelay:

@@ -488,6 +488,8 @@ class PgSession(GatedSession):
             self._client_rest,
             self._server_failed,
         )
+        if self.recording is not None:
+            pipe.chain = self.recording.chain
         server_side.start_relay(pipe.server_data, self._server_closed)
         if upstream.leftover:
             pipe.server_data(upstream.leftover)

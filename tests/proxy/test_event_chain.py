@@ -128,6 +128,51 @@ def test_sequence_numbers_and_links_follow_each_other_across_every_width() -> No
     assert (chain.seq, chain.prev) == (70_000, prev)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_records_hashed_later_chain_as_if_hashed_at_once(seed: int) -> None:
+    """Records are packed when recorded and hashed by hash_pending (the relay's call
+    once the message is passed on), by a 17th record waiting, or by whatever reads the
+    chain's end: whichever comes first, and whatever the flush thread takes and puts
+    back meanwhile, the links are the same."""
+    rng = random.Random(seed)
+    clock = Clock()
+    chain = EventChain(clock)
+    prev, pending, written, everything = ZERO_HASH, b"", b"", b""
+    failed_write: bytes | None = None  # taken, then put back after the next record
+    for seq in range(3_000):
+        chain.result_tag(f"SELECT {seq}")
+        raw = record(seq, clock.now, "result", {"tag": f"SELECT {seq}"}, prev)
+        prev = hashlib.sha256(raw).hexdigest()
+        pending += raw
+        everything += raw
+        if failed_write is not None:
+            chain.put_back(failed_write)
+            pending = failed_write + pending
+            failed_write = None
+        action = rng.randrange(40)
+        if action < 8:
+            chain.hash_pending()
+        elif action == 8:
+            assert chain.prev == prev
+        elif action == 9:
+            assert chain.take() == pending
+            written += pending
+            pending = b""
+        elif action == 10:
+            failed_write = chain.take()
+            assert failed_write == pending
+            pending = b""
+        elif action == 11:
+            seal = PACKER.pack({"seal": seq})
+            chain.queue(seal)  # outside the chain: not hashed, not linked
+            pending += seal
+            everything += seal
+    last = chain.take()
+    assert last == pending
+    assert written + last == everything
+    assert (chain.seq, chain.prev) == (3_000, prev)
+
+
 def test_taken_records_put_back_go_first_and_queued_ones_keep_their_place() -> None:
     chain = EventChain(Clock())
     chain.result_tag("A")
