@@ -315,14 +315,19 @@ class PgRelay:
     def server_data(self, raw: bytes) -> bytes:
         """Server bytes in; the bytes to send the client out (the server never gets a reply
         from us). Raises ProtocolViolation when the server is out of step."""
-        framed, inspected = self._server.feed(raw)
+        framed = self._server.feed(raw)
+        inspected = self._server.inspected
         if not inspected:
             return framed
         data = framed  # its slices are made straight from the buffer when compiled
         # Inspected messages are relayed as they are, except a refusal's error, which is
         # swapped for ours: `framed` is cut only there.
         swaps: list[tuple[int, int, bytes]] | None = None
-        for kind, start, end in inspected:
+        count = len(inspected)
+        i = 0
+        while i < count:
+            kind, start, end = inspected[i], inspected[i + 1], inspected[i + 2]
+            i += 3
             if kind == _Z:
                 self._server_ready(framed, start, end)
             elif kind == _E:

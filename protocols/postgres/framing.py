@@ -117,16 +117,17 @@ class MessageFramer:
 class BackendRelay:
     """Finds message boundaries in server output without copying message bodies.
 
-    `feed(raw)` returns `(framed, inspected)`: `framed` is the bytes that may be
-    passed on now, and `inspected` lists `(type, start, end)` for each whole
-    message of an inspected type inside `framed`, for the caller to look at.
+    `feed(raw)` returns the bytes that may be passed on now, and leaves in `inspected`
+    three ints for each whole message of an inspected type inside them, type, start
+    and end, for the caller to look at before the next feed. (One list, refilled by
+    each feed: on the hot path, no tuple or list is made per read.)
     Bodies of other messages (DataRow, CopyData, ...) pass as they arrive, even
     before their message is complete, so a large row is never buffered whole.
     What is held back for the next feed: a header not yet complete, and an
     inspected message not yet complete. So nothing unframed is passed on.
     """
 
-    __slots__ = ("_held", "_max_inspected", "_remaining", "_types")
+    __slots__ = ("_held", "_max_inspected", "_remaining", "_types", "inspected")
 
     def __init__(
         self,
@@ -141,8 +142,12 @@ class BackendRelay:
         self._max_inspected = max_inspected_bytes
         self._remaining = 0  # body bytes of a passed-through message still to come
         self._held = b""  # an incomplete header, or an incomplete inspected message
+        self.inspected: list[int] = []
 
-    def feed(self, raw: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
+    def feed(self, raw: bytes) -> bytes:
+        inspected = self.inspected
+        if inspected:
+            inspected.clear()
         if self._held:
             raw = self._held + raw
             self._held = b""
@@ -151,15 +156,14 @@ class BackendRelay:
         if self._remaining:
             if self._remaining >= size:
                 self._remaining -= size
-                return raw, []
+                return raw
             pos = self._remaining
             self._remaining = 0
-        inspected: list[tuple[int, int, int]] = []
         types = self._types
         while pos < size:
             if size - pos < 5:
                 self._held = raw[pos:]
-                return raw[:pos], inspected
+                return raw[:pos]
             # The header by hand: four shifts in C when compiled. The length is signed.
             kind = raw[pos]
             length = (
@@ -176,13 +180,15 @@ class BackendRelay:
                     raise MessageTooLarge(f"server message of {length + 1} bytes exceeds the cap")
                 if end > size:
                     self._held = raw[pos:]
-                    return raw[:pos], inspected
-                inspected.append((kind, pos, end))
+                    return raw[:pos]
+                inspected.append(kind)
+                inspected.append(pos)
+                inspected.append(end)
             elif end > size:
                 self._remaining = end - size
-                return raw, inspected
+                return raw
             pos = end
-        return raw, inspected
+        return raw
 
     @property
     def at_boundary(self) -> bool:

@@ -140,15 +140,19 @@ BACKEND_STREAM = (
 INSPECT = frozenset(b"Z")
 
 
-def relayed(result: tuple[bytes, list[tuple[int, int, int]]]) -> tuple[bytes, list[bytes]]:
-    """What may be passed on, and the inspected messages inside it."""
-    framed, inspected = result
-    return framed, [framed[start:end] for _kind, start, end in inspected]
+def relayed(relay: BackendRelay, raw: bytes) -> tuple[bytes, list[bytes]]:
+    """What may be passed on after feeding raw, and the inspected messages inside it."""
+    framed = relay.feed(raw)
+    spans = relay.inspected
+    assert len(spans) % 3 == 0
+    messages = [framed[spans[i + 1] : spans[i + 2]] for i in range(0, len(spans), 3)]
+    assert [message[0] for message in messages] == spans[::3]
+    return framed, messages
 
 
 def test_backend_relay_whole_input() -> None:
     relay = BackendRelay(BACKEND, INSPECT)
-    passed, inspected = relayed(relay.feed(BACKEND_STREAM))
+    passed, inspected = relayed(relay, BACKEND_STREAM)
     assert passed == BACKEND_STREAM
     assert inspected == [m.ReadyForQuery.build("I").raw]
     assert relay.at_boundary
@@ -159,7 +163,7 @@ def test_backend_relay_byte_by_byte() -> None:
     passed = b""
     inspected: list[bytes] = []
     for i in range(len(BACKEND_STREAM)):
-        p, ins = relayed(relay.feed(BACKEND_STREAM[i : i + 1]))
+        p, ins = relayed(relay, BACKEND_STREAM[i : i + 1])
         passed += p
         inspected += ins
     assert passed == BACKEND_STREAM
@@ -169,14 +173,15 @@ def test_backend_relay_byte_by_byte() -> None:
 def test_backend_relay_holds_back_a_partial_header_and_an_inspected_message() -> None:
     relay = BackendRelay(BACKEND, INSPECT)
     ready = m.ReadyForQuery.build("T").raw
-    passed, _ = relayed(relay.feed(ROWS[0] + ready[:4]))
+    passed, _ = relayed(relay, ROWS[0] + ready[:4])
     assert passed == ROWS[0]
     assert not relay.at_boundary
-    passed, inspected = relayed(relay.feed(ready[4:] + ROWS[1][:2]))
+    passed, inspected = relayed(relay, ready[4:] + ROWS[1][:2])
     assert inspected == [ready]
     assert passed == ready  # the 2 bytes of the next header wait
-    passed, _ = relayed(relay.feed(ROWS[1][2:]))
+    passed, inspected = relayed(relay, ROWS[1][2:])
     assert passed == ROWS[1]
+    assert inspected == []  # the last feed's messages are not left in the list
     assert relay.at_boundary
 
 

@@ -134,8 +134,9 @@ def test_backend_vector_passes_the_relay_unchanged_in_any_split(name: str) -> No
         relay = BackendRelay(frozenset(m.BACKEND_TYPES), frozenset(b"ZSE"))
         passed = b""
         for i in range(0, len(data), step):
-            framed, inspected = relay.feed(data[i : i + step])
-            for kind, start, end in inspected:
+            framed = relay.feed(data[i : i + step])
+            spans = relay.inspected
+            for kind, start, end in zip(spans[::3], spans[1::3], spans[2::3], strict=True):
                 assert framed[start] == kind
                 assert end - start == int.from_bytes(framed[start + 1 : start + 5], "big") + 1
             passed += framed
