@@ -12,13 +12,13 @@ Python dicts, msgpack and hashlib it cost two, on the event loop, twice per stat
 
 Records wait in the chain, written one after another into one growing C buffer, until
 a writer `take`s them all as one bytes object: no object per event to allocate, keep and
-join. A record is packed when it is recorded and hashed (its prev filled in, the chain
-advanced) by `hash_pending`, which the relay calls once it has passed on the message
-the record is about, so the hashing is not between a query and the server; anything
-that reads the chain's end (`take`, `prev`, ...) hashes what is pending first, and so
-does a record beyond the sixteenth waiting. Every method runs start to end holding the GIL (nothing in them calls back into
-Python but the clock, before anything changes), so the event loop may record while the
-flush thread takes, with no lock.
+join. A record is packed when it is recorded, and chained (its prev filled in, then
+hashed) by `hash_pending`, which the relay calls once it has passed on the message the
+record is about: the hashing is not between a query and the server. Whatever reads the
+chain's end (`take`, `prev`, `queue`, `put_back`, `close`) hashes what waits first, and
+so does a seventeenth record waiting. Every method runs start to end holding the GIL
+(nothing in them calls back into Python but the clock, before anything changes), so
+the event loop may record while the flush thread takes, with no lock.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
