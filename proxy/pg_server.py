@@ -452,14 +452,14 @@ class PgSession(GatedSession):
         assert ready is not None
         listener = self.listener
         self.gate = PgGate(listener.classifiers.cached("postgres"), self.policy, listener.clock)
-        recording = self.recording is not None
+        chain = None if self.recording is None else self.recording.chain
+        recording = chain is not None
         capture = recording and listener.settings.recording.capture_rows
         # Every admitted statement is counted (metrics), and recorded when the session is:
         # those allowed by their class by the gate itself, straight into the transcript's
         # chain; the others (session grants) here.
         self.gate.on_statement = self._statement_ran
-        if self.recording is not None:
-            self.gate.chain = self.recording.chain
+        self.gate.chain = chain
         if recording:
             self._row_bytes_left = listener.settings.recording.max_row_bytes
         self.relay = PgRelay(
@@ -469,9 +469,8 @@ class PgSession(GatedSession):
             results=self if recording else None,
             capture_rows=capture,
         )
-        if recording and not capture:
-            assert self.recording is not None
-            self.relay.chain = self.recording.chain  # records tags: no rows go with them
+        if not capture:
+            self.relay.chain = chain  # records tags: no rows go with them
         self.relay.server_parameters.update({p.name: p.value for p in upstream.login.parameters})
         listener.sessions.add(self)
         self.start_deadline()
@@ -488,8 +487,7 @@ class PgSession(GatedSession):
             self._client_rest,
             self._server_failed,
         )
-        if self.recording is not None:
-            pipe.chain = self.recording.chain
+        pipe.chain = chain
         server_side.start_relay(pipe.server_data, self._server_closed)
         if upstream.leftover:
             pipe.server_data(upstream.leftover)
