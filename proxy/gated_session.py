@@ -79,8 +79,11 @@ class GatedSession:
         self._deadline: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] | None = None  # set by end()
 
-    def end(self, reason: str, error: AirlockError | None = None) -> None:
-        """Close both sides once; `error`, if any, goes to the client first."""
+    def end(
+        self, reason: str, error: AirlockError | None = None, *, cancel_running: bool = False
+    ) -> None:
+        """Close both sides once; `error`, if any, goes to the client first, and
+        `cancel_running` stops a statement the upstream is still running."""
         raise NotImplementedError
 
     async def log_in(self) -> bool:
@@ -135,7 +138,10 @@ class GatedSession:
             self._deadline.cancel()
 
     def _expire(self, reason: str) -> None:
-        self.end(reason, SessionExpired(f"session ended by the gateway: {reason}"))
+        # The session is over: a statement still running would finish unobserved.
+        self.end(
+            reason, SessionExpired(f"session ended by the gateway: {reason}"), cancel_running=True
+        )
 
     # --- the hold
 

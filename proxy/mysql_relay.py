@@ -366,6 +366,8 @@ class MySqlRelay:
         self._queue: deque[Packet] = deque()
         self._answering: ResponseTracker | None = None
         self._answered = 0  # the command of the answer being relayed (or last relayed)
+        #: The sequence id the pending answer starts at; None once the server sent any of it.
+        self.answer_sequence: int | None = None
         #: The command the client waits on the decision for.
         self.held: HoldCommand | None = None
         self._preparing: tuple[str, Verdict] | None = None
@@ -506,6 +508,7 @@ class MySqlRelay:
             self._answering = ResponseTracker(
                 command, self.capabilities, on_row=self._row if self._capture else None
             )
+            self.answer_sequence = (packet.last_sequence_id + 1) & 0xFF
         return SendToServer(packet.raw)
 
     def _hold(self, packet: Packet, command: int, sql: str | None) -> HoldCommand:
@@ -550,6 +553,7 @@ class MySqlRelay:
         """Server bytes in; the bytes to relay to the client, and what the relay must do
         next (commands that waited for this answer). Raises ProtocolViolation when the
         server is out of step, or does what would desync the lexer."""
+        self.answer_sequence = None
         tracker = self._answering
         if tracker is None or self._server.buffered:
             return self._server_packets(raw)

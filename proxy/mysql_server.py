@@ -212,14 +212,15 @@ class MySqlSession(GatedSession):
 
     def _error_sequence(self) -> int | None:
         """The sequence id an ERR to the client must carry now; None when the client is
-        in the middle of a server answer (it only gets the close)."""
+        in the middle of a server answer (it only gets the close). A command the server
+        has not begun to answer is answered by the ERR."""
         relay = self.relay
         if relay is None:
             return self._login_sequence
         if relay.held is not None:
             return (relay.held.packet.last_sequence_id + 1) & 0xFF
         if relay.busy:
-            return None
+            return relay.answer_sequence  # the ERR answers the command, if none of it came
         return 1  # read as the answer to the client's next command
 
     # --- login

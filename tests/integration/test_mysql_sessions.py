@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.approvals import rule
 from tests.support.gateway import RunningGateway
+from tests.support.mariadb import MariaDb
 
 
 def expect_session_ended(conn: Any, within_s: float) -> pymysql.err.MySQLError:
@@ -39,6 +40,41 @@ def test_session_ttl_ends_the_session_with_a_reason(
     assert error.args[0] == 1927, error.args  # ER_CONNECTION_KILLED
     assert "session_ttl" in error.args[1]
     assert token not in str(error.args)
+
+
+#: SLEEP() is not on the read-safe allowlist: these let it run.
+ALL_ALLOWED = {"write": "allow", "ddl": "allow", "admin": "allow", "unknown": "allow"}
+
+
+def upstream_sleeps(local_mariadb: MariaDb) -> int:
+    """How many of the service account's upstream threads are inside SLEEP()."""
+    with local_mariadb.root() as direct, direct.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE user = %s AND info LIKE %s",
+            (local_mariadb.service_user, "%SLEEP(%"),
+        )
+        row = cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_session_ttl_during_a_query_answers_it_and_stops_it_upstream(
+    mysql_gateway_factory: Callable[..., RunningGateway], local_mariadb: MariaDb
+) -> None:
+    gateway = mysql_gateway_factory(rules=[rule(targets=["shop"], session_ttl="1s", **ALL_ALLOWED)])
+    conn: Any = gateway.pymysql(gateway.issuer.mint(sub="agent-1", groups=("data-agents",)))
+    started = time.monotonic()
+    with conn.cursor() as cursor, pytest.raises(pymysql.err.MySQLError) as ended:
+        cursor.execute("SELECT SLEEP(20)")
+    # The server had not begun to answer: the gateway's ERR is the answer, with the reason.
+    assert ended.value.args[0] == 1927, ended.value.args
+    assert "session_ttl" in ended.value.args[1]
+    assert time.monotonic() - started < 10
+    # And the statement does not run on unobserved.
+    deadline = time.monotonic() + 10
+    while upstream_sleeps(local_mariadb):
+        assert time.monotonic() < deadline, "the SLEEP still runs upstream"
+        time.sleep(0.05)
 
 
 def test_an_expiring_token_ends_the_session(

@@ -306,6 +306,40 @@ def test_session_ttl_message_says_why(gateway_factory: GatewayFactory) -> None:
         assert raw.read() is None
 
 
+def test_session_ttl_during_a_query_ends_it_and_stops_it_upstream(
+    gateway_factory: GatewayFactory, local_pg: PgServer, pg_database: str
+) -> None:
+    rules = [
+        {
+            "groups": ["data-agents"],
+            "targets": ["orders"],
+            "write": "allow",
+            "ddl": "allow",
+            "admin": "allow",
+            "unknown": "allow",  # pg_sleep is not on the read-safe allowlist
+            "session_ttl": "1s",
+        }
+    ]
+    gateway = gateway_factory(rules=rules)
+    started = time.monotonic()
+    with (
+        psycopg.connect(gateway.dsn(agent_token(gateway), application_name="ttl-sleeper")) as agent,
+        pytest.raises(psycopg.OperationalError) as ended,
+    ):
+        agent.execute("select pg_sleep(20)")
+    assert "session_ttl" in str(ended.value)
+    assert time.monotonic() - started < 10
+    # The backend does not sleep on for a session that has ended.
+    deadline = time.monotonic() + 10
+    with psycopg.connect(local_pg.dsn(pg_database), autocommit=True) as admin:
+        while admin.execute(
+            "select 1 from pg_stat_activity where application_name = 'ttl-sleeper'"
+            " and state = 'active'"
+        ).fetchone():
+            assert time.monotonic() < deadline, "pg_sleep still runs upstream"
+            time.sleep(0.05)
+
+
 def test_an_expiring_token_ends_the_session(gateway_factory: GatewayFactory) -> None:
     gateway = gateway_factory(allow_insecure_loopback=True)
     with RawPg(gateway.pg_port) as raw:

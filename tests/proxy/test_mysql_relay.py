@@ -633,6 +633,30 @@ def test_commands_sent_during_an_answer_wait_for_its_end(caps: int) -> None:
     assert not relay.busy
 
 
+@pytest.mark.parametrize("caps", CAPS)
+def test_answer_sequence_is_where_a_gateway_err_can_answer_until_the_server_begins(
+    caps: int,
+) -> None:
+    """An ERR the gateway sends when a session ends must not land inside a server answer."""
+    relay = make_relay(caps, READ_SQL)
+    assert relay.answer_sequence is None  # nothing asked
+    relay.client_data(query(READ_SQL))
+    assert relay.answer_sequence == 1  # the command was packet 0
+    stream = rows_stream(caps)
+    relay.server_data(stream[:2])  # not even a whole header: the answer has begun
+    assert relay.answer_sequence is None
+    relay.server_data(stream[2:])
+    assert not relay.busy
+    # A command of several packets (16 MB and more) is answered after its last one.
+    big = "SELECT '" + "x" * MAX_CHUNK + "'"
+    relay = make_relay(caps, max_packet_bytes=2 * MAX_CHUNK)
+    raw = query(big)
+    held = only_hold(relay.client_data(raw))  # too large to classify: held, then approved
+    assert relay.answer_sequence is None
+    assert relay.release(forward=True) == [SendToServer(held.packet.raw)]
+    assert relay.answer_sequence == 2
+
+
 def test_a_command_out_of_sequence_ends_the_session() -> None:
     relay = make_relay(CLASSIC, READ_SQL)
     ended = only_end(relay.client_data(command(b"\x03SELECT 1", sequence_id=3)))
