@@ -80,6 +80,20 @@ def caching_sha2(password: bytes, nonce: bytes) -> bytes:
     return _xor(digest1, hashlib.sha256(digest2 + nonce).digest())
 
 
+def caching_sha2_hash(password: bytes) -> bytes:
+    """What a server keeps to check caching_sha2_password's fast path: SHA256(SHA256(pw))."""
+    return hashlib.sha256(hashlib.sha256(password).digest()).digest()
+
+
+def verify_caching_sha2(response: bytes, nonce: bytes, stored_hash: bytes) -> bool:
+    """Check a client's caching_sha2_password scramble as a server's fast path does,
+    against `caching_sha2_hash` of the password (the password itself is never needed)."""
+    if len(response) != 32 or len(stored_hash) != 32:
+        return False
+    digest1 = _xor(response, hashlib.sha256(stored_hash + nonce).digest())
+    return hmac.compare_digest(hashlib.sha256(digest1).digest(), stored_hash)
+
+
 def rsa_encrypt_password(password: bytes, nonce: bytes, public_key_pem: bytes) -> bytes:
     """caching_sha2/sha256_password full auth without TLS: (password + NUL) XOR the
     nonce (repeated), RSA-OAEP (SHA-1) encrypted with the server's public key."""

@@ -2,13 +2,18 @@
 (trust, cleartext, MD5, SCRAM-SHA-256) and as a SCRAM-SHA-256 server.
 
 https://www.postgresql.org/docs/current/sasl-authentication.html
-SCRAM itself is scramp's; this module only moves its messages in and out of
-PostgreSQL's Authentication* / SASL* envelopes.
+As a client, SCRAM is scramp's and this module only moves its messages in and out
+of PostgreSQL's Authentication* / SASL* envelopes; as a server, the exchange is
+written out here (see ScramServerExchange), with scramp making the stored keys.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
+import hmac
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -146,30 +151,43 @@ def make_scram_auth_info(password: str) -> ScramAuthInfo:
     return salt, stored_key, server_key, iterations
 
 
+def _server_nonce() -> str:
+    return base64.b64encode(secrets.token_bytes(18)).decode()
+
+
+@functools.cache
+def _stand_in_auth_info() -> ScramAuthInfo:
+    """Stored keys for no password at all, made once: an unknown user's exchange runs to
+    its end (and fails) without a PBKDF2 on the event loop for every attempt."""
+    return make_scram_auth_info(secrets.token_urlsafe(32))
+
+
 class ScramServerExchange:
-    """The gateway as SCRAM-SHA-256 server (for gateway-minted credentials).
+    """The gateway as SCRAM-SHA-256 server (RFC 5802 / 7677), for gateway-minted
+    credentials.
 
     `start()` gives the AuthenticationSASL message; feed the client's first 'p'
     to `client_first` and its second to `client_final`. `client_final` raises
-    AuthenticationFailed on a wrong password and returns the SASLFinal and
-    AuthenticationOk bytes on success.
+    AuthenticationFailed on a wrong password and returns the AuthenticationSASLFinal
+    message on success; AuthenticationOk is the caller's to send when the session is
+    ready.
+
+    Written out here rather than with scramp's server, which refuses the empty SCRAM
+    user name every libpq client sends (PostgreSQL takes the startup packet's user).
+    Channel binding is not offered: a client may send `n` or `y`, never `p=`.
     """
 
     def __init__(self, lookup: Callable[[str], ScramAuthInfo | None], user: str) -> None:
         self._user = user
-        self._unknown_user = False
-
-        def auth_fn(_username: str) -> ScramAuthInfo:
-            # PostgreSQL clients send an empty SCRAM username; the startup user counts.
-            info = lookup(user)
-            if info is None:
-                # Run the exchange with a random verifier so an unknown user looks
-                # like a wrong password, not a different failure.
-                self._unknown_user = True
-                return make_scram_auth_info(hashlib.sha256(user.encode()).hexdigest() + "!")
-            return info
-
-        self._server = scramp.ScramMechanism(SCRAM_SHA_256).make_server(auth_fn)
+        info = lookup(user)
+        # An unknown user runs the exchange against stand-in keys and fails at its end,
+        # as a wrong password does.
+        self._known = info is not None
+        self._info = info if info is not None else _stand_in_auth_info()
+        self._gs2_header = ""
+        self._client_first_bare = ""
+        self._server_first = ""
+        self._nonce = ""
 
     @staticmethod
     def start() -> bytes:
@@ -179,21 +197,66 @@ class ScramServerExchange:
         initial = m.decode_sasl_initial(raw)
         if initial.mechanism != SCRAM_SHA_256 or initial.data is None:
             raise AuthenticationFailed("unsupported SASL mechanism")
+        malformed = AuthenticationFailed("malformed SCRAM client-first message")
         try:
-            self._server.set_client_first(initial.data.decode())
-        except (scramp.ScramException, UnicodeDecodeError):
-            raise AuthenticationFailed("malformed SCRAM client-first message") from None
-        return m.AuthenticationSASLContinue.build(self._server.get_server_first().encode()).raw
+            text = initial.data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise malformed from None
+        # gs2-header = cbind-flag "," [authzid] "," ; then n=user,r=nonce[,extensions]
+        flag, _, rest = text.partition(",")
+        authzid, comma, bare = rest.partition(",")
+        if flag.startswith("p="):
+            raise AuthenticationFailed("SCRAM channel binding is not offered by the gateway")
+        if flag not in ("n", "y") or authzid or not comma:
+            raise malformed
+        attributes = bare.split(",")
+        if (
+            len(attributes) < 2
+            or not attributes[0].startswith("n=")
+            or not attributes[1].startswith("r=")
+            or len(attributes[1]) < 3
+            or any(a.startswith("m=") for a in attributes)  # a mandatory extension
+        ):
+            raise malformed
+        salt, _stored_key, _server_key, iterations = self._info
+        self._gs2_header = text[: len(text) - len(bare)]
+        self._client_first_bare = bare
+        self._nonce = attributes[1][2:] + _server_nonce()
+        self._server_first = f"r={self._nonce},s={base64.b64encode(salt).decode()},i={iterations}"
+        return m.AuthenticationSASLContinue.build(self._server_first.encode()).raw
 
     def client_final(self, raw: bytes) -> bytes:
-        response = m.decode_sasl_response(raw)
+        if not self._nonce:
+            raise ProtocolViolation("SCRAM client-final before client-first")
+        refused = AuthenticationFailed(f'password authentication failed for user "{self._user}"')
         try:
-            self._server.set_client_final(response.data.decode())
-        except (scramp.ScramException, UnicodeDecodeError):
-            raise AuthenticationFailed(
-                f'password authentication failed for user "{self._user}"'
-            ) from None
-        if self._unknown_user:
-            raise AuthenticationFailed(f'password authentication failed for user "{self._user}"')
-        final = m.AuthenticationSASLFinal.build(self._server.get_server_final().encode()).raw
-        return final + m.AuthenticationOk().raw
+            text = m.decode_sasl_response(raw).data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise refused from None
+        without_proof, comma, proof_attribute = text.rpartition(",")
+        attributes = without_proof.split(",")
+        binding = "c=" + base64.b64encode(self._gs2_header.encode()).decode()
+        if (
+            not comma
+            or not proof_attribute.startswith("p=")
+            or len(attributes) < 2
+            or attributes[0] != binding
+            or attributes[1] != "r=" + self._nonce
+        ):
+            raise refused
+        try:
+            proof = base64.b64decode(proof_attribute[2:], validate=True)
+        except ValueError:
+            raise refused from None
+        _salt, stored_key, server_key, _iterations = self._info
+        auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
+        signature = hmac.digest(stored_key, auth_message, "sha256")
+        if len(proof) != len(signature):
+            raise refused
+        client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
+        if not hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key):
+            raise refused
+        if not self._known:
+            raise refused
+        server_signature = hmac.digest(server_key, auth_message, "sha256")
+        return m.AuthenticationSASLFinal.build(b"v=" + base64.b64encode(server_signature)).raw

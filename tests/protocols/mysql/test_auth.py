@@ -71,6 +71,21 @@ def test_caching_sha2_recorded_vector() -> None:
     assert auth.caching_sha2(b"secret", NONCE) == SHA2_SECRET
 
 
+def test_verify_caching_sha2_checks_the_recorded_scramble_as_a_server() -> None:
+    stored = auth.caching_sha2_hash(b"secret")
+    assert stored == _sha256(_sha256(b"secret"))
+    assert auth.verify_caching_sha2(SHA2_SECRET, NONCE, stored)  # PyMySQL's scramble
+    assert not auth.verify_caching_sha2(SHA2_SECRET, NONCE[::-1], stored)
+    assert not auth.verify_caching_sha2(auth.caching_sha2(b"Secret", NONCE), NONCE, stored)
+    assert not auth.verify_caching_sha2(SHA2_SECRET[:31], NONCE, stored)
+    assert not auth.verify_caching_sha2(b"", NONCE, stored)
+    assert not auth.verify_caching_sha2(SHA2_SECRET, NONCE, stored[:31])
+    # The check needs only the stored hash: a fresh password and nonce round-trip.
+    password, nonce = os.urandom(24), auth.new_nonce()
+    scramble = auth.caching_sha2(password, nonce)
+    assert auth.verify_caching_sha2(scramble, nonce, auth.caching_sha2_hash(password))
+
+
 def test_caching_sha2_spec_formula() -> None:
     digest1 = _sha256(b"secret")
     digest2 = _sha256(digest1)

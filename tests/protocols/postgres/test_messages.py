@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
+import scramp
 
 from protocols.errors import ProtocolViolation
+from protocols.postgres import auth
 from protocols.postgres import messages as m
-from protocols.postgres.auth import UpstreamLogin, md5_password
+from protocols.postgres.auth import ScramServerExchange, UpstreamLogin, md5_password
 
 
 def test_startup_message_round_trip() -> None:
@@ -134,9 +138,119 @@ def test_scram_client_and_server_agree() -> None:
     server_first = server.client_first(first)
     final = client.receive(m.decode_backend(server_first))
     reply = server.client_final(final)
-    sasl_final_len = int.from_bytes(reply[1:5], "big") + 1
-    assert client.receive(m.decode_backend(reply[:sasl_final_len])) == b""
-    assert client.receive(m.decode_backend(reply[sasl_final_len:])) == b""
+    assert isinstance(m.decode_backend(reply), m.AuthenticationSASLFinal)
+    assert client.receive(m.decode_backend(reply)) == b""  # the client checked the server
+    assert client.receive(m.AuthenticationOk()) == b""
+
+
+# RFC 7677, section 3: the SCRAM-SHA-256 exchange for user "user", password "pencil".
+RFC7677_CLIENT_FIRST = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
+RFC7677_SERVER_NONCE = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+RFC7677_SERVER_FIRST = (
+    "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+)
+RFC7677_CLIENT_FINAL = (
+    "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+    "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+)
+RFC7677_SERVER_FINAL = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+
+
+def rfc7677_server(
+    monkeypatch: pytest.MonkeyPatch,
+    password: str = "pencil",  # noqa: S107 (RFC 7677's example)
+) -> ScramServerExchange:
+    monkeypatch.setattr(auth, "_server_nonce", lambda: RFC7677_SERVER_NONCE)
+    salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+    stored = scramp.ScramMechanism("SCRAM-SHA-256").make_auth_info(
+        password, iteration_count=4096, salt=salt
+    )
+    return ScramServerExchange(lambda _user: stored, "user")
+
+
+def sasl_initial(data: str) -> bytes:
+    return m.SASLInitialResponse.build("SCRAM-SHA-256", data.encode()).raw
+
+
+def sasl_response(data: str) -> bytes:
+    return m.SASLResponse.build(data.encode()).raw
+
+
+def test_scram_server_follows_the_rfc_7677_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = rfc7677_server(monkeypatch)
+    first = m.decode_backend(server.client_first(sasl_initial(RFC7677_CLIENT_FIRST)))
+    assert isinstance(first, m.AuthenticationSASLContinue)
+    assert first.data == RFC7677_SERVER_FIRST.encode()
+    final = m.decode_backend(server.client_final(sasl_response(RFC7677_CLIENT_FINAL)))
+    assert isinstance(final, m.AuthenticationSASLFinal)
+    assert final.data == RFC7677_SERVER_FINAL.encode()
+
+
+def test_scram_server_refuses_the_rfc_7677_proof_for_another_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from protocols.errors import AuthenticationFailed
+
+    server = rfc7677_server(monkeypatch, password="pencil2")
+    server.client_first(sasl_initial(RFC7677_CLIENT_FIRST))
+    with pytest.raises(AuthenticationFailed, match="password authentication failed"):
+        server.client_final(sasl_response(RFC7677_CLIENT_FINAL))
+
+
+@pytest.mark.parametrize(
+    "client_final",
+    [
+        RFC7677_CLIENT_FINAL.replace("c=biws", "c=eSws"),  # says it sent `y`
+        RFC7677_CLIENT_FINAL.replace("%hvY", "%hvZ"),  # not the server's nonce
+        RFC7677_CLIENT_FINAL.replace("p=dHzb", "p=dHza"),  # a changed proof
+        RFC7677_CLIENT_FINAL.rsplit(",", 1)[0],  # no proof
+        RFC7677_CLIENT_FINAL.replace("p=dHzb", "p=!!!"),  # not base64
+        RFC7677_CLIENT_FINAL[:-8] + "AAAA",  # a short proof
+    ],
+)
+def test_scram_server_refuses_a_client_final_that_does_not_match(
+    monkeypatch: pytest.MonkeyPatch, client_final: str
+) -> None:
+    from protocols.errors import AuthenticationFailed
+
+    server = rfc7677_server(monkeypatch)
+    server.client_first(sasl_initial(RFC7677_CLIENT_FIRST))
+    with pytest.raises(AuthenticationFailed, match="password authentication failed"):
+        server.client_final(sasl_response(client_final))
+
+
+def test_scram_server_takes_libpq_s_empty_user_name_and_y_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # libpq sends `n=` (the startup packet names the user) and, over TLS when the
+    # server offers no channel binding, `y`.
+    server = rfc7677_server(monkeypatch)
+    first = m.decode_backend(server.client_first(sasl_initial("y,,n=,r=rOprNGfwEbeRWgbNEkqO")))
+    assert isinstance(first, m.AuthenticationSASLContinue)
+    assert first.data == RFC7677_SERVER_FIRST.encode()
+
+
+@pytest.mark.parametrize(
+    ("client_first", "message"),
+    [
+        ("p=tls-server-end-point,,n=,r=abc", "channel binding is not offered"),
+        ("n,a=admin,n=,r=abc", "malformed"),  # an authzid
+        ("x,,n=,r=abc", "malformed"),
+        ("n,,r=abc", "malformed"),
+        ("n,,n=,r=", "malformed"),
+        ("n,,m=ext,n=,r=abc", "malformed"),
+        ("n,,n=,r=abc,m=ext", "malformed"),
+        ("n,n=,r=abc", "malformed"),
+    ],
+)
+def test_scram_server_refuses_a_client_first_it_cannot_serve(
+    monkeypatch: pytest.MonkeyPatch, client_first: str, message: str
+) -> None:
+    from protocols.errors import AuthenticationFailed
+
+    server = rfc7677_server(monkeypatch)
+    with pytest.raises(AuthenticationFailed, match=message):
+        server.client_first(sasl_initial(client_first))
 
 
 def test_scram_server_refuses_a_wrong_password() -> None:
