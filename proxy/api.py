@@ -1,9 +1,10 @@
-"""The gateway's HTTP side: health, and the approvals API under /api/v1.
+"""The gateway's HTTP side: health, metrics, and under /api/v1 approvals, sessions
+and short-lived credentials.
 
 Every /api/v1 call carries `Authorization: Bearer <JWT>`, verified exactly as
 agents' tokens are. Errors are JSON: `{"error": {"code", "message"}}` with 400
-(bad input), 401 (no valid token), 403 (not allowed to decide this request),
-404 (no such request) or 409 (already decided).
+(bad input), 401 (no valid token), 403 (not allowed), 404 (no such request or
+target), 409 (already decided) or 429 (too many live credentials).
 """
 
 from __future__ import annotations
@@ -12,20 +13,22 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from policy.identity import Identity
+from policy.rules import Rule, effective_policy
 from protocols.errors import AirlockError
 from proxy import transcript
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
 from proxy.audit_cli import parse_since
-from proxy.config import parse_duration
+from proxy.config import TargetSettings, parse_duration
+from proxy.credentials import CredentialBook, TooManyCredentials, new_credential
 from proxy.signing import load_public_key
-from proxy.store import SCOPES, STATES, AlreadyDecided, UnknownRequest
+from proxy.store import SCOPES, STATES, AlreadyDecided, UnknownRequest, iso_time
 
 _MAX_BODY_BYTES = 64 * 1024
 _MAX_TEXT_CHARS = 2000
@@ -53,6 +56,7 @@ def make_app(
     data_dir: Path | None = None,
     auditors: frozenset[str] = frozenset(),
     metrics: Callable[[], list[Metric]] | None = None,
+    credentials: CredentialsApi | None = None,
 ) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **health()})
@@ -70,6 +74,8 @@ def make_app(
         ApprovalsApi(hub, verifier).add_routes(app)
     if data_dir is not None and verifier is not None:
         SessionsApi(data_dir, auditors, verifier).add_routes(app)
+    if credentials is not None:
+        credentials.add_routes(app)
     return app
 
 
@@ -161,6 +167,55 @@ class ApprovalsApi:
         if not reason:
             raise ApiError(400, "bad_request", "a reason is required to deny")
         return self.hub.deny(request.match_info["id"], identity, reason=reason).to_json()
+
+
+class CredentialsApi:
+    """`POST /api/v1/credentials`: an agent's token traded for a user name and password
+    that log in to one target as that agent, until the token expires (or `ttl`)."""
+
+    def __init__(
+        self,
+        book: CredentialBook,
+        verifier: TokenVerifier,
+        targets: Mapping[str, TargetSettings],
+        rules: Sequence[Rule],
+    ) -> None:
+        self.book = book
+        self.verifier = verifier
+        self.targets = targets
+        self.rules = rules
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/v1/credentials", _route(self.verifier, self.mint))
+
+    async def mint(self, request: web.Request, identity: Identity) -> Any:
+        body = await _body(request)
+        name = body.get("target")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "bad_request", "target is required: the name of a target")
+        target = self.targets.get(name)
+        if target is None:
+            raise ApiError(404, "not_found", f'no target named "{name[:_MAX_TEXT_CHARS]}"')
+        if effective_policy(self.rules, identity.groups, name) is None:
+            raise ApiError(403, "forbidden", f'no rule lets "{identity.subject}" reach "{name}"')
+        ttl_s = _ttl(body)
+        now = self.book.clock()
+        expires_at = identity.expires_at if ttl_s is None else min(identity.expires_at, now + ttl_s)
+        try:
+            self.book.make_room()
+            credential, password = await asyncio.to_thread(
+                new_credential, identity, name, expires_at
+            )
+            self.book.add(credential)
+        except TooManyCredentials as error:
+            raise ApiError(429, "too_many_credentials", str(error)) from None
+        return {
+            "username": credential.username,
+            "password": password,
+            "expires_at": iso_time(expires_at),
+            "target": name,
+            "protocol": target.protocol,
+        }
 
 
 class SessionsApi:

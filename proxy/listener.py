@@ -19,6 +19,7 @@ from proxy.approvals import ApprovalHub
 from proxy.channel import Channel
 from proxy.classifying import Classifiers
 from proxy.config import Settings
+from proxy.credentials import CredentialBook
 from proxy.transcript import Recorder
 
 log = logging.getLogger("airlock")
@@ -55,9 +56,12 @@ class Listener(Generic[S]):
         hub: ApprovalHub,
         classifiers: Classifiers,
         recorder: Recorder | None = None,
+        credentials: CredentialBook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        #: Gateway-minted user names and passwords (POST /api/v1/credentials).
+        self.credentials = credentials if credentials is not None else CredentialBook(clock)
         self.recorder = recorder
         self.verifier = verifier
         self.tls_context = tls_context

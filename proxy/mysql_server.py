@@ -55,6 +55,7 @@ from protocols.mysql.packets import Packet, PacketReader, frame
 from protocols.mysql.responses import ResponseTracker
 from proxy.addresses import is_loopback
 from proxy.channel import Channel
+from proxy.credentials import Credential, is_credential_name
 from proxy.gated_session import GatedSession
 from proxy.listener import Listener
 from proxy.mysql_relay import (
@@ -275,10 +276,22 @@ class MySqlSession(GatedSession):
                 "through the gateway",
                 hint="use utf8mb4",
             )
-        token = await self._read_token(stream, response, tls)
-        self.identity = await listener.verifier.verify(token)
+        credential = None
+        if is_credential_name(response.username):
+            credential = await self._credential_login(stream, response, nonce)
+            self.identity = credential.identity
+        else:
+            token = await self._read_token(stream, response, tls)
+            self.identity = await listener.verifier.verify(token)
         database = response.database or ""
-        if database:
+        if credential is not None:
+            target = settings.targets.get(database or credential.target)
+            if target is not None and target.name != credential.target:
+                raise AuthorizationDenied(
+                    f'credential "{credential.username}" is for target "{credential.target}", '
+                    f'not "{target.name}"'
+                )
+        elif database:
             target = settings.targets.get(database)
         else:
             # No database named (the mysql CLI's Ctrl-C connection, `mysql -e` without
@@ -310,6 +323,7 @@ class MySqlSession(GatedSession):
                     "connection_id": self.connection_id,
                     "program_name": response.connect_attributes.get("program_name"),
                     "client_name": response.connect_attributes.get("_client_name"),
+                    **({"credential": credential.username} if credential is not None else {}),
                 },
             )
         upstream = await connect_upstream(
@@ -334,6 +348,42 @@ class MySqlSession(GatedSession):
             tls,
         )
         self._start_relay(capabilities, _ENCODINGS.get(charset or "", "utf-8"), upstream.leftover)
+
+    async def _credential_login(
+        self, stream: PacketStream, response: HandshakeResponse41, nonce: bytes
+    ) -> Credential:
+        """A gateway-minted credential, checked as MariaDB and MySQL check a password:
+        caching_sha2_password's fast path, or mysql_native_password (a client that
+        offered neither is switched to it). Only the stored hashes are needed."""
+        credential = self.listener.credentials.find(response.username)
+        plugin, answer = response.auth_plugin_name, response.auth_response
+        if plugin == "caching_sha2_password" and len(answer) == 32:
+            valid = credential is not None and auth.verify_caching_sha2(
+                answer, nonce, credential.sha2_hash
+            )
+            if valid:
+                self.client_side.write(
+                    frame(AuthMoreData(auth.FAST_AUTH_OK).build(), self._login_sequence)
+                )
+                self._login_sequence = (self._login_sequence + 1) & 0xFF
+        else:
+            if plugin != "mysql_native_password" or len(answer) != 20:
+                switch = AuthSwitchRequest("mysql_native_password", nonce + b"\0")
+                self.client_side.write(frame(switch.build(), self._login_sequence))
+                reply = await stream.packet()
+                self._login_sequence = (reply.last_sequence_id + 1) & 0xFF
+                answer = reply.payload
+            valid = credential is not None and auth.verify_native_password(
+                answer, nonce, credential.native_hash
+            )
+        if stream.has_unread:
+            raise ProtocolViolation("client sent packets before authentication completed")
+        if not valid or credential is None:
+            raise AuthenticationFailed(
+                f'access denied for "{response.username}": the credential is unknown or '
+                "expired, or the password is wrong"
+            )
+        return credential
 
     async def _read_token(
         self, stream: PacketStream, response: HandshakeResponse41, tls: bool

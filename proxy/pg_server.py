@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy.classify import CLASS_NAMES, Verdict
+from policy.identity import Identity
 from policy.rules import effective_policy
 from protocols.errors import (
     AirlockError,
@@ -30,9 +31,11 @@ from protocols.errors import (
     UpstreamUnavailable,
 )
 from protocols.postgres import messages as m
+from protocols.postgres.auth import ScramServerExchange
 from protocols.postgres.framing import MessageFramer, StartupFramer
 from proxy.addresses import is_loopback
 from proxy.channel import Channel, ConnectionClosed
+from proxy.credentials import Credential, is_credential_name
 from proxy.gated_session import GatedSession
 from proxy.listener import Listener
 from proxy.pg_gate import ALLOW, PgGate, parameters_key
@@ -318,20 +321,25 @@ class PgSession(GatedSession):
                 "the gateway accepts tokens only over TLS",
                 hint="connect with sslmode=require (or verify-full)",
             )
-        self.client_side.write(m.AuthenticationCleartextPassword().raw)
+        user = startup.parameters.get("user", "")
         framer = MessageFramer(frozenset(b"p"), _MAX_PASSWORD_MESSAGE_BYTES)
-        password = m.decode_password(await read_message(self.client_side, framer))
+        credential = await self._scram_login(user, framer) if is_credential_name(user) else None
+        if credential is not None:
+            self.identity = credential.identity
+        else:
+            self.identity = await self._token_login(framer)
         if framer.buffered:
             raise ProtocolViolation("client sent messages before authentication completed")
-        try:
-            token = password.password.decode("ascii")
-        except UnicodeDecodeError:
-            raise AuthenticationFailed("the password is not a token") from None
-        self.identity = await self.listener.verifier.verify(token.strip())
-        database = startup.parameters.get("database") or startup.parameters.get("user", "")
+        database = startup.parameters.get("database") or (
+            credential.target if credential is not None else user
+        )
         target = settings.targets.get(database)
         if target is None or target.protocol != "postgres":
             raise UnknownTarget(f'no PostgreSQL target named "{database}"')
+        if credential is not None and credential.target != target.name:
+            raise AuthorizationDenied(
+                f'credential "{user}" is for target "{credential.target}", not "{target.name}"'
+            )
         self.target = target
         self.policy = effective_policy(settings.rules, self.identity.groups, target.name)
         if self.policy is None:
@@ -341,8 +349,10 @@ class PgSession(GatedSession):
             )
         forwarded, dropped = self._startup_parameters(startup)
         if self.listener.recorder is not None:
-            application_name = startup.parameters.get("application_name")
-            await self.open_recording(client_tls, {"application_name": application_name})
+            client = {"application_name": startup.parameters.get("application_name")}
+            if credential is not None:
+                client["credential"] = user
+            await self.open_recording(client_tls, client)
         upstream = await connect_upstream(
             target.upstream,
             forwarded,
@@ -383,6 +393,30 @@ class PgSession(GatedSession):
             client_tls,
         )
         return upstream
+
+    async def _token_login(self, framer: MessageFramer) -> Identity:
+        """The agent's JWT, sent as a cleartext password, verified."""
+        self.client_side.write(m.AuthenticationCleartextPassword().raw)
+        password = m.decode_password(await read_message(self.client_side, framer))
+        try:
+            token = password.password.decode("ascii")
+        except UnicodeDecodeError:
+            raise AuthenticationFailed("the password is not a token") from None
+        return await self.listener.verifier.verify(token.strip())
+
+    async def _scram_login(self, user: str, framer: MessageFramer) -> Credential:
+        """A gateway-minted credential's SCRAM-SHA-256 exchange; its identity is the
+        token's that minted it. An unknown or expired name fails as a wrong password."""
+        credential = self.listener.credentials.find(user)
+        exchange = ScramServerExchange(
+            lambda _user: credential.scram if credential is not None else None, user
+        )
+        client = self.client_side
+        client.write(exchange.start())
+        client.write(exchange.client_first(await read_message(client, framer)))
+        client.write(exchange.client_final(await read_message(client, framer)))
+        assert credential is not None  # client_final refuses an unknown name
+        return credential
 
     async def _negotiate_startup(self) -> m.StartupMessage | None:
         framer = StartupFramer()

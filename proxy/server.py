@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from policy.identity import Identity
-from proxy.api import Metric, make_app
+from proxy.api import CredentialsApi, Metric, make_app
 from proxy.approvals import ApprovalHub
 from proxy.classifying import Classifiers
 from proxy.config import Endpoint, Settings, dev_issuer_url
+from proxy.credentials import CredentialBook
 from proxy.dev_issuer import DevIssuer
 from proxy.mysql_server import MySqlListener
 from proxy.oidc import IssuerUnavailable, OidcVerifier
@@ -49,6 +50,8 @@ class Gateway:
         self.hub: ApprovalHub | None = None
         self.notifier: WebhookNotifier | None = None
         self.classifiers = Classifiers()
+        #: Credentials minted through the API, for both listeners.
+        self.credentials = CredentialBook()
         self.recorder: Recorder | None = None
         self._api_runner: web.AppRunner | None = None
         #: (host, port) actually bound, per listener name; port 0 in the config picks a free one.
@@ -102,6 +105,7 @@ class Gateway:
             hub=self.hub,
             classifiers=self.classifiers,
             recorder=self.recorder,
+            credentials=self.credentials,
         )
 
     async def _listen(
@@ -113,13 +117,17 @@ class Gateway:
     async def _start_api(self, settings: Settings) -> None:
         assert settings.listen.api is not None
         assert self.hub is not None
+        verifier = _LateVerifier(self)
         app = make_app(
             self._health,
             hub=self.hub,
-            verifier=_LateVerifier(self),
+            verifier=verifier,
             data_dir=settings.data_dir,
             auditors=settings.auditors,
             metrics=self._metrics,
+            credentials=CredentialsApi(
+                self.credentials, verifier, settings.targets, settings.rules
+            ),
         )
         runner = web.AppRunner(app, access_log=None)
         self._api_runner = runner

@@ -130,12 +130,12 @@ class ApprovalRequest:
             decision = {
                 "by": self.decided_by,
                 "groups": list(self.decided_groups),
-                "at": _iso(self.decided_at),
+                "at": iso_time(self.decided_at),
                 "scope": self.scope,
-                "expires_at": _iso(self.expires_at),
+                "expires_at": iso_time(self.expires_at),
                 "comment": self.comment,
                 "reason": self.reason,
-                "used_at": _iso(self.used_at),
+                "used_at": iso_time(self.used_at),
             }
         return {
             "id": self.id,
@@ -152,12 +152,13 @@ class ApprovalRequest:
             "hold": r.hold,
             "approver_groups": list(r.approver_groups),
             "grant_ttl_s": r.grant_ttl_s,
-            "created_at": _iso(self.created_at),
+            "created_at": iso_time(self.created_at),
             "decision": decision,
         }
 
 
-def _iso(when: float | None) -> str | None:
+def iso_time(when: float | None) -> str | None:
+    """A time as the API shows it: ISO 8601 in UTC, to the millisecond, with a Z."""
     if when is None:
         return None
     moment = datetime.datetime.fromtimestamp(when, tz=datetime.UTC)

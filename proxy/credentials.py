@@ -1,0 +1,110 @@
+"""Short-lived gateway credentials: a user name and password that stand for a token.
+
+Some drivers cannot send a JWT as their password: a length limit, a login that only
+speaks SCRAM-SHA-256 or mysql_native_password. An agent trades its token for a
+credential at `POST /api/v1/credentials`. The credential logs in to one target,
+through SCRAM-SHA-256 (PostgreSQL) or mysql_native_password / caching_sha2_password
+(MySQL); it carries the token's identity (the rules that apply, who may approve its
+writes, what its transcripts name) and dies at `expires_at`, never later than the
+token.
+
+The gateway keeps only what checks a password (SCRAM's salted keys, MySQL's two
+hashes), never the password, and keeps it in memory: a restart forgets every
+credential. User names start with `PREFIX`, which is how a login is told apart from
+one that sends a token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from policy.identity import Identity
+from protocols.mysql.auth import caching_sha2_hash, native_password_hash
+from protocols.postgres.auth import ScramAuthInfo, make_scram_auth_info
+
+#: Every credential's user name starts with this; other user names are ignored at login.
+PREFIX = "airlock_"
+
+#: Live credentials one gateway keeps at most; minting more is refused until some expire.
+MAX_LIVE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    username: str
+    target: str
+    #: The minting token's identity; its `expires_at` is the credential's.
+    identity: Identity
+    scram: ScramAuthInfo
+    native_hash: str  # '*' + HEX(SHA1(SHA1(password))), as MySQL stores it
+    sha2_hash: bytes  # SHA256(SHA256(password)): caching_sha2_password's fast path
+
+    @property
+    def expires_at(self) -> float:
+        return self.identity.expires_at
+
+    def __repr__(self) -> str:  # without the verifiers
+        subject = self.identity.subject
+        return f"Credential({self.username!r}, target={self.target!r}, sub={subject!r})"
+
+
+def is_credential_name(user: str) -> bool:
+    return user.startswith(PREFIX)
+
+
+def new_credential(identity: Identity, target: str, expires_at: float) -> tuple[Credential, str]:
+    """A fresh credential and its password. Costs a PBKDF2 (SCRAM's 4096 rounds): run it
+    off the event loop."""
+    password = secrets.token_urlsafe(24)
+    secret = password.encode()
+    credential = Credential(
+        username=PREFIX + secrets.token_hex(8),
+        target=target,
+        identity=dataclasses.replace(identity, expires_at=expires_at),
+        scram=make_scram_auth_info(password),
+        native_hash=native_password_hash(secret),
+        sha2_hash=caching_sha2_hash(secret),
+    )
+    return credential, password
+
+
+class TooManyCredentials(Exception):
+    pass
+
+
+class CredentialBook:
+    """The live credentials of one gateway, by user name."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, max_live: int = MAX_LIVE) -> None:
+        self.clock = clock
+        self.max_live = max_live
+        self._live: dict[str, Credential] = {}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def make_room(self) -> None:
+        """Forget expired credentials; raise TooManyCredentials when the book is still full."""
+        now = self.clock()
+        for name in [name for name, c in self._live.items() if c.expires_at <= now]:
+            del self._live[name]
+        if len(self._live) >= self.max_live:
+            raise TooManyCredentials(
+                f"{len(self._live)} credentials are live, the most this gateway keeps"
+            )
+
+    def add(self, credential: Credential) -> None:
+        self.make_room()
+        self._live[credential.username] = credential
+
+    def find(self, username: str) -> Credential | None:
+        """The live credential of that name; None when there is none or it has expired."""
+        credential = self._live.get(username)
+        if credential is not None and credential.expires_at <= self.clock():
+            del self._live[username]
+            return None
+        return credential
