@@ -1,5 +1,5 @@
-"""The gateway's HTTP side: health, metrics, and under /api/v1 approvals, sessions
-and short-lived credentials.
+"""The gateway's HTTP side: health, metrics, under /api/v1 approvals, sessions and
+short-lived credentials, and the web page at / (proxy/web.py).
 
 Every /api/v1 call carries `Authorization: Bearer <JWT>`, verified exactly as
 agents' tokens are. Errors are JSON: `{"error": {"code", "message"}}` with 400
@@ -29,6 +29,7 @@ from proxy.config import TargetSettings, parse_duration
 from proxy.credentials import CredentialBook, TooManyCredentials, new_credential
 from proxy.signing import load_public_key
 from proxy.store import SCOPES, STATES, AlreadyDecided, UnknownRequest, iso_time
+from proxy.web import WebPages
 
 _MAX_BODY_BYTES = 64 * 1024
 _MAX_TEXT_CHARS = 2000
@@ -57,6 +58,7 @@ def make_app(
     auditors: frozenset[str] = frozenset(),
     metrics: Callable[[], list[Metric]] | None = None,
     credentials: CredentialsApi | None = None,
+    pages: WebPages | None = None,
 ) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **health()})
@@ -76,6 +78,8 @@ def make_app(
         SessionsApi(data_dir, auditors, verifier).add_routes(app)
     if credentials is not None:
         credentials.add_routes(app)
+    if pages is not None:
+        pages.add_routes(app)
     return app
 
 

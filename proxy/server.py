@@ -31,6 +31,7 @@ from proxy.signing import load_or_create
 from proxy.store import ApprovalStore
 from proxy.tls import ensure_self_signed, server_context
 from proxy.transcript import Recorder
+from proxy.web import WebPages
 from proxy.webhooks import WebhookNotifier
 
 log = logging.getLogger("airlock")
@@ -128,6 +129,7 @@ class Gateway:
             credentials=CredentialsApi(
                 self.credentials, verifier, settings.targets, settings.rules
             ),
+            pages=WebPages(self.hub, verifier, settings.data_dir, settings.auditors),
         )
         runner = web.AppRunner(app, access_log=None)
         self._api_runner = runner

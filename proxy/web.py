@@ -1,0 +1,418 @@
+"""The web page at `/`: approvers decide held statements, auditors replay transcripts.
+
+Served by the API listener, rendered on the server, plain HTML forms and no
+JavaScript. A person signs in by pasting their OIDC token, verified as every API
+token is; the page then shows the pending approval requests (SQL, bound parameters,
+requester, age) with approve and deny buttons, and, to members of the `auditors`
+groups, the session list and each session's replay with its verification. Deciding
+through the page is deciding through the hub: the same approver-group and
+self-approval checks, the same records.
+
+Signing in makes a page session: a random id in an HttpOnly, SameSite=Strict cookie,
+held in memory until the token expires. The token itself is not kept. Every form
+carries the page session's CSRF token, and the page forbids framing and scripts
+(Content-Security-Policy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from policy.identity import Identity
+from protocols.errors import AirlockError
+from proxy import transcript
+from proxy.approvals import ApprovalHub, NotAllowedToDecide
+from proxy.approvals_cli import format_age
+from proxy.config import parse_duration
+from proxy.signing import load_public_key
+from proxy.store import SCOPES, AlreadyDecided, ApprovalRequest, UnknownRequest
+
+COOKIE = "airlock_page"
+#: Page sessions kept at most; the oldest go first when a sign-in needs room.
+MAX_PAGE_SESSIONS = 1_000
+#: Sessions listed on the sessions page, newest first.
+SESSIONS_LISTED = 200
+_MAX_FIELD_CHARS = 2000
+_MAX_TOKEN_CHARS = 16 * 1024
+
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+_STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 70rem; padding: 1rem; }
+header { display: flex; gap: 1.5rem; align-items: baseline; border-bottom: 1px solid #ccc; }
+header .who { margin-left: auto; color: #555; }
+pre { background: #f4f4f4; padding: .5rem; white-space: pre-wrap; overflow-wrap: anywhere; }
+.request { border: 1px solid #ccc; border-radius: 4px; margin: 1rem 0; padding: .5rem 1rem; }
+.notice { background: #e7f5e7; padding: .5rem 1rem; }
+.error { background: #fbe9e9; padding: .5rem 1rem; }
+table { border-collapse: collapse; } td, th { padding: .2rem .6rem; text-align: left; }
+form.inline { display: inline-block; margin-right: 1rem; }
+"""
+
+
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Identity: ...
+
+
+@dataclass
+class PageSession:
+    identity: Identity
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    #: Said once on the next page: (text, is_error).
+    flash: tuple[str, bool] | None = None
+
+
+class WebPages:
+    def __init__(
+        self,
+        hub: ApprovalHub,
+        verifier: TokenVerifier,
+        data_dir: Path,
+        auditors: frozenset[str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.hub = hub
+        self.verifier = verifier
+        self.data_dir = data_dir
+        self.auditors = auditors
+        self.clock = clock
+        self._sessions: dict[str, PageSession] = {}
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self.approvals)
+        app.router.add_post("/login", self.login)
+        app.router.add_post("/logout", self._form(self.logout))
+        app.router.add_post("/approvals/{id}/approve", self._form(self.approve))
+        app.router.add_post("/approvals/{id}/deny", self._form(self.deny))
+        app.router.add_get("/sessions", self._signed_in(self.sessions))
+        app.router.add_get("/sessions/{id}", self._signed_in(self.session))
+
+    # --- page sessions
+
+    def _page_session(self, request: web.Request) -> tuple[str, PageSession] | None:
+        key = request.cookies.get(COOKIE, "")
+        session = self._sessions.get(key)
+        if session is None:
+            return None
+        if session.identity.expires_at <= self.clock():
+            del self._sessions[key]
+            return None
+        return key, session
+
+    def _signed_in(
+        self, handler: Callable[[web.Request, PageSession], Awaitable[web.Response]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def run(request: web.Request) -> web.Response:
+            found = self._page_session(request)
+            if found is None:
+                raise web.HTTPSeeOther("/")
+            return await handler(request, found[1])
+
+        return run
+
+    def _form(
+        self,
+        handler: Callable[[web.Request, str, PageSession, dict[str, str]], Awaitable[str]],
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """A form post: signed in, with the page session's CSRF token; then back to `/`
+        (or where the handler says) with what happened said once there."""
+
+        async def run(request: web.Request) -> web.Response:
+            found = self._page_session(request)
+            if found is None:
+                raise web.HTTPSeeOther("/")
+            key, session = found
+            fields = await _fields(request)
+            if not hmac.compare_digest(fields.get("csrf", ""), session.csrf):
+                return _html(
+                    _layout("Refused", _error("The form has expired: reload the page."), None),
+                    status=403,
+                )
+            raise web.HTTPSeeOther(await handler(request, key, session, fields))
+
+        return run
+
+    # --- sign in and out
+
+    async def login(self, request: web.Request) -> web.Response:
+        token = (await _fields(request, max_chars=_MAX_TOKEN_CHARS)).get("token", "").strip()
+        try:
+            identity = await self.verifier.verify(token)
+        except AirlockError as error:
+            return _html(_login_page(f"Not signed in: {error.message}"), status=401)
+        now = self.clock()
+        expired = [k for k, s in self._sessions.items() if s.identity.expires_at <= now]
+        for key in expired:
+            del self._sessions[key]
+        while len(self._sessions) >= MAX_PAGE_SESSIONS:
+            del self._sessions[next(iter(self._sessions))]
+        key = secrets.token_urlsafe(32)
+        self._sessions[key] = PageSession(identity)
+        response = web.HTTPSeeOther("/")
+        response.set_cookie(
+            COOKIE,
+            key,
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+            path="/",
+            max_age=max(1, int(identity.expires_at - now)),
+        )
+        raise response
+
+    async def logout(
+        self, _request: web.Request, key: str, _session: PageSession, _fields: dict[str, str]
+    ) -> str:
+        self._sessions.pop(key, None)
+        return "/"
+
+    # --- approvals
+
+    async def approvals(self, request: web.Request) -> web.Response:
+        found = self._page_session(request)
+        if found is None:
+            return _html(_login_page())
+        _, session = found
+        pending = self.hub.store.list("pending")
+        now = self.clock()
+        parts = [_flash(session), f"<h1>Pending approvals ({len(pending)})</h1>"]
+        if not pending:
+            parts.append("<p>Nothing waits for a decision.</p>")
+        parts += (_request_card(r, session.csrf, now) for r in pending)
+        return _html(_layout("Pending approvals", "".join(parts), session, self.auditors))
+
+    async def approve(
+        self, request: web.Request, _key: str, session: PageSession, fields: dict[str, str]
+    ) -> str:
+        request_id = request.match_info["id"]
+        scope = fields.get("scope", "statement")
+        ttl_text = fields.get("ttl", "").strip()
+        try:
+            if scope not in SCOPES:
+                raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+            ttl_s = parse_duration(ttl_text) if ttl_text else None
+            if ttl_s is not None and not ttl_s > 0:
+                raise ValueError("the ttl must be positive")
+        except ValueError as error:
+            session.flash = (f"Not approved: {error}", True)
+            return "/"
+        comment = fields.get("comment", "").strip() or None
+        self._decide(
+            session,
+            request_id,
+            "approved",
+            lambda: self.hub.approve(
+                request_id, session.identity, scope=scope, ttl_s=ttl_s, comment=comment
+            ),
+        )
+        return "/"
+
+    async def deny(
+        self, request: web.Request, _key: str, session: PageSession, fields: dict[str, str]
+    ) -> str:
+        request_id = request.match_info["id"]
+        reason = fields.get("reason", "").strip()
+        if not reason:
+            session.flash = ("Not denied: a reason is required to deny.", True)
+            return "/"
+        self._decide(
+            session,
+            request_id,
+            "denied",
+            lambda: self.hub.deny(request_id, session.identity, reason=reason),
+        )
+        return "/"
+
+    @staticmethod
+    def _decide(
+        session: PageSession, request_id: str, done: str, decide: Callable[[], ApprovalRequest]
+    ) -> None:
+        try:
+            decide()
+        except UnknownRequest:
+            session.flash = (f"No approval request {request_id}.", True)
+        except AlreadyDecided as error:
+            session.flash = (f"Request {request_id} is already {error.request.state}.", True)
+        except NotAllowedToDecide as error:
+            session.flash = (f"Not allowed: {error}", True)
+        else:
+            session.flash = (f"Request {request_id} {done}.", False)
+
+    # --- sessions and transcripts (auditors)
+
+    def _auditor_refusal(self, session: PageSession) -> web.Response | None:
+        if session.identity.groups & self.auditors:
+            return None
+        listed = ", ".join(sorted(self.auditors)) or "(none configured)"
+        body = _error(f"Only the auditors groups ({listed}) may read transcripts.")
+        return _html(_layout("Sessions", body, session, self.auditors), status=403)
+
+    async def sessions(self, _request: web.Request, session: PageSession) -> web.Response:
+        refused = self._auditor_refusal(session)
+        if refused is not None:
+            return refused
+        found = await asyncio.to_thread(transcript.find_sessions, self.data_dir)
+        newest = sorted(found, key=lambda s: s.started_at or 0.0, reverse=True)
+        rows = [
+            "<tr>"
+            f'<td><a href="/sessions/{escape(s.session_id)}">{escape(s.session_id[:12])}</a></td>'
+            f"<td>{escape(_moment(s.started_at))}</td><td>{escape(s.subject or '?')}</td>"
+            f"<td>{escape(s.target or '?')}</td><td>{s.statements}</td>"
+            f"<td>{escape(s.end_reason or ('open' if s.ended_at is None else 'ended'))}</td>"
+            f"<td>{'sealed' if s.sealed else 'not sealed'}</td>"
+            "</tr>"
+            for s in newest[:SESSIONS_LISTED]
+        ]
+        body = (
+            f"<h1>Sessions ({len(found)})</h1><table><tr><th>session</th><th>started (UTC)</th>"
+            "<th>identity</th><th>target</th><th>statements</th><th>end</th><th>seal</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
+        return _html(_layout("Sessions", body, session, self.auditors))
+
+    async def session(self, request: web.Request, session: PageSession) -> web.Response:
+        refused = self._auditor_refusal(session)
+        if refused is not None:
+            return refused
+        session_id = request.match_info["id"]
+        if not transcript.SESSION_ID.fullmatch(session_id):
+            return _html(_layout("Session", _error("Not a session id."), session), status=400)
+        try:
+            lines, verdict, ok = await asyncio.to_thread(self._replay, session_id)
+        except LookupError:
+            body = _error(f"No session {session_id}.")
+            return _html(_layout("Session", body, session, self.auditors), status=404)
+        shown = f'<p class="{"notice" if ok else "error"}">{escape(verdict)}</p>'
+        body = f"<h1>Session {escape(session_id)}</h1>{shown}<pre>{escape(lines)}</pre>"
+        return _html(_layout(f"Session {session_id}", body, session, self.auditors))
+
+    def _replay(self, session_id: str) -> tuple[str, str, bool]:
+        """The replay as `airlock replay` prints it, and whether the transcript verifies."""
+        record = transcript.read_transcript(transcript.find_transcript(self.data_dir, session_id))
+        result = transcript.verify_transcript(record, load_public_key(self.data_dir))
+        verdict = ("verified: " if result.ok else "DOES NOT VERIFY: ") + transcript.describe(result)
+        return "\n".join(transcript.render(record)), verdict, result.ok
+
+
+# --- rendering
+
+
+def _html(body: str, status: int = 200) -> web.Response:
+    return web.Response(text=body, status=status, content_type="text/html", headers=_HEADERS)
+
+
+def _layout(
+    title: str, content: str, session: PageSession | None, auditors: frozenset[str] = frozenset()
+) -> str:
+    header = '<header><strong>Airlock</strong><a href="/">Approvals</a>'
+    if session is not None:
+        identity = session.identity
+        if identity.groups & auditors:
+            header += '<a href="/sessions">Sessions</a>'
+        header += (
+            f'<span class="who">{escape(identity.subject)} '
+            f"({escape(', '.join(sorted(identity.groups)))})</span>"
+            f'<form class="inline" method="post" action="/logout">{_csrf(session.csrf)}'
+            '<button type="submit">Sign out</button></form>'
+        )
+    header += "</header>"
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)} - Airlock</title><style>{_STYLE}</style></head>"
+        f"<body>{header}<main>{content}</main></body></html>"
+    )
+
+
+def _login_page(problem: str | None = None) -> str:
+    content = (
+        "<h1>Sign in</h1>"
+        + (_error(problem) if problem else "")
+        + "<p>Paste your OIDC access token (the one `airlock approve --token` takes).</p>"
+        '<form method="post" action="/login">'
+        '<textarea name="token" rows="6" cols="80" required autocomplete="off"></textarea>'
+        '<p><button type="submit">Sign in</button></p></form>'
+    )
+    return _layout("Sign in", content, None)
+
+
+def _request_card(approval: ApprovalRequest, csrf: str, now: float) -> str:
+    r = approval.request
+    request_id = escape(approval.id)
+    requester = escape(r.subject) + (f" &lt;{escape(r.email)}&gt;" if r.email else "")
+    parameters = ""
+    if r.parameters:
+        rows = "".join(
+            f"<tr><td>{n}</td><td>{escape(p.type)}</td>"
+            f"<td>{'NULL' if p.value is None else escape(p.value)}"
+            f"{' (hex)' if p.format == 'hex' else ''}</td></tr>"
+            for n, p in enumerate(r.parameters, start=1)
+        )
+        parameters = f"<table><tr><th>#</th><th>type</th><th>value</th></tr>{rows}</table>"
+    reasons = "; ".join(r.reasons)
+    scopes = "".join(f'<option value="{s}">{s}</option>' for s in SCOPES)
+    return (
+        f'<section class="request" id="request-{request_id}">'
+        f"<h2>{escape(r.statement_class)} on {escape(r.target)} "
+        f"<small>request {request_id}, {format_age(now - approval.created_at)} ago</small></h2>"
+        f"<p>Requested by <strong>{requester}</strong> "
+        f"({escape(', '.join(r.groups))}); session {escape(r.session_id[:12])}; "
+        f"approvers: {escape(', '.join(r.approver_groups))}</p>"
+        f"<pre>{escape(r.sql)}</pre>{parameters}"
+        + (f"<p>Why held: {escape(reasons)}</p>" if reasons else "")
+        + f'<form class="inline" method="post" action="/approvals/{request_id}/approve">'
+        f'{_csrf(csrf)}<label>scope <select name="scope">{scopes}</select></label> '
+        '<label>ttl <input name="ttl" size="5" placeholder="15m"></label> '
+        '<label>comment <input name="comment"></label> '
+        '<button type="submit">Approve</button></form>'
+        f'<form class="inline" method="post" action="/approvals/{request_id}/deny">'
+        f'{_csrf(csrf)}<label>reason <input name="reason" required></label> '
+        '<button type="submit">Deny</button></form>'
+        "</section>"
+    )
+
+
+def _csrf(token: str) -> str:
+    return f'<input type="hidden" name="csrf" value="{escape(token)}">'
+
+
+def _error(text: str) -> str:
+    return f'<p class="error">{escape(text)}</p>'
+
+
+def _flash(session: PageSession) -> str:
+    flash, session.flash = session.flash, None
+    if flash is None:
+        return ""
+    text, is_error = flash
+    return f'<p class="{"error" if is_error else "notice"}">{escape(text)}</p>'
+
+
+def _moment(ts: float | None) -> str:
+    if ts is None:
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
+
+async def _fields(request: web.Request, max_chars: int = _MAX_FIELD_CHARS) -> dict[str, str]:
+    """The form's text fields, each cut to `max_chars`."""
+    form = await request.post()
+    return {k: v[:max_chars] for k, v in form.items() if isinstance(v, str)}

@@ -1,0 +1,255 @@
+"""The web page at /: people sign in with their token, approvers decide held statements
+with its buttons, auditors replay transcripts. Driven as a browser drives it (cookies,
+form posts, redirects) against a real gateway, real agents and the real server."""
+
+from __future__ import annotations
+
+import html
+import http.cookiejar
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+
+import psycopg
+import pytest
+
+from tests.support.approvals import Background, agent_token, dba_token, pending, rule
+from tests.support.gateway import RunningGateway
+
+
+class Browser:
+    """Cookies kept, redirects followed: what a browser does with the page's forms."""
+
+    def __init__(self, gateway: RunningGateway) -> None:
+        self.base = gateway.api_url
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+        self.headers: dict[str, str] = {}
+
+    def get(self, path: str) -> tuple[int, str]:
+        return self._open(urllib.request.Request(self.base + path))  # noqa: S310 (the gateway's http URL)
+
+    def post(self, path: str, fields: dict[str, str]) -> tuple[int, str]:
+        data = urllib.parse.urlencode(fields).encode()
+        return self._open(urllib.request.Request(self.base + path, data=data, method="POST"))  # noqa: S310
+
+    def _open(self, request: urllib.request.Request) -> tuple[int, str]:
+        try:
+            with self.opener.open(request, timeout=10) as response:
+                self.headers = dict(response.headers)
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            self.headers = dict(error.headers)
+            return error.code, error.read().decode()
+
+    def sign_in(self, token: str) -> str:
+        status, page = self.post("/login", {"token": token})
+        assert status == 200, page
+        assert "Sign out" in page
+        return page
+
+    def csrf(self) -> str:
+        _, page = self.get("/")
+        match = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert match is not None, "no form on the page"
+        return match.group(1)
+
+
+def approver(gateway: RunningGateway) -> Browser:
+    browser = Browser(gateway)
+    browser.sign_in(dba_token(gateway))
+    return browser
+
+
+def test_the_page_asks_for_a_token_and_refuses_a_bad_one(gated: RunningGateway) -> None:
+    browser = Browser(gated)
+    status, page = browser.get("/")
+    assert status == 200
+    assert '<form method="post" action="/login">' in page
+    policy = browser.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert browser.headers["Cache-Control"] == "no-store"
+    bad = gated.issuer.mint(sub="dba-1", groups=("oncall-dba",), ttl_s=-120)
+    status, page = browser.post("/login", {"token": bad})
+    assert status == 401
+    assert "Not signed in" in page
+    assert "expired" in page
+    assert bad not in page
+    assert not list(browser.cookies)
+    status, page = browser.get("/sessions")  # signed out: back to the sign-in form
+    assert status == 200
+    assert "Sign in" in page
+
+
+@pytest.mark.timeout(60)
+def test_an_approver_sees_the_held_write_and_approves_it_with_the_button(
+    gated: RunningGateway, accounts: Callable[[], dict[int, int]]
+) -> None:
+    with psycopg.connect(gated.dsn(agent_token(gated)), autocommit=True) as agent:
+        write = Background(
+            lambda: (
+                agent.execute(
+                    "update accounts set balance = %s where id = %s", (55, 1), prepare=True
+                ).rowcount
+            )
+        )
+        [request] = pending(gated)
+        browser = approver(gated)
+        status, page = browser.get("/")
+        assert status == 200
+        assert "Pending approvals (1)" in page
+        card = page[page.index(f'id="request-{request["id"]}"') :]
+        assert "update accounts set balance = $1 where id = $2" in card
+        assert "<strong>agent-1</strong>" in card
+        assert re.search(r"<td>1</td><td>int\d</td><td>55</td>", card), card
+        assert re.search(r"<td>2</td><td>int\d</td><td>1</td>", card), card
+        assert re.search(r"\d+s ago", card)
+        assert accounts()[1] == 100  # held: not yet run
+        status, page = browser.post(
+            f"/approvals/{request['id']}/approve",
+            {"csrf": browser.csrf(), "scope": "statement", "ttl": "", "comment": "ok by me"},
+        )
+        assert status == 200
+        assert f"Request {request['id']} approved." in page
+        assert "Pending approvals (0)" in page
+        assert write.result() == 1
+    assert accounts()[1] == 55
+
+
+@pytest.mark.timeout(60)
+def test_deny_needs_a_reason_and_the_agent_gets_it(
+    gated: RunningGateway, accounts: Callable[[], dict[int, int]]
+) -> None:
+    with psycopg.connect(gated.dsn(agent_token(gated)), autocommit=True) as agent:
+        write = Background(lambda: agent.execute("delete from accounts where id = 3"))
+        [request] = pending(gated)
+        browser = approver(gated)
+        path = f"/approvals/{request['id']}/deny"
+        _, page = browser.post(path, {"csrf": browser.csrf(), "reason": "  "})
+        assert "a reason is required" in page
+        assert "Pending approvals (1)" in page
+        _, page = browser.post(path, {"csrf": browser.csrf(), "reason": "not on a Friday"})
+        assert f"Request {request['id']} denied." in page
+        error = write.result()
+        assert isinstance(error, psycopg.errors.InsufficientPrivilege)
+        assert "not on a Friday" in str(error)
+        _, page = browser.post(path, {"csrf": browser.csrf(), "reason": "again"})
+        assert "is already denied" in page
+    assert 3 in accounts()
+
+
+@pytest.mark.timeout(60)
+def test_a_post_without_the_page_csrf_token_decides_nothing(
+    gated: RunningGateway, accounts: Callable[[], dict[int, int]]
+) -> None:
+    with psycopg.connect(gated.dsn(agent_token(gated)), autocommit=True) as agent:
+        write = Background(lambda: agent.execute("delete from accounts where id = 4"))
+        [request] = pending(gated)
+        browser = approver(gated)
+        path = f"/approvals/{request['id']}/approve"
+        someone_elses = approver(gated).csrf()  # valid, for another page session
+        for fields in ({}, {"csrf": "forged"}, {"csrf": someone_elses}):
+            status, page = browser.post(path, fields)
+            assert status == 403, page
+            assert "The form has expired" in page
+        # Not signed in at all: back to the sign-in form, nothing decided.
+        status, page = Browser(gated).post(path, {"csrf": browser.csrf()})
+        assert "Sign in" in page
+        [still] = pending(gated)
+        assert still["id"] == request["id"]
+        browser.post(f"/approvals/{request['id']}/deny", {"csrf": browser.csrf(), "reason": "x"})
+        assert isinstance(write.result(), psycopg.errors.InsufficientPrivilege)
+
+
+@pytest.mark.timeout(60)
+def test_nobody_approves_their_own_request_or_one_outside_their_groups(
+    gated: RunningGateway, accounts: Callable[[], dict[int, int]]
+) -> None:
+    # agent-1 is also an approver here: the gateway still refuses its own request.
+    token = gated.issuer.mint(sub="agent-1", groups=("data-agents", "oncall-dba"))
+    with psycopg.connect(gated.dsn(token), autocommit=True) as agent:
+        write = Background(lambda: agent.execute("delete from accounts where id = 5"))
+        [request] = pending(gated)
+        for who in (token, agent_token(gated, sub="agent-2")):
+            browser = Browser(gated)
+            browser.sign_in(who)
+            _, page = browser.post(
+                f"/approvals/{request['id']}/approve", {"csrf": browser.csrf(), "scope": "session"}
+            )
+            assert "Not allowed" in page, page
+            assert "Pending approvals (1)" in page
+        dba = approver(gated)
+        dba.post(f"/approvals/{request['id']}/deny", {"csrf": dba.csrf(), "reason": "x"})
+        assert isinstance(write.result(), psycopg.errors.InsufficientPrivilege)
+    assert 5 in accounts()
+
+
+@pytest.mark.timeout(60)
+def test_the_page_shows_sql_as_text_never_as_markup(
+    gated: RunningGateway, accounts: Callable[[], dict[int, int]]
+) -> None:
+    sql = "update accounts set balance = 1 where id = 6 and '<script>alert(1)</script>' <> ''"
+    with psycopg.connect(gated.dsn(agent_token(gated)), autocommit=True) as agent:
+        write = Background(lambda: agent.execute(sql))
+        [request] = pending(gated)
+        browser = approver(gated)
+        _, page = browser.get("/")
+        assert "<script>" not in page
+        assert html.escape(sql) in page
+        browser.post(f"/approvals/{request['id']}/deny", {"csrf": browser.csrf(), "reason": "no"})
+        write.result()
+
+
+def test_auditors_list_sessions_and_replay_a_verified_transcript(
+    gateway_factory: Callable[..., RunningGateway], accounts: Callable[[], dict[int, int]]
+) -> None:
+    gateway = gateway_factory(rules=[rule()], auditors=["auditors"])
+    with psycopg.connect(gateway.dsn(agent_token(gateway)), autocommit=True) as agent:
+        agent.execute("select count(*) from accounts where balance > 10")
+    deadline = time.monotonic() + 10
+    while gateway.call(lambda: len(gateway.gateway.postgres.sessions)):  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    auditor = Browser(gateway)
+    page = auditor.sign_in(gateway.issuer.mint(sub="audit-1", groups=("auditors",)))
+    assert '<a href="/sessions">Sessions</a>' in page
+    status, page = auditor.get("/sessions")
+    assert status == 200
+    [session_id] = re.findall(r'<a href="/sessions/([^"]+)">', page)
+    assert "<td>agent-1</td><td>orders</td><td>1</td>" in page
+    status, page = auditor.get(f"/sessions/{session_id}")
+    assert status == 200
+    assert "verified: " in page
+    assert html.escape("select count(*) from accounts where balance > 10") in page
+    status, _ = auditor.get("/sessions/" + "0" * 32)
+    assert status == 404
+    # An approver who is not an auditor sees neither the link nor the sessions.
+    browser = approver(gateway)
+    status, page = browser.get("/sessions")
+    assert status == 403
+    assert "Only the auditors groups (auditors)" in page
+    _, page = browser.get("/")
+    assert '<a href="/sessions">' not in page
+
+
+def test_signing_out_ends_the_page_session(gated: RunningGateway) -> None:
+    browser = approver(gated)
+    status, page = browser.post("/logout", {"csrf": browser.csrf()})
+    assert status == 200
+    assert '<form method="post" action="/login">' in page
+    status, page = browser.get("/sessions")
+    assert "Sign in" in page
+
+
+def test_the_page_session_ends_when_the_token_expires(gated: RunningGateway) -> None:
+    browser = Browser(gated)
+    browser.sign_in(gated.issuer.mint(sub="dba-1", groups=("oncall-dba",), ttl_s=2))
+    _, page = browser.get("/")
+    assert "Pending approvals" in page
+    time.sleep(2.5)
+    _, page = browser.get("/")
+    assert '<form method="post" action="/login">' in page
