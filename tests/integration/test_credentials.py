@@ -127,10 +127,7 @@ def test_psycopg_logs_in_with_scram_and_acts_as_the_token(
         assert write.result() == 1
     assert accounts()[1] == 5
     # The transcript names the token's identity and the credential it came through.
-    deadline = time.monotonic() + 10
-    while gateway.call(lambda: len(gateway.gateway.postgres.sessions)):  # type: ignore[union-attr]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    gateway.wait_for_no_sessions()
     [path] = transcript_paths(gateway.settings.data_dir)
     recorded = read_transcript(path)
     start = recorded.events[0]

@@ -59,10 +59,7 @@ def test_a_psycopg_session_replays_with_every_statement_and_approval_and_verifie
         decide(gateway, denied["id"], "deny", {"reason": "keep it"})
         assert isinstance(refused.result(), psycopg.errors.InsufficientPrivilege)
     data_dir = gateway.settings.data_dir
-    deadline = time.monotonic() + 10
-    while gateway.call(lambda: len(gateway.gateway.postgres.sessions)):  # type: ignore[union-attr]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    gateway.wait_for_no_sessions()
     session = only_session(data_dir, "agent-1")
     events = replay_events(data_dir, session)
     kinds = [event["kind"] for event in events]

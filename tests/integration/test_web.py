@@ -210,10 +210,7 @@ def test_auditors_list_sessions_and_replay_a_verified_transcript(
     gateway = gateway_factory(rules=[rule()], auditors=["auditors"])
     with psycopg.connect(gateway.dsn(agent_token(gateway)), autocommit=True) as agent:
         agent.execute("select count(*) from accounts where balance > 10")
-    deadline = time.monotonic() + 10
-    while gateway.call(lambda: len(gateway.gateway.postgres.sessions)):  # type: ignore[union-attr]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    gateway.wait_for_no_sessions()
     auditor = Browser(gateway)
     page = auditor.sign_in(gateway.issuer.mint(sub="audit-1", groups=("auditors",)))
     assert '<a href="/sessions">Sessions</a>' in page

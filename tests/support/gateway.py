@@ -83,6 +83,15 @@ class RunningGateway:
         self.loop.call_soon_threadsafe(run)
         return future.result(timeout=10)
 
+    def wait_for_no_sessions(self, timeout_s: float = 10.0) -> None:
+        """Until the PostgreSQL listener has forgotten every session (ended, sealed)."""
+        listener = self.gateway.postgres
+        assert listener is not None
+        deadline = time.monotonic() + timeout_s
+        while self.call(lambda: len(listener.sessions)):
+            assert time.monotonic() < deadline, "ended sessions were not forgotten"
+            time.sleep(0.05)
+
     def ssl_context(self) -> ssl.SSLContext:
         """Trusts only the gateway's self-signed certificate (verify-full for asyncpg)."""
         return ssl.create_default_context(cafile=str(self.cert_file))
