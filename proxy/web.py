@@ -10,7 +10,8 @@ self-approval checks, the same records.
 
 Signing in makes a page session: a random id in an HttpOnly, SameSite=Strict cookie,
 held in memory until the token expires. The token itself is not kept. Every form
-carries the page session's CSRF token, and the page forbids framing and scripts
+carries the page session's CSRF token, a post whose Origin is another site is
+refused (signing in included), and the page forbids framing and scripts
 (Content-Security-Policy).
 """
 
@@ -20,6 +21,7 @@ import asyncio
 import hmac
 import secrets
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from html import escape
@@ -136,6 +138,8 @@ class WebPages:
         (or where the handler says) with what happened said once there."""
 
         async def run(request: web.Request) -> web.Response:
+            if not _same_origin(request):
+                return _cross_origin()
             found = self._page_session(request)
             if found is None:
                 raise web.HTTPSeeOther("/")
@@ -153,6 +157,8 @@ class WebPages:
     # --- sign in and out
 
     async def login(self, request: web.Request) -> web.Response:
+        if not _same_origin(request):
+            return _cross_origin()
         token = (await _fields(request, max_chars=_MAX_TOKEN_CHARS)).get("token", "").strip()
         try:
             identity = await self.verifier.verify(token)
@@ -410,6 +416,20 @@ def _moment(ts: float | None) -> str:
     if ts is None:
         return "?"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A form posted from this page, as far as the browser says: an Origin header, when
+    sent, names this host (a scheme may differ behind a TLS-terminating proxy)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return urllib.parse.urlsplit(origin).netloc == request.host
+
+
+def _cross_origin() -> web.Response:
+    body = _error("A form from another site was refused.")
+    return _html(_layout("Refused", body, None), status=403)
 
 
 async def _fields(request: web.Request, max_chars: int = _MAX_FIELD_CHARS) -> dict[str, str]:

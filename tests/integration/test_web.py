@@ -32,9 +32,12 @@ class Browser:
     def get(self, path: str) -> tuple[int, str]:
         return self._open(urllib.request.Request(self.base + path))  # noqa: S310 (the gateway's http URL)
 
-    def post(self, path: str, fields: dict[str, str]) -> tuple[int, str]:
+    def post(self, path: str, fields: dict[str, str], origin: str | None = None) -> tuple[int, str]:
+        """A form post, with the Origin header a browser sends (this page's, by default)."""
         data = urllib.parse.urlencode(fields).encode()
-        return self._open(urllib.request.Request(self.base + path, data=data, method="POST"))  # noqa: S310
+        headers = {"Origin": self.base if origin is None else origin}
+        request = urllib.request.Request(self.base + path, data=data, headers=headers)  # noqa: S310
+        return self._open(request)
 
     def _open(self, request: urllib.request.Request) -> tuple[int, str]:
         try:
@@ -79,6 +82,10 @@ def test_the_page_asks_for_a_token_and_refuses_a_bad_one(gated: RunningGateway) 
     assert "Not signed in" in page
     assert "expired" in page
     assert bad not in page
+    assert not list(browser.cookies)
+    good = dba_token(gated)
+    status, page = browser.post("/login", {"token": good}, origin="https://evil.example")
+    assert status == 403  # nobody is signed in from another site's form
     assert not list(browser.cookies)
     status, page = browser.get("/sessions")  # signed out: back to the sign-in form
     assert status == 200
@@ -156,6 +163,11 @@ def test_a_post_without_the_page_csrf_token_decides_nothing(
             status, page = browser.post(path, fields)
             assert status == 403, page
             assert "The form has expired" in page
+        # The right token, posted from another site's page.
+        fields = {"csrf": browser.csrf()}
+        status, page = browser.post(path, fields, origin="https://evil.example")
+        assert status == 403
+        assert "A form from another site was refused" in page
         # Not signed in at all: back to the sign-in form, nothing decided.
         status, page = Browser(gated).post(path, {"csrf": browser.csrf()})
         assert "Sign in" in page
