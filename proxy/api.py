@@ -206,7 +206,7 @@ class CredentialsApi:
         now = self.book.clock()
         expires_at = identity.expires_at if ttl_s is None else min(identity.expires_at, now + ttl_s)
         try:
-            self.book.make_room()
+            self.book.make_room(identity.subject)
             credential, password = await asyncio.to_thread(
                 new_credential, identity, name, expires_at
             )

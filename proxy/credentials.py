@@ -31,6 +31,9 @@ PREFIX = "airlock_"
 
 #: Live credentials one gateway keeps at most; minting more is refused until some expire.
 MAX_LIVE = 10_000
+#: Live credentials of one identity (token subject) at most, so one agent cannot use up
+#: the gateway's room.
+MAX_LIVE_PER_SUBJECT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +82,23 @@ class TooManyCredentials(Exception):
 class CredentialBook:
     """The live credentials of one gateway, by user name."""
 
-    def __init__(self, clock: Callable[[], float] = time.time, max_live: int = MAX_LIVE) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        max_live: int = MAX_LIVE,
+        max_per_subject: int = MAX_LIVE_PER_SUBJECT,
+    ) -> None:
         self.clock = clock
         self.max_live = max_live
+        self.max_per_subject = max_per_subject
         self._live: dict[str, Credential] = {}
 
     def __len__(self) -> int:
         return len(self._live)
 
-    def make_room(self) -> None:
-        """Forget expired credentials; raise TooManyCredentials when the book is still full."""
+    def make_room(self, subject: str) -> None:
+        """Forget expired credentials; raise TooManyCredentials when the book, or the
+        subject's share of it, is still full."""
         now = self.clock()
         for name in [name for name, c in self._live.items() if c.expires_at <= now]:
             del self._live[name]
@@ -96,9 +106,14 @@ class CredentialBook:
             raise TooManyCredentials(
                 f"{len(self._live)} credentials are live, the most this gateway keeps"
             )
+        held = sum(1 for c in self._live.values() if c.identity.subject == subject)
+        if held >= self.max_per_subject:
+            raise TooManyCredentials(
+                f'"{subject}" has {held} live credentials, the most one identity may hold'
+            )
 
     def add(self, credential: Credential) -> None:
-        self.make_room()
+        self.make_room(credential.identity.subject)
         self._live[credential.username] = credential
 
     def find(self, username: str) -> Credential | None:

@@ -104,6 +104,19 @@ def test_the_api_refuses_what_it_cannot_mint(
         assert "password" not in reply
 
 
+def test_one_agent_may_hold_at_most_100_live_credentials(
+    gateway_factory: Callable[..., RunningGateway],
+) -> None:
+    gateway = gateway_factory()
+    token = agent_token(gateway)
+    for _ in range(100):
+        mint(gateway, token, target="orders")
+    status, reply = api(gateway, "POST", "/api/v1/credentials", token, {"target": "orders"})
+    assert status == 429
+    assert reply["error"]["code"] == "too_many_credentials"
+    mint(gateway, agent_token(gateway, sub="agent-2"), target="orders")  # others still may
+
+
 # --- PostgreSQL: SCRAM-SHA-256
 
 

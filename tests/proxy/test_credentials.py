@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from policy.identity import Identity
@@ -99,10 +101,21 @@ def test_a_full_book_refuses_until_credentials_expire() -> None:
     for expires_at in (10.0, 20.0):
         book.add(new_credential(IDENTITY, "orders", expires_at)[0])
     with pytest.raises(TooManyCredentials):
-        book.make_room()
+        book.make_room("anyone")
     with pytest.raises(TooManyCredentials):
         book.add(new_credential(IDENTITY, "orders", 30.0)[0])
     assert len(book) == 2
     clock.now = 10.0  # the first has expired: room for one
     book.add(new_credential(IDENTITY, "orders", 30.0)[0])
     assert len(book) == 2
+
+
+def test_one_identity_cannot_take_the_whole_book() -> None:
+    book = CredentialBook(Clock(0.0), max_live=10, max_per_subject=2)
+    for _ in range(2):
+        book.add(new_credential(IDENTITY, "orders", 50.0)[0])
+    with pytest.raises(TooManyCredentials, match='"agent-1" has 2 live credentials'):
+        book.add(new_credential(IDENTITY, "orders", 50.0)[0])
+    other = dataclasses.replace(IDENTITY, subject="agent-2")
+    book.add(new_credential(other, "orders", 50.0)[0])
+    assert len(book) == 3
