@@ -76,6 +76,7 @@ _ERR = 0xFF
 _INFILE = 0xFB
 # Plain ints: IntFlag and IntEnum arithmetic costs microseconds on the hot path.
 _DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
+_PROTOCOL_41 = int(Capability.PROTOCOL_41)
 _OPTIONAL_METADATA = int(Capability.OPTIONAL_RESULTSET_METADATA)
 _CACHE_METADATA = int(MariaDbCapability.CACHE_METADATA)
 _PROGRESS = int(MariaDbCapability.PROGRESS)
@@ -119,6 +120,7 @@ class ResponseTracker:
         "_metadata_byte",
         "_pending",
         "_progress",
+        "_protocol_41",
         "_state",
         "_terminator_limit",
         "affected_rows",
@@ -155,6 +157,7 @@ class ResponseTracker:
         self._command = command = int(command)
         self._caps = capabilities = int(capabilities)
         self._deprecate_eof = bool(capabilities & _DEPRECATE_EOF)
+        self._protocol_41 = bool(capabilities & _PROTOCOL_41)
         # A 0xFE packet shorter than this ends rows; a longer one is a row whose
         # first value is 16 MB or more.
         self._terminator_limit = MAX_CHUNK if self._deprecate_eof else 9
@@ -442,6 +445,19 @@ class ResponseTracker:
             self.status_flags = eof.status_flags
             self.warnings = eof.warnings
             return eof.status_flags
+        if (
+            self.result_sets
+            and len(payload) == 7
+            and payload[1] < 0xFB
+            and payload[2] < 0xFB
+            and self._protocol_41
+        ):
+            # The usual end of rows: one-byte counts, status and warnings, nothing more
+            # (no info, no session state), read in place. No OkPacket is made: after a
+            # result set nothing reads one (`ok` describes answers without rows).
+            self.status_flags = status = payload[3] | payload[4] << 8
+            self.warnings = payload[5] | payload[6] << 8
+            return status
         ok = OkPacket.parse(payload, self._caps)
         self.ok = ok
         self.status_flags = ok.status_flags
