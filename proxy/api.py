@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
@@ -27,16 +27,13 @@ from proxy.approvals import ApprovalHub, NotAllowedToDecide
 from proxy.audit_cli import parse_since
 from proxy.config import TargetSettings, parse_duration
 from proxy.credentials import CredentialBook, TooManyCredentials, new_credential
+from proxy.listener import TokenVerifier
 from proxy.signing import load_public_key
 from proxy.store import SCOPES, STATES, AlreadyDecided, UnknownRequest, iso_time
 from proxy.web import WebPages
 
 _MAX_BODY_BYTES = 64 * 1024
 _MAX_TEXT_CHARS = 2000
-
-
-class TokenVerifier(Protocol):
-    async def verify(self, token: str) -> Identity: ...
 
 
 class ApiError(Exception):

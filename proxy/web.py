@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Protocol
 
 from aiohttp import web
 
@@ -36,6 +35,7 @@ from proxy import transcript
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
 from proxy.approvals_cli import format_age
 from proxy.config import parse_duration
+from proxy.listener import TokenVerifier
 from proxy.signing import load_public_key
 from proxy.store import SCOPES, AlreadyDecided, ApprovalRequest, UnknownRequest
 
@@ -68,10 +68,6 @@ pre { background: #f4f4f4; padding: .5rem; white-space: pre-wrap; overflow-wrap:
 table { border-collapse: collapse; } td, th { padding: .2rem .6rem; text-align: left; }
 form.inline { display: inline-block; margin-right: 1rem; }
 """
-
-
-class TokenVerifier(Protocol):
-    async def verify(self, token: str) -> Identity: ...
 
 
 @dataclass
