@@ -99,3 +99,12 @@ def effective_policy(
         session_ttl_s=min(r.session_ttl_s for r in matched),
         webhooks=tuple(dict.fromkeys(w for r in matched for w in r.webhooks)),
     )
+
+
+def transcript_refusal(groups: frozenset[str], auditors: frozenset[str]) -> str | None:
+    """Why a caller in `groups` may not read transcripts; None when it may (only members
+    of the config's `auditors` groups do)."""
+    if groups & auditors:
+        return None
+    listed = ", ".join(sorted(auditors)) or "(none configured)"
+    return f"only the auditors groups ({listed}) may read transcripts"

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from policy.identity import Identity
-from policy.rules import Rule, effective_policy
+from policy.rules import Rule, effective_policy, transcript_refusal
 from protocols.errors import AirlockError
 from proxy import transcript
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
@@ -203,11 +203,11 @@ class CredentialsApi:
         now = self.book.clock()
         expires_at = identity.expires_at if ttl_s is None else min(identity.expires_at, now + ttl_s)
         try:
-            self.book.make_room(identity.subject)
+            self.book.make_room(identity.subject)  # refuse before the PBKDF2, not after
             credential, password = await asyncio.to_thread(
                 new_credential, identity, name, expires_at
             )
-            self.book.add(credential)
+            self.book.add(credential)  # checks again: other mints ran meanwhile
         except TooManyCredentials as error:
             raise ApiError(429, "too_many_credentials", str(error)) from None
         return {
@@ -237,11 +237,9 @@ class SessionsApi:
 
     def _auditor(self, handler: Handler) -> Handler:
         async def checked(request: web.Request, identity: Identity) -> Any:
-            if not identity.groups & self.auditors:
-                listed = ", ".join(sorted(self.auditors)) or "(none configured)"
-                raise ApiError(
-                    403, "forbidden", f"only the auditors groups ({listed}) may read transcripts"
-                )
+            refusal = transcript_refusal(identity.groups, self.auditors)
+            if refusal is not None:
+                raise ApiError(403, "forbidden", refusal)
             return await handler(request, identity)
 
         return checked

@@ -30,6 +30,7 @@ from pathlib import Path
 from aiohttp import web
 
 from policy.identity import Identity
+from policy.rules import transcript_refusal
 from protocols.errors import AirlockError
 from proxy import transcript
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
@@ -261,10 +262,10 @@ class WebPages:
     # --- sessions and transcripts (auditors)
 
     def _auditor_refusal(self, session: PageSession) -> web.Response | None:
-        if session.identity.groups & self.auditors:
+        refusal = transcript_refusal(session.identity.groups, self.auditors)
+        if refusal is None:
             return None
-        listed = ", ".join(sorted(self.auditors)) or "(none configured)"
-        body = _error(f"Only the auditors groups ({listed}) may read transcripts.")
+        body = _error(refusal[0].upper() + refusal[1:] + ".")
         return _html(_layout("Sessions", body, session, self.auditors), status=403)
 
     async def sessions(self, _request: web.Request, session: PageSession) -> web.Response:
@@ -328,7 +329,7 @@ def _layout(
     header = '<header><strong>Airlock</strong><a href="/">Approvals</a>'
     if session is not None:
         identity = session.identity
-        if identity.groups & auditors:
+        if transcript_refusal(identity.groups, auditors) is None:
             header += '<a href="/sessions">Sessions</a>'
         header += (
             f'<span class="who">{escape(identity.subject)} '
