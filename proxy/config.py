@@ -98,6 +98,13 @@ class TargetSettings:
     name: str
     protocol: str
     upstream: UpstreamSettings
+    #: Defence in depth (SPEC, "Connecting as an agent"): the upstream session runs as
+    #: `read_role`, and switches to `write_role` only for a statement the rules allow or
+    #: an approver approved, and back right after. Both set, or neither.
+    read_role: str | None = None
+    write_role: str | None = None
+    #: MySQL: the databases the target exposes (default: the one in its upstream URL).
+    databases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +380,8 @@ _IDENTITY_KEYS = (
     "jwks_refetch_cooldown",
     "http_timeout",
 )
-_TARGET_KEYS = ("protocol", "upstream", "password_env", "password_file")
+_TARGET_KEYS = ("protocol", "upstream", "password_env", "password_file", "roles", "databases")
+_ROLE_KEYS = ("read", "write")
 _RULE_KEYS = (
     "groups",
     "targets",
@@ -728,7 +736,28 @@ class _Parser:
                 f"{key}.protocol", f"is {protocol}, but listen.{protocol} is not configured"
             )
         upstream = self.upstream(section, key, protocol)
-        return TargetSettings(name=name, protocol=protocol, upstream=upstream)
+        read_role = write_role = None
+        if "roles" in section:
+            roles = self.mapping(section["roles"], f"{key}.roles", _ROLE_KEYS, required=_ROLE_KEYS)
+            read_role = self.string(roles["read"], f"{key}.roles.read")
+            write_role = self.string(roles["write"], f"{key}.roles.write")
+            if read_role == write_role:
+                raise self.fail(f"{key}.roles", "read and write must be different roles")
+        databases: tuple[str, ...] = ()
+        if "databases" in section:
+            if protocol != "mysql":
+                raise self.fail(f"{key}.databases", "is for mysql targets only")
+            databases = self.string_list(section["databases"], f"{key}.databases", what="databases")
+        elif protocol == "mysql" and upstream.database:
+            databases = (upstream.database,)
+        return TargetSettings(
+            name=name,
+            protocol=protocol,
+            upstream=upstream,
+            read_role=read_role,
+            write_role=write_role,
+            databases=databases,
+        )
 
     def upstream(self, section: dict[str, object], key: str, protocol: str) -> UpstreamSettings:
         url_key = f"{key}.upstream"

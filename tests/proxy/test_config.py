@@ -642,6 +642,24 @@ BAD_CASES: list[tuple[str, Mutation, str, str]] = [
         r"must be one of standard, slack",
     ),
     (
+        "target-roles-missing-write",
+        set_path("targets", "orders", "roles", value={"read": "reader"}),
+        "targets.orders.roles.write",
+        r"is required",
+    ),
+    (
+        "target-roles-same",
+        set_path("targets", "orders", "roles", value={"read": "r", "write": "r"}),
+        "targets.orders.roles",
+        r"must be different roles",
+    ),
+    (
+        "target-databases-on-postgres",
+        set_path("targets", "orders", "databases", value=["orders"]),
+        "targets.orders.databases",
+        r"is for mysql targets only",
+    ),
+    (
         "webhook-unknown-event",
         set_path(*RULE, "webhooks", value=[{"url": "https://h.example.com/", "events": ["x"]}]),
         "rules[0].webhooks[0].events[0]",
@@ -949,3 +967,19 @@ def test_webhooks_global_and_per_rule(tmp_path: Path) -> None:
     [per_rule] = settings.rules[0].webhooks
     assert isinstance(per_rule, WebhookEndpoint)
     assert per_rule.events == {"approval.decided"}
+
+
+def test_target_roles_and_databases(tmp_path: Path) -> None:
+    document = base_document()
+    document["targets"]["orders"]["roles"] = {"read": "airlock_reader", "write": "airlock_writer"}
+    document["targets"]["shop"]["databases"] = ["shop", "shop_archive"]
+    settings = load_settings(write_config(tmp_path, document), environ=ENVIRON)
+    orders = settings.targets["orders"]
+    assert (orders.read_role, orders.write_role) == ("airlock_reader", "airlock_writer")
+    assert settings.targets["shop"].databases == ("shop", "shop_archive")
+
+
+def test_mysql_target_exposes_its_upstream_database_by_default(tmp_path: Path) -> None:
+    settings = load_settings(write_config(tmp_path, base_document()), environ=ENVIRON)
+    assert settings.targets["shop"].databases == ("shop",)
+    assert settings.targets["orders"].read_role is None
