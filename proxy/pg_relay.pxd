@@ -8,6 +8,7 @@ from proxy.pg_gate cimport PgGate
 # Module constants the hot path reads, as C values.
 cdef int _Z, _S, _K, _R, _E, _T, _C, _D
 cdef int _QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE
+cdef int _PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE
 cdef int _PLAIN, _GATE, _OPENS_BATCH, _ENDS_BATCH
 cdef bytes _FRONTEND_FLAGS
 
@@ -21,6 +22,8 @@ cdef class PgRelay:
     cdef public EventChain chain
     cdef BackendRelay _server
     cdef Py_ssize_t _owed
+    cdef Py_ssize_t _units_sent
+    cdef list _own_readies
     cdef bint _unsynced
     cdef bint _failed_batch
     cdef str _refusal_prefix
@@ -42,7 +45,9 @@ cdef class PgRelay:
 
     cdef void _note_forwarded(self, int kind)
 
-    cdef void _server_ready(self, bytes framed, Py_ssize_t start, Py_ssize_t end)
+    cdef void _unit_sent(self)
+
+    cdef bint _server_ready(self, bytes framed, Py_ssize_t start, Py_ssize_t end) except -1
 
 
 cdef class Pipe:

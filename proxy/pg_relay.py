@@ -5,14 +5,20 @@ refused, or held before it reaches the server. Server bytes are framed by
 `BackendRelay`, which passes result rows through without decoding them and
 hands over only the messages the gateway must see.
 
-Holding: a `PgGate` (the session's classifier and approvals) admits each client
-message or asks it to wait (`admit`), and hears of parameter descriptions (`described`)
-and of each ReadyForQuery (`ready`). The relay calls it in C when compiled: a stand-in
-gate subclasses it. The relay then emits `HoldMessage` and stops taking
-client messages, which stay framed-but-unread in the framer (the I/O side stops
+Holding: a `PgGate` (the session's classifier, approvals and its picture of the
+server's statements and portals) admits each client message, asks for a decision, or
+asks to wait for the server (`admit`); it hears of the server's confirmations
+(ParseComplete, BindComplete, CloseComplete), errors, parameter descriptions and each
+ReadyForQuery. The relay calls it in C when compiled: a stand-in gate subclasses it.
+A message the gate does not admit is held: the relay emits `HoldMessage` and stops
+taking client messages, which stay framed-but-unread in the framer (the I/O side stops
 reading the socket too), while server output keeps flowing: results of earlier
 statements are never buffered. `release` forwards or refuses the held message
 and carries on with the ones behind it.
+
+A simple Query inside an extended-protocol batch, before its Sync (asyncpg sends one
+after Parse, Describe, Flush), would be skipped unanswered had the batch failed: the
+relay sends a Sync of its own before it, whose ReadyForQuery it does not relay.
 
 Refusing: the client must see exactly what a server would send, and the
 server's transaction must end up as if the statement had failed there (an
@@ -42,7 +48,7 @@ from proxy.actions import EndSession as EndSession
 from proxy.actions import SendToClient as SendToClient
 from proxy.actions import SendToServer as SendToServer
 from proxy.event_chain import EventChain
-from proxy.pg_gate import PgGate
+from proxy.pg_gate import ADMIT, PgGate
 
 # --- actions
 
@@ -68,13 +74,18 @@ class ResultListener(Protocol):
 
 
 _Z, _S, _K, _R, _E, _T, _C, _D = (ord(c) for c in "ZSKREtCD")
+#: ParseComplete, BindComplete, CloseComplete: the gate's name changes confirmed.
+_CONFIRMS = frozenset(b"123")
 _INSPECTED = frozenset((_Z, _S, _K, _R, _E))
 # FunctionCallResponse answers only FunctionCall, and CopyBothResponse only replication:
 # the gateway lets neither through, so a server sending them is out of step.
 _BACKEND_TYPES = frozenset(m.BACKEND_TYPES) - frozenset(b"VW")
 _FRONTEND_TYPES = frozenset(m.FRONTEND_TYPES)
-_EXTENDED = frozenset(b"PBDECH")
+#: Messages that open an extended-protocol batch, which only a Sync closes. Not Flush:
+#: it runs nothing, and psycopg sends one after its pipeline's Sync.
+_EXTENDED = frozenset(b"PBDEC")
 _QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE = b"Q"[0], b"S"[0], b"F"[0], b"X"[0]
+_PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE = b"1"[0], b"2"[0], b"3"[0]
 #: Client messages that, unless the gate holds them, are forwarded with no more than
 #: bookkeeping: everything but Terminate and FunctionCall.
 _PLAIN_FORWARD = _FRONTEND_TYPES - {_TERMINATE, _FUNCTION_CALL}
@@ -90,6 +101,7 @@ _FRONTEND_FLAGS = bytes(
     for kind in range(256)
 )
 _UNDEFINED_CURSOR = "34000"
+_SYNC_MESSAGE = m.Sync().raw
 
 
 #: Server settings the classifier's lexer depends on, and the values it assumes: with
@@ -194,7 +206,7 @@ class PgRelay:
         #: Takes each statement's command tag instead of `results` (its `result_tag`),
         #: when the session records results but no rows: the transcript's chain.
         self.chain: EventChain | None = None
-        inspected = _INSPECTED | ({_T} if gate is not None else set())
+        inspected = _INSPECTED | ({_T, *_CONFIRMS} if gate is not None else set())
         inspected |= {_C} if results is not None else set()
         if capture_rows:
             # Rows are then framed whole before they pass, so the message cap applies.
@@ -203,6 +215,10 @@ class PgRelay:
         self._server = BackendRelay(_BACKEND_TYPES, inspected, max_message_bytes)
         #: ReadyForQuery messages the server owes: one per Query and Sync forwarded.
         self._owed = 0
+        self._units_sent = 0  # Queries and Syncs forwarded, ever
+        #: Which of them (by number) were the gateway's own Syncs: their ReadyForQuery is
+        #: not relayed.
+        self._own_readies: list[int] = []
         self._unsynced = False  # extended-protocol messages forwarded since the last Sync
         #: A refusal failed this batch on the server, which skips the rest up to Sync: the
         #: rest goes on unexamined (nothing in it will run, so nothing is worth holding).
@@ -283,7 +299,8 @@ class PgRelay:
                 or length < 4
                 or length >= max_bytes
                 or end > size
-                or (gate is not None and flags & _GATE and not gate.admit(kind, raw, pos, end))
+                or (kind == _QUERY and self._unsynced)
+                or (gate is not None and flags & _GATE and gate.admit(kind, raw, pos, end) != 1)
             ):
                 break
             # _note_forwarded, inlined: this runs for nearly every message.
@@ -292,6 +309,9 @@ class PgRelay:
             elif flags & _ENDS_BATCH:
                 self._unsynced = False
                 self._owed += 1
+                self._units_sent += 1
+                if gate is not None:
+                    gate.unit_sent()
             pos = end
         return pos
 
@@ -329,8 +349,13 @@ class PgRelay:
             kind, start, end = inspected[i], inspected[i + 1], inspected[i + 2]
             i += 3
             if kind == _Z:
-                self._server_ready(framed, start, end)
+                if self._server_ready(framed, start, end):
+                    if swaps is None:
+                        swaps = []
+                    swaps.append((start, end, b""))  # our own Sync's: not the client's
             elif kind == _E:
+                if self._gate is not None:
+                    self._gate.failed()
                 error = m.decode_backend(framed[start:end])
                 assert isinstance(error, m.ErrorResponse)
                 if error.severity in ("FATAL", "PANIC"):
@@ -364,6 +389,9 @@ class PgRelay:
             elif kind == _T:
                 assert self._gate is not None
                 self._gate.described(m.decode_parameter_description(framed[start:end]))
+            elif kind in (_PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE):
+                assert self._gate is not None
+                self._gate.answered(kind)
             else:  # BackendKeyData or Authentication* after startup: never relayed
                 raise ProtocolViolation("server sent a startup message mid-session")
         if swaps is None:
@@ -410,10 +438,18 @@ class PgRelay:
             if self._failed_batch and kind != _SYNC:
                 forward.append(message)  # the server skips it, unseen by the gate
                 continue
+            if kind == _QUERY and self._unsynced:
+                # asyncpg sends Parse, Describe, Flush, then a simple Query. Had the batch
+                # failed, the server would skip the Query unanswered; a Sync of ours first
+                # ends the batch as the Query would have, and its ReadyForQuery is not
+                # relayed: the Query is then judged, and run, in a clean state.
+                self._own_readies.append(self._units_sent)
+                self._note_forwarded(_SYNC)
+                forward.append(_SYNC_MESSAGE)
             if (
                 gate is not None
                 and kind in _GATED
-                and not gate.admit(kind, message, 0, len(message))
+                and gate.admit(kind, message, 0, len(message)) != ADMIT
             ):
                 flush()
                 self.held = message
@@ -430,7 +466,14 @@ class PgRelay:
         elif kind in (_QUERY, _SYNC):
             self._unsynced = False
             self._failed_batch = False
-            self._owed += 1
+            self._unit_sent()
+
+    def _unit_sent(self) -> None:
+        """A Sync or simple Query went to the server: it owes one ReadyForQuery more."""
+        self._owed += 1
+        self._units_sent += 1
+        if self._gate is not None:
+            self._gate.unit_sent()
 
     def _refuse(self, message: bytes, error: AirlockError) -> list[Action]:
         """Make the server fail in the message's place (see the module docstring)."""
@@ -452,7 +495,7 @@ class PgRelay:
                     ProtocolViolation("Query or FunctionCall before Sync"),
                 )
             ]
-        self._owed += 1
+        self._unit_sent()
         return [SendToServer(self._refusal_execute(error) + m.Sync().raw)]
 
     def _refusal_execute(self, error: AirlockError) -> bytes:
@@ -473,10 +516,14 @@ class PgRelay:
             del self._refusals[older]
         return ours
 
-    def _server_ready(self, framed: bytes, start: int, end: int) -> None:
-        """A ReadyForQuery at framed[start:end]."""
+    def _server_ready(self, framed: bytes, start: int, end: int) -> bool:
+        """A ReadyForQuery at framed[start:end]; True when it answers our own Sync."""
         if not self._owed:
             raise ProtocolViolation("server sent an unrequested ReadyForQuery")
+        own = False
+        if self._own_readies and self._own_readies[0] == self._units_sent - self._owed:
+            del self._own_readies[0]
+            own = True
         self._owed -= 1
         status = chr(framed[start + 5]) if end - start == 6 else ""
         if status not in ("I", "T", "E"):
@@ -484,3 +531,4 @@ class PgRelay:
         self.transaction_status = status
         if self._gate is not None:
             self._gate.ready(status)
+        return own

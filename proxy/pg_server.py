@@ -38,7 +38,7 @@ from proxy.channel import Channel, ConnectionClosed
 from proxy.credentials import Credential, is_credential_name
 from proxy.gated_session import GatedSession
 from proxy.listener import Listener
-from proxy.pg_gate import ALLOW, PgGate, parameters_key
+from proxy.pg_gate import ADMIT, ALLOW, WAIT, PgGate, parameters_key
 from proxy.pg_relay import (
     Action,
     EndSession,
@@ -584,13 +584,19 @@ class PgSession(GatedSession):
         """None to forward the held message; else the error that refuses it."""
         gate = self.gate
         assert gate is not None
+        # A message whose meaning hangs on an earlier batch waits for the server's answer
+        # to it (WAIT); one the gate can then admit on its own goes on (ADMIT).
+        while (outcome := gate.admit(raw[0], raw, 0, len(raw))) == WAIT:
+            await self._server_caught_up()
+        if outcome == ADMIT:
+            return None
         message = m.decode_frontend(raw)  # ProtocolViolation when malformed
         if isinstance(message, m.Parse):
             # A Parse runs nothing: it waited only for its statement to be classified.
             gate.note_parse(message, await self._classify(message.sql))
             return None
         if isinstance(message, m.Query):
-            verdict = await self._classify(message.sql)
+            verdict = gate.query_verdict(message.sql, await self._classify(message.sql))
             refusal, decision = await self.gatekeep(
                 gate, message.sql, verdict, (), parameters_key(None)
             )
@@ -609,6 +615,21 @@ class PgSession(GatedSession):
             return refusal
         # Only a malformed Bind, Close or Describe gets here, and decoding it failed.
         raise ProtocolViolation(f"unexpected held message {raw[:1]!r}")
+
+    async def _server_caught_up(self) -> None:
+        """Until the server has answered every batch the gateway forwarded."""
+        gate = self.gate
+        assert gate is not None
+        if gate.drained:
+            return
+        caught_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def drained() -> None:
+            if not caught_up.done():
+                caught_up.set_result(None)
+
+        gate.on_drained = drained
+        await caught_up
 
     async def _classify(self, sql: str) -> Verdict:
         return await self.listener.classifiers.classify(sql, "postgres")
