@@ -196,9 +196,7 @@ def test_pg_a_driver_over_the_cap_gets_a_clear_error(
 def test_pg_the_total_cap_refuses_every_address_until_a_login_finishes(
     gateway_factory: Callable[..., RunningGateway], sockets: list[socket.socket]
 ) -> None:
-    gateway = gateway_factory(
-        limits={"max_pending_logins_per_address": 2, "max_pending_logins": 3}
-    )
+    gateway = gateway_factory(limits={"max_pending_logins_per_address": 2, "max_pending_logins": 3})
     waiting = [connect_from(sockets, gateway.pg_port, "127.0.0.2") for _ in range(2)]
     waiting.append(connect_from(sockets, gateway.pg_port, "127.0.0.3"))
     wait_for_pending(gateway, "postgres", 3)
