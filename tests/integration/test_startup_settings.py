@@ -113,8 +113,19 @@ def test_psql_with_pgoptions_gets_the_fatal(gateway_factory: GatewayFactory) -> 
         "PGCONNECT_TIMEOUT": "10",
     }
     result = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-p", str(gateway.pg_port), "-U", "agent", "-d", "orders"]
-        + ["-c", "select 1"],
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(gateway.pg_port),
+            "-U",
+            "agent",
+            "-d",
+            "orders",
+            "-c",
+            "select 1",
+        ],
         env=environment,
         capture_output=True,
         text=True,
