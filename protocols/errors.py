@@ -152,3 +152,21 @@ class UnknownSession(AirlockError):
     sqlstate = "42704"  # undefined_object
     mysql_errno = 1094  # ER_NO_SUCH_THREAD
     mysql_sqlstate = "HY000"
+
+
+class TooManyLogins(AirlockError):
+    """Too many connections are logging in at once (from one address, or in total)."""
+
+    sqlstate = "53300"  # too_many_connections
+    mysql_errno = 1040  # ER_CON_COUNT_ERROR
+    mysql_sqlstate = "08004"
+    fatal = True
+
+
+class LoginTimedOut(AirlockError):
+    """A connection did not finish logging in within limits.login_timeout."""
+
+    sqlstate = "08006"  # connection_failure
+    mysql_errno = 1159  # ER_NET_READ_INTERRUPTED
+    mysql_sqlstate = "08S01"
+    fatal = True

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from proxy import signing, transcript
 from proxy.approvals_cli import one_line_sql, positive_number
 from proxy.config import parse_duration
-from proxy.ledger import LEDGER_FILE, verify_ledger
+from proxy.ledger import LEDGER_FILE, SealEntry, verify_ledger
 
 DEFAULT_DATA_DIR = Path("./airlock-data")
 
@@ -210,21 +210,26 @@ def _verify(args: argparse.Namespace) -> int:
             paths = [transcript.find_transcript(args.data_dir, args.session)]
         except LookupError as error:
             return _fail(str(error))
-    counts = {"valid": 0, "unsealed": 0, "invalid": 0}
+    ledger = verify_ledger(transcript.transcripts_dir(args.data_dir), public_key)
+    listed = {entry.session_id for entry in ledger.entries} if ledger is not None else set()
+    counts = {"valid": 0, "unsealed": 0, TAIL_CUT: 0, "invalid": 0}
     for path in paths:
         name = path.name.removesuffix(transcript.SUFFIX)
         try:
-            result = transcript.verify(path, public_key)
+            record = transcript.read_transcript(path)
         except OSError as error:
             counts["invalid"] += 1
             print(f"invalid   {name}  cannot read {path}: {error.strerror or error}")
             continue
-        counts[result.status] += 1
-        if result.ok:
+        result = transcript.verify_transcript(record, public_key)
+        seal = ledger.seals.get(name) if ledger is not None else None
+        status, problems = _with_ledger(record, result, seal, listed=name in listed)
+        counts[status] += 1
+        if status == "valid":
             print(f"valid     {name}  {transcript.describe(result)}")
             continue
-        first, *rest = result.problems
-        print(f"{result.status:<8}  {name}  {first}")
+        first, *rest = problems
+        print(f"{status:<8}  {name}  {first}")
         for problem in rest[: PROBLEMS_SHOWN - 1]:
             print(" " * 10 + " " * len(name) + f"  {problem}")
         if len(rest) >= PROBLEMS_SHOWN:
@@ -232,12 +237,49 @@ def _verify(args: argparse.Namespace) -> int:
             print(" " * 10 + " " * len(name) + f"  ... and {more} more")
     if not args.all:
         return EXIT_OK if counts["valid"] == len(paths) else EXIT_FAILED
+    cut = f"{counts[TAIL_CUT]} tail cut, " if counts[TAIL_CUT] else ""
     print(
         f"{len(paths)} transcripts: {counts['valid']} valid, "
-        f"{counts['unsealed']} unsealed, {counts['invalid']} invalid"
+        f"{counts['unsealed']} unsealed, {cut}{counts['invalid']} invalid"
     )
     ledger_ok = _verify_ledger(args.data_dir, public_key, paths)
     return EXIT_OK if counts["valid"] == len(paths) and ledger_ok else EXIT_FAILED
+
+
+def _with_ledger(
+    record: transcript.Transcript,
+    result: transcript.VerifyResult,
+    seal: SealEntry | None,
+    *,
+    listed: bool,
+) -> tuple[str, list[str]]:
+    """The transcript's status and problems, told apart by the ledger: a file the ledger
+    records as sealed but that ends earlier or differently had its tail cut; a listed
+    session with no seal record anywhere was never sealed."""
+    if seal is not None:
+        own = record.seal
+        if own is None or (own.last, own.seq) != (seal.last, seal.events):
+            events = record.events
+            if not events or events[-1].seq < seal.events:
+                ends = f"the file ends at event {events[-1].seq}" if events else "the file is empty"
+            else:
+                ends = "the file ends differently"
+            problem = (
+                f"tail cut: the ledger records it sealed at event {seal.events} "
+                f"({seal.last[:16]}), but {ends}"
+            )
+            return TAIL_CUT, [problem, *result.problems]
+    elif listed and result.status == "unsealed":
+        last = f" (0 to {record.events[-1].seq})" if record.events else ""
+        return "unsealed", [
+            f"not sealed (gateway crashed or still running): {result.events} events "
+            f"intact{last}, and the ledger lists its start but no seal",
+        ]
+    return result.status, result.problems
+
+
+#: verify's status for a transcript whose ledger seal record its file does not match.
+TAIL_CUT = "tail cut"
 
 
 def _verify_ledger(data_dir: Path, public_key: Ed25519PublicKey, paths: list[Path]) -> bool:
@@ -259,7 +301,7 @@ def _verify_ledger(data_dir: Path, public_key: Ed25519PublicKey, paths: list[Pat
     for path in unlisted:
         name = path.name.removesuffix(transcript.SUFFIX)
         print(f"unlisted  {name}  not in the session ledger (added, or older than the ledger)")
-    last = result.entries[-1] if result.entries else None
+    last = result.last
     tail = f"; last entry {last.seq}, {last.hash[:16]}" if last is not None else ""
     print(
         f"ledger: {len(result.entries)} sessions listed, {len(result.missing)} missing, "

@@ -118,6 +118,16 @@ class RecordingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LoginLimits:
+    """Connections that have not finished logging in (`limits.*`): how long one may take,
+    and how many may wait at once, from one source address and in total."""
+
+    timeout_s: float = 10.0
+    max_pending: int = 200
+    max_pending_per_address: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class TlsSettings:
     """Both files or neither; neither means a self-signed pair generated into data_dir."""
 
@@ -146,6 +156,7 @@ class Settings:
     #: Groups whose members may read transcripts through the API.
     auditors: frozenset[str] = frozenset()
     recording: RecordingSettings = RecordingSettings()
+    logins: LoginLimits = LoginLimits()
 
 
 # --- durations and sizes -------------------------------------------------------------------
@@ -397,7 +408,11 @@ _WEBHOOK_KEYS = ("url", "format", "secret_env", "secret_file", "events")
 _WEBHOOK_FORMATS = ("standard", "slack")
 _WEBHOOK_EVENTS = ("approval.requested", "approval.decided")
 _TLS_KEYS = ("cert_file", "key_file")
-_LIMITS_KEYS = ("max_message_bytes",)
+_LOGIN_LIMITS_KEYS = ("login_timeout", "max_pending_logins", "max_pending_logins_per_address")
+_LIMITS_KEYS = ("max_message_bytes", *_LOGIN_LIMITS_KEYS)
+#: More than a minute to log in, or a million logins waiting, is a typo.
+_MAX_LOGIN_TIMEOUT_S = 60.0
+_MAX_PENDING_LOGINS = 1_000_000
 
 _DEFAULT_LISTEN = ListenSettings(
     postgres=Endpoint("127.0.0.1", 6432), mysql=None, api=Endpoint("127.0.0.1", 8080)
@@ -548,9 +563,11 @@ class _Parser:
         if data_dir.exists() and not data_dir.is_dir():
             raise self.fail("data_dir", f"is not a directory: {data_dir}")
         max_message_bytes = _DEFAULT_MAX_MESSAGE_BYTES
+        logins = LoginLimits()
         limits_value = top.get("limits")
         if limits_value is not None:
             limits = self.mapping(limits_value, "limits", _LIMITS_KEYS)
+            logins = self.login_limits(limits)
             if limits.get("max_message_bytes") is not None:
                 max_message_bytes = self.size(
                     limits["max_message_bytes"],
@@ -571,6 +588,7 @@ class _Parser:
             rules=rules,
             tls=self.tls(top.get("tls")),
             recording=self.recording(top.get("recording")),
+            logins=logins,
             max_message_bytes=max_message_bytes,
             dev_issuer=dev_issuer,
             webhooks=self.webhooks(top.get("webhooks"), "webhooks"),
@@ -581,6 +599,32 @@ class _Parser:
                 json.dumps(rules_value or [], sort_keys=True, default=str).encode()
             ).hexdigest(),
         )
+
+    def login_limits(self, limits: Mapping[str, Any]) -> LoginLimits:
+        default = LoginLimits()
+        timeout = limits.get("login_timeout")
+        total = limits.get("max_pending_logins")
+        per_address = limits.get("max_pending_logins_per_address")
+        return LoginLimits(
+            timeout_s=default.timeout_s
+            if timeout is None
+            else self.duration(timeout, "limits.login_timeout", maximum=_MAX_LOGIN_TIMEOUT_S),
+            max_pending=default.max_pending
+            if total is None
+            else self.count(total, "limits.max_pending_logins", _MAX_PENDING_LOGINS),
+            max_pending_per_address=default.max_pending_per_address
+            if per_address is None
+            else self.count(
+                per_address, "limits.max_pending_logins_per_address", _MAX_PENDING_LOGINS
+            ),
+        )
+
+    def count(self, value: object, key: str, maximum: int) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+            raise self.fail(
+                key, f"must be a whole number from 1 to {maximum} (got {_shown(value)})"
+            )
+        return value
 
     def listen(self, value: object) -> ListenSettings:
         if value is None:

@@ -23,7 +23,7 @@ from policy.rules import EffectivePolicy, HoldMode
 from protocols.errors import (
     AirlockError,
     HoldTimedOut,
-    ProtocolViolation,
+    LoginTimedOut,
     QueryCanceled,
     RecordingUnavailable,
     SessionExpired,
@@ -36,8 +36,6 @@ from proxy.store import APPROVED, DENIED, ApprovalRequest, NewRequest, Parameter
 from proxy.transcript import Recorder, SessionRecording, TranscriptError
 
 log = logging.getLogger("airlock.session")
-
-LOGIN_TIMEOUT_S = 60.0
 
 
 class SessionHost(Protocol):
@@ -90,12 +88,14 @@ class GatedSession:
         """The protocol's login, up to relaying; False when it ended without a session."""
         raise NotImplementedError
 
-    async def run(self) -> None:
-        """Log in within LOGIN_TIMEOUT_S, then relay until the session ends."""
+    async def run(self, login_timeout_s: float, login_finished: Callable[[bool], None]) -> None:
+        """Log in within `login_timeout_s` (limits.login_timeout), tell the listener with
+        `login_finished(timed_out)` however that went, then relay until the session ends."""
         self._done = asyncio.get_running_loop().create_future()
         self.client_address = self.client_side.remote_address
+        timed_out = False
         try:
-            async with asyncio.timeout(LOGIN_TIMEOUT_S):
+            async with asyncio.timeout(login_timeout_s):
                 relaying = await self.log_in()
         except AirlockError as error:
             log.info(
@@ -107,11 +107,18 @@ class GatedSession:
             self.end(f"login refused: {error.message}", error)
             return
         except TimeoutError:
-            self.end("login timed out", ProtocolViolation("login not completed in time"))
+            timed_out = True
+            log.info("login timed out for %s", self.client_address)
+            self.end(
+                "login timed out",
+                LoginTimedOut(f"login not completed within {login_timeout_s:g}s"),
+            )
             return
         except ConnectionClosed:
             self.end("client closed during login")
             return
+        finally:
+            login_finished(timed_out)
         if relaying:
             await self._done
 

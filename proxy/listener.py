@@ -1,6 +1,11 @@
 """What every protocol's listener does: accept connections, run one session per client,
 own background jobs, and close everything cleanly at shutdown.
 
+Logins are bounded here, before any protocol work: a connection over the caps on
+pending logins (`limits.max_pending_logins_per_address`, `limits.max_pending_logins`)
+is refused at once with the protocol's "too many connections" error, and a login that
+has not finished within `limits.login_timeout` is closed with an error saying so.
+
 `PgListener` and `MySqlListener` subclass `Listener` and say how a session is made.
 """
 
@@ -14,11 +19,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
 from policy.identity import Identity
-from protocols.errors import AirlockError, GatewayShuttingDown
+from protocols.errors import AirlockError, GatewayShuttingDown, TooManyLogins
 from proxy.approvals import ApprovalHub
 from proxy.channel import Channel
 from proxy.classifying import Classifiers
-from proxy.config import Settings
+from proxy.config import LoginLimits, Settings
 from proxy.credentials import CredentialBook
 from proxy.transcript import Recorder
 
@@ -36,7 +41,9 @@ class Session(Protocol):
     client_side: Channel
     server_side: Channel | None
 
-    async def run(self) -> None: ...
+    async def run(self, login_timeout_s: float, login_finished: Callable[[bool], None]) -> None:
+        """Log in within `login_timeout_s`, call `login_finished(timed_out)` once the
+        login is over however it went, then relay until the session ends."""
 
     def end(self, reason: str, error: AirlockError | None = None) -> None: ...
 
@@ -44,6 +51,52 @@ class Session(Protocol):
 
 
 S = TypeVar("S", bound=Session)
+
+#: Why a login was refused or cut short: the labels of airlock_login_refusals_total.
+PER_ADDRESS = "per_address"
+TOTAL = "total"
+TIMEOUT = "timeout"
+
+
+class PendingLogins:
+    """Connections accepted but not yet logged in, counted per source address and in
+    total against the configured caps, and the logins refused, by reason."""
+
+    def __init__(self, limits: LoginLimits) -> None:
+        self.limits = limits
+        self.total = 0
+        self.by_address: dict[str, int] = {}
+        self.refused: dict[str, int] = {PER_ADDRESS: 0, TOTAL: 0, TIMEOUT: 0}
+
+    def admit(self, address: str) -> TooManyLogins | None:
+        """Count a new connection from `address` in; or the error that refuses it."""
+        from_address = self.by_address.get(address, 0)
+        if from_address >= self.limits.max_pending_per_address:
+            self.refused[PER_ADDRESS] += 1
+            return TooManyLogins(
+                "too many connections from your address are logging in; try again shortly",
+                log_detail=f"{from_address} pending from {address}",
+            )
+        if self.total >= self.limits.max_pending:
+            self.refused[TOTAL] += 1
+            return TooManyLogins(
+                "too many connections are logging in to the gateway; try again shortly",
+                log_detail=f"{self.total} pending",
+            )
+        self.total += 1
+        self.by_address[address] = from_address + 1
+        return None
+
+    def finished(self, address: str, *, timed_out: bool = False) -> None:
+        """An admitted connection's login is over (logged in, refused, closed, timed out)."""
+        self.total -= 1
+        left = self.by_address[address] - 1
+        if left:
+            self.by_address[address] = left
+        else:
+            del self.by_address[address]
+        if timed_out:
+            self.refused[TIMEOUT] += 1
 
 
 class Listener(Generic[S]):
@@ -74,6 +127,8 @@ class Listener(Generic[S]):
         self.statements = 0
         #: Every open socket of this listener: clients, upstreams, side connections.
         self.channels: set[Channel] = set()
+        #: Connections still logging in, against limits.max_pending_logins(_per_address).
+        self.pending_logins = PendingLogins(settings.logins)
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self.init_protocol_state()
@@ -106,8 +161,25 @@ class Listener(Generic[S]):
 
     async def _handle(self, channel: Channel) -> None:
         session = self.new_session(channel)
+        address = channel.remote_address
+        host = address[0] if address is not None else ""
+        refusal = self.pending_logins.admit(host)
+        if refusal is not None:
+            # Refused before reading a byte: the cheapest answer, as a server that cannot
+            # take the connection gives it (PostgreSQL: an ErrorResponse where the client
+            # expects its first reply; MySQL: an ERR in place of the greeting).
+            log.warning(
+                "connection from %s refused: %s (%s)", host, refusal.message, refusal.log_detail
+            )
+            session.end(f"login refused: {refusal.message}", refusal)
+            await session.client_side.wait_closed(CLOSE_TIMEOUT_S)
+            return
+
+        def login_finished(timed_out: bool) -> None:
+            self.pending_logins.finished(host, timed_out=timed_out)
+
         try:
-            await session.run()
+            await session.run(self.settings.logins.timeout_s, login_finished)
         except Exception:
             # A bug in one session must not take the listener down; it is logged, loudly.
             log.exception("session %s failed", session.id)

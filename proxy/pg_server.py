@@ -17,8 +17,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from policy.classify import CLASS_NAMES, Verdict
+from policy.classify import CLASS_NAMES, LEXER_REASON, Verdict
 from policy.identity import Identity
+from policy.rules import Action as RuleAction
 from policy.rules import effective_policy
 from protocols.errors import (
     AirlockError,
@@ -27,6 +28,7 @@ from protocols.errors import (
     FeatureNotSupported,
     InsecureTransport,
     ProtocolViolation,
+    StatementDenied,
     UnknownTarget,
     UpstreamUnavailable,
 )
@@ -50,6 +52,7 @@ from proxy.pg_relay import (
     check_lexer_assumption,
     error_message,
 )
+from proxy.pg_startup import equivalent_set, startup_settings
 from proxy.pg_upstream import UpstreamSession, connect_upstream, read_message
 from proxy.store import ApprovalRequest
 
@@ -59,24 +62,22 @@ CANCEL_TIMEOUT_S = 5.0
 #: Room for the largest token we would verify, plus the message envelope.
 _MAX_PASSWORD_MESSAGE_BYTES = 64 * 1024
 
-#: Startup parameters passed on to the upstream; anything else is dropped with a notice.
-#: `options` is never passed: `-c role=...` or `-c default_transaction_read_only=off`
-#: would set server settings without any SQL the gateway sees.
-FORWARDED_PARAMETERS = frozenset(
+#: Settings a client may ask for at startup (as parameters or `-c` in `options`), passed
+#: on to the upstream once judged like the equivalent SET; anything else is dropped with a
+#: warning. `options` itself is never passed: its other switches (`-S`, `-e`, ...) set
+#: server settings without any SQL the gateway sees.
+FORWARDED_SETTINGS = frozenset(
     {
         "application_name",
         "client_encoding",
-        "DateStyle",
-        "TimeZone",
+        "datestyle",
+        "timezone",
         "extra_float_digits",
-        "IntervalStyle",
+        "intervalstyle",
         "search_path",
         "statement_timeout",
         "lock_timeout",
         "idle_in_transaction_session_timeout",
-        "datestyle",
-        "timezone",
-        "intervalstyle",
     }
 )
 #: Client encodings whose multibyte characters can end in a backslash or quote
@@ -347,7 +348,7 @@ class PgSession(GatedSession):
                 f'no rule lets "{self.identity.subject}" reach target "{target.name}"',
                 detail=f"groups: {', '.join(sorted(self.identity.groups)) or '(none)'}",
             )
-        forwarded, dropped = self._startup_parameters(startup)
+        forwarded, dropped = await self._startup_parameters(startup)
         if self.listener.recorder is not None:
             client = {"application_name": startup.parameters.get("application_name")}
             if credential is not None:
@@ -464,17 +465,40 @@ class PgSession(GatedSession):
             )
         return startup
 
-    @staticmethod
-    def _startup_parameters(startup: m.StartupMessage) -> tuple[dict[str, str], set[str]]:
+    async def _startup_parameters(
+        self, startup: m.StartupMessage
+    ) -> tuple[dict[str, str], set[str]]:
+        """The settings to pass on, each judged as the SET it amounts to under the session's
+        rules (StatementDenied, FATAL, when one would not run without approval), and the
+        names of those dropped."""
+        policy = self.policy
+        assert policy is not None
+        requested = startup_settings(startup.parameters)
         forwarded: dict[str, str] = {}
-        dropped: set[str] = set()
-        for name, value in startup.parameters.items():
-            if name in ("user", "database", "replication") or name.startswith("_pq_."):
+        dropped = {f"{word} (in options)" for word in requested.other_options}
+        for setting in requested.settings:
+            shown = setting.name if setting.source != "options" else f"{setting.name} (in options)"
+            if setting.name not in FORWARDED_SETTINGS:
+                dropped.add(shown)
                 continue
-            if name in FORWARDED_PARAMETERS:
-                forwarded[name] = value
-            else:
-                dropped.add(name)
+            sql = equivalent_set(setting)
+            if sql is None:
+                raise StatementDenied(
+                    f'startup parameter "{setting.name}" is refused: its value is malformed',
+                    detail=f"value: {setting.value!r}",
+                )
+            verdict = await self._classify(sql)
+            statement_class = CLASS_NAMES[verdict.statement_class]
+            lexer = any(reason.endswith(LEXER_REASON) for reason in verdict.reasons)
+            if lexer or policy.action_for(statement_class) is not RuleAction.ALLOW:
+                raise StatementDenied(
+                    f'startup parameter "{setting.name}" is refused: the equivalent SET is '
+                    f"{statement_class}, which your rules do not allow"
+                    + (" without approval" if not lexer else ""),
+                    detail=f"judged as: {sql}; " + "; ".join(verdict.reasons),
+                    hint="leave it out of the connection parameters, or SET it once connected",
+                )
+            forwarded[setting.name] = setting.value
         return forwarded, dropped
 
     # --- relay

@@ -197,6 +197,34 @@ class Gateway:
                 ],
             ),
             ("airlock_webhook_deliveries_total", "counter", "Webhook deliveries.", webhooks),
+            *self._login_metrics(),
+        ]
+
+    def _login_metrics(self) -> list[Metric]:
+        """Connections logging in now, and logins refused (limits.*), by protocol."""
+        listeners = [
+            (protocol, listener)
+            for protocol, listener in (("postgres", self.postgres), ("mysql", self.mysql))
+            if listener is not None
+        ]
+        return [
+            (
+                "airlock_pending_logins",
+                "gauge",
+                "Connections accepted and not yet logged in.",
+                [({"protocol": name}, lst.pending_logins.total) for name, lst in listeners],
+            ),
+            (
+                "airlock_login_refusals_total",
+                "counter",
+                "Connections refused over a pending-login cap (per_address, total) or closed "
+                "at the login timeout (timeout).",
+                [
+                    ({"protocol": name, "reason": reason}, count)
+                    for name, lst in listeners
+                    for reason, count in lst.pending_logins.refused.items()
+                ],
+            ),
         ]
 
     def _listeners(self) -> list[PgListener | MySqlListener]:

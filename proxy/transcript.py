@@ -211,6 +211,8 @@ class SessionRecording:
         self.result_tag: Callable[[str], None] = self._chain.result_tag
         """`event(RESULT, {"tag": tag})`: a statement completed."""
         self._sealed = False
+        #: (hash, seq) of the last event, once sealed: what the ledger's seal record says.
+        self.sealed_as: tuple[str, int] | None = None
         self._file_lock = threading.Lock()
         self._written = 0
         self._failing = False
@@ -281,6 +283,7 @@ class SessionRecording:
         }
         self._chain.queue(_pack(seal))
         self._chain.close()
+        self.sealed_as = (last, last_seq)
         self._sealed = True
         if flush:
             self.flush()
@@ -455,6 +458,19 @@ class Recorder:
     def _closed(self, recording: SessionRecording) -> None:
         with self._open_lock:
             self._open.pop(recording.session_id, None)
+        sealed_as = recording.sealed_as
+        if sealed_as is None or recording.chain.has_pending:
+            return  # not sealed, or its seal never reached the disk: the ledger says nothing
+        try:
+            # The seal is on disk: the ledger now says so, and verify can tell a tail cut
+            # off the transcript from a session that never ended.
+            with self._ledger_lock:
+                if self._ledger is None:
+                    self._ledger = Ledger(self.directory, self.key)
+                ledger = self._ledger
+            ledger.append_seal(recording.session_id, sealed_as[0], sealed_as[1], self._clock())
+        except LedgerError as error:
+            log.error("session %s: its seal is not in the ledger: %s", recording.session_id, error)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -18,7 +18,6 @@ import asyncpg
 import psycopg
 import pytest
 
-from proxy import gated_session
 from tests.support.approvals import Background, agent_token, api, decide, pending, rule
 from tests.support.gateway import RunningGateway, served_gateway
 from tests.support.pgcluster import PgServer
@@ -146,7 +145,7 @@ def test_a_login_on_a_slow_disk_does_not_stall_the_other_sessions(
 def test_a_login_that_times_out_while_its_transcript_opens_leaves_it_sealed(
     gateway_factory: Callable[..., RunningGateway], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gateway = gateway_factory(rules=[rule()])
+    gateway = gateway_factory(rules=[rule()], limits={"login_timeout": "500ms"})
     token = agent_token(gateway)
     real_fsync = os.fsync
 
@@ -155,7 +154,6 @@ def test_a_login_that_times_out_while_its_transcript_opens_leaves_it_sealed(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", slow_fsync)
-    monkeypatch.setattr(gated_session, "LOGIN_TIMEOUT_S", 0.5)
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(gateway.dsn(token), connect_timeout=10)
     data_dir = gateway.settings.data_dir

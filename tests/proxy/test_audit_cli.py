@@ -10,6 +10,7 @@ import pytest
 
 from proxy import signing
 from proxy.audit_cli import add_parsers, parse_since
+from proxy.ledger import Ledger, verify_ledger
 from proxy.signing import SigningKey
 from proxy.transcript import Recorder, read_transcript, render
 from tests.proxy.test_transcript import END, START_TS, Clock, record_session, start_data
@@ -202,9 +203,8 @@ def test_verify_an_unsealed_session_fails(
 ) -> None:
     assert run("verify", KILLED, "--data-dir", str(data_dir)) == 1
     assert capsys.readouterr().out == (
-        f"unsealed  {KILLED}  unsealed: 9 events intact (0 to 8); no seal, so events after 8 "
-        "may be missing (the gateway stopped before the session ended, or the end of the "
-        "file was cut)\n"
+        f"unsealed  {KILLED}  not sealed (gateway crashed or still running): 9 events intact "
+        "(0 to 8), and the ledger lists its start but no seal\n"
     )
 
 
@@ -251,8 +251,8 @@ def test_verify_all_names_an_edited_or_foreign_or_missing_ledger(
     ledger.write_bytes(original.replace(KILLED.encode(), SEALED.encode(), 1))
     assert run("verify", "--all", "--data-dir", str(data_dir)) == 1
     out = capsys.readouterr().out
-    assert "invalid   ledger  entry 1: signature does not verify" in out
-    assert "invalid   ledger  entry 2: does not follow the entry before it" in out
+    assert "invalid   ledger  entry 2: signature does not verify" in out
+    assert "invalid   ledger  entry 3: does not follow the entry before it" in out
     # The ledger signed by another key (rewritten whole by someone without ours).
     ledger.unlink()
     stranger = SigningKey.generate()
@@ -372,3 +372,75 @@ def test_since_is_a_date_a_time_or_a_duration_ago(text: str, expected: float) ->
 def test_since_refuses_what_it_cannot_read(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_since(text, NOW)
+
+
+# --- the ledger's seal records
+
+
+def test_verify_tells_a_cut_tail_from_a_session_never_sealed(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = path_of(data_dir, SEALED)
+    record = read_transcript(path)
+    # Cut at a record boundary, the end event and the seal with it: the file alone reads
+    # as if the gateway had stopped, but the ledger recorded the seal.
+    path.write_bytes(path.read_bytes()[: record.events[-1].offset])
+    assert run("verify", SEALED, "--data-dir", str(data_dir)) == 1
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith(
+        f"tail cut  {SEALED}  tail cut: the ledger records it sealed at event 9 "
+        f"({record.events[-1].hash[:16]}), but the file ends at event 8"
+    )
+    # Cut mid-record, and the killed session beside it: each named for what it is.
+    path.write_bytes(path.read_bytes()[:-3])
+    assert run("verify", "--all", "--data-dir", str(data_dir)) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"tail cut  {SEALED}  tail cut: the ledger records it sealed")
+    assert "but the file ends at event 7" in lines[0]
+    assert (
+        f"unsealed  {KILLED}  not sealed (gateway crashed or still running): 9 events"
+        in "\n".join(lines)
+    )
+    assert "3 transcripts: 0 valid, 1 unsealed, 1 tail cut, 1 invalid" in lines
+
+
+def test_a_tail_replaced_by_another_sealed_end_is_cut_too(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The transcript of another session sealed with the same key, renamed over this one:
+    # its own seal verifies only for its own id, and the ledger's seal names other events.
+    path = path_of(data_dir, SEALED)
+    path.write_bytes(path_of(data_dir, TAMPERED).read_bytes())
+    assert run("verify", SEALED, "--data-dir", str(data_dir)) == 1
+    assert capsys.readouterr().out.startswith(f"tail cut  {SEALED}  tail cut:")
+
+
+def test_a_ledger_written_without_seal_records_still_verifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ledgers from before seal records (start records only) read as before."""
+    data_dir = tmp_path / "airlock-data"
+    key = signing.load_or_create(data_dir)
+    ids = [f"{n:032x}" for n in (1, 2)]
+    for session_id in ids:
+        recording = Recorder(data_dir, key, clock=Clock(START_TS)).open(session_id, start_data())
+        record_session(recording)
+        recording.seal(END)
+    ledger_path = data_dir / "transcripts" / "ledger.airlock"
+    written = verify_ledger(ledger_path.parent, key.public_key)
+    assert written is not None
+    assert sorted(written.seals) == ids
+    starts = written.entries
+    # The start records alone, as the gateway wrote them before this change (its start
+    # record format is unchanged: Ledger.append is that code).
+    ledger_path.unlink()
+    old = Ledger(ledger_path.parent, key)
+    for entry in starts:
+        old.append(entry.session_id, entry.path, entry.ts)
+    assert run("verify", "--all", "--data-dir", str(data_dir)) == 0
+    out = capsys.readouterr().out
+    assert "2 transcripts: 2 valid, 0 unsealed, 0 invalid" in out
+    assert "ledger: 2 sessions listed, 0 missing, 0 unlisted, 0 problems" in out
+    # A gateway running the new code goes on with that ledger, seal records and all.
+    Recorder(data_dir, key, clock=Clock(START_TS)).open("f" * 32, start_data()).seal(END)
+    assert run("verify", "--all", "--data-dir", str(data_dir)) == 0

@@ -242,6 +242,21 @@ limits: {max_message_bytes: 64KiB}
     assert settings.max_message_bytes == 64 * 1024
 
 
+def test_login_limits(tmp_path: Path) -> None:
+    defaults = load_settings(write_config(tmp_path, base_document()), environ=ENVIRON)
+    assert (defaults.logins.timeout_s, defaults.logins.max_pending) == (10.0, 200)
+    assert defaults.logins.max_pending_per_address == 20
+    document = base_document()
+    document["limits"] = {
+        "login_timeout": "2500ms",
+        "max_pending_logins": 50,
+        "max_pending_logins_per_address": 5,
+    }
+    settings = load_settings(write_config(tmp_path, document), environ=ENVIRON)
+    assert settings.logins.timeout_s == 2.5
+    assert (settings.logins.max_pending, settings.logins.max_pending_per_address) == (50, 5)
+
+
 def test_parse_settings_builds_from_a_document() -> None:
     settings = parse_settings(base_document(), source=Path("in-code.yaml"), environ=ENVIRON)
     assert settings.targets["orders"].upstream.password == SECRET
@@ -598,6 +613,30 @@ BAD_CASES: list[tuple[str, Mutation, str, str]] = [
         set_path("limits", value={"max_message_bytes": -1}),
         "limits.max_message_bytes",
         r"must be a positive size",
+    ),
+    (
+        "login-timeout-zero",
+        set_path("limits", value={"login_timeout": 0}),
+        "limits.login_timeout",
+        r"must be longer than zero",
+    ),
+    (
+        "login-timeout-too-long",
+        set_path("limits", value={"login_timeout": "5m"}),
+        "limits.login_timeout",
+        r"must be at most 60s",
+    ),
+    (
+        "pending-logins-zero",
+        set_path("limits", value={"max_pending_logins": 0}),
+        "limits.max_pending_logins",
+        r"must be a whole number from 1 to 1000000 \(got integer 0\)",
+    ),
+    (
+        "pending-logins-per-address-text",
+        set_path("limits", value={"max_pending_logins_per_address": "many"}),
+        "limits.max_pending_logins_per_address",
+        r"must be a whole number",
     ),
     (
         "data-dir-wrong-type",
