@@ -89,16 +89,18 @@ class Finding:
 
 
 def _transcript_statements(data_dir: Path, seen: set[Path]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for path in sorted(transcripts_dir(data_dir).rglob("*")):
-        if not path.is_file() or path in seen:
-            continue
-        transcript = read_transcript(path)
-        if transcript.end is None:
-            continue  # still open: read next time
-        seen.add(path)
-        out += [e.data for e in transcript.events if e.kind == "statement"]
-    return out
+    """The statement events of the transcripts not read yet, once every one is sealed
+    (sessions are sealed in the background after they end)."""
+    deadline = time.monotonic() + 10
+    while True:
+        paths = [p for p in transcripts_dir(data_dir).glob("*/*.airlock") if p not in seen]
+        transcripts = [read_transcript(path) for path in sorted(paths)]
+        if all(t.end is not None for t in transcripts):
+            break
+        assert time.monotonic() < deadline, "a transcript was not sealed"
+        time.sleep(0.02)
+    seen.update(paths)
+    return [e.data for t in transcripts for e in t.events if e.kind == "statement"]
 
 
 def _matches(executed: str, recorded: str) -> bool:
