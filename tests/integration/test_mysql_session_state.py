@@ -197,3 +197,36 @@ def test_statement_id_minus_one_is_refused(
     assert wire.answer().statement_id is not None
     assert wire.answer().errno == 1235
     assert balances() == before
+
+
+def test_databases_the_target_does_not_expose_are_refused(
+    wire: RawMySql, mysql_database: str
+) -> None:
+    """Section 7: the target exposes its upstream URL's database (and information_schema)."""
+    for sql in (
+        "SELECT user FROM mysql.user",
+        "SELECT * FROM `mysql`.`user`",
+        "WITH c AS (SELECT user FROM mysql.user) SELECT * FROM c",
+        "SELECT (SELECT 1 FROM mysql.db LIMIT 1)",
+        "SELECT 1; SELECT * FROM performance_schema.threads",
+        "USE mysql",
+        "SHOW TABLES FROM mysql",
+        "DESCRIBE mysql.user",
+        "SELECT * FROM sys.version",
+    ):
+        answer = wire.query(sql)
+        assert answer.errno == 1044, (sql, answer.error)
+        assert answer.error is not None and "not exposed" in answer.error.message
+    refused = wire.prepare("SELECT user FROM mysql.user")
+    assert refused.errno == 1044 and refused.statement_id is None
+    assert wire.init_db("mysql").errno == 1044
+    # Still in the exposed database: unqualified names resolve there.
+    assert wire.query("SELECT DATABASE()").text_rows() == [(mysql_database,)]
+    assert wire.query("SELECT COUNT(*) FROM accounts").text_rows() == [("60",)]
+    assert wire.query(f"SELECT COUNT(*) FROM {mysql_database}.accounts").error is None
+    assert wire.init_db(mysql_database).error is None
+    assert wire.query(f"USE {mysql_database}").error is None
+    tables = wire.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_name = 'accounts'"
+    )
+    assert tables.error is None and tables.text_rows() == [("accounts",)]
