@@ -22,7 +22,7 @@ from functools import lru_cache
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
-from sqlglot.tokens import Token, TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 #: Readable whatever the target exposes (it shows only what the account may see).
 ALWAYS_EXPOSED = "information_schema"
@@ -58,17 +58,17 @@ def _outside(name: str) -> str:
     return f'database "{name}" is not exposed by this target'
 
 
-def _databases(statement: exp.Expression) -> list[str]:
+def _databases(statement: exp.Expr) -> list[str]:
     names: list[str] = []
     if isinstance(statement, exp.Use):
         target = statement.this
-        names.append(target.name if isinstance(target, exp.Expression) else str(target))
+        names.append(target.name if isinstance(target, exp.Expr) else str(target))
     for node in statement.walk():
         if isinstance(node, exp.Table) and node.db:
             names.append(node.db)
         elif isinstance(node, exp.Show) and node.args.get("db") is not None:
             db = node.args["db"]
-            names.append(db.name if isinstance(db, exp.Expression) else str(db))
+            names.append(db.name if isinstance(db, exp.Expr) else str(db))
     return names
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,7 @@ def _matches(executed: str, recorded: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def fuzz_target(tls_mariadb: TlsMariaDb) -> Iterator[TlsMariaDb]:
+def fuzz_target(tls_mariadb: TlsMariaDb) -> TlsMariaDb:
     root = pymysql.connect(host="127.0.0.1", port=tls_mariadb.port, user="root", password="")
     with root, root.cursor() as cursor:
         cursor.execute(f"CREATE TABLE {tls_mariadb.database}.canary (id INT PRIMARY KEY, v INT)")
@@ -123,7 +122,7 @@ def fuzz_target(tls_mariadb: TlsMariaDb) -> Iterator[TlsMariaDb]:
         cursor.execute("SET GLOBAL log_output = 'TABLE'")
         cursor.execute("SET GLOBAL general_log = 1")
         root.commit()
-    yield tls_mariadb
+    return tls_mariadb
 
 
 @pytest.mark.timeout(0 if EXAMPLES else 300)
@@ -162,7 +161,7 @@ def test_nothing_reaches_mariadb_around_the_gate(
     finally:
         root.close()
         gateway.stop()
-    print(f"mysql differential fuzzing: {sequences[0]} sequences, no finding")  # noqa: T201
+    print(f"mysql differential fuzzing: {sequences[0]} sequences, no finding")
 
 
 def _machine(

@@ -56,15 +56,18 @@ def test_statement_ids_are_the_servers_after_a_failed_prepare(
     read = wire.prepare("SELECT balance FROM accounts WHERE id = ?")
     failed = wire.prepare("SELECT * FROM no_such_table")
     write = wire.prepare("UPDATE accounts SET balance = 0 WHERE id = ?")
-    assert read.statement_id is not None and write.statement_id is not None
-    assert failed.errno == 1146 and failed.statement_id is None
+    assert read.statement_id is not None
+    assert write.statement_id is not None
+    assert failed.errno == 1146
+    assert failed.statement_id is None
     # MariaDB spent an id on the failed prepare: the write is not read's id + 1.
     assert write.statement_id == read.statement_id + 2
     assert wire.execute(write.statement_id, ("1",)).errno == DENIED
     # The id the failed prepare spent names nothing: no guess makes it the write or the read.
     assert wire.execute(read.statement_id + 1, ("1",)).errno in (DENIED, UNKNOWN_HANDLER)
     answer = wire.execute(read.statement_id, ("1",))
-    assert answer.error is None and len(answer.rows) == 1
+    assert answer.error is None
+    assert len(answer.rows) == 1
     assert balances() == before
 
 
@@ -93,12 +96,14 @@ def test_long_data_has_no_answer_and_is_bound_at_execute(wire: RawMySql) -> None
     wire.long_data(echo.statement_id, 0, b"sent ")
     wire.long_data(echo.statement_id, 0, b"long")
     answer = wire.execute(echo.statement_id, ("inline",))
-    assert answer.error is None and answer.rows[0].endswith(b"sent long")
+    assert answer.error is None
+    assert answer.rows[0].endswith(b"sent long")
     # The server cleared it at the execute; a COM_STMT_RESET clears what comes after.
     wire.long_data(echo.statement_id, 0, b"discarded")
     assert wire.reset(echo.statement_id).error is None
     answer = wire.execute(echo.statement_id, ("inline",))
-    assert answer.error is None and answer.rows[0].endswith(b"inline")
+    assert answer.error is None
+    assert answer.rows[0].endswith(b"inline")
 
 
 def test_long_data_for_a_write_is_refused_with_its_execute(
@@ -119,7 +124,8 @@ def test_cursors_fetch_reads_and_never_open_on_a_write(
     read = wire.prepare("SELECT id FROM accounts ORDER BY id")
     assert read.statement_id is not None
     opened = wire.execute(read.statement_id, cursor=READ_ONLY_CURSOR)
-    assert opened.error is None and opened.rows == []  # a cursor: rows come by fetch
+    assert opened.error is None
+    assert opened.rows == []
     assert len(wire.fetch(read.statement_id, 5).rows) == 5
     assert len(wire.fetch(read.statement_id, 100).rows) == 55
     write = wire.prepare("UPDATE accounts SET balance = 0")
@@ -132,7 +138,8 @@ def test_cursors_fetch_reads_and_never_open_on_a_write(
 def test_multi_statement_strings(wire: RawMySql, balances: Callable[[], dict[int, Any]]) -> None:
     before = balances()
     both = wire.query("SELECT 1; SELECT 2")
-    assert both.error is None and both.result_sets == 2
+    assert both.error is None
+    assert both.result_sets == 2
     for sql in (
         "SELECT 1; UPDATE accounts SET balance = 0",
         "SELECT * FROM no_such_table; UPDATE accounts SET balance = 0",
@@ -216,17 +223,20 @@ def test_databases_the_target_does_not_expose_are_refused(
     ):
         answer = wire.query(sql)
         assert answer.errno == 1044, (sql, answer.error)
-        assert answer.error is not None and "not exposed" in answer.error.message
+        assert answer.error is not None
+        assert "not exposed" in answer.error.message
     refused = wire.prepare("SELECT user FROM mysql.user")
-    assert refused.errno == 1044 and refused.statement_id is None
+    assert refused.errno == 1044
+    assert refused.statement_id is None
     assert wire.init_db("mysql").errno == 1044
     # Still in the exposed database: unqualified names resolve there.
     assert wire.query("SELECT DATABASE()").text_rows() == [(mysql_database,)]
     assert wire.query("SELECT COUNT(*) FROM accounts").text_rows() == [("60",)]
-    assert wire.query(f"SELECT COUNT(*) FROM {mysql_database}.accounts").error is None
+    assert wire.query(f"SELECT COUNT(*) FROM {mysql_database}.accounts").error is None  # noqa: S608
     assert wire.init_db(mysql_database).error is None
     assert wire.query(f"USE {mysql_database}").error is None
     tables = wire.query(
         "SELECT table_name FROM information_schema.tables WHERE table_name = 'accounts'"
     )
-    assert tables.error is None and tables.text_rows() == [("accounts",)]
+    assert tables.error is None
+    assert tables.text_rows() == [("accounts",)]

@@ -53,6 +53,8 @@ class Answer:
                     pos += 1
                     continue
                 length, pos = read_lenenc_int(payload, pos)
+                assert length is not None
+                assert pos is not None
                 values.append(payload[pos : pos + length].decode())
                 pos += length
             out.append(tuple(values))
@@ -61,7 +63,7 @@ class Answer:
 
 class RawMySql:
     def __init__(self, connection: pymysql.Connection[Any]) -> None:
-        self.connection = connection
+        self.connection: Any = connection  # its private reads and writes are used
         self.capabilities = int(connection.client_flag)
         self._sent: list[int] = []
 
@@ -142,7 +144,7 @@ class RawMySql:
         while True:
             header = self.connection._read_bytes(4)
             length = int.from_bytes(header[:3], "little")
-            payload += self.connection._read_bytes(length)
+            payload += bytes(self.connection._read_bytes(length))
             if length < 0xFFFFFF:
                 return payload
 
