@@ -32,11 +32,13 @@ from policy.classify import KILL_REASON, StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
 from policy.rules import Action as RuleAction
 from policy.rules import EffectivePolicy
+from policy.scope import exposed, scope_refusal
 from protocols.errors import (
     AirlockError,
     FeatureNotSupported,
     MessageTooLarge,
     ProtocolViolation,
+    StatementDenied,
 )
 from protocols.mysql.messages import (
     Capability,
@@ -92,6 +94,13 @@ _LAST_STATEMENT = b"\xff\xff\xff\xff"
 _KILL = re.compile(
     r"\s*KILL\s+(?:(QUERY|CONNECTION)\s+)?([0-9]{1,10})\s*;?\s*", re.IGNORECASE | re.ASCII
 )
+
+
+class DatabaseAccessDenied(StatementDenied):
+    """A statement or COM_INIT_DB names a database its target does not expose."""
+
+    mysql_errno = 1044  # ER_DBACCESS_DENIED_ERROR
+    mysql_sqlstate = "42000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +170,17 @@ class MySqlGate:
     """The policy's view per session: verdicts of prepared statements, the session grant."""
 
     def __init__(
-        self, classifier: CachedClassifier, policy: EffectivePolicy, clock: Callable[[], float]
+        self,
+        classifier: CachedClassifier,
+        policy: EffectivePolicy,
+        clock: Callable[[], float],
+        databases: frozenset[str] = frozenset(),
     ) -> None:
         self.classifier = classifier
         self.policy = policy
         self.clock = clock
+        #: The databases the target exposes (information_schema besides).
+        self.databases = databases
         self.statements: dict[int, PreparedStatement] = {}
         self.session_grant_until = 0.0
         self._allow = {
@@ -197,6 +212,25 @@ class MySqlGate:
     def class_allowed(self, verdict: Verdict) -> bool:
         """Allowed by its class alone (not under a grant): what the transcript says."""
         return self._allow[verdict.statement_class]
+
+    def scope_refusal(self, sql: str) -> DatabaseAccessDenied | None:
+        """The refusal for a statement that names a database the target does not expose."""
+        reason = scope_refusal(sql, self.databases)
+        if reason is None:
+            return None
+        return DatabaseAccessDenied(
+            f"access denied: {reason}",
+            hint=f"this target exposes: {', '.join(sorted(self.databases)) or '(none)'}",
+        )
+
+    def database_refusal(self, name: str) -> DatabaseAccessDenied | None:
+        """COM_INIT_DB of a database the target does not expose."""
+        if exposed(name, self.databases):
+            return None
+        return DatabaseAccessDenied(
+            f'access denied: database "{name}" is not exposed by this target',
+            hint=f"this target exposes: {', '.join(sorted(self.databases)) or '(none)'}",
+        )
 
     def needs_approval(self, verdict: Verdict) -> bool:
         return self.policy.action_for(verdict.statement_class.value) is RuleAction.APPROVE
@@ -432,7 +466,11 @@ class MySqlRelay:
             sql = _text(payload, self.encoding)
             if sql is not None:
                 verdict = gate.classifier.lookup(sql)
-                if verdict is not None and gate.admits(verdict):
+                if (
+                    verdict is not None
+                    and gate.admits(verdict)
+                    and scope_refusal(sql, gate.databases) is None
+                ):
                     if self.on_statement is not None:
                         self.on_statement(sql, verdict, None, None)
                     return self._forward(packet, command)
@@ -456,7 +494,7 @@ class MySqlRelay:
         if command == _PREPARE:
             sql = _text(payload, self.encoding)
             verdict = gate.classifier.lookup(sql) if sql is not None else None
-            if sql is None or verdict is None:
+            if sql is None or verdict is None or scope_refusal(sql, gate.databases) is not None:
                 return self._hold(packet, command, sql)  # classified off the hot path
             self._preparing = (sql, verdict)
             return self._forward(packet, command)
@@ -480,6 +518,10 @@ class MySqlRelay:
             elif command == Command.RESET_CONNECTION:
                 gate.statements.clear()
                 self.multi_statements = bool(self.capabilities & Capability.MULTI_STATEMENTS)
+            elif command == Command.INIT_DB:
+                refusal = gate.database_refusal(payload[1:].decode(self.encoding, "replace"))
+                if refusal is not None:
+                    return SendToClient(error_packet(refusal, packet.last_sequence_id + 1))
             elif command == Command.SET_OPTION:
                 # MYSQL_OPTION_MULTI_STATEMENTS_ON is 0; it takes effect once the server agrees.
                 self._option = payload[1:3] == b"\0\0"

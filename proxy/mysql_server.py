@@ -424,7 +424,13 @@ class MySqlSession(GatedSession):
         assert self.server_side is not None
         listener = self.listener
         settings = listener.settings
-        self.gate = MySqlGate(listener.classifiers.cached("mysql"), self.policy, listener.clock)
+        assert self.target is not None
+        self.gate = MySqlGate(
+            listener.classifiers.cached("mysql"),
+            self.policy,
+            listener.clock,
+            frozenset(self.target.databases),
+        )
         recording = self.recording is not None
         self.relay = MySqlRelay(
             capabilities=capabilities,
@@ -600,6 +606,10 @@ class MySqlSession(GatedSession):
         payload = held.packet.payload
         if held.command == Command.STMT_PREPARE:
             verdict = await self._classify(held.sql)
+            outside = gate.scope_refusal(held.sql) if held.sql is not None else None
+            if outside is not None:
+                self._statement_ran(held.sql or "", verdict, None, "deny")
+                return relay.release(forward=False, error=outside)
             # Text that is not valid in the connection's character set is shown as hex.
             shown = held.sql if held.sql is not None else payload[1:].hex()
             return relay.release(forward=True, prepared=(shown, verdict))
@@ -622,6 +632,10 @@ class MySqlSession(GatedSession):
                 self._statement_ran(sql, verdict, None, "deny")
                 return relay.release(forward=False, error=refusal)
             text = sql if sql is not None else payload[1:].hex()
+            outside = gate.scope_refusal(sql) if sql is not None else None
+            if outside is not None:
+                self._statement_ran(text, verdict, None, "deny")
+                return relay.release(forward=False, error=outside)
             refusal, decision = await self._judge(text, verdict, (), parameters_key(()))
             self._statement_ran(text, verdict, None, decision)
             return relay.release(forward=refusal is None, error=refusal)

@@ -123,7 +123,7 @@ ALLOW_EVERYTHING = ("read", "write", "ddl", "admin", "unknown")
 def make_gate(
     *known: str, clock: Callable[[], float] = lambda: NOW, allow: Sequence[str] = ()
 ) -> MySqlGate:
-    gate = MySqlGate(CachedClassifier("mysql"), policy(allow), clock)
+    gate = MySqlGate(CachedClassifier("mysql"), policy(allow), clock, frozenset({"test"}))
     for sql in known:
         gate.classifier.classify(sql)  # classify and cache, as the session does on a miss
     return gate
@@ -1136,6 +1136,24 @@ def test_quit_is_forwarded_and_the_session_marked_terminated() -> None:
     assert not relay.busy
 
 
+def test_init_db_of_a_database_the_target_does_not_expose_is_refused_here() -> None:
+    relay = make_relay(CLASSIC)
+    [refused] = relay.client_data(command(b"\x02mysql"))
+    assert isinstance(refused, SendToClient)
+    assert refused.raw[4] == 0xFF
+    assert int.from_bytes(refused.raw[5:7], "little") == 1044
+    assert not relay.busy
+
+
+def test_a_cached_read_outside_the_exposed_databases_is_held_for_the_session() -> None:
+    relay = make_relay(CLASSIC, "SELECT * FROM mysql.user", "SELECT * FROM test.t")
+    raw = command(b"\x03SELECT * FROM test.t")
+    assert relay.client_data(raw) == [SendToServer(raw)]
+    relay.server_data(answer(ok(CLASSIC)))
+    held = only_hold(relay.client_data(command(b"\x03SELECT * FROM mysql.user")))
+    assert held.sql == "SELECT * FROM mysql.user"
+
+
 def test_process_kill_waits_for_the_session() -> None:
     relay = make_relay(CLASSIC, allow=["admin"])
     raw = command(b"\x0c" + u32(5))
@@ -1397,6 +1415,9 @@ def test_a_real_mariadb_session_replays_through_the_relay(name: str, piece: int)
     data = load(name)
     results = Results()
     relay = make_relay(data["capabilities"], results=results, allow=ALLOW_EVERYTHING)
+    # The captured session's own databases; its COM_INIT_DB of one that does not exist
+    # is the server's to refuse.
+    relay.gate.databases = frozenset({"test", "airlock_vectors", "airlock_no_such_db"})
     replayed = 0
     for exchange in data["exchanges"]:
         command_byte = exchange["command"]
