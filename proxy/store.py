@@ -66,10 +66,19 @@ CREATE INDEX IF NOT EXISTS approvals_session ON approvals (session_id);
 
 
 class AlreadyDecided(Exception):
-    """The request was decided (or withdrawn) before this decision arrived."""
+    """The request was decided (or withdrawn) before this decision arrived. Its message
+    is what the approver is shown (API 409, CLI, web page)."""
 
     def __init__(self, request: ApprovalRequest) -> None:
-        super().__init__(f"request {request.id} is already {request.state}")
+        if request.state == WITHDRAWN:
+            message = (
+                f"request {request.id} was withdrawn ({request.reason}): its statement "
+                "never ran, and it can no longer be approved or denied"
+            )
+        else:
+            by = f" by {request.decided_by}" if request.decided_by else ""
+            message = f"request {request.id} is already {request.state}{by}"
+        super().__init__(message)
         self.request = request
 
 
