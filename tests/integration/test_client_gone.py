@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psycopg
 import pymysql
 import pytest
 
@@ -34,6 +35,7 @@ from tests.support.approvals import (
     agent_token,
     airlock,
     api,
+    connect,
     dba_token,
     decide,
     pending,
@@ -231,6 +233,24 @@ def test_a_client_sending_too_much_behind_a_held_statement_is_ended_and_withdraw
     status, _ = decide(gateway, request["id"], "approve", {})
     assert status == 409
     assert 94 not in accounts()
+
+
+@pytest.mark.timeout(60)
+def test_a_session_ending_at_its_ttl_during_a_hold_withdraws_its_request(
+    gateway_factory: Callable[..., RunningGateway], accounts: Callable[[], dict[int, int]]
+) -> None:
+    """Not only a client's close: any end of the session leaves nothing to run."""
+    gateway = gateway_factory(rules=[rule(session_ttl="3s")])
+    with connect(gateway, agent_token(gateway)) as agent:
+        write = Background(lambda: agent.execute("insert into accounts values (90, 7)"))
+        [request] = pending(gateway)
+        assert isinstance(write.result(), psycopg.errors.AdminShutdown)
+    withdrawn = wait_for_state(gateway, request["id"], "withdrawn")
+    assert withdrawn["decision"]["reason"] == "the session ended: session_ttl reached"
+    status, body = decide(gateway, request["id"], "approve", {})
+    assert status == 409, body
+    assert "session_ttl reached" in body["error"]["message"]
+    assert 90 not in accounts()
 
 
 # --- MySQL
