@@ -4,7 +4,8 @@ short-lived credentials, and the web page at / (proxy/web.py).
 Every /api/v1 call carries `Authorization: Bearer <JWT>`, verified exactly as
 agents' tokens are. Errors are JSON: `{"error": {"code", "message"}}` with 400
 (bad input), 401 (no valid token), 403 (not allowed), 404 (no such request or
-target), 409 (already decided) or 429 (too many live credentials).
+target), 409 (already decided, or withdrawn: the message says which) or 429 (too
+many live credentials).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _route(
         except UnknownRequest:
             return _error(404, "not_found", f"no approval request {request.match_info['id']}")
         except AlreadyDecided as error:
-            return _error(409, "conflict", f"already {error.request.state}")
+            return _error(409, "conflict", str(error))
         except NotAllowedToDecide as error:
             return _error(403, "forbidden", str(error))
 

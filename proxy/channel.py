@@ -4,7 +4,10 @@ During the handshake the session awaits bytes (`read`), which keeps login code
 linear. Once relaying, bytes go straight to a callback from `data_received`
 with no task switch, which is what makes the relay fast. Flow control is
 paired: when a channel's outgoing buffer fills, its peer stops reading, so a
-slow client never makes the gateway buffer a whole result set.
+slow client never makes the gateway buffer a whole result set. The one
+exception is a client whose statement is held for approval: it is read
+regardless (`watch_for_close`), so that its close is seen at once; what it
+sends then waits in the session's own bounded buffer, not in the peer's.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Channel(asyncio.Protocol):
         self._on_data: DataCallback | None = None
         self._on_closed: ClosedCallback | None = None
         self._pause_reasons: set[str] = set()
+        self._watching = False  # read even while paused (see watch_for_close)
         self.is_tls = False
         self.remote_address: tuple[str, int] | None = None
         self._lost: asyncio.Future[None] | None = None
@@ -186,7 +190,7 @@ class Channel(asyncio.Protocol):
         """Stop reading until every reason given here has been withdrawn."""
         if self.transport is None or self._closed:
             return
-        if not self._pause_reasons:
+        if not self._pause_reasons and not self._watching:
             self.transport.pause_reading()
         self._pause_reasons.add(reason)
 
@@ -194,8 +198,21 @@ class Channel(asyncio.Protocol):
         if self.transport is None or self._closed or reason not in self._pause_reasons:
             return
         self._pause_reasons.discard(reason)
-        if not self._pause_reasons:
+        if not self._pause_reasons and not self._watching:
             self.transport.resume_reading()
+
+    def watch_for_close(self, watching: bool) -> None:
+        """While `watching`, read even when paused: the peer's close must be seen at once
+        (a statement held for approval never runs for a client that has gone), and the
+        caller bounds what it buffers meanwhile. Pauses given meanwhile apply after."""
+        if self.transport is None or self._closed or watching == self._watching:
+            return
+        self._watching = watching
+        if self._pause_reasons:
+            if watching:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
 
     def close(self) -> None:
         if self.transport is not None:

@@ -24,6 +24,8 @@ from protocols.errors import (
     AirlockError,
     HoldTimedOut,
     LoginTimedOut,
+    MessageTooLarge,
+    ProtocolViolation,
     QueryCanceled,
     RecordingUnavailable,
     SessionExpired,
@@ -32,10 +34,13 @@ from protocols.errors import (
 from proxy.approvals import ApprovalHub
 from proxy.channel import Channel, ConnectionClosed
 from proxy.config import Settings, TargetSettings
-from proxy.store import APPROVED, DENIED, ApprovalRequest, NewRequest, Parameter
+from proxy.store import APPROVED, DENIED, WITHDRAWN, ApprovalRequest, NewRequest, Parameter
 from proxy.transcript import Recorder, SessionRecording, TranscriptError
 
 log = logging.getLogger("airlock.session")
+
+#: Why a held statement's request is withdrawn when its client closes the connection.
+CLIENT_DISCONNECTED = "the client disconnected"
 
 
 class SessionHost(Protocol):
@@ -72,7 +77,10 @@ class GatedSession:
         self.client_address: tuple[str, int] | None = None
         self.recording: SessionRecording | None = None
         self.statements = 0
+        self.ended = False
         self._waiting_for: str | None = None  # the approval request a held statement awaits
+        #: Client bytes read since a statement was held (see `read_while_held`).
+        self._read_while_held = 0
         self._requested = False  # this session has made approval requests
         self._deadline: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] | None = None  # set by end()
@@ -156,11 +164,55 @@ class GatedSession:
         """Tell the client, if its protocol can, that a statement waits for `request`."""
 
     def withdraw_waiting(self, reason: str) -> bool:
-        """Withdraw the approval request a held statement waits for; False when none."""
-        if self._waiting_for is None:
+        """Withdraw the approval request a held statement waits for; False when none.
+        The statement is then never forwarded, and nobody can approve the request."""
+        request_id, self._waiting_for = self._waiting_for, None
+        if request_id is None:
             return False
-        self.listener.hub.withdraw(self._waiting_for, reason)
+        withdrawn = self.listener.hub.withdraw(request_id, reason)
+        if withdrawn is not None:
+            self.record("approval.decided", _decision_event(withdrawn))
         return True
+
+    def hold_started(self) -> None:
+        """A statement is held: the client is still read (its close must be seen at once:
+        see `read_while_held`), and what it sends meanwhile waits behind the statement."""
+        self._read_while_held = 0
+        self.client_side.watch_for_close(True)
+
+    def hold_ended(self) -> None:
+        """The held statement was decided: the client is read as the relay's flow allows."""
+        self.client_side.watch_for_close(False)
+
+    def read_while_held(self, size: int) -> bool:
+        """`size` more client bytes arrived behind a held statement. They wait in the
+        relay's framer, up to limits.max_message_bytes: a client that sends more is
+        ended (and its request withdrawn) rather than left unread, since a client the
+        gateway does not read could close unseen. False when the session ended."""
+        self._read_while_held += size
+        limit = self.listener.settings.max_message_bytes
+        if self._read_while_held <= limit:
+            return True
+        reason = f"the client sent more than {limit} bytes while a statement waited for approval"
+        self.withdraw_waiting(reason)
+        self.end(
+            reason,
+            MessageTooLarge(
+                f"{reason}; the session ends",
+                hint="wait for a held statement's result before sending more "
+                "(or raise limits.max_message_bytes)",
+            ),
+        )
+        return False
+
+    def _client_closed(self, exc: BaseException | None) -> None:
+        """The client closed its connection (or it broke): a statement held for approval
+        is withdrawn before anything else, then the session ends."""
+        self.withdraw_waiting(CLIENT_DISCONNECTED)
+        self.end(
+            "client closed the connection" if exc is None else f"client connection lost: {exc}",
+            cancel_running=True,
+        )
 
     def sessions_gone(self) -> None:
         """The session ended: its pending approval requests can no longer run."""
@@ -233,28 +285,34 @@ class GatedSession:
             decided = await hub.wait(request.id, policy.hold_timeout_s)
         finally:
             self._waiting_for = None
+        if self.ended:
+            # The session ended as the decision arrived: the statement has nowhere to run.
+            return QueryCanceled("the session ended"), f"session ended ({request.id})"
         if decided is None:
             return HoldTimedOut(
                 f"approval request {request.id} was not decided in time; it stays pending",
                 hint=f"once `airlock approve {request.id}` is run, retry the same statement",
             ), f"hold timed out ({request.id})"
+        if decided.state == WITHDRAWN:  # withdraw_waiting recorded it
+            return QueryCanceled("canceling statement due to user request"), (
+                f"withdrawn: {decided.reason} ({request.id})"
+            )
         self.record("approval.decided", _decision_event(decided))
         if self.recording is not None:  # the decision is on disk before the statement runs
             await asyncio.to_thread(self.recording.flush)
+        if self.ended:
+            return QueryCanceled("the session ended"), f"session ended ({request.id})"
         if decided.state == APPROVED:
             if decided.scope == "session" and decided.expires_at is not None:
                 gate.session_grant_until = decided.expires_at
             else:
                 hub.store.use_grant(request.id, self.listener.clock())
             return None, f"approved by {decided.decided_by} ({request.id})"
-        if decided.state == DENIED:
-            return StatementDenied(
-                f"denied by {decided.decided_by}: {decided.reason}",
-                detail=f"approval request {request.id}",
-            ), f"denied by {decided.decided_by} ({request.id})"
-        return QueryCanceled("canceling statement due to user request"), (
-            f"withdrawn by a cancel ({request.id})"
-        )
+        assert decided.state == DENIED, decided.state
+        return StatementDenied(
+            f"denied by {decided.decided_by}: {decided.reason}",
+            detail=f"approval request {request.id}",
+        ), f"denied by {decided.decided_by} ({request.id})"
 
     # --- the transcript
 

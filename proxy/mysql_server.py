@@ -187,6 +187,9 @@ class MySqlSession(GatedSession):
         listener = self.listener
         listener.connections.pop(self.connection_id, None)
         listener.sessions.discard(self)
+        # A held command can run no more: its request is withdrawn (and recorded so)
+        # before the transcript is sealed; an approval arriving later is refused.
+        self.withdraw_waiting(f"the session ended: {reason}")
         relay = self.relay
         if cancel_running and relay is not None and relay.busy and self.target is not None:
             listener.spawn(
@@ -457,6 +460,8 @@ class MySqlSession(GatedSession):
     def _client_data(self, raw: bytes) -> None:
         relay = self.relay
         assert relay is not None
+        if relay.held is not None and not self.read_while_held(len(raw)):
+            return
         try:
             actions = relay.client_data(raw)
         except AirlockError as error:
@@ -488,7 +493,9 @@ class MySqlSession(GatedSession):
             elif isinstance(action, SendToClient):
                 self.client_side.write(action.raw)
             elif isinstance(action, HoldCommand):
-                self.client_side.pause_reading("command held")
+                # The client is still read while the command is decided, so that its
+                # close is seen at once; what it sends waits in the relay's queue.
+                self.hold_started()
                 self._deciding = asyncio.get_running_loop().create_task(self._decide(action))
             elif isinstance(action, EndSession):
                 self.end(action.reason, action.error, sequence=action.sequence)
@@ -593,11 +600,9 @@ class MySqlSession(GatedSession):
             return
         self._deciding = None
         if self.ended:
-            return
+            return  # an ended session's held command never reaches the server
+        self.hold_ended()
         self._apply(actions)
-        relay = self.relay
-        if relay is not None and relay.held is None and not self.ended:
-            self.client_side.resume_reading("command held")
 
     async def _decision(self, held: HoldCommand) -> list[Action]:
         relay, gate = self.relay, self.gate
@@ -714,12 +719,6 @@ class MySqlSession(GatedSession):
         self._statement_ran(sql, verdict, None, decision)
 
     # --- ends
-
-    def _client_closed(self, exc: BaseException | None) -> None:
-        self.end(
-            "client closed the connection" if exc is None else f"client connection lost: {exc}",
-            cancel_running=True,
-        )
 
     def _server_closed(self, exc: BaseException | None) -> None:
         relay = self.relay

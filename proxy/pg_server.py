@@ -204,6 +204,9 @@ class PgSession(GatedSession):
             if cancel_running and target is not None and self.relay is not None and self.relay.busy:
                 self.listener.spawn(self.listener.cancel_upstream(target))
         self.listener.sessions.discard(self)
+        # A held statement can run no more: its request is withdrawn (and recorded so)
+        # before the transcript is sealed; an approval arriving later is refused.
+        self.withdraw_waiting(f"the session ended: {reason}")
         self._stop_recording_in_place()
         self.seal(reason, error)
         if self._deciding is not None:
@@ -554,6 +557,8 @@ class PgSession(GatedSession):
     def _client_rest(self, raw: bytes, done: int) -> None:
         """Client bytes the pipe's fast path did not take all of (`done` it did)."""
         assert self.relay is not None
+        if self.relay.held is not None and not self.read_while_held(len(raw)):
+            return
         try:
             actions = self.relay.client_data(raw, done)
         except AirlockError as error:
@@ -573,19 +578,20 @@ class PgSession(GatedSession):
             elif isinstance(action, SendToClient):
                 self.client_side.write(action.raw)
             elif isinstance(action, HoldMessage):
-                # Nothing more is read from the client until the message is decided; its
+                # The client is still read while the message is decided, so that its
+                # close is seen at once; what it sends waits in the relay's framer. Its
                 # earlier statements' results keep flowing from the server meanwhile.
-                self.client_side.pause_reading("statement held")
+                self.hold_started()
                 self._deciding = asyncio.get_running_loop().create_task(self._decide(action.raw))
             elif isinstance(action, EndSession):
                 self.end(action.reason, action.error)
 
     def release_held(self, *, forward: bool, error: AirlockError | None = None) -> None:
-        """Forward or refuse the held message, and read from the client again."""
+        """Forward or refuse the held message, and go on with the client's next ones."""
         assert self.relay is not None
+        assert not self.ended  # an ended session's held message never reaches the server
+        self.hold_ended()
         self._apply(self.relay.release(forward=forward, error=error))
-        if self.relay.held is None and not self.ended:
-            self.client_side.resume_reading("statement held")
 
     # --- decisions on held messages
 
@@ -668,12 +674,6 @@ class PgSession(GatedSession):
                 detail=reasons or None,
                 hint=f"an approver runs: airlock approve {request.id}",
             ).raw
-        )
-
-    def _client_closed(self, exc: BaseException | None) -> None:
-        self.end(
-            "client closed the connection" if exc is None else f"client connection lost: {exc}",
-            cancel_running=True,
         )
 
     def _server_closed(self, exc: BaseException | None) -> None:

@@ -69,7 +69,13 @@ class Gateway:
         self.recorder = Recorder(settings.data_dir, load_or_create(settings.data_dir))
         await self.recorder.start()
         self.store = ApprovalStore(settings.data_dir / "airlock.db")
-        orphaned = self.store.sessions_gone()  # their sessions ended with the last process
+        # Their sessions ended with the last process: a statement that waited never runs.
+        withdrawn = self.store.withdraw_orphaned_holds(
+            reason="the gateway restarted: the client's connection had ended", now=time.time()
+        )
+        if withdrawn:
+            log.info("%d held request(s) from earlier sessions withdrawn", withdrawn)
+        orphaned = self.store.sessions_gone()
         if orphaned:
             log.info("%d approval request(s) from earlier sessions marked session gone", orphaned)
         if settings.webhooks or any(rule.webhooks for rule in settings.rules):

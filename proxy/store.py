@@ -7,8 +7,10 @@ once before `expires_at`; scope `session` lets the requesting session's
 statements that need approval run until `expires_at`.
 
 Requests are never deleted. When the gateway starts, requests whose sessions
-died with the previous process are marked `session_state = 'gone'`; they stay
-decidable (an approved one is a grant the agent can use by retrying).
+died with the previous process are marked `session_state = 'gone'`. Those of
+`hold: reject` stay decidable (an approved one is a grant the agent can use by
+retrying); those of `hold: wait` are withdrawn first, as they are when a live
+client disconnects: the statement that waited can never run.
 
 Every call is short and synchronous: SQLite in WAL mode answers in well under
 a millisecond, and holds are rare next to reads.
@@ -66,10 +68,19 @@ CREATE INDEX IF NOT EXISTS approvals_session ON approvals (session_id);
 
 
 class AlreadyDecided(Exception):
-    """The request was decided (or withdrawn) before this decision arrived."""
+    """The request was decided (or withdrawn) before this decision arrived. Its message
+    is what the approver is shown (API 409, CLI, web page)."""
 
     def __init__(self, request: ApprovalRequest) -> None:
-        super().__init__(f"request {request.id} is already {request.state}")
+        if request.state == WITHDRAWN:
+            message = (
+                f"request {request.id} was withdrawn ({request.reason}): its statement "
+                "never ran, and it can no longer be approved or denied"
+            )
+        else:
+            by = f" by {request.decided_by}" if request.decided_by else ""
+            message = f"request {request.id} is already {request.state}{by}"
+        super().__init__(message)
         self.request = request
 
 
@@ -191,6 +202,17 @@ class ApprovalStore:
                 "UPDATE approvals SET session_state = 'gone' WHERE session_id = ?",
                 [(s,) for s in session_ids],
             )
+        return cursor.rowcount
+
+    def withdraw_orphaned_holds(self, *, reason: str, now: float) -> int:
+        """Withdraw the pending `hold: wait` requests of sessions still marked open (at
+        startup: their clients' connections ended with the previous process)."""
+        cursor = self._db.execute(
+            "UPDATE approvals SET state = 'withdrawn', decided_at = ?, decided_by = NULL,"
+            " decided_groups_json = '[]', reason = ?"
+            " WHERE state = 'pending' AND hold = 'wait' AND session_state = 'open'",
+            (now, reason),
+        )
         return cursor.rowcount
 
     # --- requests

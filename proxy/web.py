@@ -253,7 +253,8 @@ class WebPages:
         except UnknownRequest:
             session.flash = (f"No approval request {request_id}.", True)
         except AlreadyDecided as error:
-            session.flash = (f"Request {request_id} is already {error.request.state}.", True)
+            told = str(error)
+            session.flash = (f"{told[:1].upper()}{told[1:]}.", True)
         except NotAllowedToDecide as error:
             session.flash = (f"Not allowed: {error}", True)
         else:

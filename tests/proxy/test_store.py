@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,36 @@ def test_requests_survive_reopening_and_orphans_are_marked(tmp_path: Path) -> No
     assert second.sessions_gone() == 1
     found = second.get(request.id)
     assert (found.state, found.session_state) == ("pending", "gone")
+
+
+def test_at_a_restart_waiting_holds_are_withdrawn_and_rejected_ones_stay_decidable(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "airlock.db"
+    first = ApprovalStore(path)
+    waited = first.create(new(session="s1"), NOW)
+    rejected = first.create(replace(new(session="s2"), hold="reject"), NOW)
+    first.close()
+    second = ApprovalStore(path)
+    assert second.withdraw_orphaned_holds(reason="the gateway restarted", now=NOW + 5) == 1
+    second.sessions_gone()
+    found = second.get(waited.id)
+    assert (found.state, found.session_state, found.reason) == (
+        "withdrawn",
+        "gone",
+        "the gateway restarted",
+    )
+    with pytest.raises(AlreadyDecided, match="was withdrawn \\(the gateway restarted\\)"):
+        second.approve(
+            waited.id,
+            approver="dba-1",
+            approver_groups=["oncall-dba"],
+            scope="statement",
+            expires_at=NOW + 60,
+            comment=None,
+            now=NOW + 6,
+        )
+    assert second.get(rejected.id).state == "pending"
 
 
 def test_who_may_decide() -> None:
