@@ -30,7 +30,7 @@ from pathlib import Path
 from aiohttp import web
 
 from policy.identity import Identity
-from policy.rules import transcript_refusal
+from policy.rules import RequestSight, request_sight, transcript_refusal
 from protocols.errors import AirlockError
 from proxy import transcript
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
@@ -194,12 +194,16 @@ class WebPages:
         if found is None:
             return _html(_login_page())
         _, session = found
-        pending = self.hub.store.list("pending")
+        shown = [(r, self._sight(session, r)) for r in self.hub.store.list("pending")]
+        pending = [(r, sight) for r, sight in shown if sight is not RequestSight.HIDDEN]
         now = self.clock()
         parts = [_flash(session), f"<h1>Pending approvals ({len(pending)})</h1>"]
         if not pending:
             parts.append("<p>Nothing waits for a decision.</p>")
-        parts += (_request_card(r, session.csrf, now) for r in pending)
+        parts += (
+            _request_card(r, session.csrf, now, decide=sight is RequestSight.DECIDE)
+            for r, sight in pending
+        )
         return _html(_layout("Pending approvals", "".join(parts), session, self.auditors))
 
     async def approve(
@@ -244,11 +248,26 @@ class WebPages:
         )
         return "/"
 
-    @staticmethod
+    def _sight(self, session: PageSession, approval: ApprovalRequest) -> RequestSight:
+        return request_sight(
+            viewer_subject=session.identity.subject,
+            viewer_groups=session.identity.groups,
+            requester_subject=approval.request.subject,
+            approver_groups=approval.request.approver_groups,
+            auditors=self.auditors,
+        )
+
     def _decide(
-        session: PageSession, request_id: str, done: str, decide: Callable[[], ApprovalRequest]
+        self,
+        session: PageSession,
+        request_id: str,
+        done: str,
+        decide: Callable[[], ApprovalRequest],
     ) -> None:
         try:
+            # A request this person may not see is answered as one that does not exist.
+            if self._sight(session, self.hub.store.get(request_id)) is RequestSight.HIDDEN:
+                raise UnknownRequest(request_id)
             decide()
         except UnknownRequest:
             session.flash = (f"No approval request {request_id}.", True)
@@ -357,7 +376,8 @@ def _login_page(problem: str | None = None) -> str:
     return _layout("Sign in", content, None)
 
 
-def _request_card(approval: ApprovalRequest, csrf: str, now: float) -> str:
+def _request_card(approval: ApprovalRequest, csrf: str, now: float, *, decide: bool) -> str:
+    """One held request; the approve and deny forms only for who may decide it."""
     r = approval.request
     request_id = escape(approval.id)
     requester = escape(r.subject) + (f" &lt;{escape(r.email)}&gt;" if r.email else "")
@@ -371,7 +391,6 @@ def _request_card(approval: ApprovalRequest, csrf: str, now: float) -> str:
         )
         parameters = f"<table><tr><th>#</th><th>type</th><th>value</th></tr>{rows}</table>"
     reasons = "; ".join(r.reasons)
-    scopes = "".join(f'<option value="{s}">{s}</option>' for s in SCOPES)
     return (
         f'<section class="request" id="request-{request_id}">'
         f"<h2>{escape(r.statement_class)} on {escape(r.target)} "
@@ -381,7 +400,15 @@ def _request_card(approval: ApprovalRequest, csrf: str, now: float) -> str:
         f"approvers: {escape(', '.join(r.approver_groups))}</p>"
         f"<pre>{escape(r.sql)}</pre>{parameters}"
         + (f"<p>Why held: {escape(reasons)}</p>" if reasons else "")
-        + f'<form class="inline" method="post" action="/approvals/{request_id}/approve">'
+        + (_decision_forms(request_id, csrf) if decide else "")
+        + "</section>"
+    )
+
+
+def _decision_forms(request_id: str, csrf: str) -> str:
+    scopes = "".join(f'<option value="{s}">{s}</option>' for s in SCOPES)
+    return (
+        f'<form class="inline" method="post" action="/approvals/{request_id}/approve">'
         f'{_csrf(csrf)}<label>scope <select name="scope">{scopes}</select></label> '
         '<label>ttl <input name="ttl" size="5" placeholder="15m"></label> '
         '<label>comment <input name="comment"></label> '
@@ -389,7 +416,6 @@ def _request_card(approval: ApprovalRequest, csrf: str, now: float) -> str:
         f'<form class="inline" method="post" action="/approvals/{request_id}/deny">'
         f'{_csrf(csrf)}<label>reason <input name="reason" required></label> '
         '<button type="submit">Deny</button></form>'
-        "</section>"
     )
 
 
