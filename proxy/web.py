@@ -10,9 +10,11 @@ self-approval checks, the same records.
 
 Signing in makes a page session: a random id in an HttpOnly, SameSite=Strict cookie,
 held in memory until the token expires. The token itself is not kept. Every form
-carries the page session's CSRF token, a post whose Origin is another site is
-refused (signing in included), and the page forbids framing and scripts
-(Content-Security-Policy).
+carries the page session's CSRF token, a post that the browser says came from
+another origin is refused (signing in included: see `_same_origin`), and the
+page forbids framing and scripts (Content-Security-Policy). User-controlled text
+(SQL, parameters, reasons, comments) is shown with control and bidi characters
+escaped, as the CLI shows it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ _HEADERS = {
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it browsers post the page's own forms with `Origin: null`,
+    # and the cross-origin check could not tell them from another site's.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -442,12 +446,25 @@ def _moment(ts: float | None) -> str:
 
 
 def _same_origin(request: web.Request) -> bool:
-    """A form posted from this page, as far as the browser says: an Origin header, when
-    sent, names this host (a scheme may differ behind a TLS-terminating proxy)."""
+    """A form posted from this page, as far as the browser says. Browsers that send
+    Sec-Fetch-Site must say `same-origin` (not `same-site`: another port of this host
+    is the same site and gets the SameSite cookie); an Origin header, when sent, must
+    name this host: `null` (an opaque origin: a sandboxed frame, a data: URL, a page
+    under no-referrer) is refused like any other site. A client that sends neither is
+    no browser a page can lure into posting; the CSRF token still binds decisions to
+    the page session."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site != "same-origin":
+        return False
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    return urllib.parse.urlsplit(origin).netloc == request.host
+    # The scheme may differ behind a TLS-terminating proxy; the host and port may not.
+    try:
+        parts = urllib.parse.urlsplit(origin)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme in ("http", "https") and parts.netloc == request.host
 
 
 def _cross_origin() -> web.Response:
