@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import html
 import secrets
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 
 from aiohttp import web
@@ -39,6 +39,7 @@ from proxy.approvals import ApprovalHub, NotAllowedToDecide
 from proxy.approvals_cli import format_age
 from proxy.config import parse_duration
 from proxy.listener import TokenVerifier
+from proxy.rendering import printable
 from proxy.signing import load_public_key
 from proxy.store import SCOPES, AlreadyDecided, ApprovalRequest, UnknownRequest
 
@@ -299,10 +300,10 @@ class WebPages:
         newest = sorted(found, key=lambda s: s.started_at or 0.0, reverse=True)
         rows = [
             "<tr>"
-            f'<td><a href="/sessions/{escape(s.session_id)}">{escape(s.session_id[:12])}</a></td>'
-            f"<td>{escape(_moment(s.started_at))}</td><td>{escape(s.subject or '?')}</td>"
-            f"<td>{escape(s.target or '?')}</td><td>{s.statements}</td>"
-            f"<td>{escape(s.end_reason or ('open' if s.ended_at is None else 'ended'))}</td>"
+            f'<td><a href="/sessions/{_shown(s.session_id)}">{_shown(s.session_id[:12])}</a></td>'
+            f"<td>{_shown(_moment(s.started_at))}</td><td>{_shown(s.subject or '?')}</td>"
+            f"<td>{_shown(s.target or '?')}</td><td>{s.statements}</td>"
+            f"<td>{_shown(s.end_reason or ('open' if s.ended_at is None else 'ended'))}</td>"
             f"<td>{'sealed' if s.sealed else 'not sealed'}</td>"
             "</tr>"
             for s in newest[:SESSIONS_LISTED]
@@ -327,8 +328,9 @@ class WebPages:
         except LookupError:
             body = _error(f"No session {session_id}.")
             return _html(_layout("Session", body, session, self.auditors), status=404)
-        shown = f'<p class="{"notice" if ok else "error"}">{escape(verdict)}</p>'
-        body = f"<h1>Session {escape(session_id)}</h1>{shown}<pre>{escape(lines)}</pre>"
+        shown = f'<p class="{"notice" if ok else "error"}">{_shown(verdict)}</p>'
+        replay = _shown(lines, multiline=True)
+        body = f"<h1>Session {_shown(session_id)}</h1>{shown}<pre>{replay}</pre>"
         return _html(_layout(f"Session {session_id}", body, session, self.auditors))
 
     def _replay(self, session_id: str) -> tuple[str, str, bool]:
@@ -355,15 +357,15 @@ def _layout(
         if transcript_refusal(identity.groups, auditors) is None:
             header += '<a href="/sessions">Sessions</a>'
         header += (
-            f'<span class="who">{escape(identity.subject)} '
-            f"({escape(', '.join(sorted(identity.groups)))})</span>"
+            f'<span class="who">{_shown(identity.subject)} '
+            f"({_shown(', '.join(sorted(identity.groups)))})</span>"
             f'<form class="inline" method="post" action="/logout">{_csrf(session.csrf)}'
             '<button type="submit">Sign out</button></form>'
         )
     header += "</header>"
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)} - Airlock</title><style>{_STYLE}</style></head>"
+        f"<title>{_shown(title)} - Airlock</title><style>{_STYLE}</style></head>"
         f"<body>{header}<main>{content}</main></body></html>"
     )
 
@@ -383,13 +385,13 @@ def _login_page(problem: str | None = None) -> str:
 def _request_card(approval: ApprovalRequest, csrf: str, now: float, *, decide: bool) -> str:
     """One held request; the approve and deny forms only for who may decide it."""
     r = approval.request
-    request_id = escape(approval.id)
-    requester = escape(r.subject) + (f" &lt;{escape(r.email)}&gt;" if r.email else "")
+    request_id = _shown(approval.id)
+    requester = _shown(r.subject) + (f" &lt;{_shown(r.email)}&gt;" if r.email else "")
     parameters = ""
     if r.parameters:
         rows = "".join(
-            f"<tr><td>{n}</td><td>{escape(p.type)}</td>"
-            f"<td>{'NULL' if p.value is None else escape(p.value)}"
+            f"<tr><td>{n}</td><td>{_shown(p.type)}</td>"
+            f"<td>{'NULL' if p.value is None else _shown(p.value)}"
             f"{' (hex)' if p.format == 'hex' else ''}</td></tr>"
             for n, p in enumerate(r.parameters, start=1)
         )
@@ -397,13 +399,13 @@ def _request_card(approval: ApprovalRequest, csrf: str, now: float, *, decide: b
     reasons = "; ".join(r.reasons)
     return (
         f'<section class="request" id="request-{request_id}">'
-        f"<h2>{escape(r.statement_class)} on {escape(r.target)} "
+        f"<h2>{_shown(r.statement_class)} on {_shown(r.target)} "
         f"<small>request {request_id}, {format_age(now - approval.created_at)} ago</small></h2>"
         f"<p>Requested by <strong>{requester}</strong> "
-        f"({escape(', '.join(r.groups))}); session {escape(r.session_id[:12])}; "
-        f"approvers: {escape(', '.join(r.approver_groups))}</p>"
-        f"<pre>{escape(r.sql)}</pre>{parameters}"
-        + (f"<p>Why held: {escape(reasons)}</p>" if reasons else "")
+        f"({_shown(', '.join(r.groups))}); session {_shown(r.session_id[:12])}; "
+        f"approvers: {_shown(', '.join(r.approver_groups))}</p>"
+        f"<pre>{_shown(r.sql, multiline=True)}</pre>{parameters}"
+        + (f"<p>Why held: {_shown(reasons)}</p>" if reasons else "")
         + (_decision_forms(request_id, csrf) if decide else "")
         + "</section>"
     )
@@ -423,12 +425,18 @@ def _decision_forms(request_id: str, csrf: str) -> str:
     )
 
 
+def _shown(text: str, *, multiline: bool = False) -> str:
+    """User-controlled text as HTML: control and bidi characters escaped visibly (as the
+    CLI and the replay show them), then the markup characters."""
+    return html.escape(printable(text, multiline=multiline))
+
+
 def _csrf(token: str) -> str:
-    return f'<input type="hidden" name="csrf" value="{escape(token)}">'
+    return f'<input type="hidden" name="csrf" value="{html.escape(token)}">'
 
 
 def _error(text: str) -> str:
-    return f'<p class="error">{escape(text)}</p>'
+    return f'<p class="error">{_shown(text)}</p>'
 
 
 def _flash(session: PageSession) -> str:
@@ -436,7 +444,7 @@ def _flash(session: PageSession) -> str:
     if flash is None:
         return ""
     text, is_error = flash
-    return f'<p class="{"error" if is_error else "notice"}">{escape(text)}</p>'
+    return f'<p class="{"error" if is_error else "notice"}">{_shown(text)}</p>'
 
 
 def _moment(ts: float | None) -> str:

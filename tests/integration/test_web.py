@@ -319,3 +319,34 @@ def test_a_client_that_is_no_browser_posts_without_origin_but_with_the_csrf_toke
     status, page = browser.post("/logout", {"csrf": browser.csrf()}, origin="", fetch_site=None)
     assert status == 200
     assert '<form method="post" action="/login">' in page
+
+
+@pytest.mark.timeout(60)
+def test_the_page_shows_bidi_and_control_characters_escaped(
+    gated: RunningGateway, accounts: Callable[[], dict[int, int]]
+) -> None:
+    # U+202E (right-to-left override) would make the approver read the end of the line
+    # backwards; a zero-width space hides text; U+2066 isolates it.
+    sql = (
+        "update accounts set balance = 0 where id = 9 /* \u202e 9 = di erehw */"
+        " and %s <> 'x\u200by' and '\u2066' <> ''"
+    )
+    with psycopg.connect(gated.dsn(agent_token(gated)), autocommit=True) as agent:
+        write = Background(lambda: agent.execute(sql, ("\u202esdrawkcab\x1b[2J",)))
+        [request] = pending(gated)
+        browser = approver(gated)
+        _, page = browser.get("/")
+        card = page[page.index(f'id="request-{request["id"]}"') :]
+        assert "/* \\u202e 9 = di erehw */" in card
+        assert html.escape("'x\\u200by'") in card
+        assert html.escape("'\\u2066'") in card
+        assert "\\u202esdrawkcab\\x1b[2J" in card  # the bound parameter
+        _, page = browser.post(
+            "/approvals/" + urllib.parse.quote("apr_\u202e1") + "/approve",
+            {"csrf": browser.csrf(), "scope": "statement"},
+        )
+        assert "No approval request apr_\\u202e1." in page
+        for char in ("\u202e", "\u200b", "\u2066", "\x1b"):
+            assert char not in page, repr(char)
+        browser.post(f"/approvals/{request['id']}/deny", {"csrf": browser.csrf(), "reason": "no"})
+        assert isinstance(write.result(), psycopg.errors.InsufficientPrivilege)
