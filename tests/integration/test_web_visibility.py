@@ -30,9 +30,11 @@ def held(
         ],
         auditors=["auditors"],
     )
-    with psycopg.connect(gateway.dsn(agent_token(gateway)), autocommit=True) as agent:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            agent.execute("update accounts set balance = %s where id = 7", (int(SECRET),))
+    with (
+        psycopg.connect(gateway.dsn(agent_token(gateway)), autocommit=True) as agent,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        agent.execute("update accounts set balance = %s where id = 7", (int(SECRET),))
     [request] = pending(gateway)
     return gateway, request
 
@@ -122,12 +124,14 @@ def test_the_web_page_shows_a_request_only_to_who_may_see_it(
         buttons = f'action="/approvals/{request["id"]}/approve"'
         if who in SEE:
             assert "Pending approvals (1)" in page, who
-            assert card in page and SECRET in page, who
+            assert card in page, who
+            assert SECRET in page, who
             # Only an approver gets the buttons; the others read.
             assert (buttons in page) == (who == "approver"), who
             continue
         assert "Pending approvals (0)" in page, who
-        assert card not in page and SECRET not in page, who
+        assert card not in page, who
+        assert SECRET not in page, who
         for verdict, fields in (("approve", {}), ("deny", {"reason": "mine now"})):
             _, page = browser.post(
                 f"/approvals/{request['id']}/{verdict}", {"csrf": browser.csrf(), **fields}
