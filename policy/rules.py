@@ -108,3 +108,33 @@ def transcript_refusal(groups: frozenset[str], auditors: frozenset[str]) -> str 
         return None
     listed = ", ".join(sorted(auditors)) or "(none configured)"
     return f"only the auditors groups ({listed}) may read transcripts"
+
+
+class RequestSight(enum.Enum):
+    """What a caller may do with an approval request they ask about."""
+
+    HIDDEN = "hidden"  # answered as if it did not exist (404): not even its existence
+    READ = "read"  # its requester and the auditors: see it, decide nothing
+    DECIDE = "decide"  # a member of its approver groups who did not ask for it
+
+
+def request_sight(
+    *,
+    viewer_subject: str,
+    viewer_groups: frozenset[str],
+    requester_subject: str,
+    approver_groups: Iterable[str],
+    auditors: frozenset[str],
+) -> RequestSight:
+    """Who sees an approval request (its SQL and bound parameters): its requester, the
+    members of the approver groups of the rules that held it (as recorded when it was
+    held, so a later config change does not widen who saw it), and the auditors
+    read-only; to anyone else it does not exist. A requester who is also an approver
+    still only reads: nobody decides their own request."""
+    if viewer_subject == requester_subject:
+        return RequestSight.READ
+    if viewer_groups & frozenset(approver_groups):
+        return RequestSight.DECIDE
+    if viewer_groups & auditors:
+        return RequestSight.READ
+    return RequestSight.HIDDEN

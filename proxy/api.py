@@ -6,6 +6,10 @@ agents' tokens are. Errors are JSON: `{"error": {"code", "message"}}` with 400
 (bad input), 401 (no valid token), 403 (not allowed), 404 (no such request or
 target), 409 (already decided, or withdrawn: the message says which) or 429 (too
 many live credentials).
+
+An approval request is shown only to its requester, the members of its approver
+groups and the auditors (policy.rules.request_sight); to anyone else it does not
+exist: lists leave it out and its id answers 404, as an unknown id does.
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ from typing import Any
 from aiohttp import web
 
 from policy.identity import Identity
-from policy.rules import Rule, effective_policy, transcript_refusal
+from policy.rules import (
+    RequestSight,
+    Rule,
+    effective_policy,
+    request_sight,
+    transcript_refusal,
+)
 from protocols.errors import AirlockError
 from proxy import transcript
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
@@ -30,7 +40,14 @@ from proxy.config import TargetSettings, parse_duration
 from proxy.credentials import CredentialBook, TooManyCredentials, new_credential
 from proxy.listener import TokenVerifier
 from proxy.signing import load_public_key
-from proxy.store import SCOPES, STATES, AlreadyDecided, UnknownRequest, iso_time
+from proxy.store import (
+    SCOPES,
+    STATES,
+    AlreadyDecided,
+    ApprovalRequest,
+    UnknownRequest,
+    iso_time,
+)
 from proxy.web import WebPages
 
 _MAX_BODY_BYTES = 64 * 1024
@@ -71,7 +88,7 @@ def make_app(
 
         app.router.add_get("/metrics", prometheus)
     if hub is not None and verifier is not None:
-        ApprovalsApi(hub, verifier).add_routes(app)
+        ApprovalsApi(hub, verifier, auditors).add_routes(app)
     if data_dir is not None and verifier is not None:
         SessionsApi(data_dir, auditors, verifier).add_routes(app)
     if credentials is not None:
@@ -131,9 +148,12 @@ async def _identity(verifier: TokenVerifier, request: web.Request) -> Identity:
 
 
 class ApprovalsApi:
-    def __init__(self, hub: ApprovalHub, verifier: TokenVerifier) -> None:
+    def __init__(
+        self, hub: ApprovalHub, verifier: TokenVerifier, auditors: frozenset[str] = frozenset()
+    ) -> None:
         self.hub = hub
         self.verifier = verifier
+        self.auditors = auditors
 
     def add_routes(self, app: web.Application) -> None:
         route = functools.partial(_route, self.verifier)
@@ -142,17 +162,36 @@ class ApprovalsApi:
         app.router.add_post("/api/v1/approvals/{id}/approve", route(self.approve))
         app.router.add_post("/api/v1/approvals/{id}/deny", route(self.deny))
 
-    async def list(self, request: web.Request, _identity: Identity) -> Any:
+    def _sight(self, approval: ApprovalRequest, identity: Identity) -> RequestSight:
+        return request_sight(
+            viewer_subject=identity.subject,
+            viewer_groups=identity.groups,
+            requester_subject=approval.request.subject,
+            approver_groups=approval.request.approver_groups,
+            auditors=self.auditors,
+        )
+
+    def _visible(self, request_id: str, identity: Identity) -> ApprovalRequest:
+        """The request, if this caller may see it; UnknownRequest (404) otherwise, so
+        that nobody learns a request exists that they may not see."""
+        approval = self.hub.store.get(request_id)
+        if self._sight(approval, identity) is RequestSight.HIDDEN:
+            raise UnknownRequest(request_id)
+        return approval
+
+    async def list(self, request: web.Request, identity: Identity) -> Any:
         state = request.query.get("state", "pending")
         if state not in (*STATES, "all"):
             raise ApiError(400, "bad_request", f"state must be one of {', '.join(STATES)}, all")
         found = self.hub.store.list(None if state == "all" else state)
-        return {"approvals": [r.to_json() for r in found]}
+        shown = [r for r in found if self._sight(r, identity) is not RequestSight.HIDDEN]
+        return {"approvals": [r.to_json() for r in shown]}
 
-    async def get(self, request: web.Request, _identity: Identity) -> Any:
-        return self.hub.store.get(request.match_info["id"]).to_json()
+    async def get(self, request: web.Request, identity: Identity) -> Any:
+        return self._visible(request.match_info["id"], identity).to_json()
 
     async def approve(self, request: web.Request, identity: Identity) -> Any:
+        self._visible(request.match_info["id"], identity)
         body = await _body(request)
         scope = body.get("scope", "statement")
         if scope not in SCOPES:
@@ -164,6 +203,7 @@ class ApprovalsApi:
         ).to_json()
 
     async def deny(self, request: web.Request, identity: Identity) -> Any:
+        self._visible(request.match_info["id"], identity)
         body = await _body(request)
         reason = _text(body, "reason")
         if not reason:

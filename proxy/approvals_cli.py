@@ -9,8 +9,8 @@ The token never reaches output: it is checked before use (so http.client cannot 
 an error quoting it), redirects are not followed (the Authorization header would go
 with them), plain http is refused except to loopback, and every line printed is
 redacted in case a server echoes it. SQL and parameters come from agents, so control
-and bidi characters are shown escaped: an agent must not be able to redraw the
-approver's terminal to hide what it asks for.
+and bidi characters are shown escaped (proxy.rendering): an agent must not be able to
+redraw the approver's terminal to hide what it asks for.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import os
 import re
 import ssl
 import sys
-import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +33,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from proxy.addresses import is_loopback
 from proxy.config import parse_duration
+from proxy.rendering import printable
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT_S = 10.0
@@ -63,9 +63,6 @@ _LABEL_WIDTH = 13
 # Visible ASCII but space: all a bearer token (a JWT is base64url and dots) ever holds.
 _TOKEN_CHARS = re.compile(r"[!-~]+")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
-# Control, format (bidi overrides, zero-width), surrogate, private-use, unassigned,
-# and line/paragraph separators: anything that can move the cursor or hide text.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -192,7 +189,7 @@ class ApiClient:
     def _refusal(self, error: urllib.error.HTTPError) -> ApiRefused:
         status = error.code
         if 300 <= status < 400:
-            location = _printable(error.headers.get("Location") or "?")
+            location = printable(error.headers.get("Location") or "?")
             return ApiRefused(
                 status,
                 f"{self.server} answered HTTP {status} (redirect to {location}); not followed, "
@@ -261,21 +258,6 @@ def _error_message(raw: bytes) -> str | None:
 # --- rendering ---------------------------------------------------------------------------------
 
 
-def _printable(text: str, *, multiline: bool = False) -> str:
-    """`text` with control, bidi and similar characters escaped (`\\x1b`, `\\u202e`)."""
-    pieces: list[str] = []
-    for char in text:
-        if multiline and char == "\n":
-            pieces.append(char)
-        elif char == "\t":
-            pieces.append("    " if multiline else " ")
-        elif unicodedata.category(char) in _UNSAFE_CATEGORIES:
-            pieces.append(char.encode("unicode_escape").decode("ascii"))
-        else:
-            pieces.append(char)
-    return "".join(pieces)
-
-
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -286,12 +268,12 @@ def _text(value: Any) -> str:
         return ""
     if not isinstance(value, str):
         value = json.dumps(value)
-    return _printable(value)
+    return printable(value)
 
 
 def one_line_sql(sql: str, width: int = SQL_COLUMN_CHARS) -> str:
     """SQL with whitespace runs collapsed, escaped and clipped for one table cell."""
-    return _clip(_printable(" ".join(sql.split())), width)
+    return _clip(printable(" ".join(sql.split())), width)
 
 
 def format_age(seconds: float) -> str:
@@ -359,7 +341,7 @@ def format_parameter(index: int, parameter: Any) -> str:
     else:
         text = value if isinstance(value, str) else json.dumps(value)
         literal = text if _NUMBER.fullmatch(text) else "'" + text.replace("'", "''") + "'"
-        shown = _printable(literal)
+        shown = printable(literal)
         if len(shown) > PARAMETER_VALUE_CHARS:
             shown = (
                 shown[:PARAMETER_VALUE_CHARS] + f"... ({len(text)} chars in all; --json shows it)"
@@ -415,7 +397,7 @@ def render_approval(approval: Mapping[str, Any], now: datetime) -> str:
         class_text += " (" + "; ".join(_text(r) for r in reasons) + ")"
     fields.append(("class", class_text))
     sql = approval.get("sql")
-    fields.append(("sql", _printable(sql, multiline=True) if isinstance(sql, str) else _text(sql)))
+    fields.append(("sql", printable(sql, multiline=True) if isinstance(sql, str) else _text(sql)))
     parameters = approval.get("parameters")
     if isinstance(parameters, list) and parameters:
         fields.append(
@@ -465,7 +447,7 @@ class _Console:
         print(self._redact(text))
 
     def fail(self, message: str, code: int) -> int:
-        one_line = " ".join(_clip(_printable(message), SERVER_MESSAGE_CHARS).split())
+        one_line = " ".join(_clip(printable(message), SERVER_MESSAGE_CHARS).split())
         print(f"airlock: {self._redact(one_line)}", file=sys.stderr)
         return code
 

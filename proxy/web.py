@@ -10,33 +10,36 @@ self-approval checks, the same records.
 
 Signing in makes a page session: a random id in an HttpOnly, SameSite=Strict cookie,
 held in memory until the token expires. The token itself is not kept. Every form
-carries the page session's CSRF token, a post whose Origin is another site is
-refused (signing in included), and the page forbids framing and scripts
-(Content-Security-Policy).
+carries the page session's CSRF token, a post that the browser says came from
+another origin is refused (signing in included: see `_same_origin`), and the
+page forbids framing and scripts (Content-Security-Policy). User-controlled text
+(SQL, parameters, reasons, comments) is shown with control and bidi characters
+escaped, as the CLI shows it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import html
 import secrets
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 
 from aiohttp import web
 
 from policy.identity import Identity
-from policy.rules import transcript_refusal
+from policy.rules import RequestSight, request_sight, transcript_refusal
 from protocols.errors import AirlockError
 from proxy import transcript
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
 from proxy.approvals_cli import format_age
 from proxy.config import parse_duration
 from proxy.listener import TokenVerifier
+from proxy.rendering import printable
 from proxy.signing import load_public_key
 from proxy.store import SCOPES, AlreadyDecided, ApprovalRequest, UnknownRequest
 
@@ -54,7 +57,9 @@ _HEADERS = {
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it browsers post the page's own forms with `Origin: null`,
+    # and the cross-origin check could not tell them from another site's.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -194,12 +199,16 @@ class WebPages:
         if found is None:
             return _html(_login_page())
         _, session = found
-        pending = self.hub.store.list("pending")
+        shown = [(r, self._sight(session, r)) for r in self.hub.store.list("pending")]
+        pending = [(r, sight) for r, sight in shown if sight is not RequestSight.HIDDEN]
         now = self.clock()
         parts = [_flash(session), f"<h1>Pending approvals ({len(pending)})</h1>"]
         if not pending:
             parts.append("<p>Nothing waits for a decision.</p>")
-        parts += (_request_card(r, session.csrf, now) for r in pending)
+        parts += (
+            _request_card(r, session.csrf, now, decide=sight is RequestSight.DECIDE)
+            for r, sight in pending
+        )
         return _html(_layout("Pending approvals", "".join(parts), session, self.auditors))
 
     async def approve(
@@ -244,11 +253,26 @@ class WebPages:
         )
         return "/"
 
-    @staticmethod
+    def _sight(self, session: PageSession, approval: ApprovalRequest) -> RequestSight:
+        return request_sight(
+            viewer_subject=session.identity.subject,
+            viewer_groups=session.identity.groups,
+            requester_subject=approval.request.subject,
+            approver_groups=approval.request.approver_groups,
+            auditors=self.auditors,
+        )
+
     def _decide(
-        session: PageSession, request_id: str, done: str, decide: Callable[[], ApprovalRequest]
+        self,
+        session: PageSession,
+        request_id: str,
+        done: str,
+        decide: Callable[[], ApprovalRequest],
     ) -> None:
         try:
+            # A request this person may not see is answered as one that does not exist.
+            if self._sight(session, self.hub.store.get(request_id)) is RequestSight.HIDDEN:
+                raise UnknownRequest(request_id)
             decide()
         except UnknownRequest:
             session.flash = (f"No approval request {request_id}.", True)
@@ -277,10 +301,10 @@ class WebPages:
         newest = sorted(found, key=lambda s: s.started_at or 0.0, reverse=True)
         rows = [
             "<tr>"
-            f'<td><a href="/sessions/{escape(s.session_id)}">{escape(s.session_id[:12])}</a></td>'
-            f"<td>{escape(_moment(s.started_at))}</td><td>{escape(s.subject or '?')}</td>"
-            f"<td>{escape(s.target or '?')}</td><td>{s.statements}</td>"
-            f"<td>{escape(s.end_reason or ('open' if s.ended_at is None else 'ended'))}</td>"
+            f'<td><a href="/sessions/{_shown(s.session_id)}">{_shown(s.session_id[:12])}</a></td>'
+            f"<td>{_shown(_moment(s.started_at))}</td><td>{_shown(s.subject or '?')}</td>"
+            f"<td>{_shown(s.target or '?')}</td><td>{s.statements}</td>"
+            f"<td>{_shown(s.end_reason or ('open' if s.ended_at is None else 'ended'))}</td>"
             f"<td>{'sealed' if s.sealed else 'not sealed'}</td>"
             "</tr>"
             for s in newest[:SESSIONS_LISTED]
@@ -305,8 +329,9 @@ class WebPages:
         except LookupError:
             body = _error(f"No session {session_id}.")
             return _html(_layout("Session", body, session, self.auditors), status=404)
-        shown = f'<p class="{"notice" if ok else "error"}">{escape(verdict)}</p>'
-        body = f"<h1>Session {escape(session_id)}</h1>{shown}<pre>{escape(lines)}</pre>"
+        shown = f'<p class="{"notice" if ok else "error"}">{_shown(verdict)}</p>'
+        replay = _shown(lines, multiline=True)
+        body = f"<h1>Session {_shown(session_id)}</h1>{shown}<pre>{replay}</pre>"
         return _html(_layout(f"Session {session_id}", body, session, self.auditors))
 
     def _replay(self, session_id: str) -> tuple[str, str, bool]:
@@ -333,15 +358,15 @@ def _layout(
         if transcript_refusal(identity.groups, auditors) is None:
             header += '<a href="/sessions">Sessions</a>'
         header += (
-            f'<span class="who">{escape(identity.subject)} '
-            f"({escape(', '.join(sorted(identity.groups)))})</span>"
+            f'<span class="who">{_shown(identity.subject)} '
+            f"({_shown(', '.join(sorted(identity.groups)))})</span>"
             f'<form class="inline" method="post" action="/logout">{_csrf(session.csrf)}'
             '<button type="submit">Sign out</button></form>'
         )
     header += "</header>"
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)} - Airlock</title><style>{_STYLE}</style></head>"
+        f"<title>{_shown(title)} - Airlock</title><style>{_STYLE}</style></head>"
         f"<body>{header}<main>{content}</main></body></html>"
     )
 
@@ -358,31 +383,39 @@ def _login_page(problem: str | None = None) -> str:
     return _layout("Sign in", content, None)
 
 
-def _request_card(approval: ApprovalRequest, csrf: str, now: float) -> str:
+def _request_card(approval: ApprovalRequest, csrf: str, now: float, *, decide: bool) -> str:
+    """One held request; the approve and deny forms only for who may decide it."""
     r = approval.request
-    request_id = escape(approval.id)
-    requester = escape(r.subject) + (f" &lt;{escape(r.email)}&gt;" if r.email else "")
+    request_id = _shown(approval.id)
+    requester = _shown(r.subject) + (f" &lt;{_shown(r.email)}&gt;" if r.email else "")
     parameters = ""
     if r.parameters:
         rows = "".join(
-            f"<tr><td>{n}</td><td>{escape(p.type)}</td>"
-            f"<td>{'NULL' if p.value is None else escape(p.value)}"
+            f"<tr><td>{n}</td><td>{_shown(p.type)}</td>"
+            f"<td>{'NULL' if p.value is None else _shown(p.value)}"
             f"{' (hex)' if p.format == 'hex' else ''}</td></tr>"
             for n, p in enumerate(r.parameters, start=1)
         )
         parameters = f"<table><tr><th>#</th><th>type</th><th>value</th></tr>{rows}</table>"
     reasons = "; ".join(r.reasons)
-    scopes = "".join(f'<option value="{s}">{s}</option>' for s in SCOPES)
     return (
         f'<section class="request" id="request-{request_id}">'
-        f"<h2>{escape(r.statement_class)} on {escape(r.target)} "
+        f"<h2>{_shown(r.statement_class)} on {_shown(r.target)} "
         f"<small>request {request_id}, {format_age(now - approval.created_at)} ago</small></h2>"
         f"<p>Requested by <strong>{requester}</strong> "
-        f"({escape(', '.join(r.groups))}); session {escape(r.session_id[:12])}; "
-        f"approvers: {escape(', '.join(r.approver_groups))}</p>"
-        f"<pre>{escape(r.sql)}</pre>{parameters}"
-        + (f"<p>Why held: {escape(reasons)}</p>" if reasons else "")
-        + f'<form class="inline" method="post" action="/approvals/{request_id}/approve">'
+        f"({_shown(', '.join(r.groups))}); session {_shown(r.session_id[:12])}; "
+        f"approvers: {_shown(', '.join(r.approver_groups))}</p>"
+        f"<pre>{_shown(r.sql, multiline=True)}</pre>{parameters}"
+        + (f"<p>Why held: {_shown(reasons)}</p>" if reasons else "")
+        + (_decision_forms(request_id, csrf) if decide else "")
+        + "</section>"
+    )
+
+
+def _decision_forms(request_id: str, csrf: str) -> str:
+    scopes = "".join(f'<option value="{s}">{s}</option>' for s in SCOPES)
+    return (
+        f'<form class="inline" method="post" action="/approvals/{request_id}/approve">'
         f'{_csrf(csrf)}<label>scope <select name="scope">{scopes}</select></label> '
         '<label>ttl <input name="ttl" size="5" placeholder="15m"></label> '
         '<label>comment <input name="comment"></label> '
@@ -390,16 +423,21 @@ def _request_card(approval: ApprovalRequest, csrf: str, now: float) -> str:
         f'<form class="inline" method="post" action="/approvals/{request_id}/deny">'
         f'{_csrf(csrf)}<label>reason <input name="reason" required></label> '
         '<button type="submit">Deny</button></form>'
-        "</section>"
     )
 
 
+def _shown(text: str, *, multiline: bool = False) -> str:
+    """User-controlled text as HTML: control and bidi characters escaped visibly (as the
+    CLI and the replay show them), then the markup characters."""
+    return html.escape(printable(text, multiline=multiline))
+
+
 def _csrf(token: str) -> str:
-    return f'<input type="hidden" name="csrf" value="{escape(token)}">'
+    return f'<input type="hidden" name="csrf" value="{html.escape(token)}">'
 
 
 def _error(text: str) -> str:
-    return f'<p class="error">{escape(text)}</p>'
+    return f'<p class="error">{_shown(text)}</p>'
 
 
 def _flash(session: PageSession) -> str:
@@ -407,7 +445,7 @@ def _flash(session: PageSession) -> str:
     if flash is None:
         return ""
     text, is_error = flash
-    return f'<p class="{"error" if is_error else "notice"}">{escape(text)}</p>'
+    return f'<p class="{"error" if is_error else "notice"}">{_shown(text)}</p>'
 
 
 def _moment(ts: float | None) -> str:
@@ -417,12 +455,25 @@ def _moment(ts: float | None) -> str:
 
 
 def _same_origin(request: web.Request) -> bool:
-    """A form posted from this page, as far as the browser says: an Origin header, when
-    sent, names this host (a scheme may differ behind a TLS-terminating proxy)."""
+    """A form posted from this page, as far as the browser says. Browsers that send
+    Sec-Fetch-Site must say `same-origin` (not `same-site`: another port of this host
+    is the same site and gets the SameSite cookie); an Origin header, when sent, must
+    name this host: `null` (an opaque origin: a sandboxed frame, a data: URL, a page
+    under no-referrer) is refused like any other site. A client that sends neither is
+    no browser a page can lure into posting; the CSRF token still binds decisions to
+    the page session."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site != "same-origin":
+        return False
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    return urllib.parse.urlsplit(origin).netloc == request.host
+    # The scheme may differ behind a TLS-terminating proxy; the host and port may not.
+    try:
+        parts = urllib.parse.urlsplit(origin)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme in ("http", "https") and parts.netloc == request.host
 
 
 def _cross_origin() -> web.Response:

@@ -32,10 +32,27 @@ class Browser:
     def get(self, path: str) -> tuple[int, str]:
         return self._open(urllib.request.Request(self.base + path))  # noqa: S310 (the gateway's http URL)
 
-    def post(self, path: str, fields: dict[str, str], origin: str | None = None) -> tuple[int, str]:
-        """A form post, with the Origin header a browser sends (this page's, by default)."""
+    def post(
+        self,
+        path: str,
+        fields: dict[str, str],
+        origin: str | None = None,
+        fetch_site: str | None = "same-origin",
+    ) -> tuple[int, str]:
+        """A form post with the headers Chromium sends for one of the page's own forms
+        under its Referrer-Policy (its Origin, Sec-Fetch-Site: same-origin), or those
+        given: `origin` and `fetch_site` as another page would make it send them ("" and
+        None leave a header out, as clients that are not browsers do)."""
         data = urllib.parse.urlencode(fields).encode()
         headers = {"Origin": self.base if origin is None else origin}
+        if fetch_site is not None:
+            headers |= {
+                "Sec-Fetch-Site": fetch_site,
+                "Sec-Fetch-Mode": "navigate",
+                "Sec-Fetch-User": "?1",
+                "Sec-Fetch-Dest": "document",
+            }
+        headers = {k: v for k, v in headers.items() if v}
         request = urllib.request.Request(self.base + path, data=data, headers=headers)  # noqa: S310
         return self._open(request)
 
@@ -83,8 +100,11 @@ def test_the_page_asks_for_a_token_and_refuses_a_bad_one(gated: RunningGateway) 
     assert "expired" in page
     assert bad not in page
     assert not list(browser.cookies)
+    assert browser.headers["Referrer-Policy"] == "same-origin"  # so forms carry the Origin
     good = dba_token(gated)
-    status, page = browser.post("/login", {"token": good}, origin="https://evil.example")
+    status, page = browser.post(
+        "/login", {"token": good}, origin="https://evil.example", fetch_site="cross-site"
+    )
     assert status == 403  # nobody is signed in from another site's form
     assert not list(browser.cookies)
     status, page = browser.get("/sessions")  # signed out: back to the sign-in form
@@ -163,11 +183,26 @@ def test_a_post_without_the_page_csrf_token_decides_nothing(
             status, page = browser.post(path, fields)
             assert status == 403, page
             assert "The form has expired" in page
-        # The right token, posted from another site's page.
+        # The right token, posted from another page than this one: what the browser says
+        # of where the form came from decides (Sec-Fetch-Site first, then Origin).
         fields = {"csrf": browser.csrf()}
-        status, page = browser.post(path, fields, origin="https://evil.example")
-        assert status == 403
-        assert "A form from another site was refused" in page
+        other_port = gated.api_url.rsplit(":", 1)[0] + ":1"
+        for origin, fetch_site in (
+            ("https://evil.example", "cross-site"),
+            ("https://evil.example", None),  # a browser without Sec-Fetch-*
+            (other_port, "same-site"),  # another port: same site, and the cookie goes along
+            (other_port, None),
+            ("null", "cross-site"),  # an opaque origin: sandboxed frame, data: URL
+            ("null", "same-origin"),  # what no-referrer made of this page's own forms
+            ("null", None),
+            (gated.api_url, "same-site"),  # the fetch metadata wins over the Origin
+            (gated.api_url, "cross-site"),
+            ("http://[::1", "same-origin"),  # not even a URL
+            ("ftp://" + gated.api_url.split("://")[1], "same-origin"),
+        ):
+            status, page = browser.post(path, fields, origin=origin, fetch_site=fetch_site)
+            assert status == 403, (origin, fetch_site)
+            assert "A form from another site was refused" in page
         # Not signed in at all: back to the sign-in form, nothing decided.
         status, page = Browser(gated).post(path, {"csrf": browser.csrf()})
         assert "Sign in" in page
@@ -186,14 +221,19 @@ def test_nobody_approves_their_own_request_or_one_outside_their_groups(
     with psycopg.connect(gated.dsn(token), autocommit=True) as agent:
         write = Background(lambda: agent.execute("delete from accounts where id = 5"))
         [request] = pending(gated)
-        for who in (token, agent_token(gated, sub="agent-2")):
-            browser = Browser(gated)
-            browser.sign_in(who)
-            _, page = browser.post(
-                f"/approvals/{request['id']}/approve", {"csrf": browser.csrf(), "scope": "session"}
-            )
-            assert "Not allowed" in page, page
-            assert "Pending approvals (1)" in page
+        path = f"/approvals/{request['id']}/approve"
+        browser = Browser(gated)
+        page = browser.sign_in(token)
+        assert "Pending approvals (1)" in page  # its requester reads it: no buttons
+        assert f'action="{path}"' not in page
+        _, page = browser.post(path, {"csrf": browser.csrf(), "scope": "session"})
+        assert "Not allowed: nobody may decide their own request" in page, page
+        # Another agent of the same group does not even see it.
+        browser = Browser(gated)
+        browser.sign_in(agent_token(gated, sub="agent-2"))
+        _, page = browser.post(path, {"csrf": browser.csrf(), "scope": "session"})
+        assert f"No approval request {request['id']}." in page, page
+        assert "Pending approvals (0)" in page
         dba = approver(gated)
         dba.post(f"/approvals/{request['id']}/deny", {"csrf": dba.csrf(), "reason": "x"})
         assert isinstance(write.result(), psycopg.errors.InsufficientPrivilege)
@@ -262,3 +302,51 @@ def test_the_page_session_ends_when_the_token_expires(gated: RunningGateway) -> 
     time.sleep(2.5)
     _, page = browser.get("/")
     assert '<form method="post" action="/login">' in page
+
+
+def test_a_client_that_is_no_browser_posts_without_origin_but_with_the_csrf_token(
+    gated: RunningGateway,
+) -> None:
+    # No Origin, no Sec-Fetch-*: no page can make a browser send that; the page session's
+    # CSRF token is still required.
+    browser = Browser(gated)
+    status, page = browser.post("/login", {"token": dba_token(gated)}, origin="", fetch_site=None)
+    assert status == 200
+    assert "Sign out" in page
+    status, page = browser.post("/logout", {}, origin="", fetch_site=None)
+    assert status == 403
+    assert "The form has expired" in page
+    status, page = browser.post("/logout", {"csrf": browser.csrf()}, origin="", fetch_site=None)
+    assert status == 200
+    assert '<form method="post" action="/login">' in page
+
+
+@pytest.mark.timeout(60)
+def test_the_page_shows_bidi_and_control_characters_escaped(
+    gated: RunningGateway, accounts: Callable[[], dict[int, int]]
+) -> None:
+    # U+202E (right-to-left override) would make the approver read the end of the line
+    # backwards; a zero-width space hides text; U+2066 isolates it.
+    sql = (
+        "update accounts set balance = 0 where id = 9 /* \u202e 9 = di erehw */"
+        " and %s <> 'x\u200by' and '\u2066' <> ''"
+    )
+    with psycopg.connect(gated.dsn(agent_token(gated)), autocommit=True) as agent:
+        write = Background(lambda: agent.execute(sql, ("\u202esdrawkcab\x1b[2J",)))
+        [request] = pending(gated)
+        browser = approver(gated)
+        _, page = browser.get("/")
+        card = page[page.index(f'id="request-{request["id"]}"') :]
+        assert "/* \\u202e 9 = di erehw */" in card
+        assert html.escape("'x\\u200by'") in card
+        assert html.escape("'\\u2066'") in card
+        assert "\\u202esdrawkcab\\x1b[2J" in card  # the bound parameter
+        _, page = browser.post(
+            "/approvals/" + urllib.parse.quote("apr_\u202e1") + "/approve",
+            {"csrf": browser.csrf(), "scope": "statement"},
+        )
+        assert "No approval request apr_\\u202e1." in page
+        for char in ("\u202e", "\u200b", "\u2066", "\x1b"):
+            assert char not in page, repr(char)
+        browser.post(f"/approvals/{request['id']}/deny", {"csrf": browser.csrf(), "reason": "no"})
+        assert isinstance(write.result(), psycopg.errors.InsufficientPrivilege)
