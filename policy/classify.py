@@ -1448,11 +1448,13 @@ def _name_at(sql: str, tokens: Sequence[Token], index: int) -> tuple[str | None,
             return None, 3
     if token.token_type is TokenType.IDENTIFIER:
         raw = sql[token.start : token.end + 1]
-        if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"`":
+        if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in '"`':
             return raw[1:-1].replace(raw[0] * 2, raw[0]), 1
         return None, 1
     word = _word(token)
     return (word.lower() if word and " " not in word else None), 1
+
+
 #: MySQL DESCRIBE t [column | 'wildcard'], with t possibly db.t.
 _MYSQL_DESCRIBE_TABLE = re.compile(r"name(?: \. name)?(?: (?:name|string))?")
 
@@ -2306,8 +2308,10 @@ def _postgres_type_problem(sql: str, tokens: Sequence[Token], index: int) -> str
     name, used = _name_at(sql, tokens, index)
     quoted = tokens[index].token_type is TokenType.IDENTIFIER or used == 3
     following = index + used
-    if name is not None and following < len(tokens) and tokens[following].token_type is (
-        TokenType.DOT
+    if (
+        name is not None
+        and following < len(tokens)
+        and tokens[following].token_type is (TokenType.DOT)
     ):
         if name != "pg_catalog":
             return f"type {name}.… is not a built-in type"
