@@ -590,14 +590,14 @@ class PgSession(GatedSession):
             # A Parse runs nothing: it waited only for its statement to be classified.
             try:
                 gate.note_parse(message, await self._classify(message.sql))
-            except StatementTooLarge as refusal:
-                return refusal
+            except StatementTooLarge as too_large:
+                return too_large
             return None
         if isinstance(message, m.Query):
             try:
                 verdict = await self._classify(message.sql)
-            except StatementTooLarge as refusal:
-                return refusal
+            except StatementTooLarge as too_large:
+                return too_large
             refusal, decision = await self.gatekeep(
                 gate, message.sql, verdict, (), parameters_key(None)
             )

@@ -117,7 +117,8 @@ async def test_a_session_never_has_two_parses_running_even_with_idle_workers() -
         tasks = [submit(scheduler, f"a{n}", "a") for n in range(4)]
         await workers.until_started(1)
         await asyncio.sleep(0.01)
-        assert workers.started == ["a0"] and scheduler.waiting("a") == 4
+        assert workers.started == ["a0"]
+        assert scheduler.waiting("a") == 4
         other = submit(scheduler, "b", "b")
         await workers.until_started(2)  # another session uses an idle worker at once
         for sql in ("b", "a0", "a1", "a2", "a3"):
@@ -143,7 +144,8 @@ async def test_a_parse_past_the_timeout_is_unknown_and_its_worker_is_replaced() 
         assert scheduler.replaced == 1
         workers.release("v")
         assert (await after).reasons == ("parsed v",)
-        assert len(workers.workers) == 2 and not workers.workers[1].killed
+        assert len(workers.workers) == 2
+        assert not workers.workers[1].killed
     finally:
         scheduler.close()
 
@@ -177,7 +179,8 @@ async def test_statements_over_the_size_cap_are_refused_with_54000_not_parsed() 
         select = "select 1 -- " + "x" * 2100
         with pytest.raises(StatementTooLarge) as refused:
             await classifiers.classify(select, "postgres", "s")
-        assert refused.value.sqlstate == "54000" and refused.value.mysql_errno == 1153
+        assert refused.value.sqlstate == "54000"
+        assert refused.value.mysql_errno == 1153
         assert "2048 bytes" in refused.value.message
         # Bytes, not characters: 700 three-byte characters are 2100 bytes.
         with pytest.raises(StatementTooLarge):
@@ -199,7 +202,8 @@ async def test_short_statements_parse_inline_and_timeouts_are_not_cached() -> No
     classifiers = Classifiers(inline_chars=100, timeout_s=0.05, start_worker=workers)
     try:
         short = await classifiers.classify("select 1", "postgres", "s")
-        assert short.is_read and workers.started == []
+        assert short.is_read
+        assert workers.started == []
         long_text = "hang " + "x" * 200
         verdict = await classifiers.classify(long_text, "postgres", "s")
         assert verdict.statement_class is StatementClass.UNKNOWN
