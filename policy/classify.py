@@ -983,7 +983,7 @@ _FIXED: dict[tuple[str, str], Verdict] = {
     ("", "DEALLOCATE"): _verdict(READ, "DEALLOCATE drops this session's prepared statement"),
     ("", "CALL"): _verdict(UNKNOWN, "CALL runs a procedure the gateway cannot see into"),
     ("", "EXECUTE"): _verdict(UNKNOWN, "EXECUTE runs a prepared statement the gateway cannot see"),
-    ("", "ANALYZE"): _verdict(ADMIN, "ANALYZE is maintenance: it writes statistics"),
+    ("postgres", "ANALYZE"): _verdict(ADMIN, "ANALYZE is maintenance: it writes statistics"),
     ("", "CHECKPOINT"): _verdict(ADMIN, "CHECKPOINT is server maintenance"),
     ("postgres", "ANALYSE"): _verdict(ADMIN, "ANALYZE is maintenance: it writes statistics"),
     ("postgres", "VACUUM"): _verdict(ADMIN, "VACUUM is maintenance"),
@@ -1391,6 +1391,70 @@ def _show(context: _Context, tokens: list[Token]) -> Verdict:
 
 
 _EXPLAIN_FLAGS = frozenset({"VERBOSE", "EXTENDED", "PARTITIONS"})
+#: EXPLAIN ( ... ) options of PostgreSQL 15 to 17, as the server compares them (lower
+#: case, after quotes and Unicode escapes are resolved). Any other name is not read.
+_POSTGRES_EXPLAIN_OPTIONS = _names(
+    """
+    analyze analyse verbose costs settings buffers wal timing summary format generic_plan
+    serialize memory
+    """
+)
+_UNICODE_ESCAPE = re.compile(r"\\(?:\\|([0-9A-Fa-f]{4})|\+([0-9A-Fa-f]{6}))")
+
+
+def _option_name(sql: str, option: Sequence[Token]) -> tuple[str | None, list[Token]]:
+    """The name an option list item gives, as the server compares it, and its value.
+
+    None for the name when it cannot be read for sure (a U&"..." name with UESCAPE, an
+    escape that is not one). The value is the tokens after the name.
+    """
+    if not option:
+        return None, []
+    name, used = _name_at(sql, option, 0)
+    return name, list(option[used:])
+
+
+def _name_at(sql: str, tokens: Sequence[Token], index: int) -> tuple[str | None, int]:
+    """The name that starts at tokens[index] as the server resolves it, and how many tokens
+    it takes: a bare word folded to lower case, a "quoted" name as written, a U&"..." name
+    with its escapes resolved. (None, 1) when it is none of these or cannot be resolved."""
+    token = tokens[index] if index < len(tokens) else None
+    if token is None:
+        return None, 1
+    following = tokens[index + 1] if index + 1 < len(tokens) else None
+    after = tokens[index + 2] if index + 2 < len(tokens) else None
+    if (
+        _word(token) == "U"
+        and following is not None
+        and following.token_type is TokenType.AMP
+        and after is not None
+        and after.token_type is TokenType.IDENTIFIER
+        and following.start == token.end + 1
+        and after.start == following.end + 1
+    ):
+        if index + 3 < len(tokens) and _word(tokens[index + 3]) == "UESCAPE":
+            return None, 3
+        raw = sql[after.start + 1 : after.end].replace('""', '"')
+        if "\\" not in raw:
+            return raw, 3
+        if _UNICODE_ESCAPE.sub("", raw).count("\\"):
+            return None, 3
+        try:
+            return _UNICODE_ESCAPE.sub(
+                lambda m: "\\" if m.group(0) == "\\\\" else chr(int(m.group(1) or m.group(2), 16)),
+                raw,
+            ), 3
+        except (ValueError, OverflowError):
+            return None, 3
+    if token.token_type is TokenType.IDENTIFIER:
+        raw = sql[token.start : token.end + 1]
+        if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in '"`':
+            return raw[1:-1].replace(raw[0] * 2, raw[0]), 1
+        return None, 1
+    word = _word(token)
+    return (word.lower() if word and " " not in word else None), 1
+
+
 #: MySQL DESCRIBE t [column | 'wildcard'], with t possibly db.t.
 _MYSQL_DESCRIBE_TABLE = re.compile(r"name(?: \. name)?(?: (?:name|string))?")
 
@@ -1419,10 +1483,16 @@ def _explain(context: _Context, tokens: list[Token]) -> Verdict:
         if closing < 0:
             return _verdict(UNKNOWN, "EXPLAIN options not understood")
         for option in _top_level_split(tokens[2:closing], TokenType.COMMA):
-            option_words = _words(option)
-            if option_words[:1] in (["ANALYZE"], ["ANALYSE"]):
-                # A value other than false/off runs the statement; so does one we cannot read.
-                analyze = analyze or option_words[1:] not in (["FALSE"], ["OFF"])
+            name, value = _option_name(context.sql, option)
+            if name is None or name not in _POSTGRES_EXPLAIN_OPTIONS:
+                # The server may know options this does not (and compares them as the
+                # quoted or escaped name spells them): what it cannot name may run.
+                shown = repr(name) if name is not None else "(escaped in a way not resolved)"
+                return _verdict(UNKNOWN, f"EXPLAIN option {shown} is not recognised")
+            if name in ("analyze", "analyse"):
+                # A value other than a bare false/off runs the statement; so does one
+                # this cannot read (0, 'off' and "off" included: fail closed).
+                analyze = analyze or _words(value) not in (["FALSE"], ["OFF"])
         index = closing + 1
     else:
         while index < len(tokens):
@@ -1603,6 +1673,34 @@ def _load_mysql(context: _Context, tokens: list[Token]) -> Verdict:
     if _words(tokens[1:2]) == ["INDEX"]:
         return _verdict(ADMIN, "LOAD INDEX changes server caches")
     return _verdict(ADMIN, "LOAD DATA/XML reads a file into a table")
+
+
+_MYSQL_ANALYZE_TABLE = _names("TABLE TABLES NO_WRITE_TO_BINLOG LOCAL")
+
+
+def _analyze_mysql(context: _Context, tokens: list[Token]) -> Verdict:
+    """ANALYZE TABLE is maintenance; MariaDB's ANALYZE [FORMAT=...] <statement> runs the
+    statement (and reports what it did), so it is that statement's class."""
+    words = _words(tokens)
+    if words[1:2] and words[1] in _MYSQL_ANALYZE_TABLE:
+        return _verdict(ADMIN, "ANALYZE TABLE is maintenance: it writes statistics")
+    index = 1
+    if words[1:2] == ["FORMAT"]:
+        if len(tokens) < 4 or tokens[2].token_type is not TokenType.EQ:
+            return _verdict(UNKNOWN, "ANALYZE not understood")
+        index = 4
+    inner = tokens[index:]
+    inner_first = _word(inner[0]) if inner else ""
+    if not inner or context.wrapping >= MAX_WRAPPING:
+        return _verdict(UNKNOWN, "ANALYZE not understood")
+    if inner_first in _DML:
+        return _verdict(WRITE, f"ANALYZE runs the {inner_first}, which modifies data")
+    if inner_first not in _QUERY_STARTS and inner[0].token_type is not TokenType.L_PAREN:
+        return _verdict(UNKNOWN, f"ANALYZE of a {inner_first or 'statement'} is not classified")
+    verdict = _classify_query(_Context(context.sql, context.dialect, context.wrapping + 1), inner)
+    if verdict.is_read:
+        return _verdict(READ, "ANALYZE runs a read-only query")
+    return verdict
 
 
 def _do_mysql(context: _Context, tokens: list[Token]) -> Verdict:
@@ -2001,6 +2099,9 @@ def _classify_query(
         return _verdict(UNKNOWN, f"not understood as a query ({type(root).__name__})")
     index_of = {token.start: index for index, token in enumerate(tokens) if index >= synthetic}
     findings.extend(_tree_findings(context, root, tokens, index_of, accounted, plan_only))
+    if dialect == "postgres":
+        findings.extend(_postgres_operator_findings(tokens, synthetic))
+        findings.extend(_postgres_type_findings(context.sql, tokens, root, index_of, synthetic))
     # Every name before "(" that no function node accounted for: grammar where it stands,
     # or else checked as a call of that name (sqlglot may have made it something else).
     for index in calls:
@@ -2052,6 +2153,8 @@ def _tree_findings(
             else:
                 findings.append((WRITE, f"data-modifying {what} inside the query"))
         elif isinstance(node, exp.Into):
+            if context.dialect == "mysql" and _into_user_variable(node):
+                continue  # SELECT ... INTO @v: a session variable, as SET @v = (...)
             if context.dialect == "postgres":
                 findings.append((DDL, "SELECT ... INTO creates a table"))
             else:
@@ -2086,6 +2189,199 @@ def _tree_findings(
             or isinstance(node, (exp.Binary, exp.Unary, exp.Predicate, exp.Connector))
         ):
             findings.append((UNKNOWN, f"{kind.__name__} is not understood"))
+    return findings
+
+
+def _into_user_variable(node: exp.Into) -> bool:
+    target = node.this
+    return (
+        not node.expressions
+        and not node.args.get("temporary")
+        and not node.args.get("unlogged")
+        and isinstance(target, exp.Table)
+        and isinstance(target.this, exp.Parameter)
+        and all(value is None for key, value in target.args.items() if key != "this")
+    )
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+# operators and types: both can run user code (an operator is a function; a domain's CHECK
+# and a type's input function run on a cast), so only built-in ones, as written, are read.
+
+#: Operator symbols of pg_catalog (PostgreSQL 15), plus => (named arguments, not an
+#: operator) and the operators of the extensions whose functions are allowlisted
+#: (pgvector, pg_trgm).
+_POSTGRES_OPERATORS = _names(
+    """
+    !! !~ !~* !~~ !~~* # ## #- #> #>> % & && &< &<| &> * *< *<= *<> *= *> *>= + - -> ->>
+    -|- / < <-> << <<= <<| <= <> <@ <^ = > >= >> >>= >^ ? ?# ?& ?- ?-| ?| ?|| @ @-@ @>
+    @? @@ @@@ ^ ^@ | |&> |/ |>> || ||/ ~ ~* ~<=~ ~<~ ~= ~>=~ ~>~ ~~ ~~* != =>
+    <=> <#> <+> <~> <%> <% %> <<% %>> <<-> <->> <<<-> <->>>
+    """
+)
+_OPERATOR_CHARS = frozenset("+-*/<>=~!@#%^&|`?")
+_OPERATOR_KEEPS_SIGN = frozenset("~!@#^&|`?%")
+
+
+def _postgres_operators(run: str) -> list[str]:
+    """The operators PostgreSQL's lexer makes of a run of operator characters: the longest
+    run, less trailing + and - when nothing in it is one of ~!@#^&|`?%."""
+    operators = []
+    while run:
+        size = len(run)
+        if size > 1 and run[-1] in "+-" and not _OPERATOR_KEEPS_SIGN.intersection(run[:-1]):
+            while size > 1 and run[size - 1] in "+-":
+                size -= 1
+        operators.append(run[:size])
+        run = run[size:]
+    return operators
+
+
+def _postgres_operator_findings(tokens: Sequence[Token], synthetic: int) -> list[_Finding]:
+    findings: list[_Finding] = []
+    run = ""
+    end = -2
+    for token in [*tokens[synthetic:], None]:
+        text = token.text if token is not None else ""
+        is_operator = (
+            token is not None
+            and token.token_type not in _QUOTED_TOKEN_TYPES
+            and bool(text)
+            and _OPERATOR_CHARS.issuperset(text)
+        )
+        if is_operator and token is not None and token.start == end + 1 and run:
+            run += text
+            end = token.end
+            continue
+        for operator in _postgres_operators(run):
+            if operator not in _POSTGRES_OPERATORS:
+                findings.append(
+                    (UNKNOWN, f"operator {operator} is not built in: it may call a user function")
+                )
+        run, end = (text, token.end) if is_operator and token is not None else ("", -2)
+    return findings
+
+
+#: Type names of pg_catalog (base, range, multirange and pseudo types of PostgreSQL 15),
+#: valid bare or "quoted"; and pgvector's, whose functions are allowlisted too.
+_POSTGRES_CATALOG_TYPES = _names(
+    """
+    aclitem any anyarray anycompatible anycompatiblearray anycompatiblemultirange
+    anycompatiblenonarray anycompatiblerange anyelement anyenum anymultirange anynonarray
+    anyrange bit bool box bpchar bytea char cid cidr circle cstring date datemultirange
+    daterange event_trigger fdw_handler float4 float8 gtsvector index_am_handler inet int2
+    int2vector int4 int4multirange int4range int8 int8multirange int8range internal
+    interval json jsonb jsonpath language_handler line lseg macaddr macaddr8 money name
+    numeric nummultirange numrange oid oidvector path pg_brin_bloom_summary
+    pg_brin_minmax_multi_summary pg_ddl_command pg_dependencies pg_lsn pg_mcv_list
+    pg_ndistinct pg_node_tree pg_snapshot point polygon record refcursor regclass
+    regcollation regconfig regdictionary regnamespace regoper regoperator regproc
+    regprocedure regrole regtype table_am_handler text tid time timestamp timestamptz
+    timetz trigger tsm_handler tsmultirange tsquery tsrange tstzmultirange tstzrange
+    tsvector txid_snapshot unknown uuid varbit varchar void xid xid8 xml
+    vector halfvec sparsevec
+    """
+)
+#: Type names the grammar itself maps to pg_catalog types: bare only ("integer" quoted is
+#: a lookup of a type by that name, which may be the user's).
+_POSTGRES_GRAMMAR_TYPES = _names(
+    """
+    int integer smallint bigint real float double decimal dec boolean character nchar
+    national
+    """
+)
+#: The words of the built-in type names sqlglot reads as one token.
+_POSTGRES_TYPE_WORDS = _names(
+    "DOUBLE PRECISION CHARACTER CHAR VARYING BIT NATIONAL TIMESTAMP TIME WITH WITHOUT ZONE"
+)
+#: Types whose name takes a second word: double precision, national character.
+_POSTGRES_TYPE_SECOND_WORD = {"double": ("PRECISION",), "national": ("CHARACTER", "CHAR")}
+
+
+def _postgres_type_problem(sql: str, tokens: Sequence[Token], index: int) -> str | None:
+    """None when the type name starting at tokens[index] is a built-in type, as written."""
+    words = _word(tokens[index]).split()
+    if len(words) > 1:  # sqlglot's one token for DOUBLE PRECISION, CHARACTER VARYING, ...
+        if _POSTGRES_TYPE_WORDS.issuperset(words):
+            return None
+        return "a type name that is not understood"
+    name, used = _name_at(sql, tokens, index)
+    quoted = tokens[index].token_type is TokenType.IDENTIFIER or used == 3
+    following = index + used
+    if (
+        name is not None
+        and following < len(tokens)
+        and tokens[following].token_type is (TokenType.DOT)
+    ):
+        if name != "pg_catalog":
+            return f"type {name}.… is not a built-in type"
+        name, used = _name_at(sql, tokens, following + 1)
+        quoted = tokens[following + 1].token_type is TokenType.IDENTIFIER or used == 3
+        following += 1 + used
+    if name is None:
+        return "a type name that is not understood"
+    if name in _POSTGRES_CATALOG_TYPES:
+        return None
+    if not quoted and name in _POSTGRES_GRAMMAR_TYPES:
+        second = _POSTGRES_TYPE_SECOND_WORD.get(name)
+        if second is None or _word(tokens[following] if following < len(tokens) else None) in (
+            second
+        ):
+            return None
+    return f"type {name} is not a built-in type"
+
+
+@functools.cache
+def _type_tokens(dialect: str) -> frozenset[TokenType]:
+    return frozenset(_dialect(dialect).parser_class.TYPE_TOKENS)
+
+
+def _postgres_type_findings(
+    sql: str,
+    tokens: Sequence[Token],
+    root: exp.Expr,
+    index_of: dict[int, int],
+    synthetic: int,
+) -> list[_Finding]:
+    """Every type a value is cast or converted to must be built in: a domain's CHECK, a
+    type's input function or a user cast may call any function."""
+    starts: set[int] = set()
+    type_tokens = _type_tokens("postgres")
+    for index in range(synthetic, len(tokens) - 1):
+        token, following = tokens[index], tokens[index + 1]
+        kind = token.token_type
+        if kind is TokenType.DCOLON:
+            starts.add(index + 1)  # x::type
+        elif kind in type_tokens and following.token_type in LITERAL_TOKEN_TYPES - {
+            TokenType.NUMBER
+        }:
+            starts.add(index)  # type 'literal'
+        elif _word(token) in ("CAST", "TRY_CAST") and following.token_type is TokenType.L_PAREN:
+            closing = _closing_paren(tokens, index + 1)
+            inner = tokens[index + 2 : closing] if closing > 0 else []
+            as_at = _top_level_word(inner, "AS")
+            if as_at >= 0:
+                starts.add(index + 2 + as_at + 1)  # CAST(x AS type)
+    findings: list[_Finding] = []
+    for node in root.find_all(exp.ColumnDef, exp.DataType):
+        if isinstance(node, exp.ColumnDef):
+            name_node = node.this
+            position = index_of.get(
+                name_node.meta.get("start", -1) if isinstance(name_node, exp.Expr) else -1
+            )
+            if position is None:
+                findings.append((UNKNOWN, "a column definition whose type cannot be checked"))
+            elif node.args.get("kind") is not None:
+                starts.add(position + 1)  # AS t(a type, ...)
+        elif node.this is exp.DataType.Type.USERDEFINED:
+            findings.append((UNKNOWN, "a type that is not built in may run user code"))
+    for start in sorted(starts):
+        if start >= len(tokens):
+            findings.append((UNKNOWN, "a type name that is not understood"))
+            continue
+        problem = _postgres_type_problem(sql, tokens, start)
+        if problem is not None:
+            findings.append((UNKNOWN, f"{problem}: a cast to it may run user code"))
     return findings
 
 
@@ -2155,4 +2451,5 @@ _HANDLERS: dict[tuple[str, str], _Handler] = {
     ("mysql", "UNLOCK"): _unlock_mysql,
     ("mysql", "LOAD"): _load_mysql,
     ("mysql", "DO"): _do_mysql,
+    ("mysql", "ANALYZE"): _analyze_mysql,
 }

@@ -51,6 +51,10 @@ __all__ = [
 
 
 _DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_DEFAULT_MAX_STATEMENT_BYTES = 1024 * 1024
+_MIN_STATEMENT_BYTES = 1024
+_DEFAULT_CLASSIFY_TIMEOUT_S = 5.0
+_MAX_CLASSIFY_TIMEOUT_S = 60.0
 
 
 class ConfigError(Exception):
@@ -146,6 +150,10 @@ class Settings:
     rules: tuple[Rule, ...]
     tls: TlsSettings
     max_message_bytes: int = _DEFAULT_MAX_MESSAGE_BYTES
+    #: Longer SQL text is refused unparsed (54000 / MySQL 1153).
+    max_statement_bytes: int = _DEFAULT_MAX_STATEMENT_BYTES
+    #: A classification running longer is `unknown` and its worker is replaced.
+    classify_timeout_s: float = _DEFAULT_CLASSIFY_TIMEOUT_S
     #: Serve a development OIDC issuer on the API listener (`airlock dev-token`
     #: mints its tokens). Off unless the config turns it on.
     dev_issuer: bool = False
@@ -409,7 +417,7 @@ _WEBHOOK_FORMATS = ("standard", "slack")
 _WEBHOOK_EVENTS = ("approval.requested", "approval.decided")
 _TLS_KEYS = ("cert_file", "key_file")
 _LOGIN_LIMITS_KEYS = ("login_timeout", "max_pending_logins", "max_pending_logins_per_address")
-_LIMITS_KEYS = ("max_message_bytes", *_LOGIN_LIMITS_KEYS)
+_LIMITS_KEYS = ("max_message_bytes", "max_statement_bytes", "classify_timeout", *_LOGIN_LIMITS_KEYS)
 #: More than a minute to log in, or a million logins waiting, is a typo.
 _MAX_LOGIN_TIMEOUT_S = 60.0
 _MAX_PENDING_LOGINS = 1_000_000
@@ -564,6 +572,8 @@ class _Parser:
             raise self.fail("data_dir", f"is not a directory: {data_dir}")
         max_message_bytes = _DEFAULT_MAX_MESSAGE_BYTES
         logins = LoginLimits()
+        max_statement_bytes = _DEFAULT_MAX_STATEMENT_BYTES
+        classify_timeout_s = _DEFAULT_CLASSIFY_TIMEOUT_S
         limits_value = top.get("limits")
         if limits_value is not None:
             limits = self.mapping(limits_value, "limits", _LIMITS_KEYS)
@@ -574,6 +584,19 @@ class _Parser:
                     "limits.max_message_bytes",
                     _MIN_MESSAGE_BYTES,
                     _MAX_MESSAGE_BYTES,
+                )
+            if limits.get("max_statement_bytes") is not None:
+                max_statement_bytes = self.size(
+                    limits["max_statement_bytes"],
+                    "limits.max_statement_bytes",
+                    _MIN_STATEMENT_BYTES,
+                    max_message_bytes,
+                )
+            if limits.get("classify_timeout") is not None:
+                classify_timeout_s = self.duration(
+                    limits["classify_timeout"],
+                    "limits.classify_timeout",
+                    maximum=_MAX_CLASSIFY_TIMEOUT_S,
                 )
         insecure = top.get("allow_insecure_loopback", False)
         return Settings(
@@ -590,6 +613,8 @@ class _Parser:
             recording=self.recording(top.get("recording")),
             logins=logins,
             max_message_bytes=max_message_bytes,
+            max_statement_bytes=min(max_statement_bytes, max_message_bytes),
+            classify_timeout_s=classify_timeout_s,
             dev_issuer=dev_issuer,
             webhooks=self.webhooks(top.get("webhooks"), "webhooks"),
             auditors=frozenset(

@@ -55,6 +55,7 @@ from protocols.mysql.packets import Packet, PacketReader, frame
 from protocols.mysql.responses import ResponseTracker
 from proxy.addresses import is_loopback
 from proxy.channel import Channel
+from proxy.classifying import StatementTooLarge
 from proxy.credentials import Credential, is_credential_name
 from proxy.gated_session import GatedSession
 from proxy.listener import Listener
@@ -610,7 +611,10 @@ class MySqlSession(GatedSession):
         assert gate is not None
         payload = held.packet.payload
         if held.command == Command.STMT_PREPARE:
-            verdict = await self._classify(held.sql)
+            try:
+                verdict = await self._classify(held.sql)
+            except StatementTooLarge as too_large:
+                return relay.release(forward=False, error=too_large)
             outside = gate.scope_refusal(held.sql) if held.sql is not None else None
             if outside is not None:
                 self._statement_ran(held.sql or "", verdict, None, "deny")
@@ -625,7 +629,10 @@ class MySqlSession(GatedSession):
             return await self._carry_out(process, f"COM_PROCESS_KILL {process.connection_id}")
         if held.command == Command.QUERY:
             sql = held.sql
-            verdict = await self._classify(sql)
+            try:
+                verdict = await self._classify(sql)
+            except StatementTooLarge as too_large:
+                return relay.release(forward=False, error=too_large)
             if sql is not None and is_kill(verdict):
                 kill = parse_kill(sql)
                 if kill is not None:
@@ -678,7 +685,8 @@ class MySqlSession(GatedSession):
                 StatementClass.UNKNOWN,
                 ("the statement is not valid text in the connection's character set",),
             )
-        return await self.listener.classifiers.classify(sql, "mysql")
+        # Raises StatementTooLarge; cold parses are scheduled fairly per session.
+        return await self.listener.classifiers.classify(sql, "mysql", self)
 
     async def _carry_out(self, kill: Kill, sql: str) -> list[Action]:
         """KILL for one of the agent's own sessions (this one included)."""

@@ -37,6 +37,7 @@ from protocols.postgres.auth import ScramServerExchange
 from protocols.postgres.framing import MessageFramer, StartupFramer
 from proxy.addresses import is_loopback
 from proxy.channel import Channel, ConnectionClosed
+from proxy.classifying import StatementTooLarge
 from proxy.credentials import Credential, is_credential_name
 from proxy.gated_session import GatedSession
 from proxy.listener import Listener
@@ -623,10 +624,16 @@ class PgSession(GatedSession):
         message = m.decode_frontend(raw)  # ProtocolViolation when malformed
         if isinstance(message, m.Parse):
             # A Parse runs nothing: it waited only for its statement to be classified.
-            gate.note_parse(message, await self._classify(message.sql))
+            try:
+                gate.note_parse(message, await self._classify(message.sql))
+            except StatementTooLarge as too_large:
+                return too_large
             return None
         if isinstance(message, m.Query):
-            verdict = gate.query_verdict(message.sql, await self._classify(message.sql))
+            try:
+                verdict = gate.query_verdict(message.sql, await self._classify(message.sql))
+            except StatementTooLarge as too_large:
+                return too_large
             refusal, decision = await self.gatekeep(
                 gate, message.sql, verdict, (), parameters_key(None)
             )
@@ -662,7 +669,8 @@ class PgSession(GatedSession):
         await caught_up
 
     async def _classify(self, sql: str) -> Verdict:
-        return await self.listener.classifiers.classify(sql, "postgres")
+        """Raises StatementTooLarge; cold parses are scheduled fairly per session."""
+        return await self.listener.classifiers.classify(sql, "postgres", self)
 
     def announce_hold(self, request: ApprovalRequest) -> None:
         reasons = "; ".join(request.request.reasons)

@@ -50,7 +50,10 @@ class Gateway:
         self.store: ApprovalStore | None = None
         self.hub: ApprovalHub | None = None
         self.notifier: WebhookNotifier | None = None
-        self.classifiers = Classifiers()
+        self.classifiers = Classifiers(
+            max_statement_bytes=settings.max_statement_bytes,
+            timeout_s=settings.classify_timeout_s,
+        )
         #: Credentials minted through the API, for both listeners.
         self.credentials = CredentialBook()
         self.recorder: Recorder | None = None

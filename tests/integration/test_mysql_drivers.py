@@ -529,16 +529,17 @@ def test_pymysql_packet_over_16_mib_is_classified_whole(
     with connect_pymysql(gateway, token, client_flag=CLIENT.MULTI_STATEMENTS) as agent:
         with agent.cursor() as cursor, pytest.raises(pymysql.err.MySQLError) as excinfo:
             cursor.execute(hidden_write)
+        # Over limits.max_statement_bytes (1 MiB by default): refused unparsed, 1153.
         errno, message = refusal(excinfo)
-        assert errno == ER_TABLEACCESS_DENIED, message
+        assert errno == 1153, message
+        assert "max_statement_bytes" in message or "limit of" in message
         assert accounts_state(root) == UNTOUCHED
         assert_usable(agent)
-        # A statement too large to classify is `unknown`, even a plain read.
+        # So is a plain read that long.
         with agent.cursor() as cursor, pytest.raises(pymysql.err.MySQLError) as excinfo:
             cursor.execute(f"SELECT '{padding}' IS NOT NULL")
         errno, message = refusal(excinfo)
-        assert errno == ER_TABLEACCESS_DENIED, message
-        assert "unknown" in message
+        assert errno == 1153, message
         assert_usable(agent)
 
 

@@ -153,6 +153,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.tls.cert_file is None
     assert settings.tls.key_file is None
     assert settings.max_message_bytes == 16 * 1024 * 1024
+    assert settings.max_statement_bytes == 1024 * 1024
+    assert settings.classify_timeout_s == 5.0
     assert settings.identity.algorithms == ("RS256",)
     upstream = settings.targets["orders"].upstream
     assert (upstream.sslmode, upstream.connect_timeout_s) == ("prefer", 10.0)
@@ -206,7 +208,7 @@ rules:
     grant_ttl: 1h30m
     session_ttl: 8h
 tls: {cert_file: tls/gw.crt, key_file: tls/gw.key}
-limits: {max_message_bytes: 64KiB}
+limits: {max_message_bytes: 64KiB, max_statement_bytes: 32KiB, classify_timeout: 2s}
 """
     (conf / "airlock.yaml").write_text(text, encoding="utf-8")
     settings = load_settings(conf / "airlock.yaml", environ={})
@@ -240,6 +242,8 @@ limits: {max_message_bytes: 64KiB}
     assert settings.tls.cert_file == conf / "tls" / "gw.crt"
     assert settings.tls.key_file == conf / "tls" / "gw.key"
     assert settings.max_message_bytes == 64 * 1024
+    assert settings.max_statement_bytes == 32 * 1024
+    assert settings.classify_timeout_s == 2.0
 
 
 def test_login_limits(tmp_path: Path) -> None:
@@ -637,6 +641,30 @@ BAD_CASES: list[tuple[str, Mutation, str, str]] = [
         set_path("limits", value={"max_pending_logins_per_address": "many"}),
         "limits.max_pending_logins_per_address",
         r"must be a whole number",
+    ),
+    (
+        "statement-size-over-message-size",
+        set_path("limits", value={"max_message_bytes": "64KiB", "max_statement_bytes": "1MiB"}),
+        "limits.max_statement_bytes",
+        r"must be between 1024 and 65536 bytes \(got 1048576 bytes\)",
+    ),
+    (
+        "statement-size-too-small",
+        set_path("limits", value={"max_statement_bytes": 100}),
+        "limits.max_statement_bytes",
+        r"must be between 1024 and 16777216 bytes \(got 100 bytes\)",
+    ),
+    (
+        "classify-timeout-zero",
+        set_path("limits", value={"classify_timeout": 0}),
+        "limits.classify_timeout",
+        r"must be longer than zero",
+    ),
+    (
+        "classify-timeout-too-long",
+        set_path("limits", value={"classify_timeout": "5m"}),
+        "limits.classify_timeout",
+        r"must be at most 60s \(got 300s\)",
     ),
     (
         "data-dir-wrong-type",
