@@ -25,7 +25,6 @@ from protocols.errors import (
     HoldTimedOut,
     LoginTimedOut,
     MessageTooLarge,
-    ProtocolViolation,
     QueryCanceled,
     RecordingUnavailable,
     SessionExpired,
