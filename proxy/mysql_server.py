@@ -424,7 +424,12 @@ class MySqlSession(GatedSession):
         assert self.server_side is not None
         listener = self.listener
         settings = listener.settings
-        self.gate = MySqlGate(listener.classifiers.cached("mysql"), self.policy, listener.clock)
+        self.gate = MySqlGate(
+            listener.classifiers.cached("mysql"),
+            self.policy,
+            listener.clock,
+            durable_classes=self.durable_classes,
+        )
         recording = self.recording is not None
         self.relay = MySqlRelay(
             capabilities=capabilities,
@@ -624,6 +629,8 @@ class MySqlSession(GatedSession):
             text = sql if sql is not None else payload[1:].hex()
             refusal, decision = await self._judge(text, verdict, (), parameters_key(()))
             self._statement_ran(text, verdict, None, decision)
+            if refusal is None:
+                await self.record_durably(verdict.statement_class)
             return relay.release(forward=refusal is None, error=refusal)
         if held.command == Command.STMT_EXECUTE:
             run = gate.execution(payload)
@@ -637,6 +644,8 @@ class MySqlSession(GatedSession):
                 return relay.release(forward=False, error=refusal)
             refusal, decision = await self._judge(run.sql, run.verdict, run.parameters, run.key)
             self._statement_ran(run.sql, run.verdict, run.parameters, decision)
+            if refusal is None:
+                await self.record_durably(run.verdict.statement_class)
             return relay.release(forward=refusal is None, error=refusal)
         raise ProtocolViolation(f"unexpected held command {held.command}")
 

@@ -40,6 +40,7 @@ cdef class PgGate:
     cdef public object on_statement
     cdef object _describing
     cdef dict _allow
+    cdef frozenset _durable
 
     @cython.locals(
         name_end=Py_ssize_t, statement_end=Py_ssize_t, sql_end=Py_ssize_t,
