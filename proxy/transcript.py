@@ -1310,10 +1310,14 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
+_PARAMETER_KEYS = ("bind", "execute", "params", "parameters")
+
+
 def event_json(session_id: str, event: Event) -> str:
     """One event as a JSON line: bytes as {"$base64": ...}, time also as ISO 8601.
 
-    A statement recorded with its raw Bind message also gets `params`, decoded.
+    A statement recorded with parameters (raw, as a Bind or COM_STMT_EXECUTE, or
+    decoded) also gets them decoded as `params`.
     """
     document = {
         "session_id": session_id,
@@ -1325,7 +1329,10 @@ def event_json(session_id: str, event: Event) -> str:
         "prev": event.prev,
         "hash": event.hash,
     }
-    if event.kind == STATEMENT and ("bind" in event.data or "execute" in event.data):
+    if event.kind == STATEMENT and any(k in event.data for k in _PARAMETER_KEYS):
+        # One place for them however they were recorded: raw on the hot path, decoded by
+        # the session when it decided the statement (so, under recording.on_failure:
+        # refuse, every execute that may change data).
         document["params"] = statement_parameters(event.data)
     return json.dumps(_jsonable(document), separators=(",", ":"))
 
