@@ -139,6 +139,13 @@ class RecordingUnavailable(AirlockError):
     fatal = True
 
 
+class RecordingFailed(RecordingUnavailable):
+    """A session's events can no longer be written: the gateway ends the session rather
+    than relay what it cannot record."""
+
+    mysql_errno = 1026  # ER_ERROR_ON_WRITE
+
+
 class GatewayShuttingDown(AirlockError):
     sqlstate = "57P01"
     mysql_errno = 1053  # ER_SERVER_SHUTDOWN

@@ -6,17 +6,24 @@ frames messages, classifies and asks its gate; once a statement needs a
 decision, `gatekeep` applies the policy: deny, run under a grant, or make an
 approval request and hold (wait) or refuse (reject) it. The transcript events
 are written here too, so both protocols record the same evidence.
+
+Recording fails closed (`recording.on_failure: refuse`, the default): a statement of any
+class but read is on disk before it is forwarded (the protocol's gate sends those
+classes here, off its hot path, and the session awaits `record_durably`), and when the
+transcript cannot be written, whether in that wait or in the Recorder's periodic flush of
+what reads recorded, the session ends with `RecordingFailed` (58030; MySQL 1026).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
-from policy.classify import Verdict
+from policy.classify import StatementClass, Verdict
 from policy.identity import Identity
 from policy.rules import Action as RuleAction
 from policy.rules import EffectivePolicy, HoldMode
@@ -26,6 +33,7 @@ from protocols.errors import (
     LoginTimedOut,
     MessageTooLarge,
     QueryCanceled,
+    RecordingFailed,
     RecordingUnavailable,
     SessionExpired,
     StatementDenied,
@@ -40,6 +48,9 @@ log = logging.getLogger("airlock.session")
 
 #: Why a held statement's request is withdrawn when its client closes the connection.
 CLIENT_DISCONNECTED = "the client disconnected"
+#: Under `recording.on_failure: refuse`, statements of these classes are on disk (written
+#: and fsynced) before they are forwarded: every class that may change data.
+DURABLE_CLASSES = frozenset(c for c in StatementClass if c is not StatementClass.READ)
 
 
 class SessionHost(Protocol):
@@ -75,6 +86,10 @@ class GatedSession:
         self.policy: EffectivePolicy | None = None
         self.client_address: tuple[str, int] | None = None
         self.recording: SessionRecording | None = None
+        #: Classes the gate must not admit on its hot path: their statements are made
+        #: durable here first (`record_durably`). Empty unless the session is recorded
+        #: under `recording.on_failure: refuse`.
+        self.durable_classes: frozenset[StatementClass] = frozenset()
         self.statements = 0
         self.ended = False
         self._waiting_for: str | None = None  # the approval request a held statement awaits
@@ -226,9 +241,11 @@ class GatedSession:
         assert policy is not None
         assert identity is not None
         assert target is not None
-        if gate.allowed(verdict):
-            return None, "allow"
         statement_class = verdict.statement_class.value
+        if gate.allowed(verdict) or policy.action_for(statement_class) is RuleAction.ALLOW:
+            # (A gate under on_failure: refuse leaves allowed classes that may change data
+            # to this path, to be recorded durably first.)
+            return None, "allow"
         reasons = "; ".join(verdict.reasons)
         if policy.action_for(statement_class) is not RuleAction.APPROVE:
             log.info("session %s: %s statement denied by policy", self.id, statement_class)
@@ -297,8 +314,7 @@ class GatedSession:
                 f"withdrawn: {decided.reason} ({request.id})"
             )
         self.record("approval.decided", _decision_event(decided))
-        if self.recording is not None:  # the decision is on disk before the statement runs
-            await asyncio.to_thread(self.recording.flush)
+        await self.flush_recording()  # the decision is on disk before the statement runs
         if self.ended:
             return QueryCanceled("the session ended"), f"session ended ({request.id})"
         if decided.state == APPROVED:
@@ -363,7 +379,51 @@ class GatedSession:
             raise RecordingUnavailable(
                 "the gateway cannot record this session, so it refuses it"
             ) from None
+        if self.listener.settings.recording.on_failure == "refuse":
+            self.durable_classes = DURABLE_CLASSES
+            loop = asyncio.get_running_loop()
+
+            def write_failed(error: TranscriptError) -> None:  # in any thread
+                with contextlib.suppress(RuntimeError):  # the loop has closed: nothing runs
+                    loop.call_soon_threadsafe(self.recording_failed, error)
+
+            self.recording.on_write_failed = write_failed
         return self.recording
+
+    async def record_durably(self, statement_class: StatementClass) -> None:
+        """Before a statement of `statement_class` is forwarded: unless the class is a read
+        (or the session runs under `on_failure: allow`), wait until every event recorded so
+        far, the statement's own last, is written and fsynced (in a worker thread). When it
+        cannot be, the session has ended (58030) when this raises RecordingFailed: the
+        statement must not be forwarded."""
+        if statement_class in self.durable_classes:
+            await self.flush_recording()
+
+    async def flush_recording(self) -> None:
+        """Write and fsync what is pending, in a worker thread. On failure: under
+        `on_failure: refuse` end the session and raise RecordingFailed; under `allow`
+        log it and carry on (the Recorder counts the failure and retries)."""
+        recording = self.recording
+        if recording is None:
+            return
+        try:
+            await asyncio.to_thread(recording.flush)
+        except TranscriptError as error:
+            if not self.durable_classes:
+                log.warning("session %s relays on unrecorded (recording.on_failure: allow): %s",
+                            self.id, error)  # fmt: skip
+                return
+            self.recording_failed(error)
+            raise RecordingFailed(_RECORDING_FAILED) from None
+
+    def recording_failed(self, error: TranscriptError) -> None:
+        """The transcript cannot be written (`on_failure: refuse`): the session ends rather
+        than relay anything unrecorded. Runs on the event loop."""
+        if self.recording is None:
+            return  # ended already (sealing), or never recorded
+        log.error("session %s ends: its transcript cannot be written: %s", self.id, error)
+        self.end("the transcript cannot be written", RecordingFailed(_RECORDING_FAILED),
+                 cancel_running=True)  # fmt: skip
 
     def record(self, kind: str, data: dict[str, Any]) -> None:
         if self.recording is not None:
@@ -382,6 +442,7 @@ class GatedSession:
         recording, self.recording = self.recording, None
         if recording is None:
             return
+        recording.on_write_failed = None  # the session is over; the Recorder retries alone
         end = {
             "reason": reason,
             "error": None
@@ -392,6 +453,9 @@ class GatedSession:
         recorder = self.listener.recorder
         assert recorder is not None
         recorder.seal_soon(recording, end)
+
+
+_RECORDING_FAILED = "the gateway cannot record this session any more, so it ends it"
 
 
 def seal_abandoned(recorder: Recorder, opening: asyncio.Future[SessionRecording]) -> None:

@@ -175,6 +175,8 @@ class MySqlGate:
         policy: EffectivePolicy,
         clock: Callable[[], float],
         databases: frozenset[str] = frozenset(),
+        *,
+        durable_classes: frozenset[StatementClass] = frozenset(),
     ) -> None:
         self.classifier = classifier
         self.policy = policy
@@ -191,6 +193,11 @@ class MySqlGate:
         # so admin statements never run from the hot path, even where the rule allows them.
         self._hot = dict(self._allow)
         self._hot[StatementClass.ADMIN] = False
+        # Nor the durable classes (recording.on_failure: refuse): the session records each
+        # of their statements on disk before it forwards it.
+        self._durable = durable_classes
+        for cls in durable_classes:
+            self._hot[cls] = False
 
     def allowed(self, verdict: Verdict) -> bool:
         """The policy lets it run now: its class is allowed, or a session grant holds."""
@@ -202,6 +209,8 @@ class MySqlGate:
         """It may run from the hot path, without the session looking at it."""
         if self._hot[verdict.statement_class]:
             return True
+        if verdict.statement_class in self._durable:
+            return False
         return self.needs_approval(verdict) and self.clock() < self.session_grant_until
 
     def class_admits(self, verdict: Verdict) -> bool:

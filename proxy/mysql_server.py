@@ -434,6 +434,7 @@ class MySqlSession(GatedSession):
             self.policy,
             listener.clock,
             frozenset(self.target.databases),
+            durable_classes=self.durable_classes,
         )
         recording = self.recording is not None
         self.relay = MySqlRelay(
@@ -650,6 +651,8 @@ class MySqlSession(GatedSession):
                 return relay.release(forward=False, error=outside)
             refusal, decision = await self._judge(text, verdict, (), parameters_key(()))
             self._statement_ran(text, verdict, None, decision)
+            if refusal is None:
+                await self.record_durably(verdict.statement_class)
             return relay.release(forward=refusal is None, error=refusal)
         if held.command == Command.STMT_EXECUTE:
             run = gate.execution(payload)
@@ -663,6 +666,8 @@ class MySqlSession(GatedSession):
                 return relay.release(forward=False, error=refusal)
             refusal, decision = await self._judge(run.sql, run.verdict, run.parameters, run.key)
             self._statement_ran(run.sql, run.verdict, run.parameters, decision)
+            if refusal is None:
+                await self.record_durably(run.verdict.statement_class)
             return relay.release(forward=refusal is None, error=refusal)
         raise ProtocolViolation(f"unexpected held command {held.command}")
 

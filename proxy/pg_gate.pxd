@@ -55,6 +55,7 @@ cdef class PgGate:
     cdef bint _skipping
     cdef list _describing
     cdef dict _allow
+    cdef frozenset _durable
 
     @cython.locals(
         name_end=Py_ssize_t, statement_end=Py_ssize_t, sql_end=Py_ssize_t, subtype=int,

@@ -168,6 +168,8 @@ class PgGate:
         classifier: CachedClassifier,
         policy: EffectivePolicy,
         clock: Callable[[], float],
+        *,
+        durable_classes: frozenset[StatementClass] = frozenset(),
     ) -> None:
         self.classifier = classifier
         self.policy = policy
@@ -192,7 +194,13 @@ class PgGate:
         self._skipping = False
         self._describing: list[tuple[int, bytes]] = []  # statement Describes: (unit, name)
         # Per class: allowed without a decision? (`approve` classes are, under a grant.)
-        self._allow = {cls: policy.action_for(cls.value) is Action.ALLOW for cls in StatementClass}
+        # Never the durable classes (recording.on_failure: refuse): the session records
+        # each of their statements on disk before it forwards it, off the hot path.
+        self._durable = durable_classes
+        self._allow = {
+            cls: policy.action_for(cls.value) is Action.ALLOW and cls not in durable_classes
+            for cls in StatementClass
+        }
 
     # --- the relay's questions
 
@@ -400,9 +408,12 @@ class PgGate:
     # --- decisions made off the hot path
 
     def allowed(self, verdict: Verdict) -> bool:
-        """Runs without a decision: its class is allowed, or approved for this session."""
+        """Runs without a decision: its class is allowed, or approved for this session
+        (a durable class never: the session decides and records it)."""
         if self._allow[verdict.statement_class]:
             return True
+        if verdict.statement_class in self._durable:
+            return False
         return self.needs_approval(verdict) and self.clock() < self.session_grant_until
 
     def needs_approval(self, verdict: Verdict) -> bool:

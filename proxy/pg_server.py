@@ -513,7 +513,12 @@ class PgSession(GatedSession):
         ready = upstream.login.ready
         assert ready is not None
         listener = self.listener
-        self.gate = PgGate(listener.classifiers.cached("postgres"), self.policy, listener.clock)
+        self.gate = PgGate(
+            listener.classifiers.cached("postgres"),
+            self.policy,
+            listener.clock,
+            durable_classes=self.durable_classes,
+        )
         chain = None if self.recording is None else self.recording.chain
         recording = chain is not None
         capture = recording and listener.settings.recording.capture_rows
@@ -639,6 +644,7 @@ class PgSession(GatedSession):
             )
             self._statement_ran(message.sql, verdict, None, (), decision)
             if refusal is None:
+                await self.record_durably(verdict.statement_class)
                 gate.note_query(message.sql)
             return refusal
         if isinstance(message, m.Execute):
@@ -648,6 +654,7 @@ class PgSession(GatedSession):
             )
             self._statement_ran(run.sql, run.verdict, run.bind, run.types, decision)
             if refusal is None:
+                await self.record_durably(run.verdict.statement_class)
                 gate.note_execute(message.portal)
             return refusal
         # Only a malformed Bind, Close or Describe gets here, and decoding it failed.

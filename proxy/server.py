@@ -206,6 +206,12 @@ class Gateway:
                 ],
             ),
             ("airlock_webhook_deliveries_total", "counter", "Webhook deliveries.", webhooks),
+            (
+                "airlock_transcript_write_failures_total",
+                "counter",
+                "Transcript writes (write and fsync) that failed, each retry counted.",
+                [({}, self.recorder.write_failures if self.recorder else 0)],
+            ),
             *self._login_metrics(),
         ]
 

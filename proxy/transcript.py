@@ -37,14 +37,18 @@ its end.
 Durability. `event()` packs and hashes in memory; nothing touches the disk on the relay
 path. `flush()` writes everything pending and fsyncs; the `Recorder` runs it for every
 open session every `flush_interval_s`, in a worker thread. The session code calls it
-itself (in a worker thread too) before releasing a held statement, so the approval
-decision is on disk first. A session's end goes through `Recorder.seal_soon`: the end
-and the seal are queued at once and written in a worker thread, so the event loop never
-waits for the disk. A failed write is cut back off the file (ftruncate to the last good
-length) and kept in memory for the next attempt, so the stream never holds half a
-record followed by whole ones. `Recorder.open` writes and fsyncs the session start
-before the session may proceed, and raises `TranscriptError` when it cannot: the gateway
-refuses the session (fail closed). Sessions call it in a worker thread.
+itself (in a worker thread too) before it forwards a statement that may change data
+(under `recording.on_failure: refuse`) and before releasing a held statement, so the
+statement and the approval decision are on disk first. A session's end goes through
+`Recorder.seal_soon`: the end and the seal are queued at once and written in a worker
+thread, so the event loop never waits for the disk. A failed write is cut back off the
+file (ftruncate to the last good length) and kept in memory for the next attempt, so the
+stream never holds half a record followed by whole ones; it is counted
+(`Recorder.write_failures`) and told to the session (`on_write_failed`, from whichever
+thread wrote), which ends itself under `on_failure: refuse`. `Recorder.open` writes and
+fsyncs the session start before the session may proceed, and raises `TranscriptError`
+when it cannot: the gateway refuses the session (fail closed). Sessions call it in a
+worker thread.
 """
 
 from __future__ import annotations
@@ -197,6 +201,7 @@ class SessionRecording:
         key: SigningKey,
         clock: Callable[[], float],
         on_closed: Callable[[SessionRecording], None],
+        on_failed: Callable[[], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self.path = path
@@ -204,6 +209,10 @@ class SessionRecording:
         self._key = key
         self._clock = clock
         self._on_closed = on_closed
+        self._on_failed = on_failed
+        #: Told of every failed write, in the thread that tried it (the session's own
+        #: durable flush, or the Recorder's): the session decides what that means.
+        self.on_write_failed: Callable[[TranscriptError], None] | None = None
         self._chain = EventChain(clock)
         self.statement: Callable[..., None] = self._chain.statement
         """`event(STATEMENT, {"sql", "class", "decision"[, "bind", "types"]})`: (sql,
@@ -253,9 +262,11 @@ class SessionRecording:
                     os.fsync(self._fd)
                 except OSError as error:
                     self._take_back(raw)
-                    raise TranscriptError(
+                    failure = TranscriptError(
                         f"cannot write the transcript {self.path}: {_reason(error)}"
-                    ) from None
+                    )
+                    self._write_failed(failure)
+                    raise failure from None
                 self._written += len(raw)
             # A flush from the Recorder's thread may have taken the chunks before seal()
             # queued the seal itself: close only once nothing is left.
@@ -295,6 +306,13 @@ class SessionRecording:
         finally:
             with self._file_lock:
                 self._close_locked()
+
+    def _write_failed(self, failure: TranscriptError) -> None:
+        if self._on_failed is not None:
+            self._on_failed()
+        told = self.on_write_failed
+        if told is not None:
+            told(failure)
 
     def _take_back(self, raw: bytes) -> None:
         """Undo a failed write: cut the file back to its last good length, keep the records."""
@@ -345,6 +363,9 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._ledger: Ledger | None = None  # read and opened with the first session
         self._ledger_lock = threading.Lock()  # sessions open in worker threads
+        self._failures_lock = threading.Lock()  # writes fail in worker threads
+        #: Transcript writes (write and fsync) that failed, each retry counted.
+        self.write_failures = 0
 
     def open(self, session_id: str, start: dict[str, Any]) -> SessionRecording:
         """Create the session's transcript and make its start event durable.
@@ -368,7 +389,9 @@ class Recorder:
             ) from None
         except OSError as error:
             raise TranscriptError(f"cannot record the session: {path}: {_reason(error)}") from None
-        recording = SessionRecording(session_id, path, fd, self.key, self._clock, self._closed)
+        recording = SessionRecording(
+            session_id, path, fd, self.key, self._clock, self._closed, self._count_failure
+        )
         writer_keys = {"session_id": session_id, "format": FORMAT_VERSION}
         try:
             start_data = writer_keys | {k: v for k, v in start.items() if k not in writer_keys}
@@ -454,6 +477,10 @@ class Recorder:
     def _recordings(self) -> list[SessionRecording]:
         with self._open_lock:
             return list(self._open.values())
+
+    def _count_failure(self) -> None:
+        with self._failures_lock:
+            self.write_failures += 1
 
     def _closed(self, recording: SessionRecording) -> None:
         with self._open_lock:
@@ -1299,10 +1326,14 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
+_PARAMETER_KEYS = ("bind", "execute", "params", "parameters")
+
+
 def event_json(session_id: str, event: Event) -> str:
     """One event as a JSON line: bytes as {"$base64": ...}, time also as ISO 8601.
 
-    A statement recorded with its raw Bind message also gets `params`, decoded.
+    A statement recorded with parameters (raw, as a Bind or COM_STMT_EXECUTE, or
+    decoded) also gets them decoded as `params`.
     """
     document = {
         "session_id": session_id,
@@ -1314,7 +1345,10 @@ def event_json(session_id: str, event: Event) -> str:
         "prev": event.prev,
         "hash": event.hash,
     }
-    if event.kind == STATEMENT and ("bind" in event.data or "execute" in event.data):
+    if event.kind == STATEMENT and any(k in event.data for k in _PARAMETER_KEYS):
+        # One place for them however they were recorded: raw on the hot path, decoded by
+        # the session when it decided the statement (so, under recording.on_failure:
+        # refuse, every execute that may change data).
         document["params"] = statement_parameters(event.data)
     return json.dumps(_jsonable(document), separators=(",", ":"))
 

@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -611,6 +612,34 @@ def test_a_failed_flush_is_cut_back_and_retried_whole(
     assert recording.path.stat().st_size > size
     assert verify(recording.path, key.public_key).ok
     assert recorder._recordings() == []
+
+
+def test_every_failed_write_is_counted_and_told_to_the_session_from_the_writing_thread(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recording = recorder.open(SESSION, start_data())
+    told: list[tuple[str, str]] = []
+    recording.on_write_failed = lambda error: told.append(
+        (str(error), threading.current_thread().name)
+    )
+    recording.event("statement", {"sql": "SELECT 1", "class": "read"})
+    recorder.flush_all()
+    assert (recorder.write_failures, told) == (0, [])
+    recording.event("statement", {"sql": "UPDATE t SET a = 1", "class": "write"})
+    with monkeypatch.context() as patched:
+        half_then_disk_full(patched)
+        with pytest.raises(TranscriptError):
+            recording.flush()  # the session's own flush, before it forwards a write
+        worker = threading.Thread(target=recorder.flush_all, name="flusher")
+        worker.start()  # the Recorder's periodic flush, retrying
+        worker.join()
+    assert recorder.write_failures == 2
+    assert [thread for _, thread in told] == [threading.current_thread().name, "flusher"]
+    assert all("No space left on device" in message for message, _ in told)
+    recorder.flush_all()  # room again: written whole, nothing more told
+    assert (recorder.write_failures, len(told)) == (2, 2)
+    events = read_transcript(recording.path).events
+    assert [e.data.get("sql") for e in events[1:]] == ["SELECT 1", "UPDATE t SET a = 1"]
 
 
 def test_the_same_session_id_twice_is_refused(recorder: Recorder) -> None:
