@@ -54,8 +54,10 @@ cdef class PgGate:
     cdef list _changes
     cdef bint _skipping
     cdef list _describing
+    cdef Py_ssize_t _barrier
     cdef dict _allow
-    cdef frozenset _durable
+    cdef dict _hot
+    cdef frozenset _cold
 
     @cython.locals(
         name_end=Py_ssize_t, statement_end=Py_ssize_t, sql_end=Py_ssize_t, subtype=int,
@@ -65,6 +67,8 @@ cdef class PgGate:
     cpdef int admit(self, int kind, bytes raw, Py_ssize_t start, Py_ssize_t end) except -1
 
     cpdef unit_sent(self)
+
+    cpdef wait_after(self, Py_ssize_t unit)
 
     cpdef answered(self, int kind)
 

@@ -93,7 +93,8 @@ class PreparedStatement:
         #: The Parse message's parameter type section, as sent and as type OIDs.
         self.declared = declared
         self.declared_types = _declared_types(declared)
-        #: Runs without a decision under the policy alone (its class is allowed).
+        #: Runs without a decision, on the hot path: its class is allowed, and it needs
+        #: no switch to the target's write role.
         self.allowed = allowed
         #: The server's ParameterDescription, when the client asked for one.
         self.described: tuple[int, ...] | None = None
@@ -169,7 +170,7 @@ class PgGate:
         policy: EffectivePolicy,
         clock: Callable[[], float],
         *,
-        durable_classes: frozenset[StatementClass] = frozenset(),
+        cold_classes: frozenset[StatementClass] = frozenset(),
     ) -> None:
         self.classifier = classifier
         self.policy = policy
@@ -193,13 +194,16 @@ class PgGate:
         #: The server failed the batch being built: it skips the rest of it, up to Sync.
         self._skipping = False
         self._describing: list[tuple[int, bytes]] = []  # statement Describes: (unit, name)
+        #: Messages of units after this one wait until the server has answered it.
+        self._barrier = -1
         # Per class: allowed without a decision? (`approve` classes are, under a grant.)
-        # Never the durable classes (recording.on_failure: refuse): the session records
-        # each of their statements on disk before it forwards it, off the hot path.
-        self._durable = durable_classes
-        self._allow = {
-            cls: policy.action_for(cls.value) is Action.ALLOW and cls not in durable_classes
-            for cls in StatementClass
+        self._allow = {cls: policy.action_for(cls.value) is Action.ALLOW for cls in StatementClass}
+        #: Classes never admitted here, on the hot path, even when allowed or granted: the
+        #: session records their statements on disk first (recording.on_failure: refuse),
+        #: or switches to the target's write role around them.
+        self._cold = cold_classes
+        self._hot = {
+            cls: allowed and cls not in cold_classes for cls, allowed in self._allow.items()
         }
 
     # --- the relay's questions
@@ -208,6 +212,11 @@ class PgGate:
         # Slices of `data` are bytes made straight from the buffer when compiled (a C
         # pointer there), with no slice object; their bounds are always in order here.
         data = raw
+        if self._barrier >= 0:
+            if self._done > self._barrier:
+                self._barrier = -1
+            elif self._sent > self._barrier:
+                return WAIT
         if kind == _Q:
             if self._changes:
                 return WAIT
@@ -222,13 +231,13 @@ class PgGate:
                 return DECIDE
             if self.portals and self.query_verdict(sql, verdict) is not verdict:
                 return DECIDE
-            if self._allow[verdict.statement_class]:
+            if self._hot[verdict.statement_class]:
                 self.note_query(sql)
                 self.admitted += 1
                 if self.chain is not None:
                     self.chain.statement(sql, CLASS_NAMES[verdict.statement_class], ALLOW)
                 return ADMIT
-            if not self.allowed(verdict):
+            if verdict.statement_class in self._cold or not self.allowed(verdict):
                 return DECIDE
             self.note_query(sql)
             if self.on_statement is not None:
@@ -268,7 +277,10 @@ class PgGate:
                         statement.sql, statement.class_name, ALLOW, found.bind, types
                     )
                 return ADMIT
-            if found.approved or self.allowed(statement.verdict):
+            if found.approved or (
+                statement.verdict.statement_class not in self._cold
+                and self.allowed(statement.verdict)
+            ):
                 if self.on_statement is not None:
                     self.on_statement(
                         statement.sql, statement.verdict, found.bind, types, SESSION_GRANT
@@ -318,6 +330,10 @@ class PgGate:
             self._describing.append((self._sent, data[start + 6 : name_end]))
             return ADMIT
         return ADMIT
+
+    def wait_after(self, unit: int) -> None:
+        """Messages of later units wait until the server has answered `unit`."""
+        self._barrier = unit
 
     def unit_sent(self) -> None:
         """The relay forwarded a Sync or a simple Query: the unit it ends is the server's."""
@@ -408,12 +424,9 @@ class PgGate:
     # --- decisions made off the hot path
 
     def allowed(self, verdict: Verdict) -> bool:
-        """Runs without a decision: its class is allowed, or approved for this session
-        (a durable class never: the session decides and records it)."""
+        """Runs without a decision: its class is allowed, or approved for this session."""
         if self._allow[verdict.statement_class]:
             return True
-        if verdict.statement_class in self._durable:
-            return False
         return self.needs_approval(verdict) and self.clock() < self.session_grant_until
 
     def needs_approval(self, verdict: Verdict) -> bool:
@@ -450,7 +463,7 @@ class PgGate:
     def _remember(self, name: bytes, sql: str, verdict: Verdict, declared: bytes) -> None:
         # A named statement parsed over an existing one fails on the server, which skips
         # the rest of the batch; the undo then brings the old one back.
-        allowed = self._allow[verdict.statement_class]
+        allowed = self._hot[verdict.statement_class]
         self._change(
             _PARSE_COMPLETE, False, name, PreparedStatement(sql, verdict, declared, allowed)
         )

@@ -23,7 +23,15 @@ cdef class PgRelay:
     cdef BackendRelay _server
     cdef Py_ssize_t _owed
     cdef Py_ssize_t _units_sent
-    cdef list _own_readies
+    cdef Py_ssize_t _unit_messages
+    cdef list _own_units
+    cdef list _switchbacks
+    cdef list _runs
+    cdef Py_ssize_t _answered
+    cdef Py_ssize_t _failed_at
+    cdef tuple _roles
+    cdef public bint role_in_doubt
+    cdef bytes _looked_at
     cdef bint _unsynced
     cdef bint _failed_batch
     cdef str _refusal_prefix
@@ -40,12 +48,14 @@ cdef class PgRelay:
     @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, end=Py_ssize_t, kind=int, length=Py_ssize_t, flags=int, flags_of=bytes, max_bytes=Py_ssize_t)
     cpdef Py_ssize_t fast_forward(self, bytes raw) except -1
 
-    @cython.locals(kind=int, start=Py_ssize_t, end=Py_ssize_t, framed=bytes, inspected=list, tag=str, data="const char *", swaps=list, count=Py_ssize_t, i=Py_ssize_t)
+    @cython.locals(kind=int, start=Py_ssize_t, end=Py_ssize_t, framed=bytes, inspected=list, tag=str, data="const char *", swaps=list, count=Py_ssize_t, i=Py_ssize_t, own_answers=bint)
     cpdef bytes server_data(self, bytes raw)
 
     cdef void _note_forwarded(self, int kind)
 
     cdef void _unit_sent(self)
+
+    cdef bint _own_answer(self, bytes framed, int kind, Py_ssize_t start, Py_ssize_t end) except -1
 
     cdef bint _server_ready(self, bytes framed, Py_ssize_t start, Py_ssize_t end) except -1
 

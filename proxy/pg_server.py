@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from policy.classify import CLASS_NAMES, LEXER_REASON, Verdict
+from policy.classify import CLASS_NAMES, LEXER_REASON, StatementClass, Verdict
 from policy.identity import Identity
 from policy.rules import Action as RuleAction
 from policy.rules import effective_policy
@@ -58,6 +58,9 @@ from proxy.pg_upstream import UpstreamSession, connect_upstream, read_message
 from proxy.store import ApprovalRequest
 
 log = logging.getLogger("airlock.postgres")
+
+#: What runs under a target's write role, when it has one: every class but read.
+WRITE_ROLE_CLASSES = frozenset(c for c in StatementClass if c is not StatementClass.READ)
 
 CANCEL_TIMEOUT_S = 5.0
 #: Room for the largest token we would verify, plus the message envelope.
@@ -175,6 +178,8 @@ class PgSession(GatedSession):
         self.gate: PgGate | None = None
         self._pipe: Pipe | None = None
         self._deciding: asyncio.Task[None] | None = None  # decides the held message
+        #: The held message, once decided, runs under the target's write role.
+        self._elevate = False
         self._rows: list[bytes] = []  # captured DataRow bodies of the running statement
         self._row_bytes_left = 0
         self._rows_cut = False
@@ -363,6 +368,7 @@ class PgSession(GatedSession):
             forwarded,
             max_message_bytes=settings.max_message_bytes,
             channel_factory=self.listener.new_channel,
+            role=target.read_role,
         )
         self.server_side = upstream.channel
         for status in upstream.login.parameters:
@@ -513,11 +519,16 @@ class PgSession(GatedSession):
         ready = upstream.login.ready
         assert ready is not None
         listener = self.listener
+        target = self.target
+        assert target is not None
+        roles = None
+        if target.read_role is not None and target.write_role is not None:
+            roles = (target.read_role, target.write_role)
         self.gate = PgGate(
             listener.classifiers.cached("postgres"),
             self.policy,
             listener.clock,
-            durable_classes=self.durable_classes,
+            cold_classes=self.durable_classes | (WRITE_ROLE_CLASSES if roles else frozenset()),
         )
         chain = None if self.recording is None else self.recording.chain
         recording = chain is not None
@@ -535,6 +546,7 @@ class PgSession(GatedSession):
             gate=self.gate,
             results=self if recording else None,
             capture_rows=capture,
+            roles=roles,
         )
         if not capture:
             self.relay.chain = chain  # records tags: no rows go with them
@@ -592,12 +604,15 @@ class PgSession(GatedSession):
             elif isinstance(action, EndSession):
                 self.end(action.reason, action.error)
 
-    def release_held(self, *, forward: bool, error: AirlockError | None = None) -> None:
-        """Forward or refuse the held message, and go on with the client's next ones."""
+    def release_held(
+        self, *, forward: bool, error: AirlockError | None = None, elevate: bool = False
+    ) -> None:
+        """Forward (under the write role when `elevate`) or refuse the held message, and go
+        on with the client's next ones."""
         assert self.relay is not None
         assert not self.ended  # an ended session's held message never reaches the server
         self.hold_ended()
-        self._apply(self.relay.release(forward=forward, error=error))
+        self._apply(self.relay.release(forward=forward, error=error, elevate=elevate))
 
     # --- decisions on held messages
 
@@ -614,7 +629,8 @@ class PgSession(GatedSession):
             return
         self._deciding = None
         if not self.ended:
-            self.release_held(forward=refusal is None, error=refusal)
+            elevate, self._elevate = self._elevate, False
+            self.release_held(forward=refusal is None, error=refusal, elevate=elevate)
 
     async def _decision(self, raw: bytes) -> AirlockError | None:
         """None to forward the held message; else the error that refuses it."""
@@ -646,6 +662,7 @@ class PgSession(GatedSession):
             if refusal is None:
                 await self.record_durably(verdict.statement_class)
                 gate.note_query(message.sql)
+                self._elevate = verdict.statement_class is not StatementClass.READ
             return refusal
         if isinstance(message, m.Execute):
             run = gate.execution(message)
@@ -656,6 +673,7 @@ class PgSession(GatedSession):
             if refusal is None:
                 await self.record_durably(run.verdict.statement_class)
                 gate.note_execute(message.portal)
+                self._elevate = run.verdict.statement_class is not StatementClass.READ
             return refusal
         # Only a malformed Bind, Close or Describe gets here, and decoding it failed.
         raise ProtocolViolation(f"unexpected held message {raw[:1]!r}")
