@@ -183,8 +183,11 @@ class Channel(asyncio.Protocol):
             on_closed(self._close_exc)
 
     def write(self, raw: bytes) -> None:
-        if self.transport is not None and not self._closed:
-            self.transport.write(raw)
+        # A transport can close under us (a reset during the TLS handshake) before
+        # connection_lost reaches this channel: writing then is dropped, not an error.
+        transport = self.transport
+        if transport is not None and not self._closed and not transport.is_closing():
+            transport.write(raw)
 
     def pause_reading(self, reason: str) -> None:
         """Stop reading until every reason given here has been withdrawn."""

@@ -127,8 +127,8 @@ class LoginLimits:
     and how many may wait at once, from one source address and in total."""
 
     timeout_s: float = 10.0
-    max_pending: int = 200
-    max_pending_per_address: int = 20
+    max_pending: int = 1024
+    max_pending_per_address: int = 128
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,8 +248,8 @@ limits: {max_message_bytes: 64KiB, max_statement_bytes: 32KiB, classify_timeout:
 
 def test_login_limits(tmp_path: Path) -> None:
     defaults = load_settings(write_config(tmp_path, base_document()), environ=ENVIRON)
-    assert (defaults.logins.timeout_s, defaults.logins.max_pending) == (10.0, 200)
-    assert defaults.logins.max_pending_per_address == 20
+    assert (defaults.logins.timeout_s, defaults.logins.max_pending) == (10.0, 1024)
+    assert defaults.logins.max_pending_per_address == 128
     document = base_document()
     document["limits"] = {
         "login_timeout": "2500ms",
