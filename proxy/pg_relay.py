@@ -649,6 +649,8 @@ class PgRelay:
         if kind == _E:
             self._failed_at = position  # relayed: it stands for the client's skipped message
             return False
+        if kind == _Z:
+            return False  # the client's Sync's
         if kind in _FINAL:
             self._answered += 1
         for run_unit, first, run_end, _switchback in self._runs:
@@ -718,6 +720,7 @@ class PgRelay:
             # A failed transaction: whatever ends it (ROLLBACK, or ROLLBACK TO a savepoint
             # made under the write role) is followed by another return of ours.
             self.role_in_doubt = True
+            self._client_idle = False  # the client's messages go by the slow path meanwhile
         else:
             raise RoleNotRestored(
                 "the gateway could not return the upstream session to the target's read role"
