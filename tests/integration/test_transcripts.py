@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -230,8 +231,22 @@ def test_the_demo_runs_end_to_end(local_pg: PgServer) -> None:
     assert "statement held for approval: request apr_" in out
     assert "agent-1's write ran: UPDATE 1" in out
     assert "order 2 is now refunded" in out
+    # The role split of docs/security.md: reads as the read role, the approved write as
+    # the write role (the server's own current_user), then the read role again; a write
+    # the classifier misses meets the server's permission error.
+    reader = re.search(r"^ +(airlock_demo_[0-9a-f]{6})_reader$", out, re.MULTILINE)
+    assert reader is not None, out
+    run = reader.group(1)
+    assert f"the server ran it as {run}_writer" in out
+    assert f"{run}_reader   (back on the read role)" in out
+    assert "the server refused it: error: permission denied for table orders" in out
     assert "valid" in out
     assert "sealed" in out
+    with psycopg.connect(local_pg.dsn("postgres"), autocommit=True) as admin:
+        left = admin.execute(
+            "select rolname from pg_roles where rolname like %s", (f"{run}%",)
+        ).fetchall()
+        assert left == []  # the demo drops its roles
 
 
 @pytest.mark.timeout(60)
@@ -338,4 +353,5 @@ def test_the_demo_runs_on_a_throwaway_cluster_when_no_server_is_given() -> None:
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "started one with initdb" in demo.stdout
     assert "agent-1's write ran: UPDATE 1" in demo.stdout
+    assert "_reader   (back on the read role)" in demo.stdout
     assert "sealed" in demo.stdout

@@ -103,7 +103,8 @@ def test_example_file_loads() -> None:
     orders = settings.targets["orders"]
     assert orders.protocol == "postgres"
     assert (orders.upstream.host, orders.upstream.port) == ("127.0.0.1", 5432)
-    assert (orders.upstream.user, orders.upstream.database) == ("postgres", "airlock_example")
+    assert (orders.upstream.user, orders.upstream.database) == ("airlock_svc", "airlock_example")
+    assert (orders.read_role, orders.write_role) == ("airlock_reader", "airlock_writer")
     assert orders.upstream.password is None
     shop = settings.targets["shop"]
     assert (shop.protocol, shop.upstream.port, shop.upstream.database) == (
