@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
+from policy.classify import StatementClass
 from policy.fingerprint import CachedClassifier
-from policy.rules import Rule, effective_policy
+from policy.rules import Action, Rule, effective_policy
 from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
 from proxy.pg_gate import (
@@ -397,4 +398,20 @@ def test_after_a_write_under_the_write_role_the_next_unit_waits_for_the_server()
     server(g, "ZI", "ZI")
     assert outcome(g, query("select 1")) == WAIT
     server(g, "ZI")
+    assert admit(g, query("select 1"))
+
+
+def test_cold_classes_never_pass_on_the_hot_path_even_when_allowed() -> None:
+    # Under roles (or durable recording), an allowed write still goes to the session.
+    policy = effective_policy(
+        [Rule(groups=frozenset({"agents"}), targets=frozenset({"orders"}), write=Action.ALLOW)],
+        ["agents"],
+        "orders",
+    )
+    assert policy is not None
+    cold = frozenset({StatementClass.WRITE})
+    g = PgGate(CachedClassifier("postgres"), policy, lambda: 1000.0, cold_classes=cold)
+    known(g, "update t set a = 1", "select 1")
+    assert outcome(g, query("update t set a = 1")) == DECIDE
+    assert g.allowed(g.classifier.classify("update t set a = 1"))  # the policy allows it
     assert admit(g, query("select 1"))
