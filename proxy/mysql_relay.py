@@ -17,6 +17,18 @@ the transcript, and the status flags. A server that turns NO_BACKSLASH_ESCAPES
 on, or asks for a LOCAL INFILE file, ends the session: the gateway's lexer
 would no longer read statements as the server does, and the client never
 agreed to send files.
+
+A target with read and write roles (`roles`) runs the session under the read
+role; a command released with `elevate` (a statement the rules allow or an
+approver approved, of any class but read, and the COM_STMT_PREPARE of one: the
+server checks privileges at prepare too) runs under the write role. The relay
+sends `SET ROLE write` as a COM_QUERY of its own and forwards the command only
+once the server said OK (an ERR refuses the command); once the command's whole
+answer is relayed, it sends `SET ROLE read`, and so again after every
+COM_RESET_CONNECTION. Those answers are not relayed, and the client's next
+command waits until they are in; a failed return to the read role ends the
+session. SET ROLE is not transactional on MariaDB: neither a COMMIT nor a
+ROLLBACK undoes it, and it commits nothing.
 """
 
 from __future__ import annotations
@@ -73,6 +85,7 @@ _HARMLESS = frozenset(
     }
 )
 _QUERY, _PREPARE, _EXECUTE = Command.QUERY, Command.STMT_PREPARE, Command.STMT_EXECUTE
+_READ = StatementClass.READ
 _SET_OPTION = int(Command.SET_OPTION)
 _NO_BACKSLASH_ESCAPES = int(ServerStatus.NO_BACKSLASH_ESCAPES)
 _ANSI_QUOTES = int(ServerStatus.ANSI_QUOTES)  # MariaDB reports it; MySQL does not
@@ -94,6 +107,25 @@ _LAST_STATEMENT = b"\xff\xff\xff\xff"
 _KILL = re.compile(
     r"\s*KILL\s+(?:(QUERY|CONNECTION)\s+)?([0-9]{1,10})\s*;?\s*", re.IGNORECASE | re.ASCII
 )
+
+
+class RoleNotRestored(AirlockError):
+    """The upstream session could not be returned to the target's read role."""
+
+    mysql_errno = 1105  # ER_UNKNOWN_ERROR
+    mysql_sqlstate = "HY000"
+    fatal = True
+
+
+class WriteRoleRefused(AirlockError):
+    """The upstream would not take the target's write role for an allowed statement."""
+
+    mysql_errno = 1105
+    mysql_sqlstate = "HY000"
+
+
+#: What the gateway's own command in flight is for.
+_TO_WRITE, _TO_READ = 1, 2
 
 
 class DatabaseAccessDenied(StatementDenied):
@@ -176,7 +208,7 @@ class MySqlGate:
         clock: Callable[[], float],
         databases: frozenset[str] = frozenset(),
         *,
-        durable_classes: frozenset[StatementClass] = frozenset(),
+        cold_classes: frozenset[StatementClass] = frozenset(),
     ) -> None:
         self.classifier = classifier
         self.policy = policy
@@ -193,10 +225,11 @@ class MySqlGate:
         # so admin statements never run from the hot path, even where the rule allows them.
         self._hot = dict(self._allow)
         self._hot[StatementClass.ADMIN] = False
-        # Nor the durable classes (recording.on_failure: refuse): the session records each
-        # of their statements on disk before it forwards it.
-        self._durable = durable_classes
-        for cls in durable_classes:
+        # Nor the cold classes, session grant or not: the durable ones (recording.on_failure:
+        # refuse), whose statements the session records on disk before it forwards them,
+        # and those that run under the target's write role, which the session switches to.
+        self._cold = cold_classes
+        for cls in cold_classes:
             self._hot[cls] = False
 
     def allowed(self, verdict: Verdict) -> bool:
@@ -209,7 +242,7 @@ class MySqlGate:
         """It may run from the hot path, without the session looking at it."""
         if self._hot[verdict.statement_class]:
             return True
-        if verdict.statement_class in self._durable:
+        if verdict.statement_class in self._cold:
             return False
         return self.needs_approval(verdict) and self.clock() < self.session_grant_until
 
@@ -395,6 +428,7 @@ class MySqlRelay:
         results: ResultListener | None = None,
         capture_rows: bool = False,
         encoding: str = "utf-8",
+        roles: tuple[str, str] | None = None,
     ) -> None:
         self.capabilities = capabilities
         self.encoding = encoding  # how statement text is decoded (the client's charset)
@@ -417,6 +451,19 @@ class MySqlRelay:
         self.multi_statements = bool(capabilities & Capability.MULTI_STATEMENTS)
         self._option: bool | None = None  # a COM_SET_OPTION awaiting the server's answer
         self.terminated = False  # the client sent COM_QUIT
+        #: The target's (read role, write role) as SET ROLE packets, or None.
+        self._roles: tuple[bytes, bytes] | None = None
+        if roles is not None:
+            self._roles = (set_role(roles[0]), set_role(roles[1]))
+        #: The answer to the gateway's own SET ROLE, while it is in flight, and its purpose.
+        self._own: ResponseTracker | None = None
+        self._own_purpose = 0
+        #: The command that waits for the write role (forwarded once the server took it).
+        self.elevating: HoldCommand | None = None
+        #: Once the answer being relayed ends, return to the read role.
+        self._switch_back = False
+        #: The server's words when it refused a SET ROLE of the gateway's (for its log).
+        self.role_error: str | None = None
 
     @property
     def busy(self) -> bool:
@@ -434,6 +481,7 @@ class MySqlRelay:
             and not self._queue
             and self._answering is None
             and self.held is None
+            and self._own is None
             and packets[0].sequence_id == 0
         ):
             action = self._command(packets[0])  # the hot path: one command, nothing pending
@@ -443,7 +491,7 @@ class MySqlRelay:
 
     def _pump(self) -> list[Action]:
         actions: list[Action] = []
-        while self._queue and self._answering is None and self.held is None:
+        while self._queue and self._answering is None and self.held is None and self._own is None:
             packet = self._queue.popleft()
             if packet.sequence_id != 0:
                 return [EndSession(
@@ -503,8 +551,14 @@ class MySqlRelay:
         if command == _PREPARE:
             sql = _text(payload, self.encoding)
             verdict = gate.classifier.lookup(sql) if sql is not None else None
-            if sql is None or verdict is None or scope_refusal(sql, gate.databases) is not None:
-                return self._hold(packet, command, sql)  # classified off the hot path
+            if (
+                sql is None
+                or verdict is None
+                or scope_refusal(sql, gate.databases) is not None
+                or (self._roles is not None and verdict.statement_class is not _READ)
+            ):
+                # Classified off the hot path; prepared under the write role unless a read.
+                return self._hold(packet, command, sql)
             self._preparing = (sql, verdict)
             return self._forward(packet, command)
         if command == Command.STMT_SEND_LONG_DATA:
@@ -527,6 +581,8 @@ class MySqlRelay:
             elif command == Command.RESET_CONNECTION:
                 gate.statements.clear()
                 self.multi_statements = bool(self.capabilities & Capability.MULTI_STATEMENTS)
+                # Whatever the reset does to the current role, the read role is taken again.
+                self._switch_back = self._roles is not None
             elif command == Command.INIT_DB:
                 refusal = gate.database_refusal(payload[1:].decode(self.encoding, "replace"))
                 if refusal is not None:
@@ -573,10 +629,12 @@ class MySqlRelay:
         error: AirlockError | None = None,
         reply: bytes | None = None,
         prepared: tuple[str, Verdict] | None = None,
+        elevate: bool = False,
     ) -> list[Action]:
         """Decide the held command: forward it (a COM_STMT_PREPARE with its `prepared`
-        text and verdict), refuse it with `error`, or answer it with `reply` (an OK
-        packet's payload, for a KILL the session carried out)."""
+        text and verdict; under the target's write role when `elevate`), refuse it with
+        `error`, or answer it with `reply` (an OK packet's payload, for a KILL the
+        session carried out)."""
         held = self.held
         if held is None:
             raise RuntimeError("no command is held")
@@ -584,12 +642,11 @@ class MySqlRelay:
         actions: list[Action] = []
         if forward:
             self._preparing = prepared
-            if held.command == _EXECUTE:
-                payload = held.packet.payload
-                statement = self.gate.statements.get(int.from_bytes(payload[1:5], "little"))
-                if statement is not None:
-                    _executed(statement, payload)
-            actions.append(self._forward(held.packet, held.command))
+            if elevate and self._roles is not None:
+                # The command goes once the server has taken the write role.
+                self.elevating = held
+                return [self._own_command(self._roles[1], _TO_WRITE)]
+            actions.append(self._forward_held(held))
         elif reply is not None:
             actions.append(SendToClient(frame(reply, held.packet.last_sequence_id + 1)))
         else:
@@ -608,6 +665,7 @@ class MySqlRelay:
         tracker = self._answering
         if tracker is None or self._server.buffered:
             return self._server_packets(raw)
+        # (While the gateway's own command is in flight, `_answering` is None.)
         # The hot path: whole packets, walked in place (no Packet objects, no joins).
         feed = tracker.feed
         size = len(raw)
@@ -626,7 +684,7 @@ class MySqlRelay:
                     raise ProtocolViolation("the server sent more than its answer")
                 self._answering = None
                 self._finished(tracker)
-                return raw, (self._pump() if self._queue else [])
+                return raw, self._answer_ended()
         if pos == size:
             return raw, []
         rest, actions = self._server_packets(raw[pos:])
@@ -636,6 +694,8 @@ class MySqlRelay:
         packets = self._server.feed(raw)
         if not packets:
             return b"", []
+        if self._own is not None:
+            return b"", self._own_answer(packets)
         tracker = self._answering
         if tracker is None:
             raise ProtocolViolation("the server sent a packet when no command was pending")
@@ -653,7 +713,79 @@ class MySqlRelay:
         self._answering = None
         self._finished(tracker)
         relayed = b"".join(out) if len(out) > 1 else out[0]
-        return relayed, (self._pump() if self._queue else [])
+        return relayed, self._answer_ended()
+
+    # --- the gateway's own SET ROLE commands
+
+    def _answer_ended(self) -> list[Action]:
+        """A command's whole answer is relayed: return to the read role if it ran under
+        the write role (or reset the connection), else go on with the client's commands."""
+        if self._switch_back:
+            self._switch_back = False
+            assert self._roles is not None
+            return [self._own_command(self._roles[0], _TO_READ)]
+        return self._pump() if self._queue else []
+
+    def _own_command(self, raw: bytes, purpose: int) -> SendToServer:
+        self._own = ResponseTracker(_QUERY, self.capabilities)
+        self._own_purpose = purpose
+        return SendToServer(raw)
+
+    def _own_answer(self, packets: list[Packet]) -> list[Action]:
+        """Packets of the answer to the gateway's own SET ROLE: swallowed."""
+        tracker = self._own
+        assert tracker is not None
+        for index, packet in enumerate(packets):
+            if tracker.feed(packet.payload):
+                if index != len(packets) - 1:
+                    raise ProtocolViolation("the server sent more than its answer")
+                break
+        else:
+            return []
+        self._own = None
+        error = tracker.error
+        if error is not None or tracker.result_sets:
+            self.role_error = (
+                f"{error.code} {error.message}" if error is not None else "a result set"
+            )
+        else:
+            self.role_error = None
+        if self._own_purpose == _TO_READ:
+            if self.role_error is not None:
+                return [EndSession(
+                    f"could not return to the read role: {self.role_error}",
+                    RoleNotRestored(
+                        "the gateway could not return the upstream session to the target's "
+                        "read role, so it ended the session"
+                    ),
+                )]  # fmt: skip
+            return self._pump() if self._queue else []
+        held = self.elevating
+        assert held is not None
+        self.elevating = None
+        if self.role_error is not None:
+            self._preparing = None
+            # Nothing changed upstream: the session is still under the read role.
+            refusal = WriteRoleRefused(
+                "the gateway could not take the target's write role for this statement, "
+                "so it did not run",
+                hint="the gateway's log has the upstream's reason",
+            )
+            actions: list[Action] = [
+                SendToClient(error_packet(refusal, held.packet.last_sequence_id + 1))
+            ]
+            actions.extend(self._pump())
+            return actions
+        self._switch_back = True
+        return [self._forward_held(held)]
+
+    def _forward_held(self, held: HoldCommand) -> SendToServer:
+        if held.command == _EXECUTE:
+            payload = held.packet.payload
+            statement = self.gate.statements.get(int.from_bytes(payload[1:5], "little"))
+            if statement is not None:
+                _executed(statement, payload)
+        return self._forward(held.packet, held.command)
 
     def _finished(self, tracker: ResponseTracker) -> None:
         if tracker.status_flags & (_NO_BACKSLASH_ESCAPES | _ANSI_QUOTES):
@@ -679,6 +811,11 @@ class MySqlRelay:
     def _row(self, payload: bytes) -> None:
         assert self.results is not None
         self.results.row(payload)
+
+
+def set_role(role: str) -> bytes:
+    """The COM_QUERY packet that makes `role` the session's current role."""
+    return frame(b"\x03SET ROLE `" + role.replace("`", "``").encode() + b"`", 0)
 
 
 def _text(payload: bytes, encoding: str) -> str | None:

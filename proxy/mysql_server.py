@@ -79,6 +79,9 @@ from proxy.store import Parameter
 
 log = logging.getLogger("airlock.mysql")
 
+#: What runs under a target's write role, when it has one: every class but read.
+WRITE_ROLE_CLASSES = frozenset(c for c in StatementClass if c is not StatementClass.READ)
+
 #: What the gateway says it is, before it knows the target. Clients pick features by
 #: the version: an 8.0 would make mysql-connector ask for utf8mb4_0900_ai_ci, which
 #: MariaDB lacks; 5.7 gets what both MariaDB and MySQL 8 understand (utf8mb4_general_ci).
@@ -163,6 +166,7 @@ class MySqlSession(GatedSession):
         self._rows: list[bytes] = []
         self._row_bytes_left = 0
         self._rows_cut = False
+        self._elevated_classes: frozenset[StatementClass] = frozenset()
 
     # --- lifecycle
 
@@ -194,7 +198,12 @@ class MySqlSession(GatedSession):
         relay = self.relay
         if cancel_running and relay is not None and relay.busy and self.target is not None:
             listener.spawn(
-                kill_query(self.target.upstream, self.upstream_thread_id, connection=False)
+                kill_query(
+                    self.target.upstream,
+                    self.upstream_thread_id,
+                    connection=False,
+                    role=self.target.read_role,
+                )
             )
         self.seal(reason, error)
         if self._deciding is not None:
@@ -224,6 +233,8 @@ class MySqlSession(GatedSession):
             return self._login_sequence
         if relay.held is not None:
             return (relay.held.packet.last_sequence_id + 1) & 0xFF
+        if relay.elevating is not None:  # released, waiting for the write role
+            return (relay.elevating.packet.last_sequence_id + 1) & 0xFF
         if relay.busy:
             return relay.answer_sequence  # the ERR answers the command, if none of it came
         return 1  # read as the answer to the client's next command
@@ -335,6 +346,7 @@ class MySqlSession(GatedSession):
             capabilities=capabilities,
             character_set=response.character_set,
             channel_factory=listener.new_channel,
+            role=target.read_role if target.write_role is not None else None,
         )
         self.server_side = upstream.channel
         self.upstream_thread_id = upstream.handshake.connection_id
@@ -428,13 +440,17 @@ class MySqlSession(GatedSession):
         assert self.server_side is not None
         listener = self.listener
         settings = listener.settings
-        assert self.target is not None
+        target = self.target
+        assert target is not None
+        roles = None
+        if target.read_role is not None and target.write_role is not None:
+            roles = (target.read_role, target.write_role)
         self.gate = MySqlGate(
             listener.classifiers.cached("mysql"),
             self.policy,
             listener.clock,
-            frozenset(self.target.databases),
-            durable_classes=self.durable_classes,
+            frozenset(target.databases),
+            cold_classes=self.durable_classes | (WRITE_ROLE_CLASSES if roles else frozenset()),
         )
         recording = self.recording is not None
         self.relay = MySqlRelay(
@@ -444,7 +460,10 @@ class MySqlSession(GatedSession):
             results=self if recording else None,
             capture_rows=recording and settings.recording.capture_rows,
             encoding=encoding,
+            roles=roles,
         )
+        #: Held commands of these classes, once decided, run under the write role.
+        self._elevated_classes = WRITE_ROLE_CLASSES if roles else frozenset()
         # Every admitted statement is counted (metrics), and recorded when the session is.
         self.relay.on_statement = self._statement_admitted
         if recording:
@@ -486,6 +505,10 @@ class MySqlSession(GatedSession):
         if to_client:
             self.client_side.write(to_client)
         if actions:
+            if relay.role_error is not None:
+                log.warning("session %s: the upstream refused SET ROLE: %s", self.id,
+                            relay.role_error)  # fmt: skip
+                relay.role_error = None
             self._apply(actions)
 
     def _apply(self, actions: list[Action]) -> None:
@@ -622,7 +645,10 @@ class MySqlSession(GatedSession):
                 return relay.release(forward=False, error=outside)
             # Text that is not valid in the connection's character set is shown as hex.
             shown = held.sql if held.sql is not None else payload[1:].hex()
-            return relay.release(forward=True, prepared=(shown, verdict))
+            # The server checks privileges at prepare: what is no read is prepared (not run)
+            # under the write role, and each execute of it is judged.
+            elevate = verdict.statement_class in self._elevated_classes
+            return relay.release(forward=True, prepared=(shown, verdict), elevate=elevate)
         if held.command == Command.PROCESS_KILL:
             if len(payload) < 5:
                 raise ProtocolViolation("COM_PROCESS_KILL without a connection id")
@@ -653,7 +679,8 @@ class MySqlSession(GatedSession):
             self._statement_ran(text, verdict, None, decision)
             if refusal is None:
                 await self.record_durably(verdict.statement_class)
-            return relay.release(forward=refusal is None, error=refusal)
+            elevate = verdict.statement_class in self._elevated_classes
+            return relay.release(forward=refusal is None, error=refusal, elevate=elevate)
         if held.command == Command.STMT_EXECUTE:
             run = gate.execution(payload)
             if run.ambiguous and not gate.allowed(run.verdict):
@@ -668,7 +695,8 @@ class MySqlSession(GatedSession):
             self._statement_ran(run.sql, run.verdict, run.parameters, decision)
             if refusal is None:
                 await self.record_durably(run.verdict.statement_class)
-            return relay.release(forward=refusal is None, error=refusal)
+            elevate = run.verdict.statement_class in self._elevated_classes
+            return relay.release(forward=refusal is None, error=refusal, elevate=elevate)
         raise ProtocolViolation(f"unexpected held command {held.command}")
 
     async def _judge(
@@ -715,7 +743,12 @@ class MySqlSession(GatedSession):
             running = target.relay is not None and target.relay.busy
             if not withdrawn and running and target.target is not None:
                 self.listener.spawn(
-                    kill_query(target.target.upstream, target.upstream_thread_id, connection=False)
+                    kill_query(
+                        target.target.upstream,
+                        target.upstream_thread_id,
+                        connection=False,
+                        role=target.target.read_role,
+                    )
                 )
         elif target is not self:
             target.end(f"killed ({reason})", SessionExpired("Connection was killed"),

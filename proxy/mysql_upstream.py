@@ -5,6 +5,10 @@ with the capabilities the client agreed with the gateway (so the command phase
 is the same on both legs and can be relayed verbatim). mysql_native_password,
 caching_sha2_password (fast path, and full authentication over TLS or by RSA
 key exchange) and, over TLS only, mysql_clear_password.
+
+A target with read and write roles logs in without a database (its account has no
+privileges of its own, so the server would refuse one), takes the read role with
+`SET ROLE`, and only then enters the database with COM_INIT_DB.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from protocols.mysql.packets import Packet, PacketReader, frame, read_lenenc_byt
 from protocols.mysql.responses import ResponseTracker
 from proxy.channel import Channel, ConnectionClosed
 from proxy.config import UpstreamSettings
+from proxy.mysql_relay import set_role
 from proxy.tls import upstream_context
 
 log = logging.getLogger("airlock.mysql")
@@ -88,16 +93,19 @@ async def connect_upstream(
     capabilities: int,
     character_set: int,
     channel_factory: Callable[[], Channel] = Channel,
+    role: str | None = None,
 ) -> UpstreamSession:
-    """Connect, negotiate TLS per sslmode, log in, check the session's sql_mode;
-    raise UpstreamUnavailable on any failure (its log_detail has the server's words)."""
+    """Connect, negotiate TLS per sslmode, log in, check the session's sql_mode, and
+    when `role` is given (the target's read role) SET ROLE it before entering the
+    database; raise UpstreamUnavailable on any failure (its log_detail has the server's
+    words)."""
     loop = asyncio.get_running_loop()
     where = f"{upstream.host}:{upstream.port}"
     try:
         async with asyncio.timeout(upstream.connect_timeout_s):
             _, channel = await loop.create_connection(channel_factory, upstream.host, upstream.port)
             try:
-                return await _login(channel, upstream, capabilities, character_set)
+                return await _login(channel, upstream, capabilities, character_set, role)
             except BaseException:
                 channel.abort()
                 raise
@@ -114,7 +122,11 @@ async def connect_upstream(
 
 
 async def _login(
-    channel: Channel, upstream: UpstreamSettings, capabilities: int, character_set: int
+    channel: Channel,
+    upstream: UpstreamSettings,
+    capabilities: int,
+    character_set: int,
+    role: str | None,
 ) -> UpstreamSession:
     reader = PacketStream(channel)
     greeting = await reader.packet()
@@ -136,7 +148,7 @@ async def _login(
     flags |= Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA & handshake.capabilities
     flags &= ~(Capability.LOCAL_FILES | Capability.COMPRESS | Capability.CONNECT_ATTRS)
     flags &= ~(Capability.SSL | Capability.QUERY_ATTRIBUTES | Capability.SESSION_TRACK)
-    if upstream.database:
+    if upstream.database and role is None:
         flags |= Capability.CONNECT_WITH_DB
     else:
         flags &= ~Capability.CONNECT_WITH_DB
@@ -165,7 +177,7 @@ async def _login(
         character_set=character_set,
         username=upstream.user,
         auth_response=_scramble(plugin, password, nonce, tls),
-        database=upstream.database or None,
+        database=(upstream.database or None) if role is None else None,
         auth_plugin_name=plugin,
         connect_attributes={},
     )
@@ -204,7 +216,40 @@ async def _login(
         raise ProtocolViolation(f"unexpected login packet {first!r} from the upstream")
     session = UpstreamSession(channel, handshake, ok.status_flags, b"")
     await _check_sql_mode(reader, int(flags))
+    if role is not None:
+        await _enter_role(reader, int(flags), role, upstream.database)
     return UpstreamSession(channel, handshake, session.status_flags, reader.rest())
+
+
+async def _command(reader: PacketStream, capabilities: int, raw: bytes) -> ResponseTracker:
+    """Send one command of the gateway's own and read its whole answer."""
+    tracker = ResponseTracker(raw[4], capabilities)
+    reader.channel.write(raw)
+    while not tracker.feed((await reader.packet()).payload):
+        pass
+    return tracker
+
+
+async def _enter_role(
+    reader: PacketStream, capabilities: int, role: str, database: str | None
+) -> None:
+    """SET ROLE the read role, then enter the database (COM_INIT_DB), before the
+    client's first command."""
+    taken = await _command(reader, capabilities, set_role(role))
+    if taken.error is not None:
+        raise UpstreamUnavailable(
+            f'the gateway could not take the target\'s read role "{role}" upstream',
+            hint="the gateway's log has the upstream's reason",
+            log_detail=f"{taken.error.code} {taken.error.message}",
+        )
+    if database:
+        entered = await _command(reader, capabilities, frame(b"\x02" + database.encode(), 0))
+        if entered.error is not None:
+            raise UpstreamUnavailable(
+                f'the gateway could not enter the target\'s database under the read role "{role}"',
+                hint="the gateway's log has the upstream's reason",
+                log_detail=f"{entered.error.code} {entered.error.message}",
+            )
 
 
 def _scramble(plugin: str, password: bytes, nonce: bytes, tls: bool) -> bytes:
@@ -245,14 +290,18 @@ async def _check_sql_mode(reader: PacketStream, capabilities: int) -> None:
         )
 
 
-async def kill_query(upstream: UpstreamSettings, thread_id: int, *, connection: bool) -> None:
+async def kill_query(
+    upstream: UpstreamSettings, thread_id: int, *, connection: bool, role: str | None = None
+) -> None:
     """Run KILL [QUERY] thread_id on a connection of its own (the session's own
-    connection is busy with the query). Failures are logged, not raised."""
+    connection is busy with the query), under the target's read role when it has one.
+    Failures are logged, not raised."""
     try:
         session = await connect_upstream(
             upstream,
             capabilities=int(COMMAND_PHASE & ~Capability.MULTI_STATEMENTS),
             character_set=45,
+            role=role,
         )
     except UpstreamUnavailable as exc:
         log.warning("could not connect to kill upstream thread %d: %s", thread_id, exc.message)
