@@ -53,8 +53,10 @@ from proxy.mysql_relay import (
     MySqlGate,
     MySqlRelay,
     PreparedStatement,
+    RoleNotRestored,
     SendToClient,
     SendToServer,
+    WriteRoleRefused,
     error_packet,
     execute_parameters,
     is_kill,
@@ -1474,3 +1476,94 @@ def test_every_refusal_the_relay_builds_is_an_airlock_error() -> None:
         ended = only_end(actions)
         assert isinstance(ended.error, AirlockError)
         assert ended.error.mysql_errno > 1000
+
+
+# --- the target's read and write roles
+
+TAKE_WRITE = query("SET ROLE `writer`")
+TAKE_READ = query("SET ROLE `reader`")
+
+
+def role_relay(*known: str, allow: Sequence[str] = ()) -> MySqlRelay:
+    """A relay for a target with roles, its gate with the write classes cold, as the
+    session makes it."""
+    cold = frozenset(c for c in StatementClass if c is not StatementClass.READ)
+    gate = MySqlGate(
+        CachedClassifier("mysql"), policy(allow), lambda: NOW, frozenset({"test"}),
+        cold_classes=cold,
+    )  # fmt: skip
+    for sql in known:
+        gate.classifier.classify(sql)
+    return MySqlRelay(
+        capabilities=CLASSIC, gate=gate, max_packet_bytes=MAX, roles=("reader", "writer")
+    )
+
+
+def test_an_elevated_command_runs_between_the_write_role_and_the_read_role() -> None:
+    relay = role_relay(READ_SQL, WRITE_SQL)
+    write, read = query(WRITE_SQL), query(READ_SQL)
+    only_hold(relay.client_data(write))
+    assert relay.release(forward=True, elevate=True) == [SendToServer(TAKE_WRITE)]
+    assert relay.client_data(read) == []  # the client's next command waits, in order
+    # The server's OK to the gateway's SET ROLE is not relayed; the write goes then.
+    assert relay.server_data(answer(ok())) == (b"", [SendToServer(write)])
+    # The write's answer is relayed whole, then the read role is taken again...
+    reply = answer(ok(affected=1))
+    assert relay.server_data(reply) == (reply, [SendToServer(TAKE_READ)])
+    # ...and only once the server agreed does the waiting read go.
+    assert relay.server_data(answer(ok())) == (b"", [SendToServer(read)])
+    rows = answer(*result_set(CLASSIC, [text_row(b"1", b"a")]))
+    assert relay.server_data(rows) == (rows, [])
+    assert relay.client_data(read) == [SendToServer(read)]  # the hot path again
+
+
+def test_a_refused_write_role_refuses_the_command_and_forwards_nothing() -> None:
+    relay = role_relay(WRITE_SQL, READ_SQL)
+    only_hold(relay.client_data(query(WRITE_SQL)))
+    relay.release(forward=True, elevate=True)
+    relay.client_data(query(READ_SQL))
+    to_client, actions = relay.server_data(answer(err(1959, "Invalid role specification")))
+    assert to_client == b""
+    refusal, then = actions
+    assert isinstance(refusal, SendToClient)
+    sequence, packet = err_of(refusal.raw)
+    assert (sequence, packet.code) == (1, WriteRoleRefused.mysql_errno)
+    assert "write role" in packet.message
+    assert "Invalid role" not in packet.message  # the server's words go to the log only
+    assert relay.role_error == "1959 Invalid role specification"
+    assert then == SendToServer(query(READ_SQL))  # no return needed: nothing changed
+
+
+def test_a_failed_return_to_the_read_role_ends_the_session() -> None:
+    relay = role_relay(WRITE_SQL, READ_SQL)
+    only_hold(relay.client_data(query(WRITE_SQL)))
+    relay.release(forward=True, elevate=True)
+    relay.server_data(answer(ok()))
+    reply = answer(ok(affected=1))
+    assert relay.server_data(reply) == (reply, [SendToServer(TAKE_READ)])
+    assert relay.client_data(query(READ_SQL)) == []
+    to_client, actions = relay.server_data(answer(err(1959, "Invalid role specification")))
+    assert to_client == b""
+    ended = only_end(actions)
+    assert isinstance(ended.error, RoleNotRestored)
+
+
+def test_with_roles_writes_the_rules_allow_and_their_prepares_are_held() -> None:
+    relay = role_relay(READ_SQL, WRITE_SQL, allow=("write",))
+    only_hold(relay.client_data(query(WRITE_SQL)))  # allowed, yet decided off the hot path
+    relay.release(forward=False, error=StatementDenied("probe"))
+    only_hold(relay.client_data(prepare(WRITE_SQL)))  # prepared under the write role
+    relay.release(forward=False, error=StatementDenied("probe"))
+    assert relay.client_data(query(READ_SQL)) == [SendToServer(query(READ_SQL))]
+    relay.server_data(answer(*result_set(CLASSIC, [])))
+    assert relay.client_data(prepare(READ_SQL)) == [SendToServer(prepare(READ_SQL))]
+
+
+def test_reset_connection_is_followed_by_the_read_role() -> None:
+    relay = role_relay(READ_SQL)
+    reset = command(b"\x1f")
+    assert relay.client_data(reset) == [SendToServer(reset)]
+    assert relay.client_data(query(READ_SQL)) == []
+    reply = answer(ok())
+    assert relay.server_data(reply) == (reply, [SendToServer(TAKE_READ)])
+    assert relay.server_data(answer(ok())) == (b"", [SendToServer(query(READ_SQL))])
