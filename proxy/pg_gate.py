@@ -365,14 +365,18 @@ class PgGate:
 
     def ready(self, transaction_status: str) -> None:
         unit = self._done
-        self._undo(unit)  # a unit answered in full leaves nothing unconfirmed
+        if self._changes:
+            self._undo(unit)  # a unit answered in full leaves nothing unconfirmed
         self._done = unit + 1
         if self._describing:
             self._describing = [entry for entry in self._describing if entry[0] > unit]
         if transaction_status == "I" and self.portals:
             # A transaction's end destroys its portals; later batches' portals live on.
-            for name in [name for name, portal in self.portals.items() if portal.unit <= unit]:
-                del self.portals[name]
+            if self._done == self._sent:
+                self.portals.clear()  # no later batch was sent: the usual case
+            else:
+                for name in [n for n, portal in self.portals.items() if portal.unit <= unit]:
+                    del self.portals[name]
         if self._done == self._sent and self.on_drained is not None:
             drained, self.on_drained = self.on_drained, None
             drained()
