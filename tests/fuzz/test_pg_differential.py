@@ -87,7 +87,7 @@ QUERIED: dict[str, str] = {
 NAMES_SQL = "SELECT name, statement FROM fuzz_names"
 TRUE_CLASS = {**PARSED, **QUERIED, NAMES_SQL: READ, pgwire.FENCE_SQL: READ}
 
-STATEMENT_NAMES = st.sampled_from(["", "s1", "s2", "no_such_stmt"])
+STATEMENT_NAMES = st.sampled_from(["", "s1", "s1", "s2", "no_such_stmt"])
 #: Writes and the plainest read come up more often than the rest.
 PARSE_SQL = st.one_of(
     st.sampled_from(sorted(PARSED)),
@@ -95,7 +95,8 @@ PARSE_SQL = st.one_of(
     st.just("SELECT 1"),
 )
 PORTAL_NAMES = st.sampled_from(["", "p1", "c1"])
-PARAMS = st.sampled_from([(), (b"1",), (b"abc",), (b"1", b"2"), (None,)])
+ANY_NAMES = st.sampled_from(["", "s1", "s2", "p1", "c1", "no_such_stmt"])
+PARAMS = st.sampled_from([(), (), (), (b"1",), (b"1",), (b"abc",), (b"1", b"2"), (None,)])
 
 CANARY = [(1, "a"), (2, "b"), (3, "c")]
 #: A reply later than this is a hang, and a failure.
@@ -318,43 +319,38 @@ class PgDifferential(RuleBasedStateMachine):
     def bind(self, portal: str, statement: str, params: tuple[bytes | None, ...]) -> None:
         self.append(pgwire.bind(portal, statement, params))
 
-    @rule(statement=STATEMENT_NAMES)
-    def describe_statement(self, statement: str) -> None:
-        self.append(pgwire.describe("S", statement))
-
-    @rule(portal=PORTAL_NAMES)
-    def describe_portal(self, portal: str) -> None:
-        self.append(pgwire.describe("P", portal))
+    @rule(kind=st.sampled_from("SP"), name=ANY_NAMES)
+    def describe(self, kind: str, name: str) -> None:
+        self.append(pgwire.describe(kind, name))
 
     @rule(portal=PORTAL_NAMES, max_rows=st.sampled_from([0, 1]))
     def execute(self, portal: str, max_rows: int) -> None:
         self.append(pgwire.execute(portal, max_rows))
 
-    @rule(statement=STATEMENT_NAMES)
-    def close_statement(self, statement: str) -> None:
-        self.append(pgwire.close("S", statement))
-
-    @rule(portal=PORTAL_NAMES)
-    def close_portal(self, portal: str) -> None:
-        self.append(pgwire.close("P", portal))
-
-    @rule()
-    def flush(self) -> None:
-        self.append(pgwire.FLUSH)
+    @rule(kind=st.sampled_from("SP"), name=ANY_NAMES)
+    def close(self, kind: str, name: str) -> None:
+        self.append(pgwire.close(kind, name))
 
     @rule()
     def sync(self) -> None:
         self.append(pgwire.SYNC)
 
-    @rule(sql=st.sampled_from(sorted(QUERIED)))
-    def query(self, sql: str) -> None:
+    @rule(sql=st.sampled_from(sorted(QUERIED)), mid_batch=st.sampled_from([False] * 3 + [True]))
+    def query(self, sql: str, mid_batch: bool) -> None:
+        """A simple Query, after a Sync unless mid_batch (which the gateway refuses, and
+        the server skips after an error)."""
+        if not mid_batch and self.wire is not None and self.wire.in_batch:
+            self.append(pgwire.SYNC)
         self.append(pgwire.query(sql))
 
     # --- pipelining and reading
 
-    @rule()
-    def send(self) -> None:
-        """What is queued goes now, unread: the next batch is pipelined behind it."""
+    @rule(flush=st.booleans())
+    def send(self, flush: bool) -> None:
+        """What is queued goes now (after a Flush, or not), unread: the next batch is
+        pipelined behind it."""
+        if flush:
+            self.append(pgwire.FLUSH)
         if self.wire is not None:
             try:
                 self.wire.send()
@@ -423,7 +419,7 @@ def fuzz_settings() -> settings:
     count = examples()
     common: dict[str, Any] = {
         "deadline": None,
-        "stateful_step_count": 40,
+        "stateful_step_count": 50,
         "database": None,
         "suppress_health_check": [HealthCheck.too_slow, HealthCheck.filter_too_much],
     }
@@ -479,7 +475,7 @@ def test_a_statement_closed_and_parsed_again_after_a_server_error_keeps_its_old_
             ("sync", ()),
             ("read", ()),
             ("bind", ("", "no_such_stmt", ())),
-            ("close_statement", ("s1",)),
+            ("close", ("S", "s1")),
             ("parse", ("s1", "SELECT 1")),
             ("sync", ()),
             ("read", ()),
