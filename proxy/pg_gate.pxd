@@ -7,6 +7,7 @@ from proxy.event_chain cimport EventChain
 
 # Message types, as C values.
 cdef int _Q, _P, _B, _E, _C, _D
+cdef int _PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE
 
 
 @cython.locals(i=Py_ssize_t)
@@ -25,7 +26,16 @@ cdef class PreparedStatement:
 cdef class Portal:
     cdef public PreparedStatement statement
     cdef public bytes bind
+    cdef public Py_ssize_t unit
     cdef public bint approved
+
+
+cdef class _Change:
+    cdef public Py_ssize_t unit
+    cdef public int answer
+    cdef public bint portal
+    cdef public bytes name
+    cdef public object previous
 
 
 cdef class PgGate:
@@ -38,15 +48,39 @@ cdef class PgGate:
     cdef public Py_ssize_t admitted
     cdef public EventChain chain
     cdef public object on_statement
-    cdef object _describing
+    cdef public object on_drained
+    cdef Py_ssize_t _sent
+    cdef Py_ssize_t _done
+    cdef list _changes
+    cdef bint _skipping
+    cdef list _describing
+    cdef Py_ssize_t _barrier
     cdef dict _allow
+    cdef dict _hot
+    cdef bint _hot_grants
 
     @cython.locals(
-        name_end=Py_ssize_t, statement_end=Py_ssize_t, sql_end=Py_ssize_t,
+        name_end=Py_ssize_t, statement_end=Py_ssize_t, sql_end=Py_ssize_t, subtype=int,
         statement=PreparedStatement, existing=PreparedStatement, found=Portal, types=tuple,
         data="const char *",
     )
-    cpdef bint admit(self, int kind, bytes raw, Py_ssize_t start, Py_ssize_t end) except -1
+    cpdef int admit(self, int kind, bytes raw, Py_ssize_t start, Py_ssize_t end) except -1
+
+    cpdef unit_sent(self)
+
+    cpdef wait_after(self, Py_ssize_t unit)
+
+    cpdef answered(self, int kind)
+
+    cpdef failed(self)
+
+    cdef _change(self, int answer, bint portal, bytes name, object value)
+
+    @cython.locals(changes=list, change=_Change)
+    cdef bint _unsettled(self, bint portal, bytes name) except -1
+
+    @cython.locals(changes=list, change=_Change, count=Py_ssize_t, table=dict)
+    cdef _undo(self, Py_ssize_t unit)
 
     cpdef bint allowed(self, object verdict) except -1
 

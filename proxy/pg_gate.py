@@ -1,29 +1,43 @@
-"""The per-session gate for PostgreSQL: which client messages may reach the server now.
+"""The per-session gate for PostgreSQL: which client messages may reach the server now,
+and the gateway's picture of the server's extended-query state.
 
-Sans-I/O, called by `PgRelay` for every client message. It admits at once what
-it can decide from cached verdicts: a simple Query whose text (or fingerprint)
-is cached and allowed; every Parse whose statement is cached (a Parse never
-runs anything; its verdict is remembered under the statement name); Bind,
-Describe, Close, Sync, Flush and COPY data; an Execute whose portal runs an
-allowed statement. Anything else waits, and the session decides it off the hot
-path: classify a statement not yet cached, hold a statement for approval, or
-refuse it.
+Sans-I/O, called by `PgRelay` for every client message (`admit`) and for the server's
+answers that change that picture (`answered`, `failed`, `ready`). `admit` answers
+ADMIT (forward it; the gate has noted it), DECIDE (the session must decide it off the
+hot path: classify a statement not yet cached, hold one for approval, or refuse it)
+or WAIT (its meaning depends on an earlier batch the server has not finished: the
+session waits for the server, then asks again).
 
-Named statements and portals are tracked as the server keeps them: the unnamed
-statement and portal are replaced by the next Parse or Bind and destroyed by a
-simple Query; Close forgets a name. SQL-level PREPARE, DEALLOCATE and DISCARD
-share the names of protocol-level statements, so a Query that mentions them
-forgets every statement: an Execute of a statement the gateway did not see
-prepared is of unknown class and waits.
+The picture follows what the server really does, never what the client asked for:
+- The server runs a batch (the messages up to Sync) in order, and after the first
+  error it skips everything up to Sync. So within a batch the gate may assume every
+  earlier message succeeded: if one did not, the later ones never run.
+- A Parse, Bind or Close changes a name at once, but only tentatively: the change is
+  kept in `_changes` until the server's ParseComplete, BindComplete or CloseComplete
+  confirms it. An ErrorResponse undoes the failed batch's unconfirmed changes (the
+  server skipped them), and once the gate has seen its own batch fail, it passes the
+  rest of that batch unexamined: the server runs none of it.
+- Batches pipelined behind one the server has not finished cannot know its outcome.
+  A message that uses or changes a name an unfinished earlier batch changed waits
+  (WAIT) until the server has answered up to it; a simple Query waits for every
+  unconfirmed change (it drops the unnamed statement and portal, and may PREPARE or
+  DEALLOCATE). Changes of different batches then never touch the same name, so
+  undoing one batch's changes is exact.
+- A transaction's end (ReadyForQuery "I") destroys the portals made before it. SQL
+  PREPARE, DEALLOCATE and DISCARD share the protocol's statement names, so a Query
+  that mentions them makes the gate forget every statement: an Execute of a statement
+  the gate does not know is of unknown class. Portals are never forgotten early: SQL
+  FETCH and MOVE run a protocol-level portal too, so a Query that mentions them while a
+  portal of a statement that needs a decision may exist is itself of unknown class.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import struct
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -31,6 +45,7 @@ from policy.classify import CLASS_NAMES, StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
 from policy.rules import Action, EffectivePolicy
 from policy.sqlscan import names_statements
+from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
 from proxy.event_chain import EventChain
 from proxy.store import Parameter
@@ -52,11 +67,6 @@ UNPREPARED = Verdict(
     StatementClass.UNKNOWN,
     ("executes a statement the gateway did not see prepared",),
 )
-AMBIGUOUS = Verdict(
-    StatementClass.UNKNOWN,
-    ("a named statement was parsed again with other text without being closed",),
-)
-
 
 StatementListener = Callable[[str, Verdict, bytes | None, tuple[int, ...], str], None]
 #: What a statement admitted on the hot path was decided by: its class, or a session grant.
@@ -83,7 +93,8 @@ class PreparedStatement:
         #: The Parse message's parameter type section, as sent and as type OIDs.
         self.declared = declared
         self.declared_types = _declared_types(declared)
-        #: Runs without a decision under the policy alone (its class is allowed).
+        #: Runs without a decision, on the hot path: its class is allowed, and it needs
+        #: no switch to the target's write role.
         self.allowed = allowed
         #: The server's ParameterDescription, when the client asked for one.
         self.described: tuple[int, ...] | None = None
@@ -104,24 +115,62 @@ def _declared_types(declared: bytes) -> tuple[int, ...]:
 class Portal:
     """A portal the server keeps under a name: the statement it binds, and the Bind."""
 
-    __slots__ = ("approved", "bind", "statement")
+    __slots__ = ("approved", "bind", "statement", "unit")
 
-    def __init__(self, statement: PreparedStatement | None, bind: bytes) -> None:
+    def __init__(self, statement: PreparedStatement | None, bind: bytes, unit: int) -> None:
         self.statement = statement
         self.bind = bind  # the whole Bind message, decoded only when an approver must see it
+        #: The batch (see PgGate's units) whose Bind made it: a transaction's end destroys
+        #: the portals of the batches before it, not of those pipelined behind it.
+        self.unit = unit
         #: An approved Execute lets the portal's later Executes (a suspended portal) go on.
         self.approved = False
 
 
+class _Change:
+    """A Parse, Bind or Close forwarded but not yet confirmed: undone if its batch fails
+    first. `answer` is the server's message that confirms it."""
+
+    __slots__ = ("answer", "name", "portal", "previous", "unit")
+
+    def __init__(self, unit: int, answer: int, portal: bool, name: bytes, previous: object) -> None:
+        self.unit = unit
+        self.answer = answer
+        self.portal = portal
+        self.name = name
+        self.previous = previous
+
+
+#: What `admit` answers.
+DECIDE, ADMIT, WAIT = 0, 1, 2
+_PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE = b"1"[0], b"2"[0], b"3"[0]
+#: SQL that runs a portal: FETCH and MOVE name portals, the protocol's included.
+_CURSOR_MOTION = re.compile(r"(?<![\w$])(?:fetch|move)(?![\w$])", re.IGNORECASE)
+PORTAL_BY_SQL = Verdict(
+    StatementClass.UNKNOWN,
+    (
+        "FETCH or MOVE may run a protocol-level portal of a statement that needs a "
+        "decision in this session",
+    ),
+)
+
+
 class PgGate:
     """Statement and portal names are kept as the bytes the client sent: no decoding on
-    the hot path."""
+    the hot path.
+
+    Units: every Sync and simple Query the relay forwards ends one unit of work, which
+    the server answers with one ReadyForQuery. `_sent` counts the units forwarded (so it
+    is also the number of the batch being built), `_done` the ReadyForQuery messages
+    received (so it is the number of the unit the server is working on)."""
 
     def __init__(
         self,
         classifier: CachedClassifier,
         policy: EffectivePolicy,
         clock: Callable[[], float],
+        *,
+        hot_writes: bool = True,
     ) -> None:
         self.classifier = classifier
         self.policy = policy
@@ -137,59 +186,89 @@ class PgGate:
         #: Told of every other statement admitted here (under a session grant): sql,
         #: verdict, and for an Execute its Bind message and parameter types.
         self.on_statement: StatementListener | None = None
-        self._describing: deque[bytes] = deque()  # statement Describes awaiting an answer
+        #: Called once when the server has answered every unit forwarded (see `drained`).
+        self.on_drained: Callable[[], None] | None = None
+        self._sent = 0
+        self._done = 0
+        self._changes: list[_Change] = []  # in the order sent, so by unit too
+        #: The server failed the batch being built: it skips the rest of it, up to Sync.
+        self._skipping = False
+        self._describing: list[tuple[int, bytes]] = []  # statement Describes: (unit, name)
+        #: Messages of units after this one wait until the server has answered it.
+        self._barrier = -1
         # Per class: allowed without a decision? (`approve` classes are, under a grant.)
         self._allow = {cls: policy.action_for(cls.value) is Action.ALLOW for cls in StatementClass}
+        #: Per class: may pass here, on the hot path? Not what must run under the target's
+        #: write role (`hot_writes` False): the session switches roles around those.
+        self._hot = {
+            cls: allowed and (hot_writes or cls is StatementClass.READ)
+            for cls, allowed in self._allow.items()
+        }
+        self._hot_grants = hot_writes
 
     # --- the relay's questions
 
-    def admit(self, kind: int, raw: bytes, start: int, end: int) -> bool:
+    def admit(self, kind: int, raw: bytes, start: int, end: int) -> int:
         # Slices of `data` are bytes made straight from the buffer when compiled (a C
         # pointer there), with no slice object; their bounds are always in order here.
         data = raw
+        if self._barrier >= 0:
+            if self._done > self._barrier:
+                self._barrier = -1
+            elif self._sent > self._barrier:
+                return WAIT
         if kind == _Q:
+            if self._changes:
+                return WAIT
             if raw[end - 1] != 0:
-                return False  # malformed: the slow path says so
+                return DECIDE  # malformed: the slow path says so
             try:
                 sql = data[start + 5 : end - 1].decode()
             except UnicodeDecodeError:
-                return False
+                return DECIDE
             verdict = self.classifier.lookup(sql)
             if verdict is None:
-                return False
-            if self._allow[verdict.statement_class]:
+                return DECIDE
+            if self.portals and self.query_verdict(sql, verdict) is not verdict:
+                return DECIDE
+            if self._hot[verdict.statement_class]:
                 self.note_query(sql)
                 self.admitted += 1
                 if self.chain is not None:
                     self.chain.statement(sql, CLASS_NAMES[verdict.statement_class], ALLOW)
-                return True
-            if not self.allowed(verdict):
-                return False
+                return ADMIT
+            if not self._hot_grants or not self.allowed(verdict):
+                return DECIDE
             self.note_query(sql)
             if self.on_statement is not None:
                 self.on_statement(sql, verdict, None, (), SESSION_GRANT)
-            return True
+            return ADMIT
+        if self._skipping:
+            return ADMIT  # the server skips it: it runs nothing and changes no name
         if kind == _B:
             name_end = _nul(raw, start + 5, end)
             # (A name without its NUL leaves name_end at -1: not a search from 0.)
             statement_end = _nul(raw, name_end + 1, end) if name_end >= 0 else -1
             if statement_end < 0:
-                return False
-            statement = self.statements.get(data[name_end + 1 : statement_end])
+                return DECIDE
+            statement_name = data[name_end + 1 : statement_end]
             portal = data[start + 5 : name_end]
-            if portal and portal in self.portals:
-                # The server refuses to bind an existing named portal and keeps the old
-                # one: which one runs at Execute is not certain, so neither is its verdict.
-                statement = None
-            self.portals[portal] = Portal(statement, data[start:end])
-            return True
+            if self._unsettled(False, statement_name) or self._unsettled(True, portal):
+                return WAIT
+            statement = self.statements.get(statement_name)
+            bound = Portal(statement, data[start:end], self._sent)
+            self._change(_BIND_COMPLETE, True, portal, bound)
+            return ADMIT
         if kind == _E:
             name_end = _nul(raw, start + 5, end)
             if name_end < 0:
-                return False
-            found = self.portals.get(data[start + 5 : name_end])
+                return DECIDE
+            portal = data[start + 5 : name_end]
+            if self._unsettled(True, portal):
+                return WAIT
+            found = self.portals.get(portal)
             if found is None or (statement := found.statement) is None:
-                return False
+                return DECIDE
             types = statement.declared_types if statement.described is None else statement.described
             if statement.allowed:
                 self.admitted += 1
@@ -197,61 +276,147 @@ class PgGate:
                     self.chain.statement(
                         statement.sql, statement.class_name, ALLOW, found.bind, types
                     )
-                return True
-            if found.approved or self.allowed(statement.verdict):
+                return ADMIT
+            if found.approved or (self._hot_grants and self.allowed(statement.verdict)):
                 if self.on_statement is not None:
                     self.on_statement(
                         statement.sql, statement.verdict, found.bind, types, SESSION_GRANT
                     )
-                return True
-            return False
+                return ADMIT
+            return DECIDE
         if kind == _P:
             name_end = _nul(raw, start + 5, end)
             sql_end = _nul(raw, name_end + 1, end) if name_end >= 0 else -1
             if sql_end < 0:
-                return False
+                return DECIDE
             name = data[start + 5 : name_end]
+            if self._unsettled(False, name):
+                return WAIT
             declared = data[sql_end + 1 : end]
-            existing = self.statements.get(name)
             try:
                 sql = data[name_end + 1 : sql_end].decode()
             except UnicodeDecodeError:
-                return False
+                return DECIDE
+            existing = self.statements.get(name)
             if existing is not None and existing.sql == sql and existing.declared == declared:
-                return True  # the same statement parsed again (the unnamed one, usually)
+                # The same statement parsed again (the unnamed one, usually): a named one
+                # fails on the server (it exists), and the unnamed one is made anew.
+                self._change(_PARSE_COMPLETE, False, name, existing)
+                return ADMIT
             verdict = self.classifier.lookup(sql)
             if verdict is None:
-                return False
+                return DECIDE
             self._remember(name, sql, verdict, declared)
-            return True
+            return ADMIT
         if kind == _C:
             name_end = _nul(raw, start + 6, end)
-            if name_end < 0:
-                return False
-            if raw[start + 5] == 0x53:  # 'S'
-                self.statements.pop(data[start + 6 : name_end], None)
-            else:
-                self.portals.pop(data[start + 6 : name_end], None)
-            return True
-        if kind == _D and raw[start + 5] == 0x53:
+            if name_end < 0 or end - start < 7:
+                return DECIDE
+            subtype = raw[start + 5]
+            if subtype != 0x53 and subtype != 0x50:  # 'S', 'P'
+                return DECIDE  # malformed: the slow path says so
+            name = data[start + 6 : name_end]
+            if self._unsettled(subtype == 0x50, name):
+                return WAIT
+            self._change(_CLOSE_COMPLETE, subtype == 0x50, name, None)
+            return ADMIT
+        if kind == _D and end - start > 5 and raw[start + 5] == 0x53:
             name_end = _nul(raw, start + 6, end)
             if name_end < 0:
-                return False
-            self._describing.append(data[start + 6 : name_end])
-            return True
-        return True
+                return DECIDE
+            self._describing.append((self._sent, data[start + 6 : name_end]))
+            return ADMIT
+        return ADMIT
+
+    def wait_after(self, unit: int) -> None:
+        """Messages of later units wait until the server has answered `unit`."""
+        self._barrier = unit
+
+    def unit_sent(self) -> None:
+        """The relay forwarded a Sync or a simple Query: the unit it ends is the server's."""
+        self._sent += 1
+        self._skipping = False
+
+    def answered(self, kind: int) -> None:
+        """The server confirmed the oldest unconfirmed Parse, Bind or Close."""
+        changes = self._changes
+        if not changes or changes[0].answer != kind or changes[0].unit != self._done:
+            raise ProtocolViolation("server answered a message the gateway did not send")
+        del changes[0]
+
+    def failed(self) -> None:
+        """The server sent an ErrorResponse: it failed the unit it is working on, and
+        skipped that unit's messages after the one that failed."""
+        unit = self._done
+        self._undo(unit)
+        if self._describing:
+            self._describing = [entry for entry in self._describing if entry[0] != unit]
+        if unit == self._sent:
+            self._skipping = True  # the batch being built: the server skips the rest
 
     def described(self, param_types: tuple[int, ...]) -> None:
         if self._describing:
-            statement = self.statements.get(self._describing.popleft())
+            statement = self.statements.get(self._describing.pop(0)[1])
             if statement is not None:
                 statement.described = param_types
 
     def ready(self, transaction_status: str) -> None:
+        unit = self._done
+        self._undo(unit)  # a unit answered in full leaves nothing unconfirmed
+        self._done = unit + 1
         if self._describing:
-            self._describing.clear()
-        if transaction_status == "I":
-            self.portals.clear()  # a transaction's end destroys its portals
+            self._describing = [entry for entry in self._describing if entry[0] > unit]
+        if transaction_status == "I" and self.portals:
+            # A transaction's end destroys its portals; later batches' portals live on.
+            for name in [name for name, portal in self.portals.items() if portal.unit <= unit]:
+                del self.portals[name]
+        if self._done == self._sent and self.on_drained is not None:
+            drained, self.on_drained = self.on_drained, None
+            drained()
+
+    @property
+    def drained(self) -> bool:
+        """The server has answered every unit forwarded: no name is in doubt."""
+        return self._done == self._sent
+
+    def known_statements(self) -> dict[bytes, str]:
+        """The statements the gate is certain the server keeps: name -> SQL."""
+        unsettled = {change.name for change in self._changes if not change.portal}
+        return {name: s.sql for name, s in self.statements.items() if name not in unsettled}
+
+    # --- the picture's bookkeeping
+
+    def _change(self, answer: int, portal: bool, name: bytes, value: object) -> None:
+        table: dict[bytes, object] = self.portals if portal else self.statements  # type: ignore[assignment]
+        self._changes.append(_Change(self._sent, answer, portal, name, table.get(name)))
+        if value is None:
+            table.pop(name, None)
+        else:
+            table[name] = value
+
+    def _unsettled(self, portal: bool, name: bytes) -> bool:
+        """An earlier batch the server has not finished changed this name."""
+        changes = self._changes
+        if not changes or changes[0].unit == self._sent:
+            return False  # only this batch's own changes (they are in unit order)
+        for change in changes:
+            if change.unit != self._sent and change.portal == portal and change.name == name:
+                return True
+        return False
+
+    def _undo(self, unit: int) -> None:
+        """Undo `unit`'s unconfirmed changes, newest first (they lead `_changes`)."""
+        changes = self._changes
+        count = 0
+        while count < len(changes) and changes[count].unit == unit:
+            count += 1
+        for change in reversed(changes[:count]):
+            table: dict[bytes, object] = self.portals if change.portal else self.statements  # type: ignore[assignment]
+            if change.previous is None:
+                table.pop(change.name, None)
+            else:
+                table[change.name] = change.previous
+        del changes[:count]
 
     # --- decisions made off the hot path
 
@@ -264,12 +429,23 @@ class PgGate:
     def needs_approval(self, verdict: Verdict) -> bool:
         return self.policy.action_for(verdict.statement_class.value) is Action.APPROVE
 
-    def note_query(self, sql: str) -> None:
-        """A simple Query goes to the server.
+    def query_verdict(self, sql: str, verdict: Verdict) -> Verdict:
+        """A simple Query's verdict in this session: SQL FETCH or MOVE of a portal that
+        binds a statement needing a decision would run that statement."""
+        if self.portals and _CURSOR_MOTION.search(sql) is not None:
+            for portal in self.portals.values():
+                statement = portal.statement
+                if not portal.approved and (statement is None or not statement.allowed):
+                    return PORTAL_BY_SQL
+        return verdict
 
-        SQL that may create or drop protocol-level statements' names (PREPARE, DEALLOCATE,
-        DISCARD anywhere in it, in any case) makes the gate forget the named ones: a false
-        positive only costs classifying them again.
+    def note_query(self, sql: str) -> None:
+        """A simple Query goes to the server (the gate's changes are all confirmed).
+
+        It drops the unnamed statement and portal. SQL that may create or drop
+        protocol-level statements' names (PREPARE, DEALLOCATE, DISCARD anywhere in it,
+        in any case) makes the gate forget every statement: a false positive only costs
+        classifying them again.
         """
         self.statements.pop(b"", None)
         self.portals.pop(b"", None)
@@ -282,14 +458,12 @@ class PgGate:
         self._remember(name, parse.sql, verdict, parse.raw[sql_end + 1 :])
 
     def _remember(self, name: bytes, sql: str, verdict: Verdict, declared: bytes) -> None:
-        existing = self.statements.get(name)
-        if name and existing is not None and (existing.sql, existing.declared) != (sql, declared):
-            # The server refuses to parse over an existing named statement and keeps the
-            # old one, unless that one had failed to parse: which of the two runs at
-            # Execute is not certain, so neither is its verdict.
-            verdict = AMBIGUOUS
-        allowed = self._allow[verdict.statement_class]
-        self.statements[name] = PreparedStatement(sql, verdict, declared, allowed)
+        # A named statement parsed over an existing one fails on the server, which skips
+        # the rest of the batch; the undo then brings the old one back.
+        allowed = self._hot[verdict.statement_class]
+        self._change(
+            _PARSE_COMPLETE, False, name, PreparedStatement(sql, verdict, declared, allowed)
+        )
 
     def note_execute(self, portal_name: str) -> None:
         """An Execute that needed a decision was let through."""

@@ -8,6 +8,7 @@ from proxy.pg_gate cimport PgGate
 # Module constants the hot path reads, as C values.
 cdef int _Z, _S, _K, _R, _E, _T, _C, _D
 cdef int _QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE
+cdef int _PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE
 cdef int _PLAIN, _GATE, _OPENS_BATCH, _ENDS_BATCH
 cdef bytes _FRONTEND_FLAGS
 
@@ -21,6 +22,16 @@ cdef class PgRelay:
     cdef public EventChain chain
     cdef BackendRelay _server
     cdef Py_ssize_t _owed
+    cdef Py_ssize_t _units_sent
+    cdef Py_ssize_t _unit_messages
+    cdef list _own_units
+    cdef list _switchbacks
+    cdef list _runs
+    cdef Py_ssize_t _answered
+    cdef Py_ssize_t _failed_at
+    cdef tuple _roles
+    cdef public bint role_in_doubt
+    cdef bytes _looked_at
     cdef bint _unsynced
     cdef bint _failed_batch
     cdef str _refusal_prefix
@@ -37,12 +48,16 @@ cdef class PgRelay:
     @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, end=Py_ssize_t, kind=int, length=Py_ssize_t, flags=int, flags_of=bytes, max_bytes=Py_ssize_t)
     cpdef Py_ssize_t fast_forward(self, bytes raw) except -1
 
-    @cython.locals(kind=int, start=Py_ssize_t, end=Py_ssize_t, framed=bytes, inspected=list, tag=str, data="const char *", swaps=list, count=Py_ssize_t, i=Py_ssize_t)
+    @cython.locals(kind=int, start=Py_ssize_t, end=Py_ssize_t, framed=bytes, inspected=list, tag=str, data="const char *", swaps=list, count=Py_ssize_t, i=Py_ssize_t, own_answers=bint)
     cpdef bytes server_data(self, bytes raw)
 
     cdef void _note_forwarded(self, int kind)
 
-    cdef void _server_ready(self, bytes framed, Py_ssize_t start, Py_ssize_t end)
+    cdef void _unit_sent(self)
+
+    cdef bint _own_answer(self, bytes framed, int kind, Py_ssize_t start, Py_ssize_t end) except -1
+
+    cdef bint _server_ready(self, bytes framed, Py_ssize_t start, Py_ssize_t end) except -1
 
 
 cdef class Pipe:

@@ -5,14 +5,20 @@ refused, or held before it reaches the server. Server bytes are framed by
 `BackendRelay`, which passes result rows through without decoding them and
 hands over only the messages the gateway must see.
 
-Holding: a `PgGate` (the session's classifier and approvals) admits each client
-message or asks it to wait (`admit`), and hears of parameter descriptions (`described`)
-and of each ReadyForQuery (`ready`). The relay calls it in C when compiled: a stand-in
-gate subclasses it. The relay then emits `HoldMessage` and stops taking
-client messages, which stay framed-but-unread in the framer (the I/O side stops
+Holding: a `PgGate` (the session's classifier, approvals and its picture of the
+server's statements and portals) admits each client message, asks for a decision, or
+asks to wait for the server (`admit`); it hears of the server's confirmations
+(ParseComplete, BindComplete, CloseComplete), errors, parameter descriptions and each
+ReadyForQuery. The relay calls it in C when compiled: a stand-in gate subclasses it.
+A message the gate does not admit is held: the relay emits `HoldMessage` and stops
+taking client messages, which stay framed-but-unread in the framer (the I/O side stops
 reading the socket too), while server output keeps flowing: results of earlier
 statements are never buffered. `release` forwards or refuses the held message
 and carries on with the ones behind it.
+
+A simple Query inside an extended-protocol batch, before its Sync (asyncpg sends one
+after Parse, Describe, Flush), would be skipped unanswered had the batch failed: the
+relay sends a Sync of its own before it, whose ReadyForQuery it does not relay.
 
 Refusing: the client must see exactly what a server would send, and the
 server's transaction must end up as if the statement had failed there (an
@@ -42,7 +48,8 @@ from proxy.actions import EndSession as EndSession
 from proxy.actions import SendToClient as SendToClient
 from proxy.actions import SendToServer as SendToServer
 from proxy.event_chain import EventChain
-from proxy.pg_gate import PgGate
+from proxy.pg_gate import ADMIT, PgGate
+from proxy.pg_upstream import quote_identifier, set_role
 
 # --- actions
 
@@ -68,13 +75,18 @@ class ResultListener(Protocol):
 
 
 _Z, _S, _K, _R, _E, _T, _C, _D = (ord(c) for c in "ZSKREtCD")
+#: ParseComplete, BindComplete, CloseComplete: the gate's name changes confirmed.
+_CONFIRMS = frozenset(b"123")
 _INSPECTED = frozenset((_Z, _S, _K, _R, _E))
 # FunctionCallResponse answers only FunctionCall, and CopyBothResponse only replication:
 # the gateway lets neither through, so a server sending them is out of step.
 _BACKEND_TYPES = frozenset(m.BACKEND_TYPES) - frozenset(b"VW")
 _FRONTEND_TYPES = frozenset(m.FRONTEND_TYPES)
-_EXTENDED = frozenset(b"PBDECH")
+#: Messages that open an extended-protocol batch, which only a Sync closes. Not Flush:
+#: it runs nothing, and psycopg sends one after its pipeline's Sync.
+_EXTENDED = frozenset(b"PBDEC")
 _QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE = b"Q"[0], b"S"[0], b"F"[0], b"X"[0]
+_PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE = b"1"[0], b"2"[0], b"3"[0]
 #: Client messages that, unless the gate holds them, are forwarded with no more than
 #: bookkeeping: everything but Terminate and FunctionCall.
 _PLAIN_FORWARD = _FRONTEND_TYPES - {_TERMINATE, _FUNCTION_CALL}
@@ -90,6 +102,45 @@ _FRONTEND_FLAGS = bytes(
     for kind in range(256)
 )
 _UNDEFINED_CURSOR = "34000"
+#: The message that ends the server's answer to each extended-protocol message:
+#: ParseComplete, BindComplete, CloseComplete, NoData, RowDescription (to a Describe),
+#: CommandComplete, EmptyQueryResponse, PortalSuspended (to an Execute).
+_FINAL = frozenset(b"123nTCIs")
+#: A run of the gateway's own messages inside a batch: Parse, Bind, Execute, Close, Close.
+_RUN_LENGTH = 5
+
+
+class RoleNotRestored(AirlockError):
+    """The upstream session could not be returned to the target's read role."""
+
+    sqlstate = "XX000"
+    mysql_errno = 1105
+    mysql_sqlstate = "HY000"
+    fatal = True
+
+
+def _role_messages(read_role: str, write_role: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """Runs (inside a batch) and Queries that take the write role and the read role.
+
+    The runs' statement and portal have an unguessable name, made and closed within the
+    run: no client message ever runs while they exist.
+    """
+    name = m.cstring(f"airlock role {secrets.token_hex(8)}")
+
+    def run(role: str) -> bytes:
+        sql = m.cstring(f"SET ROLE {quote_identifier(role)}")
+        return (
+            m.frame(b"P", name + sql + b"\0\0")
+            + m.frame(b"B", name + name + b"\0\0\0\0\0\0")
+            + m.frame(b"E", name + b"\0\0\0\0")
+            + m.frame(b"C", b"P" + name)
+            + m.frame(b"C", b"S" + name)
+        )
+
+    return run(write_role), run(read_role), set_role(write_role), set_role(read_role)
+
+
+_SYNC_MESSAGE = m.Sync().raw
 
 
 #: Server settings the classifier's lexer depends on, and the values it assumes: with
@@ -183,6 +234,7 @@ class PgRelay:
         gate: PgGate | None = None,
         results: ResultListener | None = None,
         capture_rows: bool = False,
+        roles: tuple[str, str] | None = None,
     ) -> None:
         self.transaction_status = transaction_status
         self._gate = gate
@@ -194,15 +246,39 @@ class PgRelay:
         #: Takes each statement's command tag instead of `results` (its `result_tag`),
         #: when the session records results but no rows: the transcript's chain.
         self.chain: EventChain | None = None
-        inspected = _INSPECTED | ({_T} if gate is not None else set())
+        inspected = _INSPECTED | ({_T, *_CONFIRMS} if gate is not None else set())
         inspected |= {_C} if results is not None else set()
         if capture_rows:
             # Rows are then framed whole before they pass, so the message cap applies.
             assert results is not None
             inspected |= {_D}
         self._server = BackendRelay(_BACKEND_TYPES, inspected, max_message_bytes)
+        #: The server messages the normal path looks at, as flags by type: while the
+        #: gateway's own messages are answered, the BackendRelay frames every message.
+        self._looked_at = bytes(kind in inspected for kind in range(256))
         #: ReadyForQuery messages the server owes: one per Query and Sync forwarded.
         self._owed = 0
+        self._units_sent = 0  # Queries and Syncs forwarded, ever
+        #: Extended-protocol messages forwarded in the unit being built (each answered by
+        #: one "last" message: see _FINAL).
+        self._unit_messages = 0
+        #: Units (by number) that are the gateway's own Syncs and Queries: nothing the
+        #: server answers to them is relayed. Those of them that return the session to
+        #: its read role are also in `_switchbacks`.
+        self._own_units: list[int] = []
+        self._switchbacks: list[int] = []
+        #: The gateway's own messages inside a client's batch: (unit, first, end, returns
+        #: to the read role), by the positions of the batch's messages.
+        self._runs: list[tuple[int, int, int, bool]] = []
+        self._answered = 0  # messages of the unit at the server's head answered so far
+        self._failed_at = -1  # which of them failed, if one did
+        #: Defence in depth (SET ROLE): the messages that take the write role and return
+        #: to the read role, inside a batch and as Queries; None without roles.
+        self._roles: tuple[bytes, bytes, bytes, bytes] | None = None
+        if roles is not None:
+            self._roles = _role_messages(*roles)
+        #: A return to the read role failed: one follows every client unit until one works.
+        self.role_in_doubt = False
         self._unsynced = False  # extended-protocol messages forwarded since the last Sync
         #: A refusal failed this batch on the server, which skips the rest up to Sync: the
         #: rest goes on unexamined (nothing in it will run, so nothing is worth holding).
@@ -248,6 +324,7 @@ class PgRelay:
             self.held is None
             and not self.terminated
             and not self._failed_batch
+            and not self.role_in_doubt
             and not self._client.buffered
         )
 
@@ -283,28 +360,41 @@ class PgRelay:
                 or length < 4
                 or length >= max_bytes
                 or end > size
-                or (gate is not None and flags & _GATE and not gate.admit(kind, raw, pos, end))
+                or (kind == _QUERY and self._unsynced)
+                or (gate is not None and flags & _GATE and gate.admit(kind, raw, pos, end) != 1)
             ):
                 break
             # _note_forwarded, inlined: this runs for nearly every message.
             if flags & _OPENS_BATCH:
                 self._unsynced = True
+                self._unit_messages += 1
             elif flags & _ENDS_BATCH:
                 self._unsynced = False
                 self._owed += 1
+                self._units_sent += 1
+                self._unit_messages = 0
+                if gate is not None:
+                    gate.unit_sent()
             pos = end
         return pos
 
-    def release(self, *, forward: bool, error: AirlockError | None = None) -> list[Action]:
-        """Decide the held message: forward it, or refuse it with `error`."""
+    def release(
+        self, *, forward: bool, error: AirlockError | None = None, elevate: bool = False
+    ) -> list[Action]:
+        """Decide the held message: forward it (under the write role when `elevate` and the
+        target has roles), or refuse it with `error`."""
         held = self.held
         if held is None:
             raise RuntimeError("no message is held")
         self.held = None
         actions: list[Action] = []
-        if forward:
+        if forward and elevate and self._roles is not None:
+            actions.append(SendToServer(self._elevated(held)))
+        elif forward:
             self._note_forwarded(held[0])
             actions.append(SendToServer(held))
+            if self.role_in_doubt and held[0] == _QUERY:
+                actions.append(SendToServer(self._return_to_read_role()))
         else:
             assert error is not None
             actions += self._refuse(held, error)
@@ -325,12 +415,26 @@ class PgRelay:
         swaps: list[tuple[int, int, bytes]] | None = None
         count = len(inspected)
         i = 0
+        own_answers = bool(self._own_units) or bool(self._runs)
         while i < count:
             kind, start, end = inspected[i], inspected[i + 1], inspected[i + 2]
             i += 3
+            if own_answers:
+                if self._own_answer(framed, kind, start, end):
+                    if swaps is None:
+                        swaps = []
+                    swaps.append((start, end, b""))  # answers the gateway's own message
+                    continue
+                if not self._looked_at[kind]:
+                    continue  # framed only to tell whose answer it is
             if kind == _Z:
-                self._server_ready(framed, start, end)
+                if self._server_ready(framed, start, end):
+                    if swaps is None:
+                        swaps = []
+                    swaps.append((start, end, b""))  # our own Sync's: not the client's
             elif kind == _E:
+                if self._gate is not None:
+                    self._gate.failed()
                 error = m.decode_backend(framed[start:end])
                 assert isinstance(error, m.ErrorResponse)
                 if error.severity in ("FATAL", "PANIC"):
@@ -364,6 +468,9 @@ class PgRelay:
             elif kind == _T:
                 assert self._gate is not None
                 self._gate.described(m.decode_parameter_description(framed[start:end]))
+            elif kind in (_PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE):
+                assert self._gate is not None
+                self._gate.answered(kind)
             else:  # BackendKeyData or Authentication* after startup: never relayed
                 raise ProtocolViolation("server sent a startup message mid-session")
         if swaps is None:
@@ -410,10 +517,19 @@ class PgRelay:
             if self._failed_batch and kind != _SYNC:
                 forward.append(message)  # the server skips it, unseen by the gate
                 continue
+            if kind == _QUERY and self._unsynced:
+                # asyncpg sends Parse, Describe, Flush, then a simple Query. Had the batch
+                # failed, the server would skip the Query unanswered; a Sync of ours first
+                # ends the batch as the Query would have, and its ReadyForQuery is not
+                # relayed: the Query is then judged, and run, in a clean state.
+                self._own_unit(switchback=False)
+                self._unsynced = False
+                self._failed_batch = False
+                forward.append(_SYNC_MESSAGE)
             if (
                 gate is not None
                 and kind in _GATED
-                and not gate.admit(kind, message, 0, len(message))
+                and gate.admit(kind, message, 0, len(message)) != ADMIT
             ):
                 flush()
                 self.held = message
@@ -421,16 +537,27 @@ class PgRelay:
                 return actions
             self._note_forwarded(kind)
             forward.append(message)
+            if self.role_in_doubt and kind in (_QUERY, _SYNC):
+                forward.append(self._return_to_read_role())
         flush()
         return actions
 
     def _note_forwarded(self, kind: int) -> None:
         if kind in _EXTENDED:
             self._unsynced = True
+            self._unit_messages += 1
         elif kind in (_QUERY, _SYNC):
             self._unsynced = False
             self._failed_batch = False
-            self._owed += 1
+            self._unit_sent()
+
+    def _unit_sent(self) -> None:
+        """A Sync or simple Query went to the server: it owes one ReadyForQuery more."""
+        self._owed += 1
+        self._units_sent += 1
+        self._unit_messages = 0
+        if self._gate is not None:
+            self._gate.unit_sent()
 
     def _refuse(self, message: bytes, error: AirlockError) -> list[Action]:
         """Make the server fail in the message's place (see the module docstring)."""
@@ -452,7 +579,7 @@ class PgRelay:
                     ProtocolViolation("Query or FunctionCall before Sync"),
                 )
             ]
-        self._owed += 1
+        self._unit_sent()
         return [SendToServer(self._refusal_execute(error) + m.Sync().raw)]
 
     def _refusal_execute(self, error: AirlockError) -> bytes:
@@ -473,10 +600,14 @@ class PgRelay:
             del self._refusals[older]
         return ours
 
-    def _server_ready(self, framed: bytes, start: int, end: int) -> None:
-        """A ReadyForQuery at framed[start:end]."""
+    def _server_ready(self, framed: bytes, start: int, end: int) -> bool:
+        """A ReadyForQuery at framed[start:end]; True when it answers our own unit."""
         if not self._owed:
             raise ProtocolViolation("server sent an unrequested ReadyForQuery")
+        unit = self._units_sent - self._owed
+        own = bool(self._own_units) and self._own_units[0] == unit
+        if own:
+            del self._own_units[0]
         self._owed -= 1
         status = chr(framed[start + 5]) if end - start == 6 else ""
         if status not in ("I", "T", "E"):
@@ -484,3 +615,110 @@ class PgRelay:
         self.transaction_status = status
         if self._gate is not None:
             self._gate.ready(status)
+        if self._switchbacks or self._runs:
+            self._unit_answered(unit, status)
+        self._answered = 0
+        self._failed_at = -1
+        if not self._own_units and not self._runs:
+            self._server.inspect_all(False)
+        return own
+
+    def _own_answer(self, framed: bytes, kind: int, start: int, end: int) -> bool:
+        """While the gateway's own messages are answered: is this message an answer to
+        one of them (not to be relayed)? Their side effects happen here."""
+        unit = self._units_sent - self._owed  # the unit the server is answering
+        if self._own_units and self._own_units[0] == unit:
+            if kind == _Z:
+                self._server_ready(framed, start, end)
+            elif kind == _E:
+                self._failed_at = self._answered
+                if self._gate is not None:
+                    self._gate.failed()
+                error = m.decode_backend(framed[start:end])
+                if isinstance(error, m.ErrorResponse) and error.severity in ("FATAL", "PANIC"):
+                    self.server_fatal = True
+            elif kind == _S:
+                status = m.decode_backend(framed[start:end])
+                assert isinstance(status, m.ParameterStatus)
+                self.server_parameters[status.name] = status.value
+                check_lexer_assumption(status.name, status.value)
+            return True
+        if not self._runs or self._runs[0][0] != unit:
+            return False
+        position = self._answered
+        if kind == _E:
+            self._failed_at = position  # relayed: it stands for the client's skipped message
+            return False
+        if kind in _FINAL:
+            self._answered += 1
+        for run_unit, first, run_end, _switchback in self._runs:
+            if run_unit == unit and first <= position < run_end:
+                return True
+        return False
+
+    # --- defence in depth: the write role for what the gate let through
+
+    def _own_unit(self, *, switchback: bool) -> None:
+        """The gateway sends a unit of its own (a Sync or a Query) now."""
+        self._own_units.append(self._units_sent)
+        if switchback:
+            self._switchbacks.append(self._units_sent)
+        self._server.inspect_all(True)
+        self._unit_sent()
+
+    def _elevated(self, held: bytes) -> bytes:
+        """The held message, between taking the write role and returning to the read one.
+
+        A simple Query gets Queries of ours around it, and the client's next message waits
+        until the server has answered them (the Query may have made a savepoint under the
+        write role). An Execute, inside its batch, gets runs of ours (Parse, Bind, Execute,
+        Close, Close of a SET ROLE) around it: should anything fail, the server skips the
+        rest of the batch and rolls its transaction back, SET ROLE included.
+        """
+        assert self._roles is not None
+        write_run, read_run, write_query, _ = self._roles
+        if held[0] == _QUERY:
+            self._own_unit(switchback=False)
+            self._note_forwarded(_QUERY)
+            out = write_query + held + self._return_to_read_role()
+            if self._gate is not None:
+                self._gate.wait_after(self._units_sent - 1)
+            return out
+        first = self._unit_messages
+        unit = self._units_sent
+        self._runs.append((unit, first, first + _RUN_LENGTH, False))
+        self._runs.append((unit, first + _RUN_LENGTH + 1, first + 2 * _RUN_LENGTH + 1, True))
+        self._note_forwarded(held[0])
+        self._unit_messages += 2 * _RUN_LENGTH
+        self._server.inspect_all(True)
+        return write_run + held + read_run
+
+    def _return_to_read_role(self) -> bytes:
+        assert self._roles is not None
+        self._own_unit(switchback=True)
+        return self._roles[3]
+
+    def _unit_answered(self, unit: int, status: str) -> None:
+        """The server finished `unit`: did the session return to its read role?"""
+        returned: bool | None = None  # None: the unit had no return of ours
+        if self._switchbacks and self._switchbacks[0] == unit:
+            del self._switchbacks[0]
+            returned = self._failed_at < 0
+        while self._runs and self._runs[0][0] == unit:
+            _unit, _first, end, switchback = self._runs.pop(0)
+            if switchback:
+                # Failed before it ran: the transaction's rollback undid the write role too,
+                # once the transaction is over.
+                returned = self._failed_at < 0 or self._failed_at >= end or status == "I"
+        if returned is None:
+            return
+        if returned:
+            self.role_in_doubt = False
+        elif status == "E":
+            # A failed transaction: whatever ends it (ROLLBACK, or ROLLBACK TO a savepoint
+            # made under the write role) is followed by another return of ours.
+            self.role_in_doubt = True
+        else:
+            raise RoleNotRestored(
+                "the gateway could not return the upstream session to the target's read role"
+            )

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from policy.classify import CLASS_NAMES, Verdict
+from policy.classify import CLASS_NAMES, StatementClass, Verdict
 from policy.identity import Identity
 from policy.rules import effective_policy
 from protocols.errors import (
@@ -38,7 +38,7 @@ from proxy.channel import Channel, ConnectionClosed
 from proxy.credentials import Credential, is_credential_name
 from proxy.gated_session import GatedSession
 from proxy.listener import Listener
-from proxy.pg_gate import ALLOW, PgGate, parameters_key
+from proxy.pg_gate import ADMIT, ALLOW, WAIT, PgGate, parameters_key
 from proxy.pg_relay import (
     Action,
     EndSession,
@@ -173,6 +173,8 @@ class PgSession(GatedSession):
         self.gate: PgGate | None = None
         self._pipe: Pipe | None = None
         self._deciding: asyncio.Task[None] | None = None  # decides the held message
+        #: The held message, once decided, runs under the target's write role.
+        self._elevate = False
         self._rows: list[bytes] = []  # captured DataRow bodies of the running statement
         self._row_bytes_left = 0
         self._rows_cut = False
@@ -358,6 +360,7 @@ class PgSession(GatedSession):
             forwarded,
             max_message_bytes=settings.max_message_bytes,
             channel_factory=self.listener.new_channel,
+            role=target.read_role,
         )
         self.server_side = upstream.channel
         for status in upstream.login.parameters:
@@ -485,7 +488,17 @@ class PgSession(GatedSession):
         ready = upstream.login.ready
         assert ready is not None
         listener = self.listener
-        self.gate = PgGate(listener.classifiers.cached("postgres"), self.policy, listener.clock)
+        target = self.target
+        assert target is not None
+        roles = None
+        if target.read_role is not None and target.write_role is not None:
+            roles = (target.read_role, target.write_role)
+        self.gate = PgGate(
+            listener.classifiers.cached("postgres"),
+            self.policy,
+            listener.clock,
+            hot_writes=roles is None,
+        )
         chain = None if self.recording is None else self.recording.chain
         recording = chain is not None
         capture = recording and listener.settings.recording.capture_rows
@@ -502,6 +515,7 @@ class PgSession(GatedSession):
             gate=self.gate,
             results=self if recording else None,
             capture_rows=capture,
+            roles=roles,
         )
         if not capture:
             self.relay.chain = chain  # records tags: no rows go with them
@@ -556,10 +570,13 @@ class PgSession(GatedSession):
             elif isinstance(action, EndSession):
                 self.end(action.reason, action.error)
 
-    def release_held(self, *, forward: bool, error: AirlockError | None = None) -> None:
-        """Forward or refuse the held message, and read from the client again."""
+    def release_held(
+        self, *, forward: bool, error: AirlockError | None = None, elevate: bool = False
+    ) -> None:
+        """Forward (under the write role when `elevate`) or refuse the held message, and
+        read from the client again."""
         assert self.relay is not None
-        self._apply(self.relay.release(forward=forward, error=error))
+        self._apply(self.relay.release(forward=forward, error=error, elevate=elevate))
         if self.relay.held is None and not self.ended:
             self.client_side.resume_reading("statement held")
 
@@ -578,25 +595,33 @@ class PgSession(GatedSession):
             return
         self._deciding = None
         if not self.ended:
-            self.release_held(forward=refusal is None, error=refusal)
+            elevate, self._elevate = self._elevate, False
+            self.release_held(forward=refusal is None, error=refusal, elevate=elevate)
 
     async def _decision(self, raw: bytes) -> AirlockError | None:
         """None to forward the held message; else the error that refuses it."""
         gate = self.gate
         assert gate is not None
+        # A message whose meaning hangs on an earlier batch waits for the server's answer
+        # to it (WAIT); one the gate can then admit on its own goes on (ADMIT).
+        while (outcome := gate.admit(raw[0], raw, 0, len(raw))) == WAIT:
+            await self._server_caught_up()
+        if outcome == ADMIT:
+            return None
         message = m.decode_frontend(raw)  # ProtocolViolation when malformed
         if isinstance(message, m.Parse):
             # A Parse runs nothing: it waited only for its statement to be classified.
             gate.note_parse(message, await self._classify(message.sql))
             return None
         if isinstance(message, m.Query):
-            verdict = await self._classify(message.sql)
+            verdict = gate.query_verdict(message.sql, await self._classify(message.sql))
             refusal, decision = await self.gatekeep(
                 gate, message.sql, verdict, (), parameters_key(None)
             )
             self._statement_ran(message.sql, verdict, None, (), decision)
             if refusal is None:
                 gate.note_query(message.sql)
+                self._elevate = verdict.statement_class is not StatementClass.READ
             return refusal
         if isinstance(message, m.Execute):
             run = gate.execution(message)
@@ -606,9 +631,25 @@ class PgSession(GatedSession):
             self._statement_ran(run.sql, run.verdict, run.bind, run.types, decision)
             if refusal is None:
                 gate.note_execute(message.portal)
+                self._elevate = run.verdict.statement_class is not StatementClass.READ
             return refusal
         # Only a malformed Bind, Close or Describe gets here, and decoding it failed.
         raise ProtocolViolation(f"unexpected held message {raw[:1]!r}")
+
+    async def _server_caught_up(self) -> None:
+        """Until the server has answered every batch the gateway forwarded."""
+        gate = self.gate
+        assert gate is not None
+        if gate.drained:
+            return
+        caught_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def drained() -> None:
+            if not caught_up.done():
+                caught_up.set_result(None)
+
+        gate.on_drained = drained
+        await caught_up
 
     async def _classify(self, sql: str) -> Verdict:
         return await self.listener.classifiers.classify(sql, "postgres")

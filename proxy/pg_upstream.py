@@ -36,20 +36,31 @@ async def read_message(channel: Channel, framer: MessageFramer) -> bytes:
     return raw
 
 
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def set_role(role: str) -> bytes:
+    """The Query that makes `role` the session's current role."""
+    return m.Query.build(f"SET ROLE {quote_identifier(role)}").raw
+
+
 async def connect_upstream(
     upstream: UpstreamSettings,
     parameters: dict[str, str],
     *,
     max_message_bytes: int,
     channel_factory: Callable[[], Channel] = Channel,
+    role: str | None = None,
 ) -> UpstreamSession:
-    """Connect, negotiate TLS per sslmode, log in; raise UpstreamUnavailable on any failure."""
+    """Connect, negotiate TLS per sslmode, log in, and SET ROLE `role` when one is given
+    (the target's read role); raise UpstreamUnavailable on any failure."""
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(upstream.connect_timeout_s):
             _, channel = await loop.create_connection(channel_factory, upstream.host, upstream.port)
             try:
-                return await _login(channel, upstream, parameters, max_message_bytes)
+                return await _login(channel, upstream, parameters, max_message_bytes, role)
             except BaseException:
                 channel.abort()
                 raise
@@ -65,7 +76,11 @@ async def connect_upstream(
 
 
 async def _login(
-    channel: Channel, upstream: UpstreamSettings, parameters: dict[str, str], max_message_bytes: int
+    channel: Channel,
+    upstream: UpstreamSettings,
+    parameters: dict[str, str],
+    max_message_bytes: int,
+    role: str | None,
 ) -> UpstreamSession:
     context = upstream_context(upstream.sslmode, upstream.sslrootcert)
     if context is not None:
@@ -92,5 +107,29 @@ async def _login(
         raw = await read_message(channel, framer)
         if reply := login.receive(m.decode_backend(raw)):
             channel.write(reply)
+    if role is not None:
+        await _enter_role(channel, framer, login, role)
     # Anything after ReadyForQuery (a notification, say) belongs to the relay.
     return UpstreamSession(channel, login, framer.take_buffered())
+
+
+async def _enter_role(
+    channel: Channel, framer: MessageFramer, login: UpstreamLogin, role: str
+) -> None:
+    """SET ROLE before the client's first statement; what the server reports changed
+    (is_superuser) replaces what it announced at login."""
+    channel.write(set_role(role))
+    while True:
+        message = m.decode_backend(await read_message(channel, framer))
+        if isinstance(message, m.ErrorResponse):
+            raise UpstreamUnavailable(
+                f'the gateway could not take the target\'s read role "{role}" upstream',
+                hint="the gateway's log has the upstream's reason",
+                log_detail=f"{message.code} {message.message}",
+            )
+        if isinstance(message, m.ParameterStatus):
+            login.parameters = [p for p in login.parameters if p.name != message.name]
+            login.parameters.append(message)
+        elif isinstance(message, m.ReadyForQuery):
+            login.ready = message
+            return

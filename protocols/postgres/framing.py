@@ -127,7 +127,15 @@ class BackendRelay:
     inspected message not yet complete. So nothing unframed is passed on.
     """
 
-    __slots__ = ("_held", "_max_inspected", "_remaining", "_types", "inspected")
+    __slots__ = (
+        "_all_types",
+        "_held",
+        "_max_inspected",
+        "_remaining",
+        "_types",
+        "_usual_types",
+        "inspected",
+    )
 
     def __init__(
         self,
@@ -136,9 +144,10 @@ class BackendRelay:
         max_inspected_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ):
         # One lookup per message on the hot path: 0 invalid, 1 pass through, 2 inspect.
-        self._types = bytes(
+        self._types = self._usual_types = bytes(
             (2 if t in inspect_types else 1) if t in valid_types else 0 for t in range(256)
         )
+        self._all_types = bytes(2 if t in valid_types else 0 for t in range(256))
         self._max_inspected = max_inspected_bytes
         self._remaining = 0  # body bytes of a passed-through message still to come
         self._held = b""  # an incomplete header, or an incomplete inspected message
@@ -189,6 +198,11 @@ class BackendRelay:
                 return raw
             pos = end
         return raw
+
+    def inspect_all(self, every: bool) -> None:
+        """Inspect every message from the next one framed on (True), or only the usual
+        types again (False)."""
+        self._types = self._all_types if every else self._usual_types
 
     @property
     def at_boundary(self) -> bool:

@@ -9,8 +9,17 @@ import pytest
 
 from policy.fingerprint import CachedClassifier
 from policy.rules import Rule, effective_policy
+from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
-from proxy.pg_gate import PgGate, describe_parameters, parameters_key
+from proxy.pg_gate import (
+    ADMIT,
+    DECIDE,
+    PORTAL_BY_SQL,
+    WAIT,
+    PgGate,
+    describe_parameters,
+    parameters_key,
+)
 
 Q, P, B, E, C, D = (ord(c) for c in "QPBECD")
 
@@ -32,7 +41,30 @@ def gate(now: float = 1000.0) -> PgGate:
 
 
 def admit(g: PgGate, raw: bytes) -> bool:
+    return g.admit(raw[0], raw, 0, len(raw)) == ADMIT
+
+
+def outcome(g: PgGate, raw: bytes) -> int:
     return g.admit(raw[0], raw, 0, len(raw))
+
+
+def sync(g: PgGate) -> None:
+    """The relay forwarded a Sync (or a simple Query): one unit more for the server."""
+    g.unit_sent()
+
+
+def server(g: PgGate, *answers: str) -> None:
+    """The server's answers, as the relay hands them to the gate: "1", "2", "3" for
+    ParseComplete, BindComplete, CloseComplete, "E" for an ErrorResponse, "Z" plus the
+    transaction status for ReadyForQuery."""
+    for answer in answers:
+        if answer in ("1", "2", "3"):
+            g.answered(ord(answer))
+        elif answer == "E":
+            g.failed()
+        else:
+            assert answer[0] == "Z"
+            g.ready(answer[1])
 
 
 def query(sql: str) -> bytes:
@@ -121,7 +153,10 @@ def test_sql_level_prepare_and_deallocate_forget_every_statement(sql: str) -> No
     g = gate()
     known(g, "select 1", sql)
     admit(g, parse("select 1", "s"))
+    sync(g)
+    server(g, "1", "ZI")
     assert admit(g, query(sql))
+    sync(g)
     admit(g, bind("s", "p"))
     assert not admit(g, execute("p"))
 
@@ -130,9 +165,24 @@ def test_a_simple_query_destroys_the_unnamed_statement() -> None:
     g = gate()
     known(g, "select 1", "select 2")
     admit(g, parse("select 1"))
-    admit(g, query("select 2"))
+    sync(g)
+    server(g, "1", "ZI")
+    assert admit(g, query("select 2"))
+    sync(g)
     admit(g, bind("", ""))
     assert not admit(g, execute(""))
+
+
+def test_a_simple_query_waits_until_every_change_is_confirmed() -> None:
+    g = gate()
+    known(g, "select 1", "select 2")
+    assert admit(g, parse("select 1"))
+    sync(g)
+    assert outcome(g, query("select 2")) == WAIT  # the Parse may yet fail
+    assert not g.drained
+    server(g, "1", "ZI")
+    assert g.drained
+    assert admit(g, query("select 2"))
 
 
 def test_a_session_grant_lets_writes_through_until_it_expires() -> None:
@@ -186,29 +236,126 @@ def test_the_retry_key_depends_on_every_bound_byte() -> None:
     assert parameters_key(None) == parameters_key(None)
 
 
-def test_parsing_over_a_named_statement_leaves_its_verdict_uncertain() -> None:
-    # The server keeps the first statement (it refuses the second Parse), unless the first
-    # failed on the server: the gateway cannot tell which, so the name runs nothing unheld.
+def test_the_issues_repro_a_batch_the_server_failed_changes_no_name() -> None:
+    # Issue 14: Parse s = INSERT; then a batch whose Bind fails, so the server skips its
+    # Close and Parse of s; then Bind s, Execute: the server runs the INSERT.
     g = gate()
-    known(g, "select 1", "delete from accounts")
-    admit(g, parse("delete from accounts", "s"))
-    admit(g, parse("select 1", "s"))
-    admit(g, bind("s", "p"))
-    assert not admit(g, execute("p"))
-    assert g.statements[b"s"].verdict.statement_class.value == "unknown"
+    known(g, "INSERT INTO t VALUES (666, 'unapproved')", "SELECT 1")
+    assert admit(g, parse("INSERT INTO t VALUES (666, 'unapproved')", "s"))
+    sync(g)
+    server(g, "1", "ZI")
+    assert admit(g, bind("no_such_stmt", ""))
+    assert admit(g, close("S", "s"))
+    assert admit(g, parse("SELECT 1", "s"))
+    sync(g)
+    server(g, "E", "ZI")  # the Bind failed: the Close and the Parse never happened
+    assert g.known_statements() == {b"s": "INSERT INTO t VALUES (666, 'unapproved')"}
+    assert admit(g, bind("s", ""))
+    assert outcome(g, execute("")) == DECIDE
+    assert g.execution(m.Execute("", 0, execute(""))).verdict.statement_class.value == "write"
 
 
-def test_binding_over_a_named_portal_leaves_its_verdict_uncertain() -> None:
+def test_the_issues_repro_pipelined_waits_for_the_servers_answer() -> None:
+    g = gate()
+    known(g, "INSERT INTO t VALUES (666, 'unapproved')", "SELECT 1")
+    admit(g, parse("INSERT INTO t VALUES (666, 'unapproved')", "s"))
+    sync(g)
+    admit(g, bind("no_such_stmt", ""))
+    admit(g, close("S", "s"))
+    admit(g, parse("SELECT 1", "s"))
+    sync(g)
+    # Sent before any answer: whether the Close and Parse of s happen is not known yet.
+    assert outcome(g, bind("s", "")) == WAIT
+    server(g, "1", "ZI", "E", "ZI")
+    assert admit(g, bind("s", ""))
+    assert outcome(g, execute("")) == DECIDE
+
+
+@pytest.mark.parametrize("fails_at", ["parse", "bind", "execute"])
+def test_an_error_undoes_the_changes_the_server_did_not_confirm(fails_at: str) -> None:
     g = gate()
     known(g, "select 1", "delete from accounts")
     admit(g, parse("delete from accounts", "w"))
     admit(g, parse("select 1", "r"))
-    admit(g, bind("w", "p"))
-    admit(g, bind("r", "p"))  # refused by the server: p still deletes
-    assert not admit(g, execute("p"))
-    g.ready("I")  # the transaction ended: its portals are gone, the name is free again
-    admit(g, bind("r", "p"))
-    assert admit(g, execute("p"))
+    sync(g)
+    server(g, "1", "1", "ZI")
+    # One batch: unnamed statement and portal, then the names swapped.
+    admit(g, parse("select 1", ""))
+    admit(g, bind("", "p"))
+    admit(g, execute("p"))
+    admit(g, close("S", "w"))
+    admit(g, close("S", "r"))
+    admit(g, parse("delete from accounts", "r"))
+    admit(g, parse("select 1", "w"))
+    sync(g)
+    confirmed = {"parse": [], "bind": ["1"], "execute": ["1", "2"]}[fails_at]
+    server(g, *confirmed, "E", "ZI")
+    assert g.known_statements()[b"w"] == "delete from accounts"
+    assert g.known_statements()[b"r"] == "select 1"
+    assert (b"" in g.statements) == (fails_at != "parse")
+    assert not g.portals  # the implicit transaction ended
+
+
+def test_after_its_own_batch_fails_the_gate_passes_the_rest_unexamined() -> None:
+    g = gate()
+    known(g, "select 1")
+    admit(g, parse("select 1", "s"))
+    server(g, "E")  # before the client's Sync: the server now skips to it
+    # None of this runs on the server, so none of it names anything.
+    assert admit(g, parse("delete from accounts", "s"))
+    assert admit(g, bind("s", ""))
+    assert admit(g, execute(""))
+    sync(g)
+    server(g, "ZI")
+    assert g.known_statements() == {}
+    assert outcome(g, query("delete from accounts")) == DECIDE
+
+
+def test_a_server_confirming_what_was_not_sent_is_out_of_step() -> None:
+    g = gate()
+    with pytest.raises(ProtocolViolation):
+        server(g, "1")
+    known(g, "select 1")
+    admit(g, parse("select 1", "s"))
+    with pytest.raises(ProtocolViolation):
+        server(g, "2")
+
+
+def test_a_portal_pipelined_behind_a_transactions_end_outlives_it() -> None:
+    g = gate()
+    known(g, "select 1")
+    admit(g, parse("select 1", "s"))
+    sync(g)
+    server(g, "1", "ZI")
+    assert admit(g, bind("s", "a"))
+    sync(g)
+    assert admit(g, bind("s", "b"))  # the next batch, before the first is answered
+    server(g, "2", "ZI")
+    assert set(g.portals) == {b"b"}
+    assert admit(g, execute("b"))
+    server(g, "2")
+    assert set(g.portals) == {b"b"}
+
+
+@pytest.mark.parametrize("sql", ["FETCH ALL FROM p", "fetch 1 in p", "MOVE ALL IN p"])
+def test_sql_fetch_of_a_portal_that_writes_needs_a_decision(sql: str) -> None:
+    # FETCH and MOVE run a protocol-level portal: one bound to a DELETE ... RETURNING
+    # deletes, though the FETCH alone reads as a read.
+    g = gate()
+    known(g, "BEGIN", "delete from accounts returning id", sql)
+    assert admit(g, query("BEGIN"))
+    sync(g)
+    server(g, "ZT")
+    admit(g, parse("delete from accounts returning id", "d"))
+    admit(g, bind("d", "p"))
+    sync(g)
+    server(g, "1", "2", "ZT")
+    assert outcome(g, query(sql)) == DECIDE
+    verdict = g.classifier.lookup(sql)
+    assert verdict is not None
+    assert g.query_verdict(sql, verdict) is PORTAL_BY_SQL
+    g.ready("I")  # the transaction ended: no portal is left to run
+    assert admit(g, query(sql))
 
 
 def test_the_same_statement_parsed_again_keeps_its_verdict() -> None:
