@@ -110,9 +110,7 @@ def transcript_problems(
         if truth not in allowed_classes:
             problems.append(f"the server ran {sql!r}, a {truth} statement, with no approval")
         elif sql in classes and classes[sql] != truth:
-            problems.append(
-                f"the transcript says {sql!r} is {classes[sql]}; it is {truth}"
-            )
+            problems.append(f"the transcript says {sql!r} is {classes[sql]}; it is {truth}")
     return problems
 
 

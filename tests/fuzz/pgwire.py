@@ -55,7 +55,8 @@ def data_row(message: m.BackendMessage) -> tuple[bytes | None, ...] | None:
         return None
     raw = message.raw
     (count,) = struct.unpack_from("!h", raw, 5)
-    offset, values = 7, []
+    offset = 7
+    values: list[bytes | None] = []
     for _ in range(count):
         (size,) = struct.unpack_from("!i", raw, offset)
         offset += 4
