@@ -349,7 +349,7 @@ class PgDifferential(RuleBasedStateMachine):
     def sync(self) -> None:
         self.append(pgwire.SYNC)
 
-    @rule(sql=st.sampled_from(sorted(QUERIED)), mid_batch=st.sampled_from([False] * 3 + [True]))
+    @rule(sql=st.sampled_from(sorted(QUERIED)), mid_batch=st.booleans())
     def query(self, sql: str, mid_batch: bool) -> None:
         """A simple Query, after a Sync unless mid_batch (which the gateway refuses, and
         the server skips after an error)."""
@@ -438,7 +438,7 @@ def fuzz_settings() -> settings:
     }
     if count is None:
         # CI: the same sequences every run (no example database: nothing carried over).
-        return settings(max_examples=300, derandomize=True, **common)
+        return settings(max_examples=600, derandomize=True, **common)
     return settings(max_examples=count, **common)
 
 
