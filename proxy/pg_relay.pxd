@@ -8,7 +8,7 @@ from proxy.pg_gate cimport PgGate
 # Module constants the hot path reads, as C values.
 cdef int _Z, _S, _K, _R, _E, _T, _C, _D
 cdef int _QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE
-cdef int _PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE
+cdef int _PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE, _EXECUTE
 cdef int _PLAIN, _GATE, _OPENS_BATCH, _ENDS_BATCH
 cdef bytes _FRONTEND_FLAGS
 
@@ -31,6 +31,8 @@ cdef class PgRelay:
     cdef Py_ssize_t _failed_at
     cdef tuple _roles
     cdef public bint role_in_doubt
+    cdef bint _savepoints_in_doubt
+    cdef list _query_returns
     cdef bytes _looked_at
     cdef bint _unsynced
     cdef bint _failed_batch
@@ -48,7 +50,7 @@ cdef class PgRelay:
     @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, end=Py_ssize_t, kind=int, length=Py_ssize_t, flags=int, flags_of=bytes, max_bytes=Py_ssize_t)
     cpdef Py_ssize_t fast_forward(self, bytes raw) except -1
 
-    @cython.locals(kind=int, start=Py_ssize_t, end=Py_ssize_t, framed=bytes, inspected=list, tag=str, data="const char *", swaps=list, count=Py_ssize_t, i=Py_ssize_t, own_answers=bint)
+    @cython.locals(kind=int, start=Py_ssize_t, end=Py_ssize_t, framed=bytes, inspected=list, tag=str, data="const char *", swaps=list, count=Py_ssize_t, i=Py_ssize_t, own_answers=bint, counting=bint)
     cpdef bytes server_data(self, bytes raw)
 
     cdef void _note_forwarded(self, int kind)

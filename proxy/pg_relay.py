@@ -87,6 +87,7 @@ _FRONTEND_TYPES = frozenset(m.FRONTEND_TYPES)
 _EXTENDED = frozenset(b"PBDEC")
 _QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE = b"Q"[0], b"S"[0], b"F"[0], b"X"[0]
 _PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE = b"1"[0], b"2"[0], b"3"[0]
+_EXECUTE = b"E"[0]
 #: Client messages that, unless the gate holds them, are forwarded with no more than
 #: bookkeeping: everything but Terminate and FunctionCall.
 _PLAIN_FORWARD = _FRONTEND_TYPES - {_TERMINATE, _FUNCTION_CALL}
@@ -252,10 +253,14 @@ class PgRelay:
             # Rows are then framed whole before they pass, so the message cap applies.
             assert results is not None
             inspected |= {_D}
-        self._server = BackendRelay(_BACKEND_TYPES, inspected, max_message_bytes)
         #: The server messages the normal path looks at, as flags by type: while the
         #: gateway's own messages are answered, the BackendRelay frames every message.
         self._looked_at = bytes(kind in inspected for kind in range(256))
+        if roles is not None:
+            # Each message's last answer is counted from the start of its batch, to find
+            # the answers to the gateway's own messages, which may come later.
+            inspected |= _FINAL
+        self._server = BackendRelay(_BACKEND_TYPES, inspected, max_message_bytes)
         #: ReadyForQuery messages the server owes: one per Query and Sync forwarded.
         self._owed = 0
         self._units_sent = 0  # Queries and Syncs forwarded, ever
@@ -279,6 +284,12 @@ class PgRelay:
             self._roles = _role_messages(*roles)
         #: A return to the read role failed: one follows every client unit until one works.
         self.role_in_doubt = False
+        #: A savepoint made under the write role (by an approved multi-statement Query)
+        #: may exist in the open transaction: ROLLBACK TO it would bring the write role
+        #: back, so every client statement is followed by a return to the read role until
+        #: the transaction ends.
+        self._savepoints_in_doubt = False
+        self._query_returns: list[int] = []  # returns that follow an approved Query
         self._unsynced = False  # extended-protocol messages forwarded since the last Sync
         #: A refusal failed this batch on the server, which skips the rest up to Sync: the
         #: rest goes on unexamined (nothing in it will run, so nothing is worth holding).
@@ -325,6 +336,7 @@ class PgRelay:
             and not self.terminated
             and not self._failed_batch
             and not self.role_in_doubt
+            and not self._savepoints_in_doubt
             and not self._client.buffered
         )
 
@@ -392,9 +404,7 @@ class PgRelay:
             actions.append(SendToServer(self._elevated(held)))
         elif forward:
             self._note_forwarded(held[0])
-            actions.append(SendToServer(held))
-            if self.role_in_doubt and held[0] == _QUERY:
-                actions.append(SendToServer(self._return_to_read_role()))
+            actions.append(SendToServer(held + self._trailing(held[0])))
         else:
             assert error is not None
             actions += self._refuse(held, error)
@@ -416,6 +426,7 @@ class PgRelay:
         count = len(inspected)
         i = 0
         own_answers = bool(self._own_units) or bool(self._runs)
+        counting = self._roles is not None
         while i < count:
             kind, start, end = inspected[i], inspected[i + 1], inspected[i + 2]
             i += 3
@@ -425,8 +436,10 @@ class PgRelay:
                         swaps = []
                     swaps.append((start, end, b""))  # answers the gateway's own message
                     continue
-                if not self._looked_at[kind]:
-                    continue  # framed only to tell whose answer it is
+            elif counting and kind in _FINAL:
+                self._answered += 1
+            if not self._looked_at[kind]:
+                continue  # framed only to tell whose answer it is
             if kind == _Z:
                 if self._server_ready(framed, start, end):
                     if swaps is None:
@@ -537,8 +550,8 @@ class PgRelay:
                 return actions
             self._note_forwarded(kind)
             forward.append(message)
-            if self.role_in_doubt and kind in (_QUERY, _SYNC):
-                forward.append(self._return_to_read_role())
+            if self.role_in_doubt or self._savepoints_in_doubt:
+                forward.append(self._trailing(kind))
         flush()
         return actions
 
@@ -615,6 +628,8 @@ class PgRelay:
         self.transaction_status = status
         if self._gate is not None:
             self._gate.ready(status)
+        if status == "I":
+            self._savepoints_in_doubt = False  # the transaction, and its savepoints, are over
         if self._switchbacks or self._runs:
             self._unit_answered(unit, status)
         self._answered = 0
@@ -649,6 +664,8 @@ class PgRelay:
         if kind == _E:
             self._failed_at = position  # relayed: it stands for the client's skipped message
             return False
+        if kind == _Z:
+            return False  # the client's Sync's
         if kind in _FINAL:
             self._answered += 1
         for run_unit, first, run_end, _switchback in self._runs:
@@ -681,6 +698,7 @@ class PgRelay:
             self._own_unit(switchback=False)
             self._note_forwarded(_QUERY)
             out = write_query + held + self._return_to_read_role()
+            self._query_returns.append(self._units_sent - 1)
             if self._gate is not None:
                 self._gate.wait_after(self._units_sent - 1)
             return out
@@ -698,12 +716,33 @@ class PgRelay:
         self._own_unit(switchback=True)
         return self._roles[3]
 
+    def _trailing(self, kind: int) -> bytes:
+        """What follows a client message while the read role is in doubt: a return of
+        ours after each unit (Query, Sync), and inside a batch after each Execute."""
+        if not (self.role_in_doubt or self._savepoints_in_doubt):
+            return b""
+        if kind in (_QUERY, _SYNC):
+            return self._return_to_read_role()
+        if kind == _EXECUTE:
+            assert self._roles is not None
+            first = self._unit_messages
+            self._runs.append((self._units_sent, first, first + _RUN_LENGTH, True))
+            self._unit_messages += _RUN_LENGTH
+            self._server.inspect_all(True)
+            return self._roles[1]
+        return b""
+
     def _unit_answered(self, unit: int, status: str) -> None:
         """The server finished `unit`: did the session return to its read role?"""
         returned: bool | None = None  # None: the unit had no return of ours
         if self._switchbacks and self._switchbacks[0] == unit:
             del self._switchbacks[0]
             returned = self._failed_at < 0
+            if self._query_returns and self._query_returns[0] == unit:
+                del self._query_returns[0]
+                if status != "I":
+                    self._savepoints_in_doubt = True
+                    self._client_idle = False
         while self._runs and self._runs[0][0] == unit:
             _unit, _first, end, switchback = self._runs.pop(0)
             if switchback:
@@ -718,6 +757,7 @@ class PgRelay:
             # A failed transaction: whatever ends it (ROLLBACK, or ROLLBACK TO a savepoint
             # made under the write role) is followed by another return of ours.
             self.role_in_doubt = True
+            self._client_idle = False  # the client's messages go by the slow path meanwhile
         else:
             raise RoleNotRestored(
                 "the gateway could not return the upstream session to the target's read role"

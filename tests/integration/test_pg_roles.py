@@ -203,3 +203,45 @@ def test_clients_cannot_switch_roles_themselves(split: RunningGateway, roles: Ro
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 agent.execute(statement)
         assert current_user(agent) == roles.read
+
+
+@pytest.mark.timeout(60)
+def test_rollback_to_a_savepoint_made_under_the_write_role_does_not_bring_it_back(
+    split: RunningGateway, roles: Roles, accounts: Callable[[], dict[int, int]]
+) -> None:
+    # An approved multi-statement Query made a savepoint while it held the write role:
+    # ROLLBACK TO that savepoint restores the role the savepoint saw.
+    missed = "update accounts set balance = 0 where id = 10"
+    cache = split.gateway.postgres.classifiers.cached("postgres")  # type: ignore[union-attr]
+    cache.store(missed, Verdict(StatementClass.READ, ("a classifier mistake",)))
+
+    async def agent() -> list[object]:
+        conn = await asyncpg.connect(**split.asyncpg_params(agent_token(split)), timeout=10)
+        seen: list[object] = []
+        try:
+            await conn.execute("begin")
+            write = asyncio.ensure_future(
+                conn.execute("update accounts set balance = 9 where id = 9; savepoint s")
+            )
+            await asyncio.to_thread(approve_next, split)
+            await write
+            seen.append(await conn.fetchval("select current_user"))
+            await conn.execute("rollback to savepoint s")
+            seen.append(await conn.fetchval("select current_user"))
+            try:
+                await conn.execute(missed)
+            except asyncpg.InsufficientPrivilegeError as error:
+                seen.append(type(error).__name__)
+            await conn.execute("rollback")
+            seen.append(await conn.fetchval("select current_user"))
+        finally:
+            await conn.close()
+        return seen
+
+    assert asyncio.run(agent()) == [
+        roles.read,
+        roles.read,
+        "InsufficientPrivilegeError",
+        roles.read,
+    ]
+    assert accounts()[10] == 100

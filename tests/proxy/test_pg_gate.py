@@ -382,3 +382,19 @@ def test_a_bind_or_parse_whose_first_name_lacks_its_nul_is_left_to_the_slow_path
     assert not g.admit(kind[0], raw, len(before), len(raw))
     assert set(g.portals) == set()
     assert set(g.statements) == {b"s1"}
+
+
+def test_after_a_write_under_the_write_role_the_next_unit_waits_for_the_server() -> None:
+    # The relay sent its own Query (unit 0), the client's (1) and its return to the read
+    # role (2): what the client sends next waits until the server has answered unit 2.
+    g = gate()
+    known(g, "select 1")
+    for _ in range(3):
+        sync(g)
+    g.wait_after(2)
+    assert outcome(g, query("select 1")) == WAIT
+    assert outcome(g, parse("select 1", "s")) == WAIT
+    server(g, "ZI", "ZI")
+    assert outcome(g, query("select 1")) == WAIT
+    server(g, "ZI")
+    assert admit(g, query("select 1"))

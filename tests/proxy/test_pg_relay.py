@@ -267,6 +267,9 @@ class HoldingGate(PgGate):
     def failed(self) -> None:
         pass
 
+    def wait_after(self, unit: int) -> None:
+        pass
+
     def ready(self, _transaction_status: str) -> None:
         self.ready_count += 1
 
@@ -453,3 +456,115 @@ def test_a_closed_pipe_drops_what_still_arrives() -> None:
     pipe.client_data(query("select 1"))
     pipe.server_data(ready("I"))
     assert (ends.to_server, ends.to_client, ends.rest, ends.failures) == ([], [], [], [])
+
+
+# --- the write role around what the gate let through (targets.X.roles)
+
+
+def role_relay() -> PgRelay:
+    return PgRelay(
+        transaction_status="I",
+        max_message_bytes=MAX,
+        gate=HoldingGate(b"update"),
+        roles=("reader", "writer"),
+    )
+
+
+def answers(*kinds: bytes) -> bytes:
+    """Server messages with empty bodies, by type: b"1" ParseComplete, b"2" BindComplete..."""
+    return b"".join(m.frame(kind, b"") for kind in kinds)
+
+
+#: What the server answers to one run of the gateway's own SET ROLE inside a batch.
+RUN_ANSWER = answers(b"1", b"2") + complete("SET") + answers(b"3", b"3")
+
+
+def messages_of(raw: bytes) -> list[bytes]:
+    out = []
+    while raw:
+        size = 1 + int.from_bytes(raw[1:5], "big")
+        out.append(raw[:size])
+        raw = raw[size:]
+    return out
+
+
+def set_role_sql(raw: bytes) -> list[str]:
+    """The SET ROLE statements among the messages (Parse and Query bodies)."""
+    found = []
+    for message in messages_of(raw):
+        if message[:1] in b"PQ" and b"SET ROLE" in message:
+            start = message.index(b"SET ROLE")
+            found.append(message[start : message.index(b"\0", start)].decode())
+    return found
+
+
+def test_an_approved_execute_runs_between_the_write_role_and_the_read_role() -> None:
+    r = role_relay()
+    actions = r.client_data(bind() + execute() + m.Sync().raw)
+    assert isinstance(actions[-1], HoldMessage)
+    sent = sent_to_server(r.release(forward=True, elevate=True))
+    assert set_role_sql(sent) == ['SET ROLE "writer"', 'SET ROLE "reader"']
+    assert execute() in sent
+    assert sent.endswith(m.Sync().raw)
+    # The server's answers to the gateway's own runs never reach the client.
+    theirs = answers(b"2") + RUN_ANSWER + complete("UPDATE 1") + RUN_ANSWER + ready("I")
+    out = b"".join(r.server_data(theirs[i : i + 7]) for i in range(0, len(theirs), 7))
+    assert out == answers(b"2") + complete("UPDATE 1") + ready("I")
+    assert not r.role_in_doubt
+    assert r.client_data(query("select 1")) == [SendToServer(query("select 1"))]
+
+
+def test_a_write_role_that_cannot_be_taken_fails_the_statement_in_its_place() -> None:
+    r = role_relay()
+    r.client_data(bind() + execute() + m.Sync().raw)
+    r.release(forward=True, elevate=True)
+    denied = m.ErrorResponse.build("ERROR", "42501", 'permission denied to set role "writer"')
+    theirs = answers(b"2", b"1", b"2") + denied.raw + ready("I")
+    assert r.server_data(theirs) == answers(b"2") + denied.raw + ready("I")
+    assert not r.role_in_doubt  # the implicit transaction rolled SET ROLE back
+
+
+def test_a_failed_write_in_a_transaction_leaves_the_role_in_doubt_until_it_ends() -> None:
+    r = role_relay()
+    r.client_data(bind() + execute() + m.Sync().raw)
+    r.release(forward=True, elevate=True)
+    failed = m.ErrorResponse.build("ERROR", "22012", "division by zero")
+    # The write role was taken; the Execute failed; the return to the read role was skipped.
+    assert r.server_data(answers(b"2") + RUN_ANSWER + failed.raw + ready("E")).endswith(
+        failed.raw + ready("E")
+    )
+    assert r.role_in_doubt
+    # The client's next unit is followed by a return of the gateway's own, not relayed.
+    sent = sent_to_server(r.client_data(query("rollback")))
+    assert sent == query("rollback") + query('SET ROLE "reader"')
+    out = r.server_data(complete("ROLLBACK") + ready("I") + complete("SET") + ready("I"))
+    assert out == complete("ROLLBACK") + ready("I")
+    assert not r.role_in_doubt
+
+
+def test_an_approved_query_gets_queries_of_the_gateways_own_around_it() -> None:
+    r = role_relay()
+    r.client_data(query("update t set a = 1"))
+    sent = sent_to_server(r.release(forward=True, elevate=True))
+    assert sent == (
+        query('SET ROLE "writer"') + query("update t set a = 1") + query('SET ROLE "reader"')
+    )
+    theirs = complete("SET") + ready("I") + complete("UPDATE 1") + ready("I")
+    theirs += complete("SET") + m.ParameterStatus.build("is_superuser", "off").raw + ready("I")
+    assert r.server_data(theirs) == complete("UPDATE 1") + ready("I")
+
+
+def test_a_return_to_the_read_role_failing_outside_an_aborted_transaction_ends_it() -> None:
+    r = role_relay()
+    r.client_data(query("update t set a = 1"))
+    r.release(forward=True, elevate=True)
+    refused = m.ErrorResponse.build("ERROR", "42501", 'permission denied to set role "reader"')
+    theirs = complete("SET") + ready("I") + complete("UPDATE 1") + ready("I")
+    with pytest.raises(AirlockError, match="read role"):
+        r.server_data(theirs + refused.raw + ready("I"))
+
+
+def test_without_roles_an_elevated_release_forwards_the_message_alone() -> None:
+    r = holding(b"update")
+    r.client_data(query("update t set a = 1"))
+    assert sent_to_server(r.release(forward=True, elevate=True)) == query("update t set a = 1")
