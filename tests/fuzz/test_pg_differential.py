@@ -105,8 +105,8 @@ TIMEOUT_S = 5.0
 SEAL_TIMEOUT_S = 30.0
 
 
-#: AIRLOCK_FUZZ_MID_BATCH=0 sends every Query after a Sync: a campaign can look past a
-#: known finding of that class (see QUERY_MID_BATCH below) for others.
+#: AIRLOCK_FUZZ_MID_BATCH=0 sends every Query after a Sync (a campaign once used it to
+#: look past the finding below while it was open).
 MID_BATCH_QUERIES = os.environ.get("AIRLOCK_FUZZ_MID_BATCH", "1") != "0"
 
 
@@ -503,13 +503,11 @@ def test_a_statement_closed_and_parsed_again_after_a_server_error_keeps_its_old_
     )
 
 
-#: Found by this fuzzer on the pgstate branch (7c1930b): a simple Query inside an
-#: unsynced extended batch makes the gate drop the batch's Close and Parse as if the
-#: server had discarded them; the server ran them (no error came before the Query).
-QUERY_MID_BATCH = "the gate undoes a batch's Close/Parse when a Query follows them before Sync"
+# Found by this fuzzer on the pgstate branch (7c1930b), fixed in 5e719f7: a simple Query
+# inside an unsynced extended batch made the gate drop the batch's Close and Parse as if
+# the server had discarded them; the server ran them (no error came before the Query).
 
 
-@pytest.mark.xfail(strict=True, reason=QUERY_MID_BATCH)
 @pytest.mark.timeout(60)
 def test_a_statement_replaced_before_a_query_in_the_same_batch_runs_as_its_new_text(
     harness: Harness,
@@ -532,7 +530,6 @@ def test_a_statement_replaced_before_a_query_in_the_same_batch_runs_as_its_new_t
     )
 
 
-@pytest.mark.xfail(strict=True, reason=QUERY_MID_BATCH)
 @pytest.mark.timeout(60)
 def test_a_statement_closed_before_a_query_in_the_same_batch_is_gone(harness: Harness) -> None:
     run_steps(
