@@ -75,7 +75,7 @@ cdef class PgGate:
     @cython.locals(change=tuple, sent=Py_ssize_t)
     cdef bint _unsettled(self, bint portal, bytes name) except -1
 
-    @cython.locals(changes=list, change=tuple, count=Py_ssize_t, table=dict)
+    @cython.locals(changes=list, count=Py_ssize_t, table=dict)
     cdef _undo(self, Py_ssize_t unit)
 
     cpdef bint allowed(self, object verdict) except -1

@@ -395,7 +395,7 @@ class PgGate:
 
     def known_statements(self) -> dict[bytes, str]:
         """The statements the gate is certain the server keeps: name -> SQL."""
-        unsettled = {change[_NAME] for change in self._changes if not change[_IS_PORTAL]}
+        unsettled = {name for _unit, _answer, portal, name, _ in self._changes if not portal}
         return {name: s.sql for name, s in self.statements.items() if name not in unsettled}
 
     # --- the picture's bookkeeping
@@ -424,13 +424,12 @@ class PgGate:
         count = 0
         while count < len(changes) and changes[count][_UNIT] == unit:
             count += 1
-        for change in reversed(changes[:count]):
-            portal = change[_IS_PORTAL]
+        for _unit, _answer, portal, name, previous in reversed(changes[:count]):
             table: dict[bytes, object] = self.portals if portal else self.statements  # type: ignore[assignment]
-            if change[_PREVIOUS] is None:
-                table.pop(change[_NAME], None)
+            if previous is None:
+                table.pop(name, None)
             else:
-                table[change[_NAME]] = change[_PREVIOUS]
+                table[name] = previous
         del changes[:count]
 
     # --- decisions made off the hot path
