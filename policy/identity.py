@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 from jwt.types import Options
 
-from protocols.errors import AuthenticationFailed
+from policy.errors import AuthenticationFailed
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,31 +8,10 @@ describe what was wrong with a token or password, never its value.
 
 from __future__ import annotations
 
-
-class AirlockError(Exception):
-    """Base of every error Airlock reports to a client."""
-
-    sqlstate: str = "XX000"
-    mysql_errno: int = 1105  # ER_UNKNOWN_ERROR
-    mysql_sqlstate: str = "HY000"
-    #: FATAL errors end the session; plain ERRORs leave it usable.
-    fatal: bool = False
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        detail: str | None = None,
-        hint: str | None = None,
-        log_detail: str | None = None,
-    ):
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-        self.hint = hint
-        #: For the gateway's own log only, never sent to a client (an upstream's words
-        #: may name the service role or its host).
-        self.log_detail = log_detail
+# The root of the tree and the errors policy/ raises live in policy/errors.py (policy/
+# imports nothing from protocols/); they are re-exported here for existing importers.
+from policy.errors import AirlockError as AirlockError
+from policy.errors import AuthenticationFailed as AuthenticationFailed
 
 
 class ProtocolViolation(AirlockError):
@@ -58,15 +37,6 @@ class FeatureNotSupported(AirlockError):
     sqlstate = "0A000"
     mysql_errno = 1235  # ER_NOT_SUPPORTED_YET
     mysql_sqlstate = "42000"
-    fatal = True
-
-
-class AuthenticationFailed(AirlockError):
-    """The client's token or password did not verify."""
-
-    sqlstate = "28P01"
-    mysql_errno = 1045  # ER_ACCESS_DENIED_ERROR
-    mysql_sqlstate = "28000"
     fatal = True
 
 

@@ -523,7 +523,7 @@ def test_classify_never_raises_on_junk() -> None:
 
 
 def test_an_internal_error_is_unknown_not_an_exception(monkeypatch: pytest.MonkeyPatch) -> None:
-    import policy.classify as module
+    import policy.classify.context as module
 
     def broken(*_: Any) -> Any:
         raise RuntimeError("boom")
