@@ -41,8 +41,8 @@ from protocols.errors import (
 from proxy.approvals import ApprovalHub
 from proxy.channel import Channel, ConnectionClosed
 from proxy.config import Settings, TargetSettings
+from proxy.recording.writer import Recorder, SessionRecording, TranscriptError
 from proxy.store import APPROVED, DENIED, WITHDRAWN, ApprovalRequest, NewRequest, Parameter
-from proxy.transcript import Recorder, SessionRecording, TranscriptError
 
 log = logging.getLogger("airlock.session")
 
