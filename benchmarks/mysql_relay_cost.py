@@ -34,8 +34,8 @@ from policy.rules import Action, Rule, effective_policy
 from protocols.mysql.messages import Capability, OkPacket, ServerStatus, StmtPrepareOk
 from protocols.mysql.packets import frame, lenenc_bytes, lenenc_int
 from proxy.mysql_relay import MySqlGate, MySqlRelay
+from proxy.recording.writer import Recorder
 from proxy.signing import load_or_create
-from proxy.transcript import Recorder
 
 CAPS = int(
     Capability.PROTOCOL_41

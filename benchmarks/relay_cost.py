@@ -127,8 +127,8 @@ def recording_cost(count: int) -> None:
     import tempfile
 
     from policy.classify import classify
+    from proxy.recording.writer import Recorder
     from proxy.signing import SigningKey
-    from proxy.transcript import Recorder
 
     verdict = classify(PARAM_SQL, "postgres")
     with tempfile.TemporaryDirectory() as directory:

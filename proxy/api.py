@@ -33,12 +33,14 @@ from policy.rules import (
     transcript_refusal,
 )
 from protocols.errors import AirlockError
-from proxy import transcript
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
-from proxy.audit_cli import parse_since
 from proxy.config import TargetSettings, parse_duration
 from proxy.credentials import CredentialBook, TooManyCredentials, new_credential
 from proxy.listener import TokenVerifier
+from proxy.recording.format import SESSION_ID
+from proxy.recording.render import event_json
+from proxy.recording.sessions import find_sessions, find_transcript, parse_since, summarize
+from proxy.recording.verifier import Transcript, VerifyResult, read_transcript, verify_transcript
 from proxy.signing import load_public_key
 from proxy.store import (
     SCOPES,
@@ -292,7 +294,7 @@ class SessionsApi:
         except ValueError as error:
             raise ApiError(400, "bad_request", str(error)) from None
         found = await asyncio.to_thread(
-            transcript.find_sessions,
+            find_sessions,
             self.data_dir,
             identity=request.query.get("identity"),
             target=request.query.get("target"),
@@ -302,31 +304,31 @@ class SessionsApi:
 
     async def get(self, request: web.Request, _identity: Identity) -> Any:
         record, result = await asyncio.to_thread(self._verified, request.match_info["id"])
-        summary = transcript.summarize(record).to_json()
+        summary = summarize(record).to_json()
         return {**summary, "verification": _verification(result)}
 
     async def transcript_of(self, request: web.Request, _identity: Identity) -> Any:
         record, result = await asyncio.to_thread(self._verified, request.match_info["id"])
-        events = [json.loads(transcript.event_json(record.session_id, e)) for e in record.events]
+        events = [json.loads(event_json(record.session_id, e)) for e in record.events]
         return {
             "session_id": record.session_id,
             "verification": _verification(result),
             "events": events,
         }
 
-    def _verified(self, session_id: str) -> tuple[transcript.Transcript, transcript.VerifyResult]:
-        if not transcript.SESSION_ID.fullmatch(session_id):
+    def _verified(self, session_id: str) -> tuple[Transcript, VerifyResult]:
+        if not SESSION_ID.fullmatch(session_id):
             raise ApiError(400, "bad_request", "not a session id")
         try:
-            path = transcript.find_transcript(self.data_dir, session_id)
+            path = find_transcript(self.data_dir, session_id)
         except LookupError:
             raise ApiError(404, "not_found", f"no session {session_id}") from None
-        record = transcript.read_transcript(path)
-        result = transcript.verify_transcript(record, load_public_key(self.data_dir))
+        record = read_transcript(path)
+        result = verify_transcript(record, load_public_key(self.data_dir))
         return record, result
 
 
-def _verification(result: transcript.VerifyResult) -> dict[str, Any]:
+def _verification(result: VerifyResult) -> dict[str, Any]:
     return {
         "status": result.status,
         "sealed": result.sealed,

@@ -33,7 +33,9 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from proxy.addresses import is_loopback
 from proxy.config import parse_duration
-from proxy.rendering import printable
+from proxy.rendering import clip as _clip
+from proxy.rendering import field_text as _text
+from proxy.rendering import format_age, format_parameter, one_line_sql, printable
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT_S = 10.0
@@ -53,16 +55,13 @@ _UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 _MIN_REDACTED_TOKEN_CHARS = 8
 _REDACTED = "[redacted]"
 
-SQL_COLUMN_CHARS = 60
 REQUESTER_COLUMN_CHARS = 32
-PARAMETER_VALUE_CHARS = 200
 SERVER_MESSAGE_CHARS = 500
 #: The summary's value column, the same for every approval: len("parameters: ") + 1.
 _LABEL_WIDTH = 13
 
 # Visible ASCII but space: all a bearer token (a JWT is base64url and dots) ever holds.
 _TOKEN_CHARS = re.compile(r"[!-~]+")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -258,36 +257,6 @@ def _error_message(raw: bytes) -> str | None:
 # --- rendering ---------------------------------------------------------------------------------
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _text(value: Any) -> str:
-    """A JSON field as printable one-line text ("" for null or missing)."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        value = json.dumps(value)
-    return printable(value)
-
-
-def one_line_sql(sql: str, width: int = SQL_COLUMN_CHARS) -> str:
-    """SQL with whitespace runs collapsed, escaped and clipped for one table cell."""
-    return _clip(printable(" ".join(sql.split())), width)
-
-
-def format_age(seconds: float) -> str:
-    """42s, 5m, 2h, 3d: the largest whole unit; clock skew into the future reads 0s."""
-    whole = max(0, int(seconds))
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m"
-    if whole < 86400:
-        return f"{whole // 3600}h"
-    return f"{whole // 86400}d"
-
-
 def _timestamp(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
@@ -325,29 +294,6 @@ def _requester(approval: Mapping[str, Any]) -> tuple[str, str, str]:
     groups = requester.get("groups")
     group_text = ", ".join(_text(g) for g in groups) if isinstance(groups, list) else ""
     return _text(requester.get("subject")), _text(requester.get("email")), group_text
-
-
-def format_parameter(index: int, parameter: Any) -> str:
-    """`$1 = 42 (int4)`, `$2 = 'it''s' (text)`, `$3 = NULL (text)`.
-
-    Values other than plain numbers are quoted as SQL literals, so an empty string, a
-    string 'NULL' and a null cannot be mistaken for one another.
-    """
-    if not isinstance(parameter, dict):
-        return f"${index} = {_text(parameter)}"
-    value = parameter.get("value")
-    if value is None:
-        shown = "NULL"
-    else:
-        text = value if isinstance(value, str) else json.dumps(value)
-        literal = text if _NUMBER.fullmatch(text) else "'" + text.replace("'", "''") + "'"
-        shown = printable(literal)
-        if len(shown) > PARAMETER_VALUE_CHARS:
-            shown = (
-                shown[:PARAMETER_VALUE_CHARS] + f"... ({len(text)} chars in all; --json shows it)"
-            )
-    type_name = _text(parameter.get("type"))
-    return f"${index} = {shown}" + (f" ({type_name})" if type_name else "")
 
 
 def render_table(approvals: Sequence[Mapping[str, Any]], now: datetime) -> str:

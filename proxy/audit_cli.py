@@ -1,6 +1,6 @@
 """The auditor's commands: `airlock sessions list`, `replay`, `verify`, `export`, `keys`.
 
-They read transcripts straight from `--data-dir` (proxy/transcript.py), offline: no
+They read transcripts straight from `--data-dir` (proxy/recording/), offline: no
 gateway needs to run. `verify` and `replay` check seals against the public key in the
 data dir's keys/, or against `--public-key FILE` (one exported earlier with `airlock
 keys export-public`, which does not trust whatever key now sits beside the transcripts).
@@ -22,10 +22,20 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from proxy import signing, transcript
-from proxy.approvals_cli import one_line_sql, positive_number
-from proxy.config import parse_duration
+from proxy import signing
+from proxy.approvals_cli import positive_number
 from proxy.ledger import LEDGER_FILE, SealEntry, verify_ledger
+from proxy.recording.format import SUFFIX, transcripts_dir
+from proxy.recording.render import event_json, export_lines, paced, render
+from proxy.recording.sessions import find_sessions, find_transcript, parse_since, transcript_paths
+from proxy.recording.verifier import (
+    Transcript,
+    VerifyResult,
+    describe,
+    read_transcript,
+    verify_transcript,
+)
+from proxy.rendering import one_line_sql
 
 DEFAULT_DATA_DIR = Path("./airlock-data")
 
@@ -46,30 +56,6 @@ class _Usage(Exception):
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
     print(f"airlock: {message}", file=sys.stderr)
     return code
-
-
-def parse_since(text: str, now: float) -> float:
-    """Unix time from an ISO 8601 date or time (UTC unless it says) or a duration ago."""
-    stripped = text.strip()
-    try:
-        moment = datetime.fromisoformat(stripped)
-    except ValueError:
-        pass
-    else:
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.timestamp()
-    if stripped and stripped.replace(".", "", 1).isdigit():
-        raise ValueError(
-            f"{text!r} needs a unit (e.g. 30m, 24h, 7d) or an ISO 8601 date such as 2025-06-01"
-        )
-    try:
-        return now - parse_duration(stripped)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is neither an ISO 8601 date or time (2025-06-01, "
-            "2025-06-01T18:00Z) nor a duration ago (30m, 24h, 7d)"
-        ) from None
 
 
 def _since(text: str) -> float:
@@ -120,9 +106,9 @@ def _quiet_broken_pipe(handler: Callable[[argparse.Namespace], int]) -> Callable
 
 
 def _sessions_list(args: argparse.Namespace) -> int:
-    if not transcript.transcripts_dir(args.data_dir).is_dir():
+    if not transcripts_dir(args.data_dir).is_dir():
         return _fail(f"no transcripts under {args.data_dir} (is --data-dir right?)")
-    sessions = transcript.find_sessions(
+    sessions = find_sessions(
         args.data_dir, identity=args.identity, target=args.target, since=args.since
     )
     if args.json:
@@ -159,8 +145,8 @@ def _sessions_list(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     try:
-        path = transcript.find_transcript(args.data_dir, args.session)
-        record = transcript.read_transcript(path)
+        path = find_transcript(args.data_dir, args.session)
+        record = read_transcript(path)
     except LookupError as error:
         return _fail(str(error))
     except OSError as error:
@@ -168,29 +154,26 @@ def _replay(args: argparse.Namespace) -> int:
     footer = _replay_footer(args, record)
     if args.json:
         # The events only: whether they verify goes to stderr, and `verify` says more.
-        _emit(
-            transcript.event_json(record.session_id, event)
-            for event in transcript.paced(record.events, args.speed)
-        )
+        _emit(event_json(record.session_id, event) for event in paced(record.events, args.speed))
         if not footer.startswith("verified"):
             print(f"airlock: {footer}", file=sys.stderr)
         return EXIT_OK
-    _emit(transcript.render(record, speed=args.speed))
+    _emit(render(record, speed=args.speed))
     print(f"-- {footer}")
     return EXIT_OK
 
 
-def _replay_footer(args: argparse.Namespace, record: transcript.Transcript) -> str:
+def _replay_footer(args: argparse.Namespace, record: Transcript) -> str:
     try:
         public_key = _public_key(args)
     except signing.SigningKeyError as error:
         return f"not verified: {error}"
-    result = transcript.verify_transcript(record, public_key)
+    result = verify_transcript(record, public_key)
     if result.ok:
-        return f"verified: {transcript.describe(result)}"
+        return f"verified: {describe(result)}"
     if result.status == "unsealed":
-        return f"UNSEALED: {transcript.describe(result)}"
-    return f"DOES NOT VERIFY: {transcript.describe(result)}"
+        return f"UNSEALED: {describe(result)}"
+    return f"DOES NOT VERIFY: {describe(result)}"
 
 
 # --- verify ------------------------------------------------------------------------------------
@@ -202,31 +185,31 @@ def _verify(args: argparse.Namespace) -> int:
     except signing.SigningKeyError as error:
         return _fail(str(error))
     if args.all:
-        if not transcript.transcripts_dir(args.data_dir).is_dir():
+        if not transcripts_dir(args.data_dir).is_dir():
             return _fail(f"no transcripts under {args.data_dir} (is --data-dir right?)")
-        paths = transcript.transcript_paths(args.data_dir)
+        paths = transcript_paths(args.data_dir)
     else:
         try:
-            paths = [transcript.find_transcript(args.data_dir, args.session)]
+            paths = [find_transcript(args.data_dir, args.session)]
         except LookupError as error:
             return _fail(str(error))
-    ledger = verify_ledger(transcript.transcripts_dir(args.data_dir), public_key)
+    ledger = verify_ledger(transcripts_dir(args.data_dir), public_key)
     listed = {entry.session_id for entry in ledger.entries} if ledger is not None else set()
     counts = {"valid": 0, "unsealed": 0, TAIL_CUT: 0, "invalid": 0}
     for path in paths:
-        name = path.name.removesuffix(transcript.SUFFIX)
+        name = path.name.removesuffix(SUFFIX)
         try:
-            record = transcript.read_transcript(path)
+            record = read_transcript(path)
         except OSError as error:
             counts["invalid"] += 1
             print(f"invalid   {name}  cannot read {path}: {error.strerror or error}")
             continue
-        result = transcript.verify_transcript(record, public_key)
+        result = verify_transcript(record, public_key)
         seal = ledger.seals.get(name) if ledger is not None else None
         status, problems = _with_ledger(record, result, seal, listed=name in listed)
         counts[status] += 1
         if status == "valid":
-            print(f"valid     {name}  {transcript.describe(result)}")
+            print(f"valid     {name}  {describe(result)}")
             continue
         first, *rest = problems
         print(f"{status:<8}  {name}  {first}")
@@ -247,8 +230,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _with_ledger(
-    record: transcript.Transcript,
-    result: transcript.VerifyResult,
+    record: Transcript,
+    result: VerifyResult,
     seal: SealEntry | None,
     *,
     listed: bool,
@@ -285,7 +268,7 @@ TAIL_CUT = "tail cut"
 def _verify_ledger(data_dir: Path, public_key: Ed25519PublicKey, paths: list[Path]) -> bool:
     """The session ledger: intact, and a transcript for every session it lists (a
     transcript deleted whole is found only this way) and a listing for every transcript."""
-    directory = transcript.transcripts_dir(data_dir)
+    directory = transcripts_dir(data_dir)
     result = verify_ledger(directory, public_key)
     if result is None:
         if not paths:
@@ -297,9 +280,9 @@ def _verify_ledger(data_dir: Path, public_key: Ed25519PublicKey, paths: list[Pat
     for session_id in result.missing:
         print(f"missing   {session_id}  listed in the ledger, but its transcript is gone")
     listed = {entry.session_id for entry in result.entries}
-    unlisted = [p for p in paths if p.name.removesuffix(transcript.SUFFIX) not in listed]
+    unlisted = [p for p in paths if p.name.removesuffix(SUFFIX) not in listed]
     for path in unlisted:
-        name = path.name.removesuffix(transcript.SUFFIX)
+        name = path.name.removesuffix(SUFFIX)
         print(f"unlisted  {name}  not in the session ledger (added, or older than the ledger)")
     last = result.last
     tail = f"; last entry {last.seq}, {last.hash[:16]}" if last is not None else ""
@@ -314,9 +297,9 @@ def _verify_ledger(data_dir: Path, public_key: Ed25519PublicKey, paths: list[Pat
 
 
 def _export(args: argparse.Namespace) -> int:
-    if not transcript.transcripts_dir(args.data_dir).is_dir():
+    if not transcripts_dir(args.data_dir).is_dir():
         return _fail(f"no transcripts under {args.data_dir} (is --data-dir right?)")
-    _emit(transcript.export_lines(args.data_dir, args.since))
+    _emit(export_lines(args.data_dir, args.since))
     return EXIT_OK
 
 

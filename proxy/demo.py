@@ -31,8 +31,8 @@ from typing import Any
 from policy.classify import StatementClass, Verdict
 from proxy.config import parse_settings
 from proxy.demo_cluster import ClusterUnavailable, throwaway_cluster
+from proxy.recording.sessions import find_sessions
 from proxy.server import Gateway
-from proxy.transcript import find_sessions
 
 DEFAULT_UPSTREAM = "postgresql://postgres@127.0.0.1:5432/postgres"
 WRITE = "UPDATE orders SET status = 'refunded' WHERE id = 2"

@@ -41,8 +41,10 @@ from protocols.errors import (
 from proxy.approvals import ApprovalHub
 from proxy.channel import Channel, ConnectionClosed
 from proxy.config import Settings, TargetSettings
+from proxy.recording.format import ApprovalDecided, ApprovalRequested
+from proxy.recording.format import Parameter as RecordedParameter
+from proxy.recording.writer import Recorder, SessionRecording, TranscriptError
 from proxy.store import APPROVED, DENIED, WITHDRAWN, ApprovalRequest, NewRequest, Parameter
-from proxy.transcript import Recorder, SessionRecording, TranscriptError
 
 log = logging.getLogger("airlock.session")
 
@@ -468,25 +470,25 @@ def seal_abandoned(recorder: Recorder, opening: asyncio.Future[SessionRecording]
 
 def _request_event(request: ApprovalRequest) -> dict[str, Any]:
     r = request.request
-    return {
-        "id": request.id,
-        "sql": r.sql,
-        "parameters": [p.to_json() for p in r.parameters],
-        "class": r.statement_class,
-        "hold": r.hold,
-        "approver_groups": list(r.approver_groups),
-    }
+    return ApprovalRequested(
+        id=request.id,
+        sql=r.sql,
+        params=tuple(RecordedParameter(p.type, p.value, p.format) for p in r.parameters),
+        statement_class=r.statement_class,
+        hold=r.hold,
+        approver_groups=tuple(r.approver_groups),
+    ).to_data()
 
 
 def _decision_event(request: ApprovalRequest) -> dict[str, Any]:
-    return {
-        "id": request.id,
-        "state": request.state,
-        "by": request.decided_by,
-        "groups": list(request.decided_groups),
-        "at": request.decided_at,
-        "scope": request.scope,
-        "expires_at": request.expires_at,
-        "comment": request.comment,
-        "reason": request.reason,
-    }
+    return ApprovalDecided(
+        id=request.id,
+        state=request.state,
+        by=request.decided_by,
+        groups=tuple(request.decided_groups),
+        at=request.decided_at,
+        scope=request.scope,
+        expires_at=request.expires_at,
+        comment=request.comment,
+        reason=request.reason,
+    ).to_data()

@@ -25,7 +25,7 @@ from proxy.channel import Channel
 from proxy.classifying import Classifiers
 from proxy.config import LoginLimits, Settings
 from proxy.credentials import CredentialBook
-from proxy.transcript import Recorder
+from proxy.recording.writer import Recorder
 
 log = logging.getLogger("airlock")
 

@@ -298,7 +298,10 @@ class PgSession(GatedSession):
         else:
             data = {"tag": tag}
         if self._rows or self._rows_cut:
-            data["rows"], self._rows = self._rows, []
+            # As proxy/recording/format.py's Result: `rows` counts, `row_data` holds bodies.
+            if not self._rows_cut:
+                data["rows"] = len(self._rows)
+            data["row_data"], self._rows = self._rows, []
             if self._rows_cut:
                 data["rows_cut"] = True  # the session's max_row_bytes ran out
                 self._rows_cut = False

@@ -27,10 +27,10 @@ from proxy.dev_issuer import DevIssuer
 from proxy.mysql_server import MySqlListener
 from proxy.oidc import IssuerUnavailable, OidcVerifier
 from proxy.pg_server import PgListener
+from proxy.recording.writer import Recorder
 from proxy.signing import load_or_create
 from proxy.store import ApprovalStore
 from proxy.tls import ensure_self_signed, server_context
-from proxy.transcript import Recorder
 from proxy.web import WebPages
 from proxy.webhooks import WebhookNotifier
 

@@ -34,12 +34,14 @@ from aiohttp import web
 from policy.identity import Identity
 from policy.rules import RequestSight, request_sight, transcript_refusal
 from protocols.errors import AirlockError
-from proxy import transcript
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
-from proxy.approvals_cli import format_age
 from proxy.config import parse_duration
 from proxy.listener import TokenVerifier
-from proxy.rendering import printable
+from proxy.recording.format import SESSION_ID
+from proxy.recording.render import render
+from proxy.recording.sessions import find_sessions, find_transcript
+from proxy.recording.verifier import describe, read_transcript, verify_transcript
+from proxy.rendering import format_age, printable
 from proxy.signing import load_public_key
 from proxy.store import SCOPES, AlreadyDecided, ApprovalRequest, UnknownRequest
 
@@ -297,7 +299,7 @@ class WebPages:
         refused = self._auditor_refusal(session)
         if refused is not None:
             return refused
-        found = await asyncio.to_thread(transcript.find_sessions, self.data_dir)
+        found = await asyncio.to_thread(find_sessions, self.data_dir)
         newest = sorted(found, key=lambda s: s.started_at or 0.0, reverse=True)
         rows = [
             "<tr>"
@@ -322,7 +324,7 @@ class WebPages:
         if refused is not None:
             return refused
         session_id = request.match_info["id"]
-        if not transcript.SESSION_ID.fullmatch(session_id):
+        if not SESSION_ID.fullmatch(session_id):
             return _html(_layout("Session", _error("Not a session id."), session), status=400)
         try:
             lines, verdict, ok = await asyncio.to_thread(self._replay, session_id)
@@ -336,10 +338,10 @@ class WebPages:
 
     def _replay(self, session_id: str) -> tuple[str, str, bool]:
         """The replay as `airlock replay` prints it, and whether the transcript verifies."""
-        record = transcript.read_transcript(transcript.find_transcript(self.data_dir, session_id))
-        result = transcript.verify_transcript(record, load_public_key(self.data_dir))
-        verdict = ("verified: " if result.ok else "DOES NOT VERIFY: ") + transcript.describe(result)
-        return "\n".join(transcript.render(record)), verdict, result.ok
+        record = read_transcript(find_transcript(self.data_dir, session_id))
+        result = verify_transcript(record, load_public_key(self.data_dir))
+        verdict = ("verified: " if result.ok else "DOES NOT VERIFY: ") + describe(result)
+        return "\n".join(render(record)), verdict, result.ok
 
 
 # --- rendering

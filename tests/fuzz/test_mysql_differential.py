@@ -34,7 +34,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from pymysql.constants import CLIENT
 
 from protocols.mysql.messages import Command
-from proxy.transcript import read_transcript, transcripts_dir
+from proxy.recording.format import transcripts_dir
+from proxy.recording.verifier import read_transcript
 from tests.support.gateway import RunningGateway, gateway_document, start_gateway
 from tests.support.issuer import TestIssuer
 from tests.support.mariadb import TlsMariaDb

@@ -20,8 +20,9 @@ import psycopg
 import pymysql
 import pytest
 
+from proxy.recording.sessions import transcript_paths
+from proxy.recording.verifier import describe, read_transcript, verify_transcript
 from proxy.signing import load_public_key
-from proxy.transcript import describe, read_transcript, transcript_paths, verify_transcript
 from tests.support.approvals import (
     Background,
     agent_token,

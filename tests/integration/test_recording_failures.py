@@ -26,8 +26,8 @@ import psycopg
 import pymysql
 import pytest
 
-from proxy import transcript
-from proxy.transcript import read_transcript
+from proxy.recording import writer
+from proxy.recording.verifier import read_transcript
 from tests.support.approvals import agent_token, rule
 from tests.support.gateway import RunningGateway, served_gateway
 from tests.support.mariadb import MariaDb
@@ -102,7 +102,7 @@ class Writes:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_after: int | None = None) -> None:
         self.calls = 0
         self.failed = threading.Event()
-        real = transcript._write_all
+        real = writer._write_all
 
         def write(fd: int, raw: bytes) -> None:
             self.calls += 1
@@ -114,7 +114,7 @@ class Writes:
                 self.failed.set()
                 raise
 
-        monkeypatch.setattr(transcript, "_write_all", write)
+        monkeypatch.setattr(writer, "_write_all", write)
 
     def reads_until_ended(self, run: Callable[[], object]) -> tuple[int, Exception]:
         """Run reads until the session ends: how many completed after the first failed

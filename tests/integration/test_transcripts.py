@@ -318,12 +318,15 @@ def test_result_rows_are_captured_when_configured_up_to_the_sessions_cap(
     results = [e["data"] for e in events if e["kind"] == "result"]
     first, second = results[0], results[1]
     assert first["tag"] == "SELECT 2"  # type: ignore[index]
-    rows = first["rows"]  # type: ignore[index]
+    # As for MySQL: `rows` counts the rows, `row_data` holds the bodies.
+    assert first["rows"] == 2  # type: ignore[index]
+    rows = first["row_data"]  # type: ignore[index]
     assert len(rows) == 2
     # DataRow bodies: 2 columns, then each value as length + text
     assert "$base64" in json.dumps(rows[0])
     assert second["rows_cut"] is True  # type: ignore[index]
     assert second["tag"] == "SELECT 60"  # type: ignore[index]
+    assert "rows" not in second  # type: ignore[operator]  # cut short: the bodies kept are not the count
 
 
 @pytest.mark.timeout(60)

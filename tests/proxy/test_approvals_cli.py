@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from proxy.approvals_cli import add_parsers, format_age, format_parameter, one_line_sql
+from proxy.approvals_cli import add_parsers
+from proxy.rendering import format_age, format_parameter, one_line_sql
 from proxy.tls import ensure_self_signed, server_context
 
 DBA_TOKEN = "eyJhbGciOiJSUzI1NiJ9.dba-1-token-payload.c2lnbmF0dXJl"

@@ -18,18 +18,22 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from proxy import signing, transcript
+from proxy import signing
 from proxy.gated_session import seal_abandoned
 from proxy.ledger import verify_ledger
-from proxy.signing import SigningKey
-from proxy.transcript import (
-    Recorder,
-    SessionRecording,
-    TranscriptError,
+from proxy.recording import writer
+from proxy.recording.format import seal_message, transcripts_dir
+from proxy.recording.render import export_lines, render, transcript_lines
+from proxy.recording.sessions import find_sessions, find_transcript
+from proxy.recording.verifier import (
+    VerifyResult,
+    parse_transcript,
     read_transcript,
-    render,
     verify,
+    verify_transcript,
 )
+from proxy.recording.writer import Recorder, SessionRecording, TranscriptError
+from proxy.signing import SigningKey
 
 START_TS = 1_600_000_000.0  # 2020-09-13 12:26:40 UTC
 SESSION = "3f2a9c1e5b7d4e0f8a6c2b1d9e7f5a3c"
@@ -187,14 +191,14 @@ def test_the_file_is_a_hash_chain_of_msgpack_events_and_a_signed_seal(
     first = msgpack.unpackb(records[0])
     assert first["kind"] == "session.start"
     assert first["ts"] == START_TS
-    assert first["data"] == {"session_id": SESSION, "format": 1, **start_data()}
+    assert first["data"] == {"session_id": SESSION, "format": 2, **start_data()}
     assert msgpack.unpackb(records[-2])["data"] == END
     seal = msgpack.unpackb(records[-1])["seal"]
     assert seal["last"] == previous
     assert seal["seq"] == 9
     assert seal["key_id"] == key.key_id
     message = b"airlock transcript seal v1\x00" + f"{SESSION}\x00{previous}\x009".encode()
-    assert transcript.seal_message(SESSION, previous, 9) == message
+    assert seal_message(SESSION, previous, 9) == message
     assert signing.verify(key.public_key, seal["sig"], message)
 
 
@@ -208,7 +212,7 @@ def test_the_start_event_keeps_the_writers_session_id_and_format(recorder: Recor
     recording = recorder.open("s1", {"session_id": "other", "format": 9, "target": "orders"})
     recording.flush()
     start = read_transcript(recording.path).events[0].data
-    assert start == {"session_id": "s1", "format": 1, "target": "orders"}
+    assert start == {"session_id": "s1", "format": 2, "target": "orders"}
 
 
 # --- verification: intact, tampered, unsealed -------------------------------------------------
@@ -216,9 +220,7 @@ def test_the_start_event_keeps_the_writers_session_id_and_format(recorder: Recor
 
 def test_an_intact_sealed_transcript_verifies(sealed: Path, key: SigningKey) -> None:
     result = verify(sealed, key.public_key)
-    assert result == transcript.VerifyResult(
-        ok=True, sealed=True, events=10, problems=[], intact=10
-    )
+    assert result == VerifyResult(ok=True, sealed=True, events=10, problems=[], intact=10)
     assert result.status == "valid"
 
 
@@ -402,8 +404,8 @@ def test_no_proper_prefix_of_a_transcript_verifies(sealed: Path, key: SigningKey
     raw = sealed.read_bytes()
     seen = 0
     for length in range(len(raw)):
-        cut = transcript.parse_transcript(raw[:length], sealed)
-        result = transcript.verify_transcript(cut, key.public_key)
+        cut = parse_transcript(raw[:length], sealed)
+        result = verify_transcript(cut, key.public_key)
         assert not result.ok, length
         assert result.events >= seen
         seen = result.events
@@ -412,15 +414,15 @@ def test_no_proper_prefix_of_a_transcript_verifies(sealed: Path, key: SigningKey
 
 def test_every_single_bit_flip_is_detected_and_still_replays(sealed: Path, key: SigningKey) -> None:
     raw = sealed.read_bytes()
-    assert transcript.verify_transcript(transcript.parse_transcript(raw, sealed), key.public_key).ok
+    assert verify_transcript(parse_transcript(raw, sealed), key.public_key).ok
     for position in range(len(raw)):
         altered = bytearray(raw)
         altered[position] ^= 0x01
-        flipped = transcript.parse_transcript(bytes(altered), sealed)
-        assert not transcript.verify_transcript(flipped, key.public_key).ok, position
+        flipped = parse_transcript(bytes(altered), sealed)
+        assert not verify_transcript(flipped, key.public_key).ok, position
         # What auditors run on a damaged file still works.
         list(render(flipped))
-        assert all(json.loads(line) for line in transcript.transcript_lines(flipped))
+        assert all(json.loads(line) for line in transcript_lines(flipped))
 
 
 # --- writing: buffering, flushing, sealing ----------------------------------------------------
@@ -576,7 +578,7 @@ def half_then_disk_full(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         os.write(fd, raw[: len(raw) // 2])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(transcript, "_write_all", write)
+    monkeypatch.setattr(writer, "_write_all", write)
     return calls
 
 
@@ -802,7 +804,7 @@ def test_sessions_are_found_by_identity_target_and_time(tmp_path: Path, key: Sig
     data_dir = three_sessions(tmp_path, key)
 
     def ids(**filters: Any) -> list[str]:
-        return [s.session_id for s in transcript.find_sessions(data_dir, **filters)]
+        return [s.session_id for s in find_sessions(data_dir, **filters)]
 
     assert ids() == ["s0", "s1", "s2"]
     assert ids(identity="agent-1") == ["s0", "s2"]
@@ -810,7 +812,7 @@ def test_sessions_are_found_by_identity_target_and_time(tmp_path: Path, key: Sig
     assert ids(target="shop") == ["s1", "s2"]
     assert ids(identity="agent-1", target="shop") == ["s2"]
     assert ids(since=START_TS + 86_400) == ["s1", "s2"]
-    first, _, last = transcript.find_sessions(data_dir)
+    first, _, last = find_sessions(data_dir)
     assert (first.subject, first.target, first.statements, first.sealed) == (
         "agent-1",
         "orders",
@@ -827,7 +829,7 @@ def test_sessions_are_found_by_identity_target_and_time(tmp_path: Path, key: Sig
 
 def test_export_is_one_json_line_per_event_since_a_time(tmp_path: Path, key: SigningKey) -> None:
     data_dir = three_sessions(tmp_path, key)
-    lines = [json.loads(line) for line in transcript.export_lines(data_dir, None)]
+    lines = [json.loads(line) for line in export_lines(data_dir, None)]
     assert [(d["session_id"], d["kind"]) for d in lines] == [
         ("s0", "session.start"),
         ("s0", "statement"),
@@ -843,7 +845,7 @@ def test_export_is_one_json_line_per_event_since_a_time(tmp_path: Path, key: Sig
     assert lines[1]["time"] == "2020-09-13T12:26:40.250Z"
     assert lines[1]["data"] == {"sql": "SELECT 1", "class": "read", "decision": "allow"}
     assert lines[1]["prev"] == lines[0]["hash"]
-    later = [json.loads(line) for line in transcript.export_lines(data_dir, START_TS + 86_400.1)]
+    later = [json.loads(line) for line in export_lines(data_dir, START_TS + 86_400.1)]
     assert [(d["session_id"], d["seq"]) for d in later] == [
         ("s1", 1),
         ("s1", 2),
@@ -857,7 +859,7 @@ def test_export_shows_bytes_as_base64(recorder: Recorder, tmp_path: Path) -> Non
     recording = recorder.open(SESSION, start_data())
     recording.event("statement", {"params": [{"type": "bytea", "value": b"\x00\xff"}]})
     recording.flush()
-    last = list(transcript.export_lines(tmp_path / "data", None))[-1]
+    last = list(export_lines(tmp_path / "data", None))[-1]
     assert json.loads(last)["data"]["params"][0]["value"] == {"$base64": "AP8="}
 
 
@@ -868,7 +870,7 @@ def test_maps_with_keys_other_than_strings_read_back_and_export(
     recording.event("custom", {"by_oid": {23: "int4"}, "raw": {b"k": None}})
     recording.seal(END)
     assert verify(recording.path, key.public_key).ok
-    custom = json.loads(list(transcript.export_lines(tmp_path / "data", None))[1])
+    custom = json.loads(list(export_lines(tmp_path / "data", None))[1])
     assert custom["data"] == {"by_oid": {"23": "int4"}, "raw": {'{"$base64": "aw=="}': None}}
     line = list(render(read_transcript(recording.path)))[4]
     assert line == (
@@ -879,15 +881,15 @@ def test_maps_with_keys_other_than_strings_read_back_and_export(
 
 def test_finding_a_transcript_by_id_prefix_or_path(tmp_path: Path, key: SigningKey) -> None:
     data_dir = three_sessions(tmp_path, key)
-    path = transcript.find_transcript(data_dir, "s1")
+    path = find_transcript(data_dir, "s1")
     assert path.name == "s1.airlock"
-    assert transcript.find_transcript(data_dir, str(path)) == path
+    assert find_transcript(data_dir, str(path)) == path
     with pytest.raises(LookupError, match="s matches 3 sessions: s0, s1, s2"):
-        transcript.find_transcript(data_dir, "s")
+        find_transcript(data_dir, "s")
     with pytest.raises(LookupError, match="no session zz under"):
-        transcript.find_transcript(data_dir, "zz")
+        find_transcript(data_dir, "zz")
     with pytest.raises(LookupError, match="neither a session id nor a transcript file"):
-        transcript.find_transcript(data_dir, "*")
+        find_transcript(data_dir, "*")
 
 
 # --- the PostgreSQL session's own shapes -------------------------------------------------------
@@ -978,9 +980,7 @@ def test_replay_reads_what_the_postgres_session_records(recorder: Recorder) -> N
         "              $1 = 67617262616765 (raw Bind message, hex)",
         "12:26:42.000  session end: client closed the connection (3 statements)",
     ]
-    exported = [
-        json.loads(line) for line in transcript.transcript_lines(read_transcript(recording.path))
-    ]
+    exported = [json.loads(line) for line in transcript_lines(read_transcript(recording.path))]
     assert exported[3]["params"] == [
         {"type": "text", "value": "shipped", "format": "text"},
         {"type": "int4", "value": "42", "format": "text"},
@@ -998,7 +998,7 @@ def test_every_session_is_listed_in_a_signed_chained_ledger(tmp_path: Path) -> N
         # A new Recorder (a gateway restart) goes on with the chain on disk.
         recorder = Recorder(tmp_path, key, clock=Clock(START_TS + number))
         recorder.open(session_id, start_data()).seal(END)
-    result = verify_ledger(transcript.transcripts_dir(tmp_path), key.public_key)
+    result = verify_ledger(transcripts_dir(tmp_path), key.public_key)
     assert result is not None
     assert result.ok
     # Each start, then (once written) its transcript's seal.
@@ -1014,7 +1014,7 @@ def test_every_session_is_listed_in_a_signed_chained_ledger(tmp_path: Path) -> N
 def test_a_ledger_that_does_not_read_back_refuses_new_sessions(tmp_path: Path) -> None:
     key = signing.load_or_create(tmp_path)
     Recorder(tmp_path, key, clock=Clock(START_TS)).open("a" * 32, start_data()).seal(END)
-    ledger = transcript.transcripts_dir(tmp_path) / "ledger.airlock"
+    ledger = transcripts_dir(tmp_path) / "ledger.airlock"
     ledger.write_bytes(ledger.read_bytes() + b"\xc1 not msgpack")
     with pytest.raises(TranscriptError, match=r"ledger\.airlock: unreadable"):
         Recorder(tmp_path, key, clock=Clock(START_TS)).open("b" * 32, start_data())
