@@ -1,5 +1,6 @@
-"""policy.sqlscan, the C scans of the gate's hot path, against the regular expressions they
-replaced.
+"""policy.sqlscan, the scans of the gate's hot path, against the regular expressions the C
+scans replaced: in C (policy/sqlscan.pyx) and in pure Python (policy/sqlscan.py), each on
+the same texts (both in a compiled tree, the pure one in scripts/test's pure run).
 
 A fingerprint that differs from the reference in the unsafe direction would let a write
 reuse a read's cached verdict, so the scanner is held to the reference exactly: on
@@ -14,7 +15,9 @@ import re
 
 import pytest
 
-from policy.sqlscan import fast_fingerprint, names_statements
+from tests.support.builds import PURE, implementations
+
+SCANS = implementations("policy.sqlscan")
 
 # ---------------------------------------------------------------- the reference (regexes)
 # policy/fingerprint.py's fast path as it was written before it moved to C.
@@ -45,7 +48,23 @@ def reference_fingerprint(sql: str, dialect: str) -> str | None:
 
 
 def scanned(sql: str, dialect: str = "postgres", max_opens: int = 1 << 30) -> str | None:
-    return fast_fingerprint(sql, f"{dialect}\x00F\x00".encode(), max_opens)
+    """The key every implementation gives `sql`: they must agree."""
+    prefix = f"{dialect}\x00F\x00".encode()
+    keys = {name: scan.fast_fingerprint(sql, prefix, max_opens) for name, scan in SCANS.items()}
+    assert len(set(keys.values())) == 1, (sql, keys)
+    key: str | None = keys["pure"]
+    return key
+
+
+def names_statements(sql: str) -> bool:
+    """What every implementation says of `sql`: they must agree."""
+    said = {name: scan.names_statements(sql) for name, scan in SCANS.items()}
+    assert len(set(said.values())) == 1, (sql, said)
+    return bool(said["pure"])
+
+
+def test_both_implementations_are_here_unless_the_tree_is_pure() -> None:
+    assert sorted(SCANS) == (["pure"] if PURE else ["compiled", "pure"])
 
 
 # ---------------------------------------------------------------- fast_fingerprint
@@ -218,3 +237,25 @@ def test_names_statements_matches_the_regex_on_random_text() -> None:
     for _ in range(50_000):
         sql = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
         assert names_statements(sql) is (_NAMES_STATEMENTS.search(sql) is not None), repr(sql)
+
+
+def test_a_negative_bracket_allowance_refuses_every_text() -> None:
+    assert scanned("select 1", max_opens=-1) is None
+    assert scanned("select 1", max_opens=0) is not None
+
+
+@pytest.mark.parametrize("name", sorted(SCANS))
+def test_wrong_argument_types_are_refused(name: str) -> None:
+    scan = SCANS[name]
+    with pytest.raises(TypeError):
+        scan.fast_fingerprint(None, b"p", 1)
+    with pytest.raises(TypeError):
+        scan.fast_fingerprint(b"select 1", b"p", 1)
+    with pytest.raises(TypeError):
+        scan.fast_fingerprint("select 1", "p", 1)
+    with pytest.raises(TypeError):
+        scan.fast_fingerprint("select 1", b"p", 1.5)
+    with pytest.raises(TypeError):
+        scan.names_statements(None)
+    with pytest.raises(TypeError):
+        scan.names_statements(b"prepare")
