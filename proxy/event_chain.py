@@ -7,7 +7,7 @@ module. Both write the same bytes for the same calls, clock readings and sequenc
 tests/proxy/test_event_chain.py holds each to msgpack and hashlib, and the two to each
 other, so a transcript written by either verifies under either.
 
-An event is the msgpack map {"seq", "ts", "kind", "data", "prev"} (proxy/transcript.py
+An event is the msgpack map {"seq", "ts", "kind", "data", "prev"} (proxy/recording/format.py
 describes the format), written as msgpack-python's Packer (use_bin_type=True) packs it,
 with its `data` packed by the caller (`append`) or from the fields (`statement`,
 `result_tag`). "prev" is the hex SHA-256 of the event before (64 zeros for the first).

@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Transcript events as bytes: their msgpack encoding and their SHA-256 chain, in C.
 
-An event is the msgpack map {"seq", "ts", "kind", "data", "prev"} (proxy/transcript.py
+An event is the msgpack map {"seq", "ts", "kind", "data", "prev"} (proxy/recording/format.py
 describes the format). `EventChain` writes that map around a `data` map packed by
 msgpack (`append`), or, for the two events every statement makes, packs the whole
 record itself (`statement`, `result_tag`), byte for byte as msgpack-python's Packer

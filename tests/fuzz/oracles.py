@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.transcript import STATEMENT, read_transcript
+from proxy.recording.format import STATEMENT
+from proxy.recording.verifier import read_transcript
 
 #: log_line_prefix of the fuzz cluster: application name and backend pid.
 LOG_LINE_PREFIX = "%a|%p|"

@@ -36,7 +36,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from protocols.postgres import messages as m
 from proxy import pg_gate
-from proxy.transcript import read_transcript, transcripts_dir
+from proxy.recording.format import transcripts_dir
+from proxy.recording.verifier import read_transcript
 from tests.fuzz import oracles, pgwire
 from tests.support.approvals import rule as approval_rule
 from tests.support.gateway import RunningGateway, gateway_document, start_gateway

@@ -391,26 +391,27 @@ def test_both_chains_refuse_the_same_calls_the_same_way() -> None:
         assert raised[0] is raised[1], (method, args, raised)
 
 
-TRANSCRIPTS = implementations("proxy.transcript")
+WRITERS = implementations("proxy.recording.writer")
 
 
-@pytest.mark.parametrize("verifier", sorted(TRANSCRIPTS))
+@pytest.mark.parametrize("build", sorted(WRITERS))
 @pytest.mark.parametrize("writer", sorted(CHAINS))
 def test_a_transcript_written_by_either_chain_verifies_under_either(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str, verifier: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str, build: str
 ) -> None:
-    """A whole session recorded through proxy.transcript with one chain, verified by the
-    other build of the transcript module (the pure one, or the compiled one), and the same
-    file, byte for byte, whichever chain wrote it."""
-    from proxy import transcript
+    """A whole session recorded through either build of the transcript writer (the pure
+    one, or the compiled one) with each chain verifies, and the file is the same, byte
+    for byte, whichever chain wrote it."""
+    from proxy.recording.verifier import verify
     from proxy.signing import SigningKey
 
+    module = WRITERS[build]
     key = SigningKey.generate()
     files = {}
     for name in sorted(CHAINS):
-        monkeypatch.setattr(transcript, "EventChain", CHAINS[name])
+        monkeypatch.setattr(module, "EventChain", CHAINS[name])
         clock = Clock()
-        recorder = transcript.Recorder(tmp_path / name, key, clock=clock)
+        recorder = module.Recorder(tmp_path / name, key, clock=clock)
         recording = recorder.open("3f2a9c1e5b7d4e0f8a6c2b1d9e7f5a3c", {"target": "orders"})
         assert isinstance(recording.chain, CHAINS[name])
         schedule = Schedule(recording.chain, clock, seed=3)
@@ -418,7 +419,7 @@ def test_a_transcript_written_by_either_chain_verifies_under_either(
             schedule.step(records_only=True)
         recording.seal({"reason": "client closed the connection"})
         files[name] = recording.path
-    result = TRANSCRIPTS[verifier].verify(files[writer], key.public_key)
+    result = verify(files[writer], key.public_key)
     assert (result.status, result.problems) == ("valid", [])
     assert result.events == schedule.seq + 2  # the start and the end events
     contents = {path.read_bytes() for path in files.values()}
