@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Protocol
 
 from policy.classify import StatementClass, Verdict
 from policy.identity import Identity
-from policy.rules import Action as RuleAction
+from policy.judge import Ruling, judge
 from policy.rules import EffectivePolicy, HoldMode
 from protocols.errors import (
     AirlockError,
@@ -69,8 +69,6 @@ class Gate(Protocol):
 
     #: Until then (clock time), statements that need approval run: a session grant.
     session_grant_until: float
-
-    def allowed(self, verdict: Verdict) -> bool: ...
 
 
 class GatedSession:
@@ -242,18 +240,19 @@ class GatedSession:
         assert identity is not None
         assert target is not None
         statement_class = verdict.statement_class.value
-        if gate.allowed(verdict) or policy.action_for(statement_class) is RuleAction.ALLOW:
+        hub, now = self.listener.hub, self.listener.clock()
+        judgement = judge(statement_class, policy, gate.session_grant_until, now)
+        if judgement.allows:
             # (A gate under on_failure: refuse leaves allowed classes that may change data
             # to this path, to be recorded durably first.)
             return None, "allow"
         reasons = "; ".join(verdict.reasons)
-        if policy.action_for(statement_class) is not RuleAction.APPROVE:
+        if judgement.ruling is Ruling.DENY:
             log.info("session %s: %s statement denied by policy", self.id, statement_class)
             return StatementDenied(
                 f'{statement_class} statements are not allowed on target "{target.name}"',
                 detail=reasons or None,
             ), "deny"
-        hub, now = self.listener.hub, self.listener.clock()
         session_grant = hub.store.session_grant(self.id, now)
         if session_grant is not None and session_grant.expires_at is not None:
             # Approved for this session after the statement stopped waiting (reject mode,
@@ -288,7 +287,7 @@ class GatedSession:
         )
         self._requested = True
         self.record("approval.requested", _request_event(request))
-        if policy.hold is HoldMode.REJECT:
+        if judgement.hold is HoldMode.REJECT:
             return StatementDenied(
                 f"{statement_class} statement needs approval: request {request.id}",
                 detail=reasons or None,

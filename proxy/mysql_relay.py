@@ -42,7 +42,7 @@ from typing import Protocol
 
 from policy.classify import KILL_REASON, StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
-from policy.rules import Action as RuleAction
+from policy.judge import Ruling, class_rulings, judge
 from policy.rules import EffectivePolicy
 from policy.scope import exposed, scope_refusal
 from protocols.errors import (
@@ -217,9 +217,11 @@ class MySqlGate:
         self.databases = databases
         self.statements: dict[int, PreparedStatement] = {}
         self.session_grant_until = 0.0
-        self._allow = {
-            cls: policy.action_for(cls.value) is RuleAction.ALLOW for cls in StatementClass
-        }
+        # Per class, the judge's answer without a grant: allowed, or held (`approve`:
+        # those the judge lets through under a session grant).
+        rulings = class_rulings(policy, [cls.value for cls in StatementClass])
+        self._allow = {cls: rulings[cls.value].allows for cls in StatementClass}
+        self._grantable = {cls: rulings[cls.value].ruling is Ruling.HOLD for cls in StatementClass}
         # A KILL is carried out by the session (never forwarded as it is), and a statement
         # that would change how statements lex is refused whatever the rule: both are admin,
         # so admin statements never run from the hot path, even where the rule allows them.
@@ -234,9 +236,7 @@ class MySqlGate:
 
     def allowed(self, verdict: Verdict) -> bool:
         """The policy lets it run now: its class is allowed, or a session grant holds."""
-        if self._allow[verdict.statement_class]:
-            return True
-        return self.needs_approval(verdict) and self.clock() < self.session_grant_until
+        return self._allow[verdict.statement_class] or self._granted(verdict)
 
     def admits(self, verdict: Verdict) -> bool:
         """It may run from the hot path, without the session looking at it."""
@@ -244,7 +244,16 @@ class MySqlGate:
             return True
         if verdict.statement_class in self._cold:
             return False
-        return self.needs_approval(verdict) and self.clock() < self.session_grant_until
+        return self._granted(verdict)
+
+    def _granted(self, verdict: Verdict) -> bool:
+        """The judge lets a statement its rules hold run under the session's grant."""
+        statement_class = verdict.statement_class
+        if not self._grantable[statement_class]:
+            return False
+        return judge(
+            statement_class.value, self.policy, self.session_grant_until, self.clock()
+        ).allows
 
     def class_admits(self, verdict: Verdict) -> bool:
         """A prepared statement of this verdict runs from the hot path under the policy
@@ -273,9 +282,6 @@ class MySqlGate:
             f'access denied: database "{name}" is not exposed by this target',
             hint=f"this target exposes: {', '.join(sorted(self.databases)) or '(none)'}",
         )
-
-    def needs_approval(self, verdict: Verdict) -> bool:
-        return self.policy.action_for(verdict.statement_class.value) is RuleAction.APPROVE
 
     def execution(self, payload: bytes) -> Execution:
         """Decode a COM_STMT_EXECUTE for the approver (slow path only)."""

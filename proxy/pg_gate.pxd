@@ -56,6 +56,7 @@ cdef class PgGate:
     cdef list _describing
     cdef Py_ssize_t _barrier
     cdef dict _allow
+    cdef dict _grantable
     cdef dict _hot
     cdef frozenset _cold
 

@@ -43,7 +43,8 @@ from typing import NamedTuple
 
 from policy.classify import CLASS_NAMES, StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
-from policy.rules import Action, EffectivePolicy
+from policy.judge import Ruling, class_rulings, judge
+from policy.rules import EffectivePolicy
 from policy.sqlscan import names_statements
 from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
@@ -196,8 +197,11 @@ class PgGate:
         self._describing: list[tuple[int, bytes]] = []  # statement Describes: (unit, name)
         #: Messages of units after this one wait until the server has answered it.
         self._barrier = -1
-        # Per class: allowed without a decision? (`approve` classes are, under a grant.)
-        self._allow = {cls: policy.action_for(cls.value) is Action.ALLOW for cls in StatementClass}
+        # Per class, the judge's answer without a grant: allowed without a decision, or
+        # held (`approve`: those the judge lets through under a session grant).
+        rulings = class_rulings(policy, [cls.value for cls in StatementClass])
+        self._allow = {cls: rulings[cls.value].allows for cls in StatementClass}
+        self._grantable = {cls: rulings[cls.value].ruling is Ruling.HOLD for cls in StatementClass}
         #: Classes never admitted here, on the hot path, even when allowed or granted: the
         #: session records their statements on disk first (recording.on_failure: refuse),
         #: or switches to the target's write role around them.
@@ -425,12 +429,14 @@ class PgGate:
 
     def allowed(self, verdict: Verdict) -> bool:
         """Runs without a decision: its class is allowed, or approved for this session."""
-        if self._allow[verdict.statement_class]:
+        statement_class = verdict.statement_class
+        if self._allow[statement_class]:
             return True
-        return self.needs_approval(verdict) and self.clock() < self.session_grant_until
-
-    def needs_approval(self, verdict: Verdict) -> bool:
-        return self.policy.action_for(verdict.statement_class.value) is Action.APPROVE
+        if not self._grantable[statement_class]:
+            return False
+        return judge(
+            statement_class.value, self.policy, self.session_grant_until, self.clock()
+        ).allows
 
     def query_verdict(self, sql: str, verdict: Verdict) -> Verdict:
         """A simple Query's verdict in this session: SQL FETCH or MOVE of a portal that

@@ -19,7 +19,7 @@ from typing import Any
 
 from policy.classify import CLASS_NAMES, LEXER_REASON, StatementClass, Verdict
 from policy.identity import Identity
-from policy.rules import Action as RuleAction
+from policy.judge import judge
 from policy.rules import effective_policy
 from protocols.errors import (
     AirlockError,
@@ -500,7 +500,7 @@ class PgSession(GatedSession):
             verdict = await self._classify(sql)
             statement_class = CLASS_NAMES[verdict.statement_class]
             lexer = any(reason.endswith(LEXER_REASON) for reason in verdict.reasons)
-            if lexer or policy.action_for(statement_class) is not RuleAction.ALLOW:
+            if lexer or not judge(statement_class, policy).allows:
                 raise StatementDenied(
                     f'startup parameter "{setting.name}" is refused: the equivalent SET is '
                     f"{statement_class}, which your rules do not allow"
