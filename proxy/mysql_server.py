@@ -71,11 +71,10 @@ from proxy.mysql_relay import (
     SendToServer,
     error_packet,
     is_kill,
-    parameters_key,
     parse_kill,
 )
 from proxy.mysql_upstream import PacketStream, connect_upstream, kill_query
-from proxy.store import Parameter
+from proxy.parameters import NO_PARAMETERS_KEY, Parameter
 
 log = logging.getLogger("airlock.mysql")
 
@@ -675,7 +674,7 @@ class MySqlSession(GatedSession):
             if outside is not None:
                 self._statement_ran(text, verdict, None, "deny")
                 return relay.release(forward=False, error=outside)
-            refusal, decision = await self._judge(text, verdict, (), parameters_key(()))
+            refusal, decision = await self._judge(text, verdict, (), NO_PARAMETERS_KEY)
             self._statement_ran(text, verdict, None, decision)
             if refusal is None:
                 await self.record_durably(verdict.statement_class)

@@ -34,12 +34,10 @@ The picture follows what the server really does, never what the client asked for
 from __future__ import annotations
 
 import datetime
-import hashlib
 import re
 import struct
 import uuid
 from collections.abc import Callable
-from typing import NamedTuple
 
 from policy.classify import CLASS_NAMES, StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
@@ -49,7 +47,13 @@ from policy.sqlscan import names_statements
 from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
 from proxy.event_chain import EventChain
-from proxy.store import Parameter
+from proxy.parameters import (
+    NO_PARAMETERS_KEY,
+    BoundValue,
+    Execution,
+    Parameter,
+    parameters_key,
+)
 
 _Q, _P, _B, _E, _C, _D = (ord(c) for c in "QPBECD")
 
@@ -485,7 +489,7 @@ class PgGate:
         digest of the exact bound values (a retry must bind the same ones)."""
         portal = self.portals.get(execute.portal.encode())
         if portal is None or portal.statement is None:
-            return Execution("", UNPREPARED, (), _digest(b""), None, ())
+            return Execution("", UNPREPARED, (), NO_PARAMETERS_KEY)
         bind = m.decode_frontend(portal.bind)
         assert isinstance(bind, m.Bind)
         statement = portal.statement
@@ -494,38 +498,24 @@ class PgGate:
             statement.sql,
             statement.verdict,
             describe_parameters(bind, types),
-            parameters_key(bind),
+            parameters_key(bound_values(bind, statement.declared_types)),
             portal.bind,
             types,
         )
 
 
-class Execution(NamedTuple):
-    sql: str
-    verdict: Verdict
-    parameters: tuple[Parameter, ...]
-    key: str
-    bind: bytes | None
-    types: tuple[int, ...]
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def parameters_key(bind: m.Bind | None) -> str:
-    """A digest of exactly what was bound: formats and bytes of every value."""
-    if bind is None:
-        return _digest(b"")
-    h = hashlib.sha256()
+def bound_values(bind: m.Bind, declared_types: tuple[int, ...]) -> tuple[BoundValue, ...]:
+    """Exactly what a Bind binds, for its retry key: each value's declared type (0: the
+    server infers it), format and bytes."""
     formats = bind.param_formats
-    for index, value in enumerate(bind.params):
-        fmt = formats[0] if len(formats) == 1 else (formats[index] if formats else 0)
-        if value is None:
-            h.update(b"N")
-        else:
-            h.update(b"%d:%d:" % (fmt, len(value)) + value)
-    return h.hexdigest()
+    return tuple(
+        BoundValue(
+            declared_types[index] if index < len(declared_types) else 0,
+            formats[0] if len(formats) == 1 else (formats[index] if formats else 0),
+            value,
+        )
+        for index, value in enumerate(bind.params)
+    )
 
 
 # --- parameter values as an approver sees them

@@ -41,7 +41,8 @@ from proxy.classifying import StatementTooLarge
 from proxy.credentials import Credential, is_credential_name
 from proxy.gated_session import GatedSession
 from proxy.listener import Listener
-from proxy.pg_gate import ADMIT, ALLOW, WAIT, PgGate, parameters_key
+from proxy.parameters import NO_PARAMETERS_KEY
+from proxy.pg_gate import ADMIT, ALLOW, WAIT, PgGate
 from proxy.pg_relay import (
     Action,
     EndSession,
@@ -656,7 +657,7 @@ class PgSession(GatedSession):
             except StatementTooLarge as too_large:
                 return too_large
             refusal, decision = await self.gatekeep(
-                gate, message.sql, verdict, (), parameters_key(None)
+                gate, message.sql, verdict, (), NO_PARAMETERS_KEY
             )
             self._statement_ran(message.sql, verdict, None, (), decision)
             if refusal is None:
