@@ -20,16 +20,18 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
 from policy.classify import StatementClass, Verdict
 from policy.identity import Identity
 from policy.judge import Ruling, judge
-from policy.rules import EffectivePolicy, HoldMode
+from policy.rules import EffectivePolicy, HoldMode, effective_policy
 from protocols.errors import (
     AirlockError,
+    AuthorizationDenied,
     HoldTimedOut,
+    InsecureTransport,
     LoginTimedOut,
     MessageTooLarge,
     QueryCanceled,
@@ -37,9 +39,13 @@ from protocols.errors import (
     RecordingUnavailable,
     SessionExpired,
     StatementDenied,
+    UpstreamUnavailable,
 )
+from proxy.actions import EndSession, SendToClient, SendToServer
+from proxy.addresses import is_loopback
 from proxy.approvals import ApprovalHub
 from proxy.channel import Channel, ConnectionClosed
+from proxy.classifying import Classifiers
 from proxy.config import Settings, TargetSettings
 from proxy.store import APPROVED, DENIED, WITHDRAWN, ApprovalRequest, NewRequest, Parameter
 from proxy.transcript import Recorder, SessionRecording, TranscriptError
@@ -60,8 +66,11 @@ class SessionHost(Protocol):
     hub: ApprovalHub
     recorder: Recorder | None
     clock: Callable[[], float]
+    classifiers: Classifiers
     #: Statements decided in every session of the listener.
     statements: int
+    #: The sessions relaying now.
+    sessions: set[Any]
 
 
 class Gate(Protocol):
@@ -71,9 +80,25 @@ class Gate(Protocol):
     session_grant_until: float
 
 
+#: The verdict on statement text that is not valid in the connection's character set.
+NOT_TEXT = Verdict(
+    StatementClass.UNKNOWN,
+    ("the statement is not valid text in the connection's character set",),
+)
+
+
 class GatedSession:
-    #: "postgres" or "mysql": the transcript's and the approval request's protocol.
+    """The protocol-neutral part of a client session. A protocol's session adds its login,
+    its relay, and these hooks: `_detach` (leave the listener's tables, stop what runs
+    upstream), `_error_reply` and `_upstream_goodbye` (what the wire says at the end),
+    `_quiet_close` (an upstream close the session expects), `_decision` (decide a held
+    message: the relay's actions once it is released)."""
+
+    #: "postgres" or "mysql": the transcript's and the approval request's protocol, and
+    #: the classifier's dialect.
     protocol: ClassVar[str]
+    #: What the protocol's relay holds ("message", "command"), for the log.
+    held_noun: ClassVar[str]
     client_side: Channel
 
     def __init__(self, listener: SessionHost) -> None:
@@ -96,12 +121,81 @@ class GatedSession:
         self._requested = False  # this session has made approval requests
         self._deadline: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] | None = None  # set by end()
+        self.server_side: Channel | None = None
+        self._deciding: asyncio.Task[None] | None = None  # decides the held message
+        # Result rows captured (recording.capture_rows) for the running statement, while
+        # the session's max_row_bytes lasts.
+        self._rows: list[bytes] = []
+        self._row_bytes_left = 0
+        self._rows_cut = False
 
     def end(
-        self, reason: str, error: AirlockError | None = None, *, cancel_running: bool = False
+        self,
+        reason: str,
+        error: AirlockError | None = None,
+        *,
+        cancel_running: bool = False,
+        sequence: int | None = None,
     ) -> None:
-        """Close both sides once; `error`, if any, goes to the client first, and
-        `cancel_running` stops a statement the upstream is still running."""
+        """Close both sides once; `error`, if any, goes to the client first (a MySQL ERR
+        numbered `sequence` when given), and `cancel_running` stops a statement the
+        upstream is still running (closing its socket alone would not: a server notices
+        only when it next writes)."""
+        if self.ended:
+            return
+        self.ended = True
+        self.cancel_deadline()
+        self._detach(cancel_running)
+        self.listener.sessions.discard(self)
+        # A held statement can run no more: its request is withdrawn (and recorded so)
+        # before the transcript is sealed; an approval arriving later is refused.
+        self.withdraw_waiting(f"the session ended: {reason}")
+        self._stop_recording_in_place()
+        self.seal(reason, error)
+        if self._deciding is not None:
+            self._deciding.cancel()
+        self.sessions_gone()
+        if error is not None and not self.client_side.closed:
+            reply = self._error_reply(error, sequence)
+            if reply is not None:
+                self.client_side.write(reply)
+        self.client_side.close()
+        server = self.server_side
+        if server is not None:
+            if not server.closed:
+                goodbye = self._upstream_goodbye()
+                if goodbye is not None:
+                    server.write(goodbye)
+            server.close()
+        if self.identity is not None:
+            log.info("session %s ended: %s", self.id, reason)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    # --- the protocol's hooks
+
+    def _detach(self, cancel_running: bool) -> None:
+        """The session ends: leave the listener's tables; when `cancel_running`, stop a
+        statement the upstream still runs."""
+
+    def _stop_recording_in_place(self) -> None:
+        """The session ends: what records on the relay's hot path records no more."""
+
+    def _error_reply(self, error: AirlockError, sequence: int | None) -> bytes | None:
+        """The bytes that tell the client `error` as the session ends; None: nothing."""
+        raise NotImplementedError
+
+    def _upstream_goodbye(self) -> bytes | None:
+        """What the upstream is told as the session ends (Terminate, COM_QUIT)."""
+        return None
+
+    def _quiet_close(self) -> str | None:
+        """The upstream closes as the session expects (the client asked, or the server
+        said why): the session's end reason; None when the close is unexpected."""
+        return None
+
+    async def _decision(self, held: Any) -> Sequence[object]:
+        """Decide the held message: the relay's actions once it is released."""
         raise NotImplementedError
 
     async def log_in(self) -> bool:
@@ -196,6 +290,59 @@ class GatedSession:
         """The held statement was decided: the client is read as the relay's flow allows."""
         self.client_side.watch_for_close(False)
 
+    def _apply(self, actions: Sequence[object]) -> None:
+        """Carry out the relay's actions: sends, the end, and a hold (any other action: the
+        relay's HoldMessage or HoldCommand), decided off the hot path by `_decision`."""
+        for action in actions:
+            if isinstance(action, SendToServer):
+                assert self.server_side is not None
+                self.server_side.write(action.raw)
+            elif isinstance(action, SendToClient):
+                self.client_side.write(action.raw)
+            elif isinstance(action, EndSession):
+                self.end(action.reason, action.error, sequence=action.sequence)
+                return
+            else:
+                # The client is still read while the statement is decided, so that its
+                # close is seen at once; what it sends waits in the relay. Its earlier
+                # statements' results keep flowing from the server meanwhile.
+                self.hold_started()
+                self._deciding = asyncio.get_running_loop().create_task(self._decide(action))
+
+    async def _decide(self, held: object) -> None:
+        try:
+            actions = await self._decision(held)
+        except AirlockError as error:
+            self.end(f"client protocol error: {error.message}", error)
+            return
+        except Exception:
+            # A bug or a store failure must not leave the client waiting forever.
+            log.exception("session %s: deciding a held %s failed", self.id, self.held_noun)
+            self.end("internal error", AirlockError("internal gateway error"))
+            return
+        self._deciding = None
+        if self.ended:
+            return  # an ended session's held statement never reaches the server
+        self.hold_ended()
+        self._apply(actions)
+
+    async def _classify(self, sql: str | None) -> Verdict:
+        """Raises StatementTooLarge; cold parses are scheduled fairly per session. Text
+        the connection's character set cannot decode (None) is of unknown class."""
+        if sql is None:
+            return NOT_TEXT
+        return await self.listener.classifiers.classify(sql, self.protocol, self)
+
+    def _server_closed(self, exc: BaseException | None) -> None:
+        quiet = self._quiet_close()
+        if quiet is not None:
+            self.end(quiet)
+            return
+        self.end(
+            "upstream closed the connection",
+            UpstreamUnavailable("the upstream server closed the connection"),
+        )
+
     def read_while_held(self, size: int) -> bool:
         """`size` more client bytes arrived behind a held statement. They wait in the
         relay's framer, up to limits.max_message_bytes: a client that sends more is
@@ -230,6 +377,39 @@ class GatedSession:
         """The session ended: its pending approval requests can no longer run."""
         if self._requested:
             self.listener.hub.sessions_gone([self.id])
+
+    # --- login steps both protocols take
+
+    def check_transport(self, tls: bool, hint: str) -> None:
+        """Tokens only over TLS, unless the settings allow plain loopback clients."""
+        if not tls and not (
+            self.listener.settings.allow_insecure_loopback
+            and self.client_address is not None
+            and is_loopback(self.client_address[0])
+        ):
+            raise InsecureTransport("the gateway accepts tokens only over TLS", hint=hint)
+
+    def enter(self, target: TargetSettings) -> EffectivePolicy:
+        """The session is for `target`, under the rules that match its identity."""
+        identity = self.identity
+        assert identity is not None
+        self.target = target
+        self.policy = effective_policy(self.listener.settings.rules, identity.groups, target.name)
+        if self.policy is None:
+            raise AuthorizationDenied(
+                f'no rule lets "{identity.subject}" reach target "{target.name}"',
+                detail=f"groups: {', '.join(sorted(identity.groups)) or '(none)'}",
+            )
+        return self.policy
+
+    def log_session(self, tls: bool) -> None:
+        identity, target = self.identity, self.target
+        assert identity is not None
+        assert target is not None
+        groups = ",".join(sorted(identity.groups))
+        where = self.client_address
+        log.info("session %s: %s (%s) -> %s from %s, tls=%s",
+                 self.id, identity.subject, groups, target.name, where, tls)  # fmt: skip
 
     async def gatekeep(
         self, gate: Gate, sql: str, verdict: Verdict, parameters: tuple[Parameter, ...], key: str
@@ -423,6 +603,44 @@ class GatedSession:
         log.error("session %s ends: its transcript cannot be written: %s", self.id, error)
         self.end("the transcript cannot be written", RecordingFailed(_RECORDING_FAILED),
                  cancel_running=True)  # fmt: skip
+
+    def record_statement(
+        self, sql: str, verdict: Verdict, decision: str, extra: dict[str, Any] | None = None
+    ) -> None:
+        """A statement reached its decision: counted, and recorded with why (its reasons,
+        unless its class allows it) and what the protocol adds (`extra`)."""
+        self.count_statement()
+        recording = self.recording
+        if recording is None:
+            return
+        data: dict[str, Any] = {
+            "sql": sql,
+            "class": verdict.statement_class.value,
+            "decision": decision,
+        }
+        if decision != "allow":
+            data["reasons"] = list(verdict.reasons)  # why it was held, refused or granted
+        if extra:
+            data.update(extra)
+        recording.event("statement", data)
+
+    def capture_row(self, body: bytes) -> None:
+        """A result row, captured (recording.capture_rows) while the session's cap lasts."""
+        if len(body) > self._row_bytes_left:
+            self._row_bytes_left = 0
+            self._rows_cut = True
+            return
+        self._row_bytes_left -= len(body)
+        self._rows.append(body)
+
+    def record_result(self, data: dict[str, Any], rows_key: str) -> None:
+        """A statement's result, with the rows captured for it (under `rows_key`)."""
+        if self._rows or self._rows_cut:
+            data[rows_key], self._rows = self._rows, []
+            if self._rows_cut:
+                data["rows_cut"] = True  # the session's max_row_bytes ran out
+                self._rows_cut = False
+        self.record("result", data)
 
     def record(self, kind: str, data: dict[str, Any]) -> None:
         if self.recording is not None:
