@@ -19,6 +19,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from policy.classify import StatementClass
 from policy.rules import STATEMENT_CLASSES, Action, EffectivePolicy, HoldMode
 
 
@@ -78,3 +79,19 @@ def class_rulings(
 ) -> dict[str, Judgement]:
     """Per class, the judgement without any grant: what a gate's hot-path tables hold."""
     return {cls: judge(cls, policy) for cls in classes}
+
+
+class GateTables:
+    """A gate's per-class tables for its hot path, from the judge's answers without a
+    grant: `allow` (allowed by class), `grantable` (held: a session grant lets it run,
+    which the gate asks `judge`), and `hot` (allowed, and not of the `cold` classes,
+    which the session must see first: recorded durably, run under a write role)."""
+
+    __slots__ = ("allow", "grantable", "hot")
+
+    def __init__(self, policy: EffectivePolicy, cold: Iterable[StatementClass] = ()) -> None:
+        rulings = class_rulings(policy, [cls.value for cls in StatementClass])
+        cold_set = frozenset(cold)
+        self.allow = {cls: rulings[cls.value].allows for cls in StatementClass}
+        self.grantable = {cls: rulings[cls.value].ruling is Ruling.HOLD for cls in StatementClass}
+        self.hot = {cls: allowed and cls not in cold_set for cls, allowed in self.allow.items()}

@@ -80,6 +80,8 @@ class Gate(Protocol):
     session_grant_until: float
 
 
+#: What runs under a target's write role, when it has one: every class but read.
+WRITE_ROLE_CLASSES = frozenset(c for c in StatementClass if c is not StatementClass.READ)
 #: The verdict on statement text that is not valid in the connection's character set.
 NOT_TEXT = Verdict(
     StatementClass.UNKNOWN,
@@ -97,13 +99,11 @@ class GatedSession:
     #: "postgres" or "mysql": the transcript's and the approval request's protocol, and
     #: the classifier's dialect.
     protocol: ClassVar[str]
-    #: What the protocol's relay holds ("message", "command"), for the log.
-    held_noun: ClassVar[str]
-    client_side: Channel
 
-    def __init__(self, listener: SessionHost) -> None:
+    def __init__(self, listener: SessionHost, client_side: Channel) -> None:
         self.id = uuid.uuid4().hex
         self.listener = listener
+        self.client_side = client_side
         self.identity: Identity | None = None
         self.target: TargetSettings | None = None
         self.policy: EffectivePolicy | None = None
@@ -236,6 +236,30 @@ class GatedSession:
         if relaying:
             await self._done
 
+    # --- relaying
+
+    def write_roles(self) -> tuple[str, str] | None:
+        """The target's read and write roles, when it splits them."""
+        target = self.target
+        assert target is not None
+        if target.read_role is not None and target.write_role is not None:
+            return (target.read_role, target.write_role)
+        return None
+
+    def cold_classes(self, roles: tuple[str, str] | None) -> frozenset[StatementClass]:
+        """Classes the gate never admits on its hot path: those whose statements are on
+        disk before they are forwarded, and those that run under the write role."""
+        return self.durable_classes | (WRITE_ROLE_CLASSES if roles else frozenset())
+
+    def relaying(self) -> None:
+        """Both sides are up: the session is the listener's, its time runs, and each
+        side's channel knows its peer (flow control)."""
+        self.listener.sessions.add(self)
+        self.start_deadline()
+        server_side = self.server_side
+        assert server_side is not None
+        self.client_side.peer, server_side.peer = server_side, self.client_side
+
     # --- the session's time
 
     def start_deadline(self) -> None:
@@ -317,7 +341,7 @@ class GatedSession:
             return
         except Exception:
             # A bug or a store failure must not leave the client waiting forever.
-            log.exception("session %s: deciding a held %s failed", self.id, self.held_noun)
+            log.exception("session %s: deciding a held statement failed", self.id)
             self.end("internal error", AirlockError("internal gateway error"))
             return
         self._deciding = None

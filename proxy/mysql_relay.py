@@ -41,7 +41,7 @@ from typing import Protocol
 
 from policy.classify import KILL_REASON, StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
-from policy.judge import Ruling, class_rulings, judge
+from policy.judge import GateTables, judge
 from policy.rules import EffectivePolicy
 from policy.scope import exposed, scope_refusal
 from protocols.errors import (
@@ -203,22 +203,16 @@ class MySqlGate:
         self.databases = databases
         self.statements: dict[int, PreparedStatement] = {}
         self.session_grant_until = 0.0
-        # Per class, the judge's answer without a grant: allowed, or held (`approve`:
-        # those the judge lets through under a session grant).
-        rulings = class_rulings(policy, [cls.value for cls in StatementClass])
-        self._allow = {cls: rulings[cls.value].allows for cls in StatementClass}
-        self._grantable = {cls: rulings[cls.value].ruling is Ruling.HOLD for cls in StatementClass}
-        # A KILL is carried out by the session (never forwarded as it is), and a statement
-        # that would change how statements lex is refused whatever the rule: both are admin,
-        # so admin statements never run from the hot path, even where the rule allows them.
-        self._hot = dict(self._allow)
-        self._hot[StatementClass.ADMIN] = False
-        # Nor the cold classes, session grant or not: the durable ones (recording.on_failure:
+        # Per class, the judge's answer without a grant (see GateTables). A KILL is
+        # carried out by the session (never forwarded as it is), and a statement that would
+        # change how statements lex is refused whatever the rule: both are admin, so admin
+        # statements never run from the hot path, even where the rule allows them. Nor the
+        # cold classes, session grant or not: the durable ones (recording.on_failure:
         # refuse), whose statements the session records on disk before it forwards them,
         # and those that run under the target's write role, which the session switches to.
         self._cold = cold_classes
-        for cls in cold_classes:
-            self._hot[cls] = False
+        tables = GateTables(policy, cold_classes | {StatementClass.ADMIN})
+        self._allow, self._grantable, self._hot = tables.allow, tables.grantable, tables.hot
 
     def allowed(self, verdict: Verdict) -> bool:
         """The policy lets it run now: its class is allowed, or a session grant holds."""

@@ -53,7 +53,7 @@ from protocols.mysql.responses import ResponseTracker
 from proxy.channel import Channel
 from proxy.classifying import StatementTooLarge
 from proxy.credentials import Credential, is_credential_name
-from proxy.gated_session import GatedSession
+from proxy.gated_session import WRITE_ROLE_CLASSES, GatedSession
 from proxy.listener import Listener
 from proxy.mysql_relay import (
     Action,
@@ -72,9 +72,6 @@ from proxy.mysql_upstream import PacketStream, connect_upstream, kill_query
 from proxy.parameters import NO_PARAMETERS_KEY, Parameter
 
 log = logging.getLogger("airlock.mysql")
-
-#: What runs under a target's write role, when it has one: every class but read.
-WRITE_ROLE_CLASSES = frozenset(c for c in StatementClass if c is not StatementClass.READ)
 
 #: What the gateway says it is, before it knows the target. Clients pick features by
 #: the version: an 8.0 would make mysql-connector ask for utf8mb4_0900_ai_ci, which
@@ -143,12 +140,10 @@ async def _first_packet(channel: Channel) -> tuple[Packet, bytes]:
 
 class MySqlSession(GatedSession):
     protocol = "mysql"
-    held_noun = "command"
     listener: MySqlListener
 
     def __init__(self, listener: MySqlListener, client_side: Channel) -> None:
-        super().__init__(listener)
-        self.client_side = client_side
+        super().__init__(listener, client_side)
         self._upstream: Channel
         self.connection_id = listener.new_connection_id()
         self.upstream_thread_id = 0
@@ -391,15 +386,13 @@ class MySqlSession(GatedSession):
         settings = listener.settings
         target = self.target
         assert target is not None
-        roles = None
-        if target.read_role is not None and target.write_role is not None:
-            roles = (target.read_role, target.write_role)
+        roles = self.write_roles()
         self.gate = MySqlGate(
             listener.classifiers.cached("mysql"),
             self.policy,
             listener.clock,
             frozenset(target.databases),
-            cold_classes=self.durable_classes | (WRITE_ROLE_CLASSES if roles else frozenset()),
+            cold_classes=self.cold_classes(roles),
         )
         recording = self.recording is not None
         self.relay = MySqlRelay(
@@ -417,11 +410,9 @@ class MySqlSession(GatedSession):
         self.relay.on_statement = self._statement_admitted
         if recording:
             self._row_bytes_left = settings.recording.max_row_bytes
-        listener.sessions.add(self)
-        self.start_deadline()
+        self.relaying()
         client_side, server_side = self.client_side, self.server_side
         self._upstream = server_side
-        client_side.peer, server_side.peer = server_side, client_side
         server_side.start_relay(self._server_data, self._server_closed)
         if leftover:
             self._server_data(leftover)

@@ -41,7 +41,7 @@ from collections.abc import Callable
 
 from policy.classify import CLASS_NAMES, StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
-from policy.judge import Ruling, class_rulings, judge
+from policy.judge import GateTables, judge
 from policy.rules import EffectivePolicy
 from policy.sqlscan import names_statements
 from protocols.errors import ProtocolViolation
@@ -201,18 +201,13 @@ class PgGate:
         self._describing: list[tuple[int, bytes]] = []  # statement Describes: (unit, name)
         #: Messages of units after this one wait until the server has answered it.
         self._barrier = -1
-        # Per class, the judge's answer without a grant: allowed without a decision, or
-        # held (`approve`: those the judge lets through under a session grant).
-        rulings = class_rulings(policy, [cls.value for cls in StatementClass])
-        self._allow = {cls: rulings[cls.value].allows for cls in StatementClass}
-        self._grantable = {cls: rulings[cls.value].ruling is Ruling.HOLD for cls in StatementClass}
         #: Classes never admitted here, on the hot path, even when allowed or granted: the
         #: session records their statements on disk first (recording.on_failure: refuse),
         #: or switches to the target's write role around them.
         self._cold = cold_classes
-        self._hot = {
-            cls: allowed and cls not in cold_classes for cls, allowed in self._allow.items()
-        }
+        # Per class, the judge's answer without a grant (see GateTables).
+        tables = GateTables(policy, cold_classes)
+        self._allow, self._grantable, self._hot = tables.allow, tables.grantable, tables.hot
 
     # --- the relay's questions
 

@@ -53,9 +53,6 @@ from proxy.store import ApprovalRequest
 
 log = logging.getLogger("airlock.postgres")
 
-#: What runs under a target's write role, when it has one: every class but read.
-WRITE_ROLE_CLASSES = frozenset(c for c in StatementClass if c is not StatementClass.READ)
-
 CANCEL_TIMEOUT_S = 5.0
 #: Room for the largest token we would verify, plus the message envelope.
 _MAX_PASSWORD_MESSAGE_BYTES = 64 * 1024
@@ -160,12 +157,10 @@ class PgListener(Listener["PgSession"]):
 
 class PgSession(GatedSession):
     protocol = "postgres"
-    held_noun = "message"
     listener: PgListener
 
     def __init__(self, listener: PgListener, client_side: Channel) -> None:
-        super().__init__(listener)
-        self.client_side = client_side
+        super().__init__(listener, client_side)
         self.relay: PgRelay | None = None
         self.cancel_key: tuple[int, int] | None = None
         self.gate: PgGate | None = None
@@ -452,16 +447,12 @@ class PgSession(GatedSession):
         ready = upstream.login.ready
         assert ready is not None
         listener = self.listener
-        target = self.target
-        assert target is not None
-        roles = None
-        if target.read_role is not None and target.write_role is not None:
-            roles = (target.read_role, target.write_role)
+        roles = self.write_roles()
         self.gate = PgGate(
             listener.classifiers.cached("postgres"),
             self.policy,
             listener.clock,
-            cold_classes=self.durable_classes | (WRITE_ROLE_CLASSES if roles else frozenset()),
+            cold_classes=self.cold_classes(roles),
         )
         chain = None if self.recording is None else self.recording.chain
         recording = chain is not None
@@ -484,10 +475,8 @@ class PgSession(GatedSession):
         if not capture:
             self.relay.chain = chain  # records tags: no rows go with them
         self.relay.server_parameters.update({p.name: p.value for p in upstream.login.parameters})
-        listener.sessions.add(self)
-        self.start_deadline()
+        self.relaying()
         client_side, server_side = self.client_side, upstream.channel
-        client_side.peer, server_side.peer = server_side, client_side
         assert client_side.transport is not None
         assert server_side.transport is not None
         # Whole messages pass straight from one transport to the other (Pipe); the
