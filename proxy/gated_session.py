@@ -25,35 +25,62 @@ from typing import Any, ClassVar, Protocol
 
 from policy.classify import StatementClass, Verdict
 from policy.identity import Identity
-from policy.judge import Ruling, judge
-from policy.rules import EffectivePolicy, HoldMode, effective_policy
+from policy.rules import EffectivePolicy, effective_policy
 from protocols.errors import (
     AirlockError,
     AuthorizationDenied,
-    HoldTimedOut,
     InsecureTransport,
     LoginTimedOut,
     MessageTooLarge,
-    QueryCanceled,
     RecordingFailed,
     RecordingUnavailable,
-    SessionExpired,
-    StatementDenied,
     UpstreamUnavailable,
 )
-from proxy.actions import EndSession, SendToClient, SendToServer
+from proxy.actions import EndSession as EndRelay
+from proxy.actions import SendToClient, SendToServer
 from proxy.addresses import is_loopback
 from proxy.approvals import ApprovalHub
 from proxy.channel import Channel, ConnectionClosed
 from proxy.classifying import Classifiers
 from proxy.config import Settings, TargetSettings
-from proxy.store import APPROVED, DENIED, WITHDRAWN, ApprovalRequest, NewRequest, Parameter
+from proxy.session_core import CLIENT_DISCONNECTED as CLIENT_DISCONNECTED
+from proxy.session_core import RECORDING_BROKE as _RECORDING_FAILED
+from proxy.session_core import (
+    Action,
+    AnnounceHold,
+    ApprovalDecided,
+    ApprovalRequested,
+    AwaitDecision,
+    CancelRequested,
+    ClientClosed,
+    DeadlineReached,
+    Durable,
+    EndSession,
+    Event,
+    Forward,
+    GrantSession,
+    LookUpSessionGrant,
+    MakeDurable,
+    Record,
+    RecordingBroke,
+    Refuse,
+    RequestApproval,
+    SessionCore,
+    SessionEnded,
+    SessionGrantFound,
+    StatementGrantFound,
+    StatementReady,
+    TimeUp,
+    UseGrant,
+    UseStatementGrant,
+    Withdraw,
+    decision_event,
+)
+from proxy.store import ApprovalRequest, NewRequest, Parameter
 from proxy.transcript import Recorder, SessionRecording, TranscriptError
 
 log = logging.getLogger("airlock.session")
 
-#: Why a held statement's request is withdrawn when its client closes the connection.
-CLIENT_DISCONNECTED = "the client disconnected"
 #: Under `recording.on_failure: refuse`, statements of these classes are on disk (written
 #: and fsynced) before they are forwarded: every class that may change data.
 DURABLE_CLASSES = frozenset(c for c in StatementClass if c is not StatementClass.READ)
@@ -115,7 +142,8 @@ class GatedSession:
         self.durable_classes: frozenset[StatementClass] = frozenset()
         self.statements = 0
         self.ended = False
-        self._waiting_for: str | None = None  # the approval request a held statement awaits
+        #: Decides what needs a decision (sans-I/O; this class carries out its actions).
+        self.core: SessionCore | None = None
         #: Client bytes read since a statement was held (see `read_while_held`).
         self._read_while_held = 0
         self._requested = False  # this session has made approval requests
@@ -284,9 +312,7 @@ class GatedSession:
 
     def _expire(self, reason: str) -> None:
         # The session is over: a statement still running would finish unobserved.
-        self.end(
-            reason, SessionExpired(f"session ended by the gateway: {reason}"), cancel_running=True
-        )
+        self.session_event(TimeUp(reason))
 
     # --- the hold
 
@@ -296,13 +322,29 @@ class GatedSession:
     def withdraw_waiting(self, reason: str) -> bool:
         """Withdraw the approval request a held statement waits for; False when none.
         The statement is then never forwarded, and nobody can approve the request."""
-        request_id, self._waiting_for = self._waiting_for, None
-        if request_id is None:
-            return False
-        withdrawn = self.listener.hub.withdraw(request_id, reason)
-        if withdrawn is not None:
-            self.record("approval.decided", _decision_event(withdrawn))
-        return True
+        return bool(self.session_event(CancelRequested(reason)))
+
+    def _core(self) -> SessionCore:
+        core = self.core
+        if core is None:
+            target = self.target
+            core = self.core = SessionCore(self.policy, "" if target is None else target.name)
+        return core
+
+    def session_event(self, event: Event) -> list[Action]:
+        """Something happened to the session (not to the statement being decided, which
+        `gatekeep` follows): the core's actions, carried out at once."""
+        actions = self._core().handle(event)
+        for action in actions:
+            if isinstance(action, Withdraw):
+                withdrawn = self.listener.hub.withdraw(action.request_id, action.reason)
+                if withdrawn is not None:
+                    self.record("approval.decided", decision_event(withdrawn))
+            elif isinstance(action, EndSession):
+                self.end(action.reason, action.error, cancel_running=action.cancel_running)
+            else:
+                raise AssertionError(f"not an action outside a decision: {action!r}")
+        return actions
 
     def hold_started(self) -> None:
         """A statement is held: the client is still read (its close must be seen at once:
@@ -323,7 +365,7 @@ class GatedSession:
                 self.server_side.write(action.raw)
             elif isinstance(action, SendToClient):
                 self.client_side.write(action.raw)
-            elif isinstance(action, EndSession):
+            elif isinstance(action, EndRelay):
                 self.end(action.reason, action.error, sequence=action.sequence)
                 return
             else:
@@ -391,11 +433,7 @@ class GatedSession:
     def _client_closed(self, exc: BaseException | None) -> None:
         """The client closed its connection (or it broke): a statement held for approval
         is withdrawn before anything else, then the session ends."""
-        self.withdraw_waiting(CLIENT_DISCONNECTED)
-        self.end(
-            "client closed the connection" if exc is None else f"client connection lost: {exc}",
-            cancel_running=True,
-        )
+        self.session_event(ClientClosed(None if exc is None else str(exc)))
 
     def sessions_gone(self) -> None:
         """The session ended: its pending approval requests can no longer run."""
@@ -438,39 +476,73 @@ class GatedSession:
     async def gatekeep(
         self, gate: Gate, sql: str, verdict: Verdict, parameters: tuple[Parameter, ...], key: str
     ) -> tuple[AirlockError | None, str]:
-        """(None to forward, else the refusal; the decision as the transcript says it)."""
+        """Decide a statement: (None to forward, else the refusal; the decision as the
+        transcript says it). The session core decides; this carries out its actions and
+        feeds their outcome back, until it forwards or refuses."""
         policy, identity, target = self.policy, self.identity, self.target
         assert policy is not None
         assert identity is not None
         assert target is not None
-        statement_class = verdict.statement_class.value
+        core = self._core()
         hub, now = self.listener.hub, self.listener.clock()
-        judgement = judge(statement_class, policy, gate.session_grant_until, now)
-        if judgement.allows:
-            # (A gate under on_failure: refuse leaves allowed classes that may change data
-            # to this path, to be recorded durably first.)
-            return None, "allow"
-        reasons = "; ".join(verdict.reasons)
-        if judgement.ruling is Ruling.DENY:
-            log.info("session %s: %s statement denied by policy", self.id, statement_class)
-            return StatementDenied(
-                f'{statement_class} statements are not allowed on target "{target.name}"',
-                detail=reasons or None,
-            ), "deny"
-        session_grant = hub.store.session_grant(self.id, now)
-        if session_grant is not None and session_grant.expires_at is not None:
-            # Approved for this session after the statement stopped waiting (reject mode,
-            # a timeout): the session holds the grant from now on.
-            gate.session_grant_until = session_grant.expires_at
-            log.info("session %s: statement runs under approval %s", self.id, session_grant.id)
-            return None, f"approved for the session ({session_grant.id})"
-        grant = hub.store.use_statement_grant(
-            subject=identity.subject, target=target.name, sql=sql, params_key=key, now=now
+        actions = core.handle(
+            StatementReady(sql, verdict, parameters, key, now, gate.session_grant_until)
         )
-        if grant is not None:
-            log.info("session %s: statement runs under approval %s", self.id, grant.id)
-            return None, f"approved ({grant.id})"
-        request = hub.request(
+        while True:
+            event: Event | None = None
+            for action in actions:
+                if isinstance(action, Forward):
+                    if action.decision.startswith("approved"):
+                        log.info("session %s: statement runs under %s", self.id, action.decision)
+                    return None, action.decision
+                if isinstance(action, Refuse):
+                    if action.decision == "deny":
+                        log.info("session %s: %s statement denied by policy", self.id,
+                                 verdict.statement_class.value)  # fmt: skip
+                    return action.error, action.decision
+                if isinstance(action, LookUpSessionGrant):
+                    event = SessionGrantFound(hub.store.session_grant(self.id, now))
+                elif isinstance(action, UseStatementGrant):
+                    grant = hub.store.use_statement_grant(
+                        subject=identity.subject,
+                        target=target.name,
+                        sql=action.sql,
+                        params_key=action.key,
+                        now=now,
+                    )
+                    event = StatementGrantFound(grant)
+                elif isinstance(action, GrantSession):
+                    gate.session_grant_until = action.until
+                elif isinstance(action, UseGrant):
+                    hub.store.use_grant(action.request_id, self.listener.clock())
+                elif isinstance(action, RequestApproval):
+                    event = ApprovalRequested(self._request(action))
+                elif isinstance(action, Record):
+                    self.record(action.kind, action.data)
+                elif isinstance(action, AnnounceHold):
+                    self.announce_hold(action.request)
+                elif isinstance(action, AwaitDecision):
+                    decided = await hub.wait(action.request_id, action.timeout_s)
+                    if self.ended:
+                        event = SessionEnded()
+                    elif decided is None:
+                        event = DeadlineReached()
+                    else:
+                        event = ApprovalDecided(decided)
+                elif isinstance(action, MakeDurable):
+                    await self.flush_recording()
+                    event = SessionEnded() if self.ended else Durable()
+                else:
+                    raise AssertionError(f"not an action of a decision: {action!r}")
+            assert event is not None, actions
+            actions = core.handle(event)
+
+    def _request(self, action: RequestApproval) -> ApprovalRequest:
+        policy, identity, target = self.policy, self.identity, self.target
+        assert policy is not None
+        assert identity is not None
+        assert target is not None
+        request = self.listener.hub.request(
             NewRequest(
                 session_id=self.id,
                 subject=identity.subject,
@@ -478,59 +550,19 @@ class GatedSession:
                 email=identity.email,
                 target=target.name,
                 protocol=self.protocol,
-                sql=sql,
-                parameters=parameters,
-                params_key=key,
-                statement_class=statement_class,
-                reasons=verdict.reasons,
-                hold=policy.hold.value,
+                sql=action.sql,
+                parameters=action.parameters,
+                params_key=action.key,
+                statement_class=action.verdict.statement_class.value,
+                reasons=action.verdict.reasons,
+                hold=action.hold.value,
                 approver_groups=tuple(sorted(policy.approvers)),
                 grant_ttl_s=policy.grant_ttl_s,
             ),
             policy.webhooks,
         )
         self._requested = True
-        self.record("approval.requested", _request_event(request))
-        if judgement.hold is HoldMode.REJECT:
-            return StatementDenied(
-                f"{statement_class} statement needs approval: request {request.id}",
-                detail=reasons or None,
-                hint=f"once an approver runs `airlock approve {request.id}`, "
-                "retry the same statement",
-            ), f"rejected until approved ({request.id})"
-        self.announce_hold(request)
-        self._waiting_for = request.id
-        try:
-            decided = await hub.wait(request.id, policy.hold_timeout_s)
-        finally:
-            self._waiting_for = None
-        if self.ended:
-            # The session ended as the decision arrived: the statement has nowhere to run.
-            return QueryCanceled("the session ended"), f"session ended ({request.id})"
-        if decided is None:
-            return HoldTimedOut(
-                f"approval request {request.id} was not decided in time; it stays pending",
-                hint=f"once `airlock approve {request.id}` is run, retry the same statement",
-            ), f"hold timed out ({request.id})"
-        if decided.state == WITHDRAWN:  # withdraw_waiting recorded it
-            return QueryCanceled("canceling statement due to user request"), (
-                f"withdrawn: {decided.reason} ({request.id})"
-            )
-        self.record("approval.decided", _decision_event(decided))
-        await self.flush_recording()  # the decision is on disk before the statement runs
-        if self.ended:
-            return QueryCanceled("the session ended"), f"session ended ({request.id})"
-        if decided.state == APPROVED:
-            if decided.scope == "session" and decided.expires_at is not None:
-                gate.session_grant_until = decided.expires_at
-            else:
-                hub.store.use_grant(request.id, self.listener.clock())
-            return None, f"approved by {decided.decided_by} ({request.id})"
-        assert decided.state == DENIED, decided.state
-        return StatementDenied(
-            f"denied by {decided.decided_by}: {decided.reason}",
-            detail=f"approval request {request.id}",
-        ), f"denied by {decided.decided_by} ({request.id})"
+        return request
 
     # --- the transcript
 
@@ -625,8 +657,7 @@ class GatedSession:
         if self.recording is None:
             return  # ended already (sealing), or never recorded
         log.error("session %s ends: its transcript cannot be written: %s", self.id, error)
-        self.end("the transcript cannot be written", RecordingFailed(_RECORDING_FAILED),
-                 cancel_running=True)  # fmt: skip
+        self.session_event(RecordingBroke())
 
     def record_statement(
         self, sql: str, verdict: Verdict, decision: str, extra: dict[str, Any] | None = None
@@ -696,38 +727,9 @@ class GatedSession:
         recorder.seal_soon(recording, end)
 
 
-_RECORDING_FAILED = "the gateway cannot record this session any more, so it ends it"
-
-
 def seal_abandoned(recorder: Recorder, opening: asyncio.Future[SessionRecording]) -> None:
     """Seal a transcript whose session ended while it was being opened."""
     if opening.cancelled() or opening.exception() is not None:
         return  # nothing was opened, or nothing is left open (Recorder.open cleans up)
     end = {"reason": "the session ended during login", "error": None, "statements": 0}
     recorder.seal_soon(opening.result(), end)
-
-
-def _request_event(request: ApprovalRequest) -> dict[str, Any]:
-    r = request.request
-    return {
-        "id": request.id,
-        "sql": r.sql,
-        "parameters": [p.to_json() for p in r.parameters],
-        "class": r.statement_class,
-        "hold": r.hold,
-        "approver_groups": list(r.approver_groups),
-    }
-
-
-def _decision_event(request: ApprovalRequest) -> dict[str, Any]:
-    return {
-        "id": request.id,
-        "state": request.state,
-        "by": request.decided_by,
-        "groups": list(request.decided_groups),
-        "at": request.decided_at,
-        "scope": request.scope,
-        "expires_at": request.expires_at,
-        "comment": request.comment,
-        "reason": request.reason,
-    }
