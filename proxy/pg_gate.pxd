@@ -8,6 +8,7 @@ from proxy.event_chain cimport EventChain
 # Message types, as C values.
 cdef int _Q, _P, _B, _E, _C, _D
 cdef int _PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE
+cdef Py_ssize_t _UNIT, _ANSWER, _IS_PORTAL, _NAME, _PREVIOUS
 
 
 @cython.locals(i=Py_ssize_t)
@@ -30,14 +31,6 @@ cdef class Portal:
     cdef public bint approved
 
 
-cdef class _Change:
-    cdef public Py_ssize_t unit
-    cdef public int answer
-    cdef public bint portal
-    cdef public bytes name
-    cdef public object previous
-
-
 cdef class PgGate:
     cdef public CachedClassifier classifier
     cdef public object policy
@@ -55,6 +48,7 @@ cdef class PgGate:
     cdef bint _skipping
     cdef list _describing
     cdef Py_ssize_t _barrier
+    cdef Py_ssize_t _last_bound
     cdef dict _allow
     cdef dict _grantable
     cdef dict _hot
@@ -63,6 +57,7 @@ cdef class PgGate:
     @cython.locals(
         name_end=Py_ssize_t, statement_end=Py_ssize_t, sql_end=Py_ssize_t, subtype=int,
         statement=PreparedStatement, existing=PreparedStatement, found=Portal, types=tuple,
+        changes=list,
         data="const char *",
     )
     cpdef int admit(self, int kind, bytes raw, Py_ssize_t start, Py_ssize_t end) except -1
@@ -71,16 +66,17 @@ cdef class PgGate:
 
     cpdef wait_after(self, Py_ssize_t unit)
 
+    @cython.locals(changes=list)
     cpdef answered(self, int kind)
 
     cpdef failed(self)
 
     cdef _change(self, int answer, bint portal, bytes name, object value)
 
-    @cython.locals(changes=list, change=_Change)
+    @cython.locals(change=tuple, sent=Py_ssize_t)
     cdef bint _unsettled(self, bint portal, bytes name) except -1
 
-    @cython.locals(changes=list, change=_Change, count=Py_ssize_t, table=dict)
+    @cython.locals(changes=list, count=Py_ssize_t, table=dict)
     cdef _undo(self, Py_ssize_t unit)
 
     cpdef bint allowed(self, object verdict) except -1

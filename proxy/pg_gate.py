@@ -132,18 +132,11 @@ class Portal:
         self.approved = False
 
 
-class _Change:
-    """A Parse, Bind or Close forwarded but not yet confirmed: undone if its batch fails
-    first. `answer` is the server's message that confirms it."""
-
-    __slots__ = ("answer", "name", "portal", "previous", "unit")
-
-    def __init__(self, unit: int, answer: int, portal: bool, name: bytes, previous: object) -> None:
-        self.unit = unit
-        self.answer = answer
-        self.portal = portal
-        self.name = name
-        self.previous = previous
+#: A Parse, Bind or Close forwarded but not yet confirmed, undone if its batch fails
+#: first, is kept as a plain tuple (one is made per Bind on the hot path):
+#: (unit, the server message that confirms it, a portal's name?, name, previous value).
+_Change = tuple[int, int, bool, bytes, object]
+_UNIT, _ANSWER, _IS_PORTAL, _NAME, _PREVIOUS = range(5)
 
 
 #: What `admit` answers.
@@ -201,6 +194,7 @@ class PgGate:
         self._describing: list[tuple[int, bytes]] = []  # statement Describes: (unit, name)
         #: Messages of units after this one wait until the server has answered it.
         self._barrier = -1
+        self._last_bound = -1  # the unit of the latest Bind
         #: Classes never admitted here, on the hot path, even when allowed or granted: the
         #: session records their statements on disk first (recording.on_failure: refuse),
         #: or switches to the target's write role around them.
@@ -256,10 +250,16 @@ class PgGate:
                 return DECIDE
             statement_name = data[name_end + 1 : statement_end]
             portal = data[start + 5 : name_end]
-            if self._unsettled(False, statement_name) or self._unsettled(True, portal):
+            changes = self._changes
+            if (
+                changes
+                and changes[0][_UNIT] != self._sent
+                and (self._unsettled(False, statement_name) or self._unsettled(True, portal))
+            ):
                 return WAIT
             statement = self.statements.get(statement_name)
             bound = Portal(statement, data[start:end], self._sent)
+            self._last_bound = self._sent
             self._change(_BIND_COMPLETE, True, portal, bound)
             return ADMIT
         if kind == _E:
@@ -267,7 +267,8 @@ class PgGate:
             if name_end < 0:
                 return DECIDE
             portal = data[start + 5 : name_end]
-            if self._unsettled(True, portal):
+            changes = self._changes
+            if changes and changes[0][_UNIT] != self._sent and self._unsettled(True, portal):
                 return WAIT
             found = self.portals.get(portal)
             if found is None or (statement := found.statement) is None:
@@ -296,7 +297,8 @@ class PgGate:
             if sql_end < 0:
                 return DECIDE
             name = data[start + 5 : name_end]
-            if self._unsettled(False, name):
+            changes = self._changes
+            if changes and changes[0][_UNIT] != self._sent and self._unsettled(False, name):
                 return WAIT
             declared = data[sql_end + 1 : end]
             try:
@@ -322,7 +324,12 @@ class PgGate:
             if subtype != 0x53 and subtype != 0x50:  # 'S', 'P'
                 return DECIDE  # malformed: the slow path says so
             name = data[start + 6 : name_end]
-            if self._unsettled(subtype == 0x50, name):
+            changes = self._changes
+            if (
+                changes
+                and changes[0][_UNIT] != self._sent
+                and self._unsettled(subtype == 0x50, name)
+            ):
                 return WAIT
             self._change(_CLOSE_COMPLETE, subtype == 0x50, name, None)
             return ADMIT
@@ -346,7 +353,7 @@ class PgGate:
     def answered(self, kind: int) -> None:
         """The server confirmed the oldest unconfirmed Parse, Bind or Close."""
         changes = self._changes
-        if not changes or changes[0].answer != kind or changes[0].unit != self._done:
+        if not changes or changes[0][_ANSWER] != kind or changes[0][_UNIT] != self._done:
             raise ProtocolViolation("server answered a message the gateway did not send")
         del changes[0]
 
@@ -368,14 +375,18 @@ class PgGate:
 
     def ready(self, transaction_status: str) -> None:
         unit = self._done
-        self._undo(unit)  # a unit answered in full leaves nothing unconfirmed
+        if self._changes:
+            self._undo(unit)  # a unit answered in full leaves nothing unconfirmed
         self._done = unit + 1
         if self._describing:
             self._describing = [entry for entry in self._describing if entry[0] > unit]
         if transaction_status == "I" and self.portals:
             # A transaction's end destroys its portals; later batches' portals live on.
-            for name in [name for name, portal in self.portals.items() if portal.unit <= unit]:
-                del self.portals[name]
+            if self._last_bound <= unit:
+                self.portals.clear()  # none was bound in a later batch: the usual case
+            else:
+                for name in [n for n, portal in self.portals.items() if portal.unit <= unit]:
+                    del self.portals[name]
         if self._done == self._sent and self.on_drained is not None:
             drained, self.on_drained = self.on_drained, None
             drained()
@@ -387,26 +398,26 @@ class PgGate:
 
     def known_statements(self) -> dict[bytes, str]:
         """The statements the gate is certain the server keeps: name -> SQL."""
-        unsettled = {change.name for change in self._changes if not change.portal}
+        unsettled = {name for _unit, _answer, portal, name, _ in self._changes if not portal}
         return {name: s.sql for name, s in self.statements.items() if name not in unsettled}
 
     # --- the picture's bookkeeping
 
     def _change(self, answer: int, portal: bool, name: bytes, value: object) -> None:
         table: dict[bytes, object] = self.portals if portal else self.statements  # type: ignore[assignment]
-        self._changes.append(_Change(self._sent, answer, portal, name, table.get(name)))
+        self._changes.append((self._sent, answer, portal, name, table.get(name)))
         if value is None:
             table.pop(name, None)
         else:
             table[name] = value
 
     def _unsettled(self, portal: bool, name: bytes) -> bool:
-        """An earlier batch the server has not finished changed this name."""
-        changes = self._changes
-        if not changes or changes[0].unit == self._sent:
-            return False  # only this batch's own changes (they are in unit order)
-        for change in changes:
-            if change.unit != self._sent and change.portal == portal and change.name == name:
+        """An earlier batch the server has not finished changed this name. (Callers on
+        the hot path first check that an earlier batch's change waits at all: the
+        changes are in unit order, so then the first one is not this batch's.)"""
+        sent = self._sent
+        for change in self._changes:
+            if change[_UNIT] != sent and change[_IS_PORTAL] == portal and change[_NAME] == name:
                 return True
         return False
 
@@ -414,14 +425,14 @@ class PgGate:
         """Undo `unit`'s unconfirmed changes, newest first (they lead `_changes`)."""
         changes = self._changes
         count = 0
-        while count < len(changes) and changes[count].unit == unit:
+        while count < len(changes) and changes[count][_UNIT] == unit:
             count += 1
-        for change in reversed(changes[:count]):
-            table: dict[bytes, object] = self.portals if change.portal else self.statements  # type: ignore[assignment]
-            if change.previous is None:
-                table.pop(change.name, None)
+        for _unit, _answer, portal, name, previous in reversed(changes[:count]):
+            table: dict[bytes, object] = self.portals if portal else self.statements  # type: ignore[assignment]
+            if previous is None:
+                table.pop(name, None)
             else:
-                table[change.name] = change.previous
+                table[name] = previous
         del changes[:count]
 
     # --- decisions made off the hot path

@@ -25,6 +25,7 @@ cdef class PgRelay:
     cdef Py_ssize_t _units_sent
     cdef Py_ssize_t _unit_messages
     cdef list _own_units
+    cdef list _own_readies
     cdef list _switchbacks
     cdef list _runs
     cdef Py_ssize_t _answered

@@ -271,6 +271,9 @@ class PgRelay:
         #: server answers to them is relayed. Those of them that return the session to
         #: its read role are also in `_switchbacks`.
         self._own_units: list[int] = []
+        #: Units ended by a Sync of the gateway's own, inside a client's batch (before a
+        #: simple Query): only their ReadyForQuery is not relayed.
+        self._own_readies: list[int] = []
         self._switchbacks: list[int] = []
         #: The gateway's own messages inside a client's batch: (unit, first, end, returns
         #: to the read role), by the positions of the batch's messages.
@@ -534,10 +537,10 @@ class PgRelay:
                 # asyncpg sends Parse, Describe, Flush, then a simple Query. Had the batch
                 # failed, the server would skip the Query unanswered; a Sync of ours first
                 # ends the batch as the Query would have, and its ReadyForQuery is not
-                # relayed: the Query is then judged, and run, in a clean state.
-                self._own_unit(switchback=False)
-                self._unsynced = False
-                self._failed_batch = False
+                # relayed: the Query is then judged, and run, in a clean state. (The rest
+                # of that unit's answers are the client's: its batch's.)
+                self._own_readies.append(self._units_sent)
+                self._note_forwarded(_SYNC)
                 forward.append(_SYNC_MESSAGE)
             if (
                 gate is not None
@@ -618,9 +621,13 @@ class PgRelay:
         if not self._owed:
             raise ProtocolViolation("server sent an unrequested ReadyForQuery")
         unit = self._units_sent - self._owed
-        own = bool(self._own_units) and self._own_units[0] == unit
-        if own:
+        own = False
+        if self._own_units and self._own_units[0] == unit:
             del self._own_units[0]
+            own = True
+        elif self._own_readies and self._own_readies[0] == unit:
+            del self._own_readies[0]  # our Sync's, ending the client's batch
+            own = True
         self._owed -= 1
         status = chr(framed[start + 5]) if end - start == 6 else ""
         if status not in ("I", "T", "E"):

@@ -183,3 +183,27 @@ def test_a_flush_after_sync_opens_no_batch(agent: RawPg) -> None:
     answers = exchange(agent, parse("", "SELECT 1") + bind("", "") + execute("") + sync() + flush)
     assert tags(answers) == ["SELECT 1"]
     assert tags(exchange(agent, query("SELECT 2"))) == ["SELECT 1"]
+
+
+def test_a_statement_replaced_before_a_query_in_its_batch_is_judged_as_its_new_text(
+    agent: RawPg, local_pg: PgServer, pg_database: str
+) -> None:
+    # Found by the differential fuzzer: Close and Parse with no Sync, then a Query. The
+    # server ran the Close and Parse (nothing failed before them): s is the INSERT now.
+    assert errors(exchange(agent, parse("s", "SELECT 1") + sync())) == []
+    replaced = close(b"S", "s") + parse("s", INSERT) + query("SELECT 2")
+    assert errors(exchange(agent, replaced)) == []
+    assert errors(exchange(agent, bind("", "s") + execute("") + sync())) == ["42501"]
+    assert not row_666(local_pg, pg_database)
+
+
+def test_a_statement_closed_before_a_query_in_its_batch_is_gone(
+    rejecting: RunningGateway, agent: RawPg
+) -> None:
+    assert errors(exchange(agent, parse("s", "SELECT 1") + sync())) == []
+    exchange(agent, close(b"S", "s") + query("SELECT 2"))
+    listener = rejecting.gateway.postgres
+    assert listener is not None
+    [session] = listener.sessions
+    assert session.gate is not None
+    assert session.gate.known_statements() == {}  # as the server: s is gone
