@@ -20,36 +20,67 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
 from policy.classify import StatementClass, Verdict
 from policy.identity import Identity
-from policy.rules import Action as RuleAction
-from policy.rules import EffectivePolicy, HoldMode
+from policy.rules import EffectivePolicy, effective_policy
 from protocols.errors import (
     AirlockError,
-    HoldTimedOut,
+    AuthorizationDenied,
+    InsecureTransport,
     LoginTimedOut,
     MessageTooLarge,
-    QueryCanceled,
     RecordingFailed,
     RecordingUnavailable,
-    SessionExpired,
-    StatementDenied,
+    UpstreamUnavailable,
 )
+from proxy.actions import EndSession as EndRelay
+from proxy.actions import SendToClient, SendToServer
+from proxy.addresses import is_loopback
 from proxy.approvals import ApprovalHub
 from proxy.channel import Channel, ConnectionClosed
+from proxy.classifying import Classifiers
 from proxy.config import Settings, TargetSettings
-from proxy.recording.format import ApprovalDecided, ApprovalRequested
-from proxy.recording.format import Parameter as RecordedParameter
 from proxy.recording.writer import Recorder, SessionRecording, TranscriptError
-from proxy.store import APPROVED, DENIED, WITHDRAWN, ApprovalRequest, NewRequest, Parameter
+from proxy.session_core import CLIENT_DISCONNECTED as CLIENT_DISCONNECTED
+from proxy.session_core import RECORDING_BROKE as _RECORDING_FAILED
+from proxy.session_core import (
+    Action,
+    AnnounceHold,
+    ApprovalDecided,
+    ApprovalRequested,
+    AwaitDecision,
+    CancelRequested,
+    ClientClosed,
+    DeadlineReached,
+    Durable,
+    EndSession,
+    Event,
+    Forward,
+    GrantSession,
+    LookUpSessionGrant,
+    MakeDurable,
+    Record,
+    RecordingBroke,
+    Refuse,
+    RequestApproval,
+    SessionCore,
+    SessionEnded,
+    SessionGrantFound,
+    StatementGrantFound,
+    StatementReady,
+    TimeUp,
+    UseGrant,
+    UseStatementGrant,
+    Withdraw,
+    decision_event,
+)
+from proxy.store import ApprovalRequest, NewRequest, Parameter
 
 log = logging.getLogger("airlock.session")
 
-#: Why a held statement's request is withdrawn when its client closes the connection.
-CLIENT_DISCONNECTED = "the client disconnected"
 #: Under `recording.on_failure: refuse`, statements of these classes are on disk (written
 #: and fsynced) before they are forwarded: every class that may change data.
 DURABLE_CLASSES = frozenset(c for c in StatementClass if c is not StatementClass.READ)
@@ -62,8 +93,11 @@ class SessionHost(Protocol):
     hub: ApprovalHub
     recorder: Recorder | None
     clock: Callable[[], float]
+    classifiers: Classifiers
     #: Statements decided in every session of the listener.
     statements: int
+    #: The sessions relaying now.
+    sessions: set[Any]
 
 
 class Gate(Protocol):
@@ -72,17 +106,31 @@ class Gate(Protocol):
     #: Until then (clock time), statements that need approval run: a session grant.
     session_grant_until: float
 
-    def allowed(self, verdict: Verdict) -> bool: ...
+
+#: What runs under a target's write role, when it has one: every class but read.
+WRITE_ROLE_CLASSES = frozenset(c for c in StatementClass if c is not StatementClass.READ)
+#: The verdict on statement text that is not valid in the connection's character set.
+NOT_TEXT = Verdict(
+    StatementClass.UNKNOWN,
+    ("the statement is not valid text in the connection's character set",),
+)
 
 
 class GatedSession:
-    #: "postgres" or "mysql": the transcript's and the approval request's protocol.
-    protocol: ClassVar[str]
-    client_side: Channel
+    """The protocol-neutral part of a client session. A protocol's session adds its login,
+    its relay, and these hooks: `_detach` (leave the listener's tables, stop what runs
+    upstream), `_error_reply` and `_upstream_goodbye` (what the wire says at the end),
+    `_quiet_close` (an upstream close the session expects), `_decision` (decide a held
+    message: the relay's actions once it is released)."""
 
-    def __init__(self, listener: SessionHost) -> None:
+    #: "postgres" or "mysql": the transcript's and the approval request's protocol, and
+    #: the classifier's dialect.
+    protocol: ClassVar[str]
+
+    def __init__(self, listener: SessionHost, client_side: Channel) -> None:
         self.id = uuid.uuid4().hex
         self.listener = listener
+        self.client_side = client_side
         self.identity: Identity | None = None
         self.target: TargetSettings | None = None
         self.policy: EffectivePolicy | None = None
@@ -94,18 +142,88 @@ class GatedSession:
         self.durable_classes: frozenset[StatementClass] = frozenset()
         self.statements = 0
         self.ended = False
-        self._waiting_for: str | None = None  # the approval request a held statement awaits
+        #: Decides what needs a decision (sans-I/O; this class carries out its actions).
+        self.core: SessionCore | None = None
         #: Client bytes read since a statement was held (see `read_while_held`).
         self._read_while_held = 0
         self._requested = False  # this session has made approval requests
         self._deadline: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] | None = None  # set by end()
+        self.server_side: Channel | None = None
+        self._deciding: asyncio.Task[None] | None = None  # decides the held message
+        # Result rows captured (recording.capture_rows) for the running statement, while
+        # the session's max_row_bytes lasts.
+        self._rows: list[bytes] = []
+        self._row_bytes_left = 0
+        self._rows_cut = False
 
     def end(
-        self, reason: str, error: AirlockError | None = None, *, cancel_running: bool = False
+        self,
+        reason: str,
+        error: AirlockError | None = None,
+        *,
+        cancel_running: bool = False,
+        sequence: int | None = None,
     ) -> None:
-        """Close both sides once; `error`, if any, goes to the client first, and
-        `cancel_running` stops a statement the upstream is still running."""
+        """Close both sides once; `error`, if any, goes to the client first (a MySQL ERR
+        numbered `sequence` when given), and `cancel_running` stops a statement the
+        upstream is still running (closing its socket alone would not: a server notices
+        only when it next writes)."""
+        if self.ended:
+            return
+        self.ended = True
+        self.cancel_deadline()
+        self._detach(cancel_running)
+        self.listener.sessions.discard(self)
+        # A held statement can run no more: its request is withdrawn (and recorded so)
+        # before the transcript is sealed; an approval arriving later is refused.
+        self.withdraw_waiting(f"the session ended: {reason}")
+        self._stop_recording_in_place()
+        self.seal(reason, error)
+        if self._deciding is not None:
+            self._deciding.cancel()
+        self.sessions_gone()
+        if error is not None and not self.client_side.closed:
+            reply = self._error_reply(error, sequence)
+            if reply is not None:
+                self.client_side.write(reply)
+        self.client_side.close()
+        server = self.server_side
+        if server is not None:
+            if not server.closed:
+                goodbye = self._upstream_goodbye()
+                if goodbye is not None:
+                    server.write(goodbye)
+            server.close()
+        if self.identity is not None:
+            log.info("session %s ended: %s", self.id, reason)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    # --- the protocol's hooks
+
+    def _detach(self, cancel_running: bool) -> None:
+        """The session ends: leave the listener's tables; when `cancel_running`, stop a
+        statement the upstream still runs."""
+
+    def _stop_recording_in_place(self) -> None:
+        """The session ends: what records on the relay's hot path records no more."""
+
+    def _error_reply(self, error: AirlockError, sequence: int | None) -> bytes | None:
+        """The bytes that tell the client `error` as the session ends; None: nothing."""
+        raise NotImplementedError
+
+    def _upstream_goodbye(self) -> bytes | None:
+        """What the upstream is told as the session ends (Terminate, COM_QUIT)."""
+        return None
+
+    def _quiet_close(self) -> str | None:
+        """The upstream closes as the session expects (the client asked, or the server
+        said why): the session's end reason; None when the close is unexpected."""
+        return None
+
+    async def _decision(self, held: Any) -> Sequence[object]:
+        """Decide the held message: the relay's actions once it is released."""
         raise NotImplementedError
 
     async def log_in(self) -> bool:
@@ -146,6 +264,30 @@ class GatedSession:
         if relaying:
             await self._done
 
+    # --- relaying
+
+    def write_roles(self) -> tuple[str, str] | None:
+        """The target's read and write roles, when it splits them."""
+        target = self.target
+        assert target is not None
+        if target.read_role is not None and target.write_role is not None:
+            return (target.read_role, target.write_role)
+        return None
+
+    def cold_classes(self, roles: tuple[str, str] | None) -> frozenset[StatementClass]:
+        """Classes the gate never admits on its hot path: those whose statements are on
+        disk before they are forwarded, and those that run under the write role."""
+        return self.durable_classes | (WRITE_ROLE_CLASSES if roles else frozenset())
+
+    def relaying(self) -> None:
+        """Both sides are up: the session is the listener's, its time runs, and each
+        side's channel knows its peer (flow control)."""
+        self.listener.sessions.add(self)
+        self.start_deadline()
+        server_side = self.server_side
+        assert server_side is not None
+        self.client_side.peer, server_side.peer = server_side, self.client_side
+
     # --- the session's time
 
     def start_deadline(self) -> None:
@@ -170,9 +312,7 @@ class GatedSession:
 
     def _expire(self, reason: str) -> None:
         # The session is over: a statement still running would finish unobserved.
-        self.end(
-            reason, SessionExpired(f"session ended by the gateway: {reason}"), cancel_running=True
-        )
+        self.session_event(TimeUp(reason))
 
     # --- the hold
 
@@ -182,13 +322,29 @@ class GatedSession:
     def withdraw_waiting(self, reason: str) -> bool:
         """Withdraw the approval request a held statement waits for; False when none.
         The statement is then never forwarded, and nobody can approve the request."""
-        request_id, self._waiting_for = self._waiting_for, None
-        if request_id is None:
-            return False
-        withdrawn = self.listener.hub.withdraw(request_id, reason)
-        if withdrawn is not None:
-            self.record("approval.decided", _decision_event(withdrawn))
-        return True
+        return bool(self.session_event(CancelRequested(reason)))
+
+    def _core(self) -> SessionCore:
+        core = self.core
+        if core is None:
+            target = self.target
+            core = self.core = SessionCore(self.policy, "" if target is None else target.name)
+        return core
+
+    def session_event(self, event: Event) -> list[Action]:
+        """Something happened to the session (not to the statement being decided, which
+        `gatekeep` follows): the core's actions, carried out at once."""
+        actions = self._core().handle(event)
+        for action in actions:
+            if isinstance(action, Withdraw):
+                withdrawn = self.listener.hub.withdraw(action.request_id, action.reason)
+                if withdrawn is not None:
+                    self.record("approval.decided", decision_event(withdrawn))
+            elif isinstance(action, EndSession):
+                self.end(action.reason, action.error, cancel_running=action.cancel_running)
+            else:
+                raise AssertionError(f"not an action outside a decision: {action!r}")
+        return actions
 
     def hold_started(self) -> None:
         """A statement is held: the client is still read (its close must be seen at once:
@@ -199,6 +355,59 @@ class GatedSession:
     def hold_ended(self) -> None:
         """The held statement was decided: the client is read as the relay's flow allows."""
         self.client_side.watch_for_close(False)
+
+    def _apply(self, actions: Sequence[object]) -> None:
+        """Carry out the relay's actions: sends, the end, and a hold (any other action: the
+        relay's HoldMessage or HoldCommand), decided off the hot path by `_decision`."""
+        for action in actions:
+            if isinstance(action, SendToServer):
+                assert self.server_side is not None
+                self.server_side.write(action.raw)
+            elif isinstance(action, SendToClient):
+                self.client_side.write(action.raw)
+            elif isinstance(action, EndRelay):
+                self.end(action.reason, action.error, sequence=action.sequence)
+                return
+            else:
+                # The client is still read while the statement is decided, so that its
+                # close is seen at once; what it sends waits in the relay. Its earlier
+                # statements' results keep flowing from the server meanwhile.
+                self.hold_started()
+                self._deciding = asyncio.get_running_loop().create_task(self._decide(action))
+
+    async def _decide(self, held: object) -> None:
+        try:
+            actions = await self._decision(held)
+        except AirlockError as error:
+            self.end(f"client protocol error: {error.message}", error)
+            return
+        except Exception:
+            # A bug or a store failure must not leave the client waiting forever.
+            log.exception("session %s: deciding a held statement failed", self.id)
+            self.end("internal error", AirlockError("internal gateway error"))
+            return
+        self._deciding = None
+        if self.ended:
+            return  # an ended session's held statement never reaches the server
+        self.hold_ended()
+        self._apply(actions)
+
+    async def _classify(self, sql: str | None) -> Verdict:
+        """Raises StatementTooLarge; cold parses are scheduled fairly per session. Text
+        the connection's character set cannot decode (None) is of unknown class."""
+        if sql is None:
+            return NOT_TEXT
+        return await self.listener.classifiers.classify(sql, self.protocol, self)
+
+    def _server_closed(self, exc: BaseException | None) -> None:
+        quiet = self._quiet_close()
+        if quiet is not None:
+            self.end(quiet)
+            return
+        self.end(
+            "upstream closed the connection",
+            UpstreamUnavailable("the upstream server closed the connection"),
+        )
 
     def read_while_held(self, size: int) -> bool:
         """`size` more client bytes arrived behind a held statement. They wait in the
@@ -224,52 +433,116 @@ class GatedSession:
     def _client_closed(self, exc: BaseException | None) -> None:
         """The client closed its connection (or it broke): a statement held for approval
         is withdrawn before anything else, then the session ends."""
-        self.withdraw_waiting(CLIENT_DISCONNECTED)
-        self.end(
-            "client closed the connection" if exc is None else f"client connection lost: {exc}",
-            cancel_running=True,
-        )
+        self.session_event(ClientClosed(None if exc is None else str(exc)))
 
     def sessions_gone(self) -> None:
         """The session ended: its pending approval requests can no longer run."""
         if self._requested:
             self.listener.hub.sessions_gone([self.id])
 
+    # --- login steps both protocols take
+
+    def check_transport(self, tls: bool, hint: str) -> None:
+        """Tokens only over TLS, unless the settings allow plain loopback clients."""
+        if not tls and not (
+            self.listener.settings.allow_insecure_loopback
+            and self.client_address is not None
+            and is_loopback(self.client_address[0])
+        ):
+            raise InsecureTransport("the gateway accepts tokens only over TLS", hint=hint)
+
+    def enter(self, target: TargetSettings) -> EffectivePolicy:
+        """The session is for `target`, under the rules that match its identity."""
+        identity = self.identity
+        assert identity is not None
+        self.target = target
+        self.policy = effective_policy(self.listener.settings.rules, identity.groups, target.name)
+        if self.policy is None:
+            raise AuthorizationDenied(
+                f'no rule lets "{identity.subject}" reach target "{target.name}"',
+                detail=f"groups: {', '.join(sorted(identity.groups)) or '(none)'}",
+            )
+        return self.policy
+
+    def log_session(self, tls: bool) -> None:
+        identity, target = self.identity, self.target
+        assert identity is not None
+        assert target is not None
+        groups = ",".join(sorted(identity.groups))
+        where = self.client_address
+        log.info("session %s: %s (%s) -> %s from %s, tls=%s",
+                 self.id, identity.subject, groups, target.name, where, tls)  # fmt: skip
+
     async def gatekeep(
         self, gate: Gate, sql: str, verdict: Verdict, parameters: tuple[Parameter, ...], key: str
     ) -> tuple[AirlockError | None, str]:
-        """(None to forward, else the refusal; the decision as the transcript says it)."""
+        """Decide a statement: (None to forward, else the refusal; the decision as the
+        transcript says it). The session core decides; this carries out its actions and
+        feeds their outcome back, until it forwards or refuses."""
         policy, identity, target = self.policy, self.identity, self.target
         assert policy is not None
         assert identity is not None
         assert target is not None
-        statement_class = verdict.statement_class.value
-        if gate.allowed(verdict) or policy.action_for(statement_class) is RuleAction.ALLOW:
-            # (A gate under on_failure: refuse leaves allowed classes that may change data
-            # to this path, to be recorded durably first.)
-            return None, "allow"
-        reasons = "; ".join(verdict.reasons)
-        if policy.action_for(statement_class) is not RuleAction.APPROVE:
-            log.info("session %s: %s statement denied by policy", self.id, statement_class)
-            return StatementDenied(
-                f'{statement_class} statements are not allowed on target "{target.name}"',
-                detail=reasons or None,
-            ), "deny"
+        core = self._core()
         hub, now = self.listener.hub, self.listener.clock()
-        session_grant = hub.store.session_grant(self.id, now)
-        if session_grant is not None and session_grant.expires_at is not None:
-            # Approved for this session after the statement stopped waiting (reject mode,
-            # a timeout): the session holds the grant from now on.
-            gate.session_grant_until = session_grant.expires_at
-            log.info("session %s: statement runs under approval %s", self.id, session_grant.id)
-            return None, f"approved for the session ({session_grant.id})"
-        grant = hub.store.use_statement_grant(
-            subject=identity.subject, target=target.name, sql=sql, params_key=key, now=now
+        actions = core.handle(
+            StatementReady(sql, verdict, parameters, key, now, gate.session_grant_until)
         )
-        if grant is not None:
-            log.info("session %s: statement runs under approval %s", self.id, grant.id)
-            return None, f"approved ({grant.id})"
-        request = hub.request(
+        while True:
+            event: Event | None = None
+            for action in actions:
+                if isinstance(action, Forward):
+                    if action.decision.startswith("approved"):
+                        log.info("session %s: statement runs under %s", self.id, action.decision)
+                    return None, action.decision
+                if isinstance(action, Refuse):
+                    if action.decision == "deny":
+                        log.info("session %s: %s statement denied by policy", self.id,
+                                 verdict.statement_class.value)  # fmt: skip
+                    return action.error, action.decision
+                if isinstance(action, LookUpSessionGrant):
+                    event = SessionGrantFound(hub.store.session_grant(self.id, now))
+                elif isinstance(action, UseStatementGrant):
+                    grant = hub.store.use_statement_grant(
+                        subject=identity.subject,
+                        target=target.name,
+                        sql=action.sql,
+                        params_key=action.key,
+                        now=now,
+                    )
+                    event = StatementGrantFound(grant)
+                elif isinstance(action, GrantSession):
+                    gate.session_grant_until = action.until
+                elif isinstance(action, UseGrant):
+                    hub.store.use_grant(action.request_id, self.listener.clock())
+                elif isinstance(action, RequestApproval):
+                    event = ApprovalRequested(self._request(action))
+                elif isinstance(action, Record):
+                    self.record(action.kind, action.data)
+                elif isinstance(action, AnnounceHold):
+                    self.announce_hold(action.request)
+                elif isinstance(action, AwaitDecision):
+                    decided = await hub.wait(action.request_id, action.timeout_s)
+                    if self.ended:
+                        event = SessionEnded()
+                    elif decided is None:
+                        event = DeadlineReached()
+                    else:
+                        event = ApprovalDecided(decided)
+                elif isinstance(action, MakeDurable):
+                    await self.flush_recording()
+                    event = SessionEnded() if self.ended else Durable()
+                else:
+                    raise AssertionError(f"not an action of a decision: {action!r}")
+            assert event is not None, actions
+            actions = core.handle(event)
+
+    def _request(self, action: RequestApproval) -> ApprovalRequest:
+        policy, identity, target = self.policy, self.identity, self.target
+        assert policy is not None
+        assert identity is not None
+        assert target is not None
+        request = self.listener.hub.request(
             NewRequest(
                 session_id=self.id,
                 subject=identity.subject,
@@ -277,59 +550,19 @@ class GatedSession:
                 email=identity.email,
                 target=target.name,
                 protocol=self.protocol,
-                sql=sql,
-                parameters=parameters,
-                params_key=key,
-                statement_class=statement_class,
-                reasons=verdict.reasons,
-                hold=policy.hold.value,
+                sql=action.sql,
+                parameters=action.parameters,
+                params_key=action.key,
+                statement_class=action.verdict.statement_class.value,
+                reasons=action.verdict.reasons,
+                hold=action.hold.value,
                 approver_groups=tuple(sorted(policy.approvers)),
                 grant_ttl_s=policy.grant_ttl_s,
             ),
             policy.webhooks,
         )
         self._requested = True
-        self.record("approval.requested", _request_event(request))
-        if policy.hold is HoldMode.REJECT:
-            return StatementDenied(
-                f"{statement_class} statement needs approval: request {request.id}",
-                detail=reasons or None,
-                hint=f"once an approver runs `airlock approve {request.id}`, "
-                "retry the same statement",
-            ), f"rejected until approved ({request.id})"
-        self.announce_hold(request)
-        self._waiting_for = request.id
-        try:
-            decided = await hub.wait(request.id, policy.hold_timeout_s)
-        finally:
-            self._waiting_for = None
-        if self.ended:
-            # The session ended as the decision arrived: the statement has nowhere to run.
-            return QueryCanceled("the session ended"), f"session ended ({request.id})"
-        if decided is None:
-            return HoldTimedOut(
-                f"approval request {request.id} was not decided in time; it stays pending",
-                hint=f"once `airlock approve {request.id}` is run, retry the same statement",
-            ), f"hold timed out ({request.id})"
-        if decided.state == WITHDRAWN:  # withdraw_waiting recorded it
-            return QueryCanceled("canceling statement due to user request"), (
-                f"withdrawn: {decided.reason} ({request.id})"
-            )
-        self.record("approval.decided", _decision_event(decided))
-        await self.flush_recording()  # the decision is on disk before the statement runs
-        if self.ended:
-            return QueryCanceled("the session ended"), f"session ended ({request.id})"
-        if decided.state == APPROVED:
-            if decided.scope == "session" and decided.expires_at is not None:
-                gate.session_grant_until = decided.expires_at
-            else:
-                hub.store.use_grant(request.id, self.listener.clock())
-            return None, f"approved by {decided.decided_by} ({request.id})"
-        assert decided.state == DENIED, decided.state
-        return StatementDenied(
-            f"denied by {decided.decided_by}: {decided.reason}",
-            detail=f"approval request {request.id}",
-        ), f"denied by {decided.decided_by} ({request.id})"
+        return request
 
     # --- the transcript
 
@@ -424,8 +657,50 @@ class GatedSession:
         if self.recording is None:
             return  # ended already (sealing), or never recorded
         log.error("session %s ends: its transcript cannot be written: %s", self.id, error)
-        self.end("the transcript cannot be written", RecordingFailed(_RECORDING_FAILED),
-                 cancel_running=True)  # fmt: skip
+        self.session_event(RecordingBroke())
+
+    def record_statement(
+        self, sql: str, verdict: Verdict, decision: str, extra: dict[str, Any] | None = None
+    ) -> None:
+        """A statement reached its decision: counted, and recorded with why (its reasons,
+        unless its class allows it) and what the protocol adds (`extra`)."""
+        self.count_statement()
+        recording = self.recording
+        if recording is None:
+            return
+        data: dict[str, Any] = {
+            "sql": sql,
+            "class": verdict.statement_class.value,
+            "decision": decision,
+        }
+        if decision != "allow":
+            data["reasons"] = list(verdict.reasons)  # why it was held, refused or granted
+        if extra:
+            data.update(extra)
+        recording.event("statement", data)
+
+    def capture_row(self, body: bytes) -> None:
+        """A result row, captured (recording.capture_rows) while the session's cap lasts."""
+        if len(body) > self._row_bytes_left:
+            self._row_bytes_left = 0
+            self._rows_cut = True
+            return
+        self._row_bytes_left -= len(body)
+        self._rows.append(body)
+
+    def record_result(self, data: dict[str, Any], *, count_rows: bool) -> None:
+        """A statement's result, with the row bodies captured for it under `row_data`
+        (proxy/recording/format.py's Result); `count_rows`: `rows` is their count, unless
+        the session's max_row_bytes cut them short (a protocol that knows the count from
+        the server sets `rows` itself)."""
+        if self._rows or self._rows_cut:
+            if count_rows and not self._rows_cut:
+                data["rows"] = len(self._rows)
+            data["row_data"], self._rows = self._rows, []
+            if self._rows_cut:
+                data["rows_cut"] = True  # the session's max_row_bytes ran out
+                self._rows_cut = False
+        self.record("result", data)
 
     def record(self, kind: str, data: dict[str, Any]) -> None:
         if self.recording is not None:
@@ -457,38 +732,9 @@ class GatedSession:
         recorder.seal_soon(recording, end)
 
 
-_RECORDING_FAILED = "the gateway cannot record this session any more, so it ends it"
-
-
 def seal_abandoned(recorder: Recorder, opening: asyncio.Future[SessionRecording]) -> None:
     """Seal a transcript whose session ended while it was being opened."""
     if opening.cancelled() or opening.exception() is not None:
         return  # nothing was opened, or nothing is left open (Recorder.open cleans up)
     end = {"reason": "the session ended during login", "error": None, "statements": 0}
     recorder.seal_soon(opening.result(), end)
-
-
-def _request_event(request: ApprovalRequest) -> dict[str, Any]:
-    r = request.request
-    return ApprovalRequested(
-        id=request.id,
-        sql=r.sql,
-        params=tuple(RecordedParameter(p.type, p.value, p.format) for p in r.parameters),
-        statement_class=r.statement_class,
-        hold=r.hold,
-        approver_groups=tuple(r.approver_groups),
-    ).to_data()
-
-
-def _decision_event(request: ApprovalRequest) -> dict[str, Any]:
-    return ApprovalDecided(
-        id=request.id,
-        state=request.state,
-        by=request.decided_by,
-        groups=tuple(request.decided_groups),
-        at=request.decided_at,
-        scope=request.scope,
-        expires_at=request.expires_at,
-        comment=request.comment,
-        reason=request.reason,
-    ).to_data()

@@ -33,7 +33,6 @@ ROLLBACK undoes it, and it commits nothing.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import deque
 from collections.abc import Callable
@@ -42,7 +41,7 @@ from typing import Protocol
 
 from policy.classify import KILL_REASON, StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
-from policy.rules import Action as RuleAction
+from policy.judge import GateTables, judge
 from policy.rules import EffectivePolicy
 from policy.scope import exposed, scope_refusal
 from protocols.errors import (
@@ -65,7 +64,7 @@ from protocols.mysql.responses import ResponseTracker, expects_response
 from proxy.actions import EndSession as EndSession
 from proxy.actions import SendToClient as SendToClient
 from proxy.actions import SendToServer as SendToServer
-from proxy.store import Parameter
+from proxy.parameters import BINARY, BoundValue, Execution, Parameter, parameters_key
 
 UNPREPARED = Verdict(
     StatementClass.UNKNOWN, ("executes a statement the gateway did not see prepared",)
@@ -185,19 +184,6 @@ class PreparedStatement:
     long_data: dict[int, bytearray] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Execution:
-    """What an approver sees of a COM_STMT_EXECUTE, and the key a retry must match."""
-
-    sql: str
-    verdict: Verdict
-    parameters: tuple[Parameter, ...]
-    key: str
-    #: Parameter types that MySQL and MariaDB read differently: the values shown may not
-    #: be the values the server would use, so no approver is asked to judge them.
-    ambiguous: bool = False
-
-
 class MySqlGate:
     """The policy's view per session: verdicts of prepared statements, the session grant."""
 
@@ -217,26 +203,20 @@ class MySqlGate:
         self.databases = databases
         self.statements: dict[int, PreparedStatement] = {}
         self.session_grant_until = 0.0
-        self._allow = {
-            cls: policy.action_for(cls.value) is RuleAction.ALLOW for cls in StatementClass
-        }
-        # A KILL is carried out by the session (never forwarded as it is), and a statement
-        # that would change how statements lex is refused whatever the rule: both are admin,
-        # so admin statements never run from the hot path, even where the rule allows them.
-        self._hot = dict(self._allow)
-        self._hot[StatementClass.ADMIN] = False
-        # Nor the cold classes, session grant or not: the durable ones (recording.on_failure:
+        # Per class, the judge's answer without a grant (see GateTables). A KILL is
+        # carried out by the session (never forwarded as it is), and a statement that would
+        # change how statements lex is refused whatever the rule: both are admin, so admin
+        # statements never run from the hot path, even where the rule allows them. Nor the
+        # cold classes, session grant or not: the durable ones (recording.on_failure:
         # refuse), whose statements the session records on disk before it forwards them,
         # and those that run under the target's write role, which the session switches to.
         self._cold = cold_classes
-        for cls in cold_classes:
-            self._hot[cls] = False
+        tables = GateTables(policy, cold_classes | {StatementClass.ADMIN})
+        self._allow, self._grantable, self._hot = tables.allow, tables.grantable, tables.hot
 
     def allowed(self, verdict: Verdict) -> bool:
         """The policy lets it run now: its class is allowed, or a session grant holds."""
-        if self._allow[verdict.statement_class]:
-            return True
-        return self.needs_approval(verdict) and self.clock() < self.session_grant_until
+        return self._allow[verdict.statement_class] or self._granted(verdict)
 
     def admits(self, verdict: Verdict) -> bool:
         """It may run from the hot path, without the session looking at it."""
@@ -244,7 +224,16 @@ class MySqlGate:
             return True
         if verdict.statement_class in self._cold:
             return False
-        return self.needs_approval(verdict) and self.clock() < self.session_grant_until
+        return self._granted(verdict)
+
+    def _granted(self, verdict: Verdict) -> bool:
+        """The judge lets a statement its rules hold run under the session's grant."""
+        statement_class = verdict.statement_class
+        if not self._grantable[statement_class]:
+            return False
+        return judge(
+            statement_class.value, self.policy, self.session_grant_until, self.clock()
+        ).allows
 
     def class_admits(self, verdict: Verdict) -> bool:
         """A prepared statement of this verdict runs from the hot path under the policy
@@ -274,21 +263,20 @@ class MySqlGate:
             hint=f"this target exposes: {', '.join(sorted(self.databases)) or '(none)'}",
         )
 
-    def needs_approval(self, verdict: Verdict) -> bool:
-        return self.policy.action_for(verdict.statement_class.value) is RuleAction.APPROVE
-
     def execution(self, payload: bytes) -> Execution:
         """Decode a COM_STMT_EXECUTE for the approver (slow path only)."""
         statement_id = int.from_bytes(payload[1:5], "little")
         statement = self.statements.get(statement_id)
         if statement is None:
-            return Execution(f"(statement {statement_id})", UNPREPARED, (), _digest(payload))
+            key = parameters_key((BoundValue(0, BINARY, payload[1:]),))
+            return Execution(f"(statement {statement_id})", UNPREPARED, (), key)
         types = bound_types(statement, payload)  # remembered only once it is forwarded
         long_data = {i: bytes(d) for i, d in statement.long_data.items()}
-        parameters = execute_parameters(payload, statement.num_params, types, long_data)
-        key = parameters_key(parameters)
+        parameters, bound = _decode_execute(payload, statement.num_params, types, long_data)
         ambiguous = any(p.type == AMBIGUOUS for p in parameters)
-        return Execution(statement.sql, statement.verdict, parameters, key, ambiguous)
+        return Execution(
+            statement.sql, statement.verdict, parameters, parameters_key(bound), ambiguous=ambiguous
+        )
 
 
 #: The type shown for an execute whose parameters cannot be decoded as the server would.
@@ -319,13 +307,22 @@ def execute_parameters(
     what cannot be decoded as the server reads it is shown raw, as hex: a malformed
     packet, and an execute with long data (the server takes no value from the packet
     for a parameter that has long data, so decoding it would show the wrong values)."""
+    return _decode_execute(payload, num_params, types, long_data)[0]
+
+
+def _decode_execute(
+    payload: bytes, num_params: int, types: bytes | None, long_data: dict[int, bytes]
+) -> tuple[tuple[Parameter, ...], tuple[BoundValue, ...]]:
+    """The parameters as shown (`execute_parameters`), and exactly what is bound: each
+    value's type code and bytes, or, where the values are shown raw, the raw execute
+    (after the statement id) and each parameter's long data."""
     if long_data:
         shown = [Parameter("raw execute", payload[1:].hex(), "hex")]
         shown += [
             Parameter(f"long data for parameter {index + 1}", data.hex(), "hex")
             for index, data in sorted(long_data.items())
         ]
-        return tuple(shown)
+        return tuple(shown), _raw_bound(payload, long_data)
     previous = (
         tuple(int.from_bytes(types[i : i + 2], "little") for i in range(0, len(types), 2))
         if types is not None
@@ -338,13 +335,34 @@ def execute_parameters(
         shown += [
             Parameter("long data", data.hex(), "hex") for _, data in sorted(long_data.items())
         ]
-        return tuple(shown)
+        return tuple(shown), _raw_bound(payload, long_data)
     if execute.ambiguous:
-        return (Parameter(AMBIGUOUS, payload[1:].hex(), "hex"),)
-    return tuple(
-        _parameter(execute.types[i] if i < len(execute.types) else None, value)
-        for i, value in enumerate(execute.values)
+        return (Parameter(AMBIGUOUS, payload[1:].hex(), "hex"),), _raw_bound(payload, {})
+    values = execute.values
+    codes = [execute.types[i] if i < len(execute.types) else None for i in range(len(values))]
+    decoded = tuple(_parameter(code, value) for code, value in zip(codes, values, strict=True))
+    return decoded, tuple(
+        BoundValue(-1 if code is None else code, BINARY, _value_bytes(value))
+        for code, value in zip(codes, values, strict=True)
     )
+
+
+def _raw_bound(payload: bytes, long_data: dict[int, bytes]) -> tuple[BoundValue, ...]:
+    """An execute shown raw, keyed raw: its bytes after the statement id (a retry prepares
+    the statement anew, under another id), then each parameter's long data, by number."""
+    bound = [BoundValue(-1, BINARY, payload[5:])]
+    bound += [BoundValue(index, BINARY, data) for index, data in sorted(long_data.items())]
+    return tuple(bound)
+
+
+def _value_bytes(value: object) -> bytes | None:
+    """A decoded binary-protocol value's bytes as the server reads it: text as UTF-8,
+    numbers as their decimal text (exact: a float's repr reads back as the same float)."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return repr(value).encode()
 
 
 def _executed(statement: PreparedStatement, payload: bytes) -> None:
@@ -352,15 +370,6 @@ def _executed(statement: PreparedStatement, payload: bytes) -> None:
     (servers clear long data at the end of every execute)."""
     note_bound_types(statement, payload)
     statement.long_data.clear()
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def parameters_key(parameters: tuple[Parameter, ...]) -> str:
-    """A retry under a statement grant must bind exactly these values."""
-    return _digest(repr([(p.type, p.value, p.format) for p in parameters]).encode(errors="replace"))
 
 
 _TYPE_NAMES = {

@@ -17,7 +17,6 @@ kills the upstream thread on a connection of its own.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from typing import Any
@@ -29,13 +28,11 @@ from protocols.errors import (
     AuthenticationFailed,
     AuthorizationDenied,
     FeatureNotSupported,
-    InsecureTransport,
     ProtocolViolation,
     SessionExpired,
     StatementDenied,
     UnknownSession,
     UnknownTarget,
-    UpstreamUnavailable,
 )
 from protocols.mysql import auth
 from protocols.mysql.messages import (
@@ -53,11 +50,10 @@ from protocols.mysql.messages import (
 )
 from protocols.mysql.packets import Packet, PacketReader, frame
 from protocols.mysql.responses import ResponseTracker
-from proxy.addresses import is_loopback
 from proxy.channel import Channel
 from proxy.classifying import StatementTooLarge
 from proxy.credentials import Credential, is_credential_name
-from proxy.gated_session import GatedSession
+from proxy.gated_session import WRITE_ROLE_CLASSES, GatedSession
 from proxy.listener import Listener
 from proxy.mysql_relay import (
     Action,
@@ -67,20 +63,15 @@ from proxy.mysql_relay import (
     MySqlGate,
     MySqlRelay,
     PreparedStatement,
-    SendToClient,
     SendToServer,
     error_packet,
     is_kill,
-    parameters_key,
     parse_kill,
 )
 from proxy.mysql_upstream import PacketStream, connect_upstream, kill_query
-from proxy.store import Parameter
+from proxy.parameters import NO_PARAMETERS_KEY, Parameter
 
 log = logging.getLogger("airlock.mysql")
-
-#: What runs under a target's write role, when it has one: every class but read.
-WRITE_ROLE_CLASSES = frozenset(c for c in StatementClass if c is not StatementClass.READ)
 
 #: What the gateway says it is, before it knows the target. Clients pick features by
 #: the version: an 8.0 would make mysql-connector ask for utf8mb4_0900_ai_ci, which
@@ -152,20 +143,13 @@ class MySqlSession(GatedSession):
     listener: MySqlListener
 
     def __init__(self, listener: MySqlListener, client_side: Channel) -> None:
-        super().__init__(listener)
-        self.client_side = client_side
-        self.server_side: Channel | None = None
+        super().__init__(listener, client_side)
         self._upstream: Channel
         self.connection_id = listener.new_connection_id()
         self.upstream_thread_id = 0
         self.relay: MySqlRelay | None = None
         self.gate: MySqlGate | None = None
-        self.ended = False
-        self._deciding: asyncio.Task[None] | None = None
         self._login_sequence = 0  # the sequence id of the next packet to the client in login
-        self._rows: list[bytes] = []
-        self._row_bytes_left = 0
-        self._rows_cut = False
         self._elevated_classes: frozenset[StatementClass] = frozenset()
 
     # --- lifecycle
@@ -175,29 +159,11 @@ class MySqlSession(GatedSession):
         await self._login()
         return True
 
-    def end(
-        self,
-        reason: str,
-        error: AirlockError | None = None,
-        *,
-        cancel_running: bool = False,
-        sequence: int | None = None,
-    ) -> None:
-        """End the session once. `error` reaches the client as an ERR numbered `sequence`,
-        or as the answer it waits for now (see _error_sequence)."""
-        if self.ended:
-            return
-        self.ended = True
-        self.cancel_deadline()
-        listener = self.listener
-        listener.connections.pop(self.connection_id, None)
-        listener.sessions.discard(self)
-        # A held command can run no more: its request is withdrawn (and recorded so)
-        # before the transcript is sealed; an approval arriving later is refused.
-        self.withdraw_waiting(f"the session ended: {reason}")
+    def _detach(self, cancel_running: bool) -> None:
+        self.listener.connections.pop(self.connection_id, None)
         relay = self.relay
         if cancel_running and relay is not None and relay.busy and self.target is not None:
-            listener.spawn(
+            self.listener.spawn(
                 kill_query(
                     self.target.upstream,
                     self.upstream_thread_id,
@@ -205,24 +171,22 @@ class MySqlSession(GatedSession):
                     role=self.target.read_role,
                 )
             )
-        self.seal(reason, error)
-        if self._deciding is not None:
-            self._deciding.cancel()
-        self.sessions_gone()
-        if error is not None and not self.client_side.closed:
-            if sequence is None:
-                sequence = self._error_sequence()
-            if sequence is not None:
-                self.client_side.write(error_packet(error, sequence))
-        self.client_side.close()
-        if self.server_side is not None:
-            if not self.server_side.closed and not (relay is not None and relay.terminated):
-                self.server_side.write(frame(bytes([Command.QUIT]), 0))
-            self.server_side.close()
-        if self.identity is not None:
-            log.info("session %s ended: %s", self.id, reason)
-        if self._done is not None and not self._done.done():
-            self._done.set_result(None)
+
+    def _error_reply(self, error: AirlockError, sequence: int | None) -> bytes | None:
+        """An ERR numbered `sequence`, or as the answer the client waits for now."""
+        if sequence is None:
+            sequence = self._error_sequence()
+        return None if sequence is None else error_packet(error, sequence)
+
+    def _upstream_goodbye(self) -> bytes | None:
+        relay = self.relay
+        return None if relay is not None and relay.terminated else frame(bytes([Command.QUIT]), 0)
+
+    def _quiet_close(self) -> str | None:
+        relay = self.relay
+        if relay is not None and relay.terminated:
+            return "client quit (COM_QUIT)"  # the server closes after a COM_QUIT
+        return None
 
     def _error_sequence(self) -> int | None:
         """The sequence id an ERR to the client must carry now; None when the client is
@@ -275,15 +239,9 @@ class MySqlSession(GatedSession):
         if not capabilities & Capability.PROTOCOL_41:
             raise FeatureNotSupported("the gateway speaks only protocol 4.1 with clients")
         tls = client.is_tls
-        if not tls and not (
-            settings.allow_insecure_loopback
-            and self.client_address is not None
-            and is_loopback(self.client_address[0])
-        ):
-            raise InsecureTransport(
-                "the gateway accepts tokens only over TLS",
-                hint="connect with TLS (e.g. --ssl-mode=REQUIRED, or ssl= in the driver)",
-            )
+        self.check_transport(
+            tls, "connect with TLS (e.g. --ssl-mode=REQUIRED, or ssl= in the driver)"
+        )
         charset = CHARSET_NAMES.get(response.character_set)
         if charset not in SAFE_CHARSETS:
             raise FeatureNotSupported(
@@ -324,13 +282,7 @@ class MySqlSession(GatedSession):
                 if database
                 else "no target named: set the database to the target's name"
             )
-        self.target = target
-        self.policy = effective_policy(settings.rules, self.identity.groups, target.name)
-        if self.policy is None:
-            raise AuthorizationDenied(
-                f'no rule lets "{self.identity.subject}" reach target "{target.name}"',
-                detail=f"groups: {', '.join(sorted(self.identity.groups)) or '(none)'}",
-            )
+        self.enter(target)
         if listener.recorder is not None:
             await self.open_recording(
                 tls,
@@ -354,15 +306,7 @@ class MySqlSession(GatedSession):
             affected_rows=0, last_insert_id=0, status_flags=upstream.status_flags, warnings=0
         )
         client.write(frame(ok.build(capabilities), self._login_sequence))
-        log.info(
-            "session %s: %s (%s) -> %s from %s, tls=%s",
-            self.id,
-            self.identity.subject,
-            ",".join(sorted(self.identity.groups)),
-            target.name,
-            self.client_address,
-            tls,
-        )
+        self.log_session(tls)
         self._start_relay(capabilities, _ENCODINGS.get(charset or "", "utf-8"), upstream.leftover)
 
     async def _credential_login(
@@ -442,15 +386,13 @@ class MySqlSession(GatedSession):
         settings = listener.settings
         target = self.target
         assert target is not None
-        roles = None
-        if target.read_role is not None and target.write_role is not None:
-            roles = (target.read_role, target.write_role)
+        roles = self.write_roles()
         self.gate = MySqlGate(
             listener.classifiers.cached("mysql"),
             self.policy,
             listener.clock,
             frozenset(target.databases),
-            cold_classes=self.durable_classes | (WRITE_ROLE_CLASSES if roles else frozenset()),
+            cold_classes=self.cold_classes(roles),
         )
         recording = self.recording is not None
         self.relay = MySqlRelay(
@@ -468,11 +410,9 @@ class MySqlSession(GatedSession):
         self.relay.on_statement = self._statement_admitted
         if recording:
             self._row_bytes_left = settings.recording.max_row_bytes
-        listener.sessions.add(self)
-        self.start_deadline()
+        self.relaying()
         client_side, server_side = self.client_side, self.server_side
         self._upstream = server_side
-        client_side.peer, server_side.peer = server_side, client_side
         server_side.start_relay(self._server_data, self._server_closed)
         if leftover:
             self._server_data(leftover)
@@ -511,21 +451,6 @@ class MySqlSession(GatedSession):
                 relay.role_error = None
             self._apply(actions)
 
-    def _apply(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, SendToServer):
-                self._upstream.write(action.raw)
-            elif isinstance(action, SendToClient):
-                self.client_side.write(action.raw)
-            elif isinstance(action, HoldCommand):
-                # The client is still read while the command is decided, so that its
-                # close is seen at once; what it sends waits in the relay's queue.
-                self.hold_started()
-                self._deciding = asyncio.get_running_loop().create_task(self._decide(action))
-            elif isinstance(action, EndSession):
-                self.end(action.reason, action.error, sequence=action.sequence)
-                return
-
     # --- transcript hooks (ResultListener)
 
     def _statement_admitted(
@@ -533,27 +458,20 @@ class MySqlSession(GatedSession):
     ) -> None:
         """The relay let a statement run on the hot path (its class is allowed, or a session
         grant holds). An execute's parameters are recorded raw, and decoded on replay."""
-        self.count_statement()
-        recording = self.recording
-        if recording is None:
+        if self.recording is None:
+            self.count_statement()
             return
         assert self.gate is not None
-        allowed = self.gate.class_allowed(verdict)
-        data: dict[str, Any] = {
-            "sql": sql,
-            "class": verdict.statement_class.value,
-            "decision": "allow" if allowed else "approved for the session",
-        }
-        if not allowed:
-            data["reasons"] = list(verdict.reasons)
+        decision = "allow" if self.gate.class_allowed(verdict) else "approved for the session"
+        extra: dict[str, Any] = {}
         if statement is not None and execute is not None:
-            data["execute"] = execute
-            data["num_params"] = statement.num_params
+            extra["execute"] = execute
+            extra["num_params"] = statement.num_params
             if statement.types is not None:
-                data["param_types"] = statement.types
+                extra["param_types"] = statement.types
             if statement.long_data:
-                data["long_data"] = {str(i): bytes(d) for i, d in statement.long_data.items()}
-        recording.event("statement", data)
+                extra["long_data"] = {str(i): bytes(d) for i, d in statement.long_data.items()}
+        self.record_statement(sql, verdict, decision, extra)
 
     def _statement_ran(
         self,
@@ -563,19 +481,8 @@ class MySqlSession(GatedSession):
         decision: str,
     ) -> None:
         """A statement decided off the hot path (held, refused, or carried out here)."""
-        self.count_statement()
-        if self.recording is None:
-            return
-        data: dict[str, Any] = {
-            "sql": sql,
-            "class": verdict.statement_class.value,
-            "decision": decision,
-        }
-        if decision != "allow":
-            data["reasons"] = list(verdict.reasons)
-        if parameters is not None:
-            data["params"] = [p.to_json() for p in parameters]
-        self.recording.event("statement", data)
+        extra = None if parameters is None else {"params": [p.to_json() for p in parameters]}
+        self.record_statement(sql, verdict, decision, extra)
 
     def result(self, tracker: ResponseTracker) -> None:
         if self.recording is None:
@@ -596,38 +503,12 @@ class MySqlSession(GatedSession):
             data = {"tag": f"OK, {affected} row{'' if affected == 1 else 's'} affected"}
             if ok is not None and ok.last_insert_id:
                 data["last_insert_id"] = ok.last_insert_id
-        if self._rows or self._rows_cut:
-            data["row_data"], self._rows = self._rows, []
-            if self._rows_cut:
-                data["rows_cut"] = True
-                self._rows_cut = False
-        self.recording.event("result", data)
+        self.record_result(data, count_rows=False)
 
     def row(self, payload: bytes) -> None:
-        if len(payload) > self._row_bytes_left:
-            self._row_bytes_left = 0
-            self._rows_cut = True
-            return
-        self._row_bytes_left -= len(payload)
-        self._rows.append(payload)
+        self.capture_row(payload)
 
     # --- decisions on held commands
-
-    async def _decide(self, held: HoldCommand) -> None:
-        try:
-            actions = await self._decision(held)
-        except AirlockError as error:
-            self.end(f"client protocol error: {error.message}", error)
-            return
-        except Exception:
-            log.exception("session %s: deciding a held command failed", self.id)
-            self.end("internal error", AirlockError("internal gateway error"))
-            return
-        self._deciding = None
-        if self.ended:
-            return  # an ended session's held command never reaches the server
-        self.hold_ended()
-        self._apply(actions)
 
     async def _decision(self, held: HoldCommand) -> list[Action]:
         relay, gate = self.relay, self.gate
@@ -675,7 +556,7 @@ class MySqlSession(GatedSession):
             if outside is not None:
                 self._statement_ran(text, verdict, None, "deny")
                 return relay.release(forward=False, error=outside)
-            refusal, decision = await self._judge(text, verdict, (), parameters_key(()))
+            refusal, decision = await self._judge(text, verdict, (), NO_PARAMETERS_KEY)
             self._statement_ran(text, verdict, None, decision)
             if refusal is None:
                 await self.record_durably(verdict.statement_class)
@@ -711,15 +592,6 @@ class MySqlSession(GatedSession):
             ), "deny"
         assert self.gate is not None
         return await self.gatekeep(self.gate, sql, verdict, parameters, key)
-
-    async def _classify(self, sql: str | None) -> Verdict:
-        if sql is None:
-            return Verdict(
-                StatementClass.UNKNOWN,
-                ("the statement is not valid text in the connection's character set",),
-            )
-        # Raises StatementTooLarge; cold parses are scheduled fairly per session.
-        return await self.listener.classifiers.classify(sql, "mysql", self)
 
     async def _carry_out(self, kill: Kill, sql: str) -> list[Action]:
         """KILL for one of the agent's own sessions (this one included)."""
@@ -763,15 +635,3 @@ class MySqlSession(GatedSession):
     def _kill_recorded(self, sql: str, decision: str) -> None:
         verdict = Verdict(StatementClass.ADMIN, ("KILL of a gateway session",))
         self._statement_ran(sql, verdict, None, decision)
-
-    # --- ends
-
-    def _server_closed(self, exc: BaseException | None) -> None:
-        relay = self.relay
-        if relay is not None and relay.terminated:
-            self.end("client quit (COM_QUIT)")  # the server closes after a COM_QUIT
-            return
-        self.end(
-            "upstream closed the connection",
-            UpstreamUnavailable("the upstream server closed the connection"),
-        )

@@ -50,6 +50,7 @@ cdef class PgGate:
     cdef Py_ssize_t _barrier
     cdef Py_ssize_t _last_bound
     cdef dict _allow
+    cdef dict _grantable
     cdef dict _hot
     cdef frozenset _cold
 

@@ -34,21 +34,26 @@ The picture follows what the server really does, never what the client asked for
 from __future__ import annotations
 
 import datetime
-import hashlib
 import re
 import struct
 import uuid
 from collections.abc import Callable
-from typing import NamedTuple
 
 from policy.classify import CLASS_NAMES, StatementClass, Verdict
 from policy.fingerprint import CachedClassifier
-from policy.rules import Action, EffectivePolicy
+from policy.judge import GateTables, judge
+from policy.rules import EffectivePolicy
 from policy.sqlscan import names_statements
 from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
 from proxy.event_chain import EventChain
-from proxy.store import Parameter
+from proxy.parameters import (
+    NO_PARAMETERS_KEY,
+    BoundValue,
+    Execution,
+    Parameter,
+    parameters_key,
+)
 
 _Q, _P, _B, _E, _C, _D = (ord(c) for c in "QPBECD")
 
@@ -190,15 +195,13 @@ class PgGate:
         #: Messages of units after this one wait until the server has answered it.
         self._barrier = -1
         self._last_bound = -1  # the unit of the latest Bind
-        # Per class: allowed without a decision? (`approve` classes are, under a grant.)
-        self._allow = {cls: policy.action_for(cls.value) is Action.ALLOW for cls in StatementClass}
         #: Classes never admitted here, on the hot path, even when allowed or granted: the
         #: session records their statements on disk first (recording.on_failure: refuse),
         #: or switches to the target's write role around them.
         self._cold = cold_classes
-        self._hot = {
-            cls: allowed and cls not in cold_classes for cls, allowed in self._allow.items()
-        }
+        # Per class, the judge's answer without a grant (see GateTables).
+        tables = GateTables(policy, cold_classes)
+        self._allow, self._grantable, self._hot = tables.allow, tables.grantable, tables.hot
 
     # --- the relay's questions
 
@@ -436,12 +439,14 @@ class PgGate:
 
     def allowed(self, verdict: Verdict) -> bool:
         """Runs without a decision: its class is allowed, or approved for this session."""
-        if self._allow[verdict.statement_class]:
+        statement_class = verdict.statement_class
+        if self._allow[statement_class]:
             return True
-        return self.needs_approval(verdict) and self.clock() < self.session_grant_until
-
-    def needs_approval(self, verdict: Verdict) -> bool:
-        return self.policy.action_for(verdict.statement_class.value) is Action.APPROVE
+        if not self._grantable[statement_class]:
+            return False
+        return judge(
+            statement_class.value, self.policy, self.session_grant_until, self.clock()
+        ).allows
 
     def query_verdict(self, sql: str, verdict: Verdict) -> Verdict:
         """A simple Query's verdict in this session: SQL FETCH or MOVE of a portal that
@@ -490,7 +495,7 @@ class PgGate:
         digest of the exact bound values (a retry must bind the same ones)."""
         portal = self.portals.get(execute.portal.encode())
         if portal is None or portal.statement is None:
-            return Execution("", UNPREPARED, (), _digest(b""), None, ())
+            return Execution("", UNPREPARED, (), NO_PARAMETERS_KEY)
         bind = m.decode_frontend(portal.bind)
         assert isinstance(bind, m.Bind)
         statement = portal.statement
@@ -499,38 +504,24 @@ class PgGate:
             statement.sql,
             statement.verdict,
             describe_parameters(bind, types),
-            parameters_key(bind),
+            parameters_key(bound_values(bind, statement.declared_types)),
             portal.bind,
             types,
         )
 
 
-class Execution(NamedTuple):
-    sql: str
-    verdict: Verdict
-    parameters: tuple[Parameter, ...]
-    key: str
-    bind: bytes | None
-    types: tuple[int, ...]
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def parameters_key(bind: m.Bind | None) -> str:
-    """A digest of exactly what was bound: formats and bytes of every value."""
-    if bind is None:
-        return _digest(b"")
-    h = hashlib.sha256()
+def bound_values(bind: m.Bind, declared_types: tuple[int, ...]) -> tuple[BoundValue, ...]:
+    """Exactly what a Bind binds, for its retry key: each value's declared type (0: the
+    server infers it), format and bytes."""
     formats = bind.param_formats
-    for index, value in enumerate(bind.params):
-        fmt = formats[0] if len(formats) == 1 else (formats[index] if formats else 0)
-        if value is None:
-            h.update(b"N")
-        else:
-            h.update(b"%d:%d:" % (fmt, len(value)) + value)
-    return h.hexdigest()
+    return tuple(
+        BoundValue(
+            declared_types[index] if index < len(declared_types) else 0,
+            formats[0] if len(formats) == 1 else (formats[index] if formats else 0),
+            value,
+        )
+        for index, value in enumerate(bind.params)
+    )
 
 
 # --- parameter values as an approver sees them

@@ -19,37 +19,31 @@ from typing import Any
 
 from policy.classify import CLASS_NAMES, LEXER_REASON, StatementClass, Verdict
 from policy.identity import Identity
-from policy.rules import Action as RuleAction
-from policy.rules import effective_policy
+from policy.judge import judge
 from protocols.errors import (
     AirlockError,
     AuthenticationFailed,
     AuthorizationDenied,
     FeatureNotSupported,
-    InsecureTransport,
     ProtocolViolation,
     StatementDenied,
     UnknownTarget,
-    UpstreamUnavailable,
 )
 from protocols.postgres import messages as m
 from protocols.postgres.auth import ScramServerExchange
 from protocols.postgres.framing import MessageFramer, StartupFramer
-from proxy.addresses import is_loopback
 from proxy.channel import Channel, ConnectionClosed
 from proxy.classifying import StatementTooLarge
 from proxy.credentials import Credential, is_credential_name
 from proxy.gated_session import GatedSession
 from proxy.listener import Listener
-from proxy.pg_gate import ADMIT, ALLOW, WAIT, PgGate, parameters_key
+from proxy.parameters import NO_PARAMETERS_KEY
+from proxy.pg_gate import ADMIT, ALLOW, WAIT, PgGate
 from proxy.pg_relay import (
     Action,
-    EndSession,
     HoldMessage,
     PgRelay,
     Pipe,
-    SendToClient,
-    SendToServer,
     check_lexer_assumption,
     error_message,
 )
@@ -58,9 +52,6 @@ from proxy.pg_upstream import UpstreamSession, connect_upstream, read_message
 from proxy.store import ApprovalRequest
 
 log = logging.getLogger("airlock.postgres")
-
-#: What runs under a target's write role, when it has one: every class but read.
-WRITE_ROLE_CLASSES = frozenset(c for c in StatementClass if c is not StatementClass.READ)
 
 CANCEL_TIMEOUT_S = 5.0
 #: Room for the largest token we would verify, plus the message envelope.
@@ -169,20 +160,13 @@ class PgSession(GatedSession):
     listener: PgListener
 
     def __init__(self, listener: PgListener, client_side: Channel) -> None:
-        super().__init__(listener)
-        self.client_side = client_side
-        self.server_side: Channel | None = None
+        super().__init__(listener, client_side)
         self.relay: PgRelay | None = None
         self.cancel_key: tuple[int, int] | None = None
-        self.ended = False
         self.gate: PgGate | None = None
         self._pipe: Pipe | None = None
-        self._deciding: asyncio.Task[None] | None = None  # decides the held message
         #: The held message, once decided, runs under the target's write role.
         self._elevate = False
-        self._rows: list[bytes] = []  # captured DataRow bodies of the running statement
-        self._row_bytes_left = 0
-        self._rows_cut = False
 
     # --- lifecycle
 
@@ -194,41 +178,27 @@ class PgSession(GatedSession):
         self._start_relay(upstream)
         return True
 
-    def end(
-        self, reason: str, error: AirlockError | None = None, *, cancel_running: bool = False
-    ) -> None:
-        """End the session once; `cancel_running` stops a query the upstream is still running
-        (closing its socket alone would not: a backend notices only when it next writes)."""
-        if self.ended:
-            return
-        self.ended = True
+    def _detach(self, cancel_running: bool) -> None:
         if self._pipe is not None:
             self._pipe.open = False  # nothing more passes between the sockets
-        self.cancel_deadline()
         if self.cancel_key is not None:
             target = self.listener.cancel_keys.pop(self.cancel_key, None)
             if cancel_running and target is not None and self.relay is not None and self.relay.busy:
                 self.listener.spawn(self.listener.cancel_upstream(target))
-        self.listener.sessions.discard(self)
-        # A held statement can run no more: its request is withdrawn (and recorded so)
-        # before the transcript is sealed; an approval arriving later is refused.
-        self.withdraw_waiting(f"the session ended: {reason}")
-        self._stop_recording_in_place()
-        self.seal(reason, error)
-        if self._deciding is not None:
-            self._deciding.cancel()
-        self.sessions_gone()
-        if error is not None and not self.client_side.closed:
-            self.client_side.write(error_message(error, fatal=True))
-        self.client_side.close()
-        if self.server_side is not None:
-            if not self.server_side.closed:
-                self.server_side.write(m.Terminate().raw)
-            self.server_side.close()
-        if self.identity is not None:
-            log.info("session %s ended: %s", self.id, reason)
-        if self._done is not None and not self._done.done():
-            self._done.set_result(None)
+
+    def _error_reply(self, error: AirlockError, sequence: int | None) -> bytes:
+        return error_message(error, fatal=True)
+
+    def _upstream_goodbye(self) -> bytes:
+        return m.Terminate().raw
+
+    def _quiet_close(self) -> str | None:
+        relay = self.relay
+        # A server that said why it closes (FATAL) was heard; a client that sent
+        # Terminate expects the close. Anything else gets a reason from us.
+        if relay is not None and (relay.terminated or relay.server_fatal):
+            return "upstream closed the connection"
+        return None
 
     def cancel_requested(self) -> bool:
         """A CancelRequest arrived with this session's key. A statement waiting for approval
@@ -265,24 +235,15 @@ class PgSession(GatedSession):
     ) -> None:
         """A statement reached its decision (most are allowed on the hot path, where the
         gate says only that it runs: under its class's `allow`, or a session grant)."""
-        self.count_statement()
-        recording = self.recording
-        if recording is None:
+        if decision == ALLOW and self.recording is not None:
+            # An allowed statement's class says why: the hot path's compact event.
+            self.count_statement()
+            statement_class = CLASS_NAMES[verdict.statement_class]
+            self.recording.statement(sql, statement_class, decision, bind, types)
             return
-        statement_class = CLASS_NAMES[verdict.statement_class]
-        if decision == ALLOW:  # an allowed statement's class says why: the hot path
-            recording.statement(sql, statement_class, decision, bind, types)
-            return
-        data: dict[str, Any] = {
-            "sql": sql,
-            "class": statement_class,
-            "decision": decision,
-            "reasons": list(verdict.reasons),  # why it was held, refused or granted
-        }
-        if bind is not None:
-            data["bind"] = bind  # decoded on replay: nothing to spend on the hot path
-            data["types"] = list(types)
-        recording.event("statement", data)
+        # A bound statement's Bind is decoded on replay: nothing to spend on the hot path.
+        extra = None if bind is None else {"bind": bind, "types": list(types)}
+        self.record_statement(sql, verdict, decision, extra)
 
     def result(self, tag: str | None, error: m.ErrorResponse | None) -> None:
         """The relay saw a statement finish (CommandComplete, or the error the client saw)."""
@@ -297,25 +258,11 @@ class PgSession(GatedSession):
             data = {"error": {"sqlstate": error.code, "message": error.message}}
         else:
             data = {"tag": tag}
-        if self._rows or self._rows_cut:
-            # As proxy/recording/format.py's Result: `rows` counts, `row_data` holds bodies.
-            if not self._rows_cut:
-                data["rows"] = len(self._rows)
-            data["row_data"], self._rows = self._rows, []
-            if self._rows_cut:
-                data["rows_cut"] = True  # the session's max_row_bytes ran out
-                self._rows_cut = False
-        recording.event("result", data)
+        self.record_result(data, count_rows=True)
 
     def row(self, raw: bytes, start: int, end: int) -> None:
-        """A result row, captured (recording.capture_rows) while the session's cap lasts."""
-        size = end - start - 5
-        if size > self._row_bytes_left:
-            self._row_bytes_left = 0
-            self._rows_cut = True
-            return
-        self._row_bytes_left -= size
-        self._rows.append(raw[start + 5 : end])
+        """A DataRow (recording.capture_rows): its body is captured."""
+        self.capture_row(raw[start + 5 : end])
 
     # --- login
 
@@ -325,15 +272,7 @@ class PgSession(GatedSession):
             return None
         settings = self.listener.settings
         client_tls = self.client_side.is_tls
-        if not client_tls and not (
-            settings.allow_insecure_loopback
-            and self.client_address is not None
-            and is_loopback(self.client_address[0])
-        ):
-            raise InsecureTransport(
-                "the gateway accepts tokens only over TLS",
-                hint="connect with sslmode=require (or verify-full)",
-            )
+        self.check_transport(client_tls, "connect with sslmode=require (or verify-full)")
         user = startup.parameters.get("user", "")
         framer = MessageFramer(frozenset(b"p"), _MAX_PASSWORD_MESSAGE_BYTES)
         credential = await self._scram_login(user, framer) if is_credential_name(user) else None
@@ -353,13 +292,7 @@ class PgSession(GatedSession):
             raise AuthorizationDenied(
                 f'credential "{user}" is for target "{credential.target}", not "{target.name}"'
             )
-        self.target = target
-        self.policy = effective_policy(settings.rules, self.identity.groups, target.name)
-        if self.policy is None:
-            raise AuthorizationDenied(
-                f'no rule lets "{self.identity.subject}" reach target "{target.name}"',
-                detail=f"groups: {', '.join(sorted(self.identity.groups)) or '(none)'}",
-            )
+        self.enter(target)
         forwarded, dropped = await self._startup_parameters(startup)
         if self.listener.recorder is not None:
             client = {"application_name": startup.parameters.get("application_name")}
@@ -397,15 +330,7 @@ class PgSession(GatedSession):
         assert upstream.login.ready is not None
         reply.append(upstream.login.ready.raw)
         self.client_side.write(b"".join(reply))
-        log.info(
-            "session %s: %s (%s) -> %s from %s, tls=%s",
-            self.id,
-            self.identity.subject,
-            ",".join(sorted(self.identity.groups)),
-            target.name,
-            self.client_address,
-            client_tls,
-        )
+        self.log_session(client_tls)
         return upstream
 
     async def _token_login(self, framer: MessageFramer) -> Identity:
@@ -503,7 +428,7 @@ class PgSession(GatedSession):
             verdict = await self._classify(sql)
             statement_class = CLASS_NAMES[verdict.statement_class]
             lexer = any(reason.endswith(LEXER_REASON) for reason in verdict.reasons)
-            if lexer or policy.action_for(statement_class) is not RuleAction.ALLOW:
+            if lexer or not judge(statement_class, policy).allows:
                 raise StatementDenied(
                     f'startup parameter "{setting.name}" is refused: the equivalent SET is '
                     f"{statement_class}, which your rules do not allow"
@@ -522,16 +447,12 @@ class PgSession(GatedSession):
         ready = upstream.login.ready
         assert ready is not None
         listener = self.listener
-        target = self.target
-        assert target is not None
-        roles = None
-        if target.read_role is not None and target.write_role is not None:
-            roles = (target.read_role, target.write_role)
+        roles = self.write_roles()
         self.gate = PgGate(
             listener.classifiers.cached("postgres"),
             self.policy,
             listener.clock,
-            cold_classes=self.durable_classes | (WRITE_ROLE_CLASSES if roles else frozenset()),
+            cold_classes=self.cold_classes(roles),
         )
         chain = None if self.recording is None else self.recording.chain
         recording = chain is not None
@@ -554,10 +475,8 @@ class PgSession(GatedSession):
         if not capture:
             self.relay.chain = chain  # records tags: no rows go with them
         self.relay.server_parameters.update({p.name: p.value for p in upstream.login.parameters})
-        listener.sessions.add(self)
-        self.start_deadline()
+        self.relaying()
         client_side, server_side = self.client_side, upstream.channel
-        client_side.peer, server_side.peer = server_side, client_side
         assert client_side.transport is not None
         assert server_side.transport is not None
         # Whole messages pass straight from one transport to the other (Pipe); the
@@ -591,51 +510,20 @@ class PgSession(GatedSession):
         log.warning("session %s: upstream protocol error: %s", self.id, error.message)
         self.end("upstream protocol error", error)
 
-    def _apply(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, SendToServer):
-                assert self.server_side is not None
-                self.server_side.write(action.raw)
-            elif isinstance(action, SendToClient):
-                self.client_side.write(action.raw)
-            elif isinstance(action, HoldMessage):
-                # The client is still read while the message is decided, so that its
-                # close is seen at once; what it sends waits in the relay's framer. Its
-                # earlier statements' results keep flowing from the server meanwhile.
-                self.hold_started()
-                self._deciding = asyncio.get_running_loop().create_task(self._decide(action.raw))
-            elif isinstance(action, EndSession):
-                self.end(action.reason, action.error)
-
-    def release_held(
-        self, *, forward: bool, error: AirlockError | None = None, elevate: bool = False
-    ) -> None:
-        """Forward (under the write role when `elevate`) or refuse the held message, and go
-        on with the client's next ones."""
-        assert self.relay is not None
-        assert not self.ended  # an ended session's held message never reaches the server
-        self.hold_ended()
-        self._apply(self.relay.release(forward=forward, error=error, elevate=elevate))
-
     # --- decisions on held messages
 
-    async def _decide(self, raw: bytes) -> None:
-        try:
-            refusal = await self._decision(raw)
-        except AirlockError as error:
-            self.end(f"client protocol error: {error.message}", error)
-            return
-        except Exception:
-            # A bug or a store failure must not leave the client waiting forever.
-            log.exception("session %s: deciding a held message failed", self.id)
-            self.end("internal error", AirlockError("internal gateway error"))
-            return
-        self._deciding = None
-        if not self.ended:
-            elevate, self._elevate = self._elevate, False
-            self.release_held(forward=refusal is None, error=refusal, elevate=elevate)
+    async def _decision(self, held: HoldMessage) -> list[Action]:
+        refusal = await self._judged(held.raw)
+        relay = self.relay
+        assert relay is not None
+        if self.ended:
+            return []  # an ended session's held message never reaches the server
+        elevate, self._elevate = self._elevate, False
+        # Forwarded (under the write role when `elevate`) or refused; then the client's
+        # next messages go on.
+        return relay.release(forward=refusal is None, error=refusal, elevate=elevate)
 
-    async def _decision(self, raw: bytes) -> AirlockError | None:
+    async def _judged(self, raw: bytes) -> AirlockError | None:
         """None to forward the held message; else the error that refuses it."""
         gate = self.gate
         assert gate is not None
@@ -659,7 +547,7 @@ class PgSession(GatedSession):
             except StatementTooLarge as too_large:
                 return too_large
             refusal, decision = await self.gatekeep(
-                gate, message.sql, verdict, (), parameters_key(None)
+                gate, message.sql, verdict, (), NO_PARAMETERS_KEY
             )
             self._statement_ran(message.sql, verdict, None, (), decision)
             if refusal is None:
@@ -696,10 +584,6 @@ class PgSession(GatedSession):
         gate.on_drained = drained
         await caught_up
 
-    async def _classify(self, sql: str) -> Verdict:
-        """Raises StatementTooLarge; cold parses are scheduled fairly per session."""
-        return await self.listener.classifiers.classify(sql, "postgres", self)
-
     def announce_hold(self, request: ApprovalRequest) -> None:
         reasons = "; ".join(request.request.reasons)
         self.client_side.write(
@@ -710,14 +594,4 @@ class PgSession(GatedSession):
                 detail=reasons or None,
                 hint=f"an approver runs: airlock approve {request.id}",
             ).raw
-        )
-
-    def _server_closed(self, exc: BaseException | None) -> None:
-        relay = self.relay
-        # A server that said why it closes (FATAL) was heard; a client that sent
-        # Terminate expects the close. Anything else gets a reason from us.
-        quiet = relay is not None and (relay.terminated or relay.server_fatal)
-        self.end(
-            "upstream closed the connection",
-            None if quiet else UpstreamUnavailable("the upstream server closed the connection"),
         )

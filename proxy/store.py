@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from proxy.parameters import Parameter as Parameter
+
 PENDING, APPROVED, DENIED, WITHDRAWN = "pending", "approved", "denied", "withdrawn"
 STATES = (PENDING, APPROVED, DENIED, WITHDRAWN)
 SCOPES = ("statement", "session")
@@ -89,18 +91,6 @@ class UnknownRequest(KeyError):
 
 
 @dataclass(frozen=True, slots=True)
-class Parameter:
-    """A bound parameter as the approver sees it."""
-
-    type: str  # type name (int4, text, ...) or "unknown"
-    value: str | None  # decoded text, hex for undecodable binary; None for NULL
-    format: str = "text"  # "text", or "hex" when the value is binary shown as hex
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "value": self.value, "format": self.format}
-
-
-@dataclass(frozen=True, slots=True)
 class NewRequest:
     session_id: str
     subject: str
@@ -110,7 +100,7 @@ class NewRequest:
     protocol: str
     sql: str
     parameters: tuple[Parameter, ...]
-    params_key: str  # digest of the exact bound values (and formats), for retries
+    params_key: str  # proxy.parameters.parameters_key: the exact bound values, for retries
     statement_class: str
     reasons: tuple[str, ...]
     hold: str

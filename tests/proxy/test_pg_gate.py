@@ -12,14 +12,15 @@ from policy.fingerprint import CachedClassifier
 from policy.rules import Action, Rule, effective_policy
 from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
+from proxy.parameters import NO_PARAMETERS_KEY, parameters_key
 from proxy.pg_gate import (
     ADMIT,
     DECIDE,
     PORTAL_BY_SQL,
     WAIT,
     PgGate,
+    bound_values,
     describe_parameters,
-    parameters_key,
 )
 
 Q, P, B, E, C, D = (ord(c) for c in "QPBECD")
@@ -229,12 +230,12 @@ def test_the_retry_key_depends_on_every_bound_byte() -> None:
     def key(*values: bytes | None) -> str:
         decoded = m.decode_frontend(bind("", "", *values))
         assert isinstance(decoded, m.Bind)
-        return parameters_key(decoded)
+        return parameters_key(bound_values(decoded, ()))
 
     assert key(b"1", b"2") == key(b"1", b"2")
     assert key(b"1", b"2") != key(b"12", b"")
     assert key(b"1", None) != key(b"1", b"")
-    assert parameters_key(None) == parameters_key(None)
+    assert key() == NO_PARAMETERS_KEY
 
 
 def test_the_issues_repro_a_batch_the_server_failed_changes_no_name() -> None:
