@@ -21,7 +21,7 @@ import pymysql
 import pytest
 
 from policy.classify import StatementClass, Verdict
-from tests.support.approvals import Background, agent_token, decide, pending, rule
+from tests.support.approvals import Background, agent_token, approve_next, decide, pending, rule
 from tests.support.gateway import RunningGateway
 from tests.support.mariadb import MariaDb
 
@@ -114,11 +114,6 @@ def run(conn: pymysql.Connection[Any], sql: str, args: Any = None) -> Any:
 
 def current_role(conn: pymysql.Connection[Any]) -> object:
     return run(conn, "SELECT CURRENT_ROLE()")[0][0]
-
-
-def approve_next(gateway: RunningGateway) -> None:
-    [request] = pending(gateway)
-    assert decide(gateway, request["id"], "approve", {})[0] == 200
 
 
 def approved(gateway: RunningGateway, work: Callable[[], object]) -> object:
@@ -279,7 +274,7 @@ def test_writes_the_rules_allow_run_under_the_write_role(
     assert balances()[20] == 102
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)  # two gateways, two held statements: slow on a busy machine
 def test_clients_cannot_switch_roles_themselves(
     mysql_gateway_factory: Callable[..., RunningGateway],
     local_mariadb: MariaDb,
