@@ -24,6 +24,7 @@ from policy.classify import StatementClass, Verdict
 from tests.support.approvals import Background, agent_token, approve_next, decide, pending, rule
 from tests.support.gateway import RunningGateway
 from tests.support.mariadb import MariaDb
+from tests.support.waiting import PATIENCE_S
 
 #: The server's own wording (the gateway's refusals say "refused" or "denied by").
 SERVER_DENIED = "UPDATE command denied to user"
@@ -250,7 +251,12 @@ def test_an_approved_write_with_aiomysql_in_a_transaction(
                 await conn.commit()
                 return role
         finally:
-            conn.close()
+            # Wait until the TLS transport has really closed: left to the garbage
+            # collector, its socket warns in whichever test runs next.
+            writer = conn._writer
+            await conn.ensure_closed()
+            if writer is not None:
+                await asyncio.wait_for(writer.wait_closed(), PATIENCE_S)
 
     assert asyncio.run(session()) == roles.read
     assert balances()[13] == 13

@@ -158,7 +158,7 @@ class Background:
         self.thread = threading.Thread(target=run)
         self.thread.start()
 
-    def result(self, timeout_s: float = 20.0) -> object:
+    def result(self, timeout_s: float = PATIENCE_S) -> object:
         self.thread.join(timeout_s)
         assert not self.thread.is_alive(), "the agent is still waiting"
         assert len(self.outcome) == 1
