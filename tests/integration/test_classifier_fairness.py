@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from tests.support.gateway import RunningGateway
+from tests.support.waiting import PATIENCE_S, until
 
 GatewayFactory = Callable[..., RunningGateway]
 _unique = itertools.count()
@@ -48,7 +49,12 @@ async def test_a_victims_reads_pass_promptly_while_two_sessions_flood_cold_parse
     try:
         assert await victim.fetchval("SELECT 1") == 1  # now cached
         floods = [asyncio.create_task(flood(index)) for index in range(2)]
-        await asyncio.sleep(1.0)  # both workers busy with the floods
+        classifiers = gateway.gateway.classifiers
+        await until(
+            lambda: gateway.call(lambda: len(classifiers.scheduler._busy) == 2),
+            PATIENCE_S,
+            "both workers busy with the floods",
+        )
         slowest = 0.0
         for n in range(20):
             started = time.perf_counter()

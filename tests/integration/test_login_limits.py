@@ -19,6 +19,7 @@ import pytest
 
 from proxy.listener import Listener
 from tests.support.gateway import RunningGateway
+from tests.support.waiting import PATIENCE_S, wait_until
 
 
 @pytest.fixture
@@ -58,10 +59,12 @@ def listener_of(gateway: RunningGateway, protocol: str) -> Listener[Any]:
 def wait_for_pending(gateway: RunningGateway, protocol: str, count: int) -> None:
     """Until the listener counts exactly `count` connections logging in."""
     listener = listener_of(gateway, protocol)
-    deadline = time.monotonic() + 10
-    while (pending := gateway.call(lambda: listener.pending_logins.total)) != count:
-        assert time.monotonic() < deadline, f"{pending} logins pending, expected {count}"
-        time.sleep(0.02)
+    wait_until(
+        lambda: gateway.call(lambda: listener.pending_logins.total) == count,
+        PATIENCE_S,
+        f"exactly {count} logins pending",
+        every_s=0.02,
+    )
 
 
 def refusals(gateway: RunningGateway, protocol: str, reason: str) -> str:

@@ -21,9 +21,10 @@ import pymysql
 import pytest
 
 from policy.classify import StatementClass, Verdict
-from tests.support.approvals import Background, agent_token, decide, pending, rule
+from tests.support.approvals import Background, agent_token, approve_next, decide, pending, rule
 from tests.support.gateway import RunningGateway
 from tests.support.mariadb import MariaDb
+from tests.support.waiting import PATIENCE_S
 
 #: The server's own wording (the gateway's refusals say "refused" or "denied by").
 SERVER_DENIED = "UPDATE command denied to user"
@@ -114,11 +115,6 @@ def run(conn: pymysql.Connection[Any], sql: str, args: Any = None) -> Any:
 
 def current_role(conn: pymysql.Connection[Any]) -> object:
     return run(conn, "SELECT CURRENT_ROLE()")[0][0]
-
-
-def approve_next(gateway: RunningGateway) -> None:
-    [request] = pending(gateway)
-    assert decide(gateway, request["id"], "approve", {})[0] == 200
 
 
 def approved(gateway: RunningGateway, work: Callable[[], object]) -> object:
@@ -255,7 +251,12 @@ def test_an_approved_write_with_aiomysql_in_a_transaction(
                 await conn.commit()
                 return role
         finally:
-            conn.close()
+            # Wait until the TLS transport has really closed: left to the garbage
+            # collector, its socket warns in whichever test runs next.
+            writer = conn._writer
+            await conn.ensure_closed()
+            if writer is not None:
+                await asyncio.wait_for(writer.wait_closed(), PATIENCE_S)
 
     assert asyncio.run(session()) == roles.read
     assert balances()[13] == 13
@@ -279,7 +280,7 @@ def test_writes_the_rules_allow_run_under_the_write_role(
     assert balances()[20] == 102
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)  # two gateways, two held statements: slow on a busy machine
 def test_clients_cannot_switch_roles_themselves(
     mysql_gateway_factory: Callable[..., RunningGateway],
     local_mariadb: MariaDb,

@@ -27,7 +27,9 @@ from tests.support.approvals import (
     pending,
     rule,
 )
+from tests.support.clock import SteppedClock
 from tests.support.gateway import RunningGateway
+from tests.support.waiting import PATIENCE_S, wait_until
 
 
 @pytest.mark.timeout(90)
@@ -41,7 +43,7 @@ def test_reads_pass_and_a_write_waits_until_an_approver_approves_with_the_cli(
             lambda: agent.execute("update accounts set balance = 50 where id = 1").rowcount
         )
         [request] = pending(gated)
-        time.sleep(0.3)
+        time.sleep(0.3)  # not a wait for an event: a window in which nothing may happen
         assert write.thread.is_alive()  # the agent waits...
         assert accounts()[1] == 100  # ...and the server has not seen the write
         assert request["sql"] == "update accounts set balance = 50 where id = 1"
@@ -152,6 +154,8 @@ def test_a_hold_that_times_out_gives_57014_and_the_request_stays_pending(
 ) -> None:
     gateway = gateway_factory(rules=[rule(hold_timeout="1s")])
     with connect(gateway, agent_token(gateway)) as agent:
+        # A real hold timeout, end to end: the hold waits on the event loop's timer, which
+        # no injected clock moves; one second is short, and the window is wide.
         started = time.monotonic()
         with pytest.raises(psycopg.errors.QueryCanceled) as caught:
             agent.execute("update accounts set balance = 1 where id = 4")
@@ -200,6 +204,10 @@ def test_reject_mode_refuses_at_once_and_the_approved_retry_runs_within_the_gran
 def test_session_scope_lets_later_writes_through_until_the_grant_expires(
     gated: RunningGateway, accounts: Callable[[], dict[int, int]]
 ) -> None:
+    # The grant's two seconds pass when the test says so, not while a busy machine
+    # runs the writes meant to fall inside them.
+    clock = SteppedClock()
+    gated.use_clock(clock)
     with connect(gated, agent_token(gated)) as agent:
         first = Background(lambda: agent.execute("update accounts set balance = 11 where id = 6"))
         [request] = pending(gated)
@@ -216,7 +224,10 @@ def test_session_scope_lets_later_writes_through_until_the_grant_expires(
         for account in (7, 8, 9):  # no new requests within the grant
             agent.execute("update accounts set balance = 11 where id = %s", (account,))
         assert [accounts()[i] for i in (6, 7, 8, 9)] == [11, 11, 11, 11]
-        time.sleep(2.2)
+        clock.advance(1.9)  # still inside the grant
+        agent.execute("update accounts set balance = 12 where id = 9")
+        assert accounts()[9] == 12
+        clock.advance(0.2)  # past it
         late = Background(lambda: agent.execute("update accounts set balance = 11 where id = 10"))
         [newer] = pending(gated)
         assert newer["id"] != request["id"]
@@ -431,11 +442,10 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
-    def events(self, count: int, timeout_s: float = 15.0) -> list[tuple[dict[str, str], bytes]]:
-        deadline = time.monotonic() + timeout_s
-        while len(self.received) < count:
-            assert time.monotonic() < deadline, f"{len(self.received)} of {count} webhooks"
-            time.sleep(0.05)
+    def events(
+        self, count: int, timeout_s: float = PATIENCE_S
+    ) -> list[tuple[dict[str, str], bytes]]:
+        wait_until(lambda: len(self.received) >= count, timeout_s, f"{count} webhooks")
         return self.received[:count]
 
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 
 import asyncpg
+import jwt
 import psycopg
 import pytest
 
@@ -20,6 +21,7 @@ from protocols.postgres import messages as m
 from tests.support.gateway import RunningGateway
 from tests.support.pgcluster import PgServer
 from tests.support.rawpg import RawPg, function_call
+from tests.support.waiting import PATIENCE_S, until, wait_until
 
 GatewayFactory = Callable[..., RunningGateway]
 
@@ -279,8 +281,8 @@ async def test_session_ttl_ends_the_session_with_57P01(gateway_factory: GatewayF
     gateway = gateway_factory(rules=rules)
     conn = await connect(gateway, agent_token(gateway))
     assert await conn.fetchval("select 1") == 1
-    await asyncio.sleep(1.5)
     # asyncpg reads the gateway's FATAL as it arrives and marks the connection closed.
+    await until(conn.is_closed, PATIENCE_S, "the gateway to end the session")
     with pytest.raises((asyncpg.AdminShutdownError, asyncpg.InterfaceError)):
         await conn.fetchval("select 1")
     assert conn.is_closed()
@@ -330,25 +332,35 @@ def test_session_ttl_during_a_query_ends_it_and_stops_it_upstream(
     assert "session_ttl" in str(ended.value)
     assert time.monotonic() - started < 10
     # The backend does not sleep on for a session that has ended.
-    deadline = time.monotonic() + 10
     with psycopg.connect(local_pg.dsn(pg_database), autocommit=True) as admin:
-        while admin.execute(
-            "select 1 from pg_stat_activity where application_name = 'ttl-sleeper'"
-            " and state = 'active'"
-        ).fetchone():
-            assert time.monotonic() < deadline, "pg_sleep still runs upstream"
-            time.sleep(0.05)
+        wait_until(
+            lambda: (
+                not admin.execute(
+                    "select 1 from pg_stat_activity where application_name = 'ttl-sleeper'"
+                    " and state = 'active'"
+                ).fetchone()
+            ),
+            10,  # well before the 20 s pg_sleep would end by itself
+            "pg_sleep to stop upstream",
+        )
 
 
 def test_an_expiring_token_ends_the_session(gateway_factory: GatewayFactory) -> None:
     gateway = gateway_factory(allow_insecure_loopback=True)
+    token = agent_token(gateway, ttl_s=4)
+    # A real expiry, end to end: the session's deadline is an event-loop timer, which no
+    # injected clock moves. The window is the token's own `exp`, not the time since the
+    # login, which a busy machine can stretch.
+    expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
     with RawPg(gateway.pg_port) as raw:
-        raw.login(agent_token(gateway, ttl_s=2))
-        started = time.monotonic()
+        raw.login(token)
+        assert time.time() < expires_at, "the login took longer than the token lived"
         error = raw.read()
+        ended_at = time.time()
         assert isinstance(error, m.ErrorResponse)
         assert "token expired" in error.message
-        assert 1.0 < time.monotonic() - started < 5.0
+        # Not before the token expired (a timer may fire a hair early), and soon after.
+        assert expires_at - 0.1 < ended_at < expires_at + 5.0
 
 
 def test_function_call_is_refused_and_the_session_stays_usable(
@@ -429,15 +441,10 @@ def test_a_client_that_vanishes_mid_query_stops_the_upstream_query(
     raw = RawPg(gateway.pg_port)
     raw.login(agent_token(gateway))
     raw.send(m.Query.build(sql).raw)
-    deadline = time.monotonic() + 5
-    while sleeping() == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(sleeping, PATIENCE_S, "pg_sleep to run upstream")
     raw.close()
-    deadline = time.monotonic() + 5
-    while sleeping() > 0:
-        assert time.monotonic() < deadline, "the upstream kept running the vanished client's query"
-        time.sleep(0.05)
+    # Well before the 60 s pg_sleep would end by itself.
+    wait_until(lambda: sleeping() == 0, PATIENCE_S, "the vanished client's query to stop")
 
 
 def test_health_endpoint_answers(gateway: RunningGateway) -> None:

@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 
 from policy.classify import StatementClass, Verdict
-from tests.support.approvals import Background, agent_token, connect, decide, pending, rule
+from tests.support.approvals import Background, agent_token, approve_next, connect, rule
 from tests.support.gateway import RunningGateway
 from tests.support.pgcluster import PgServer
 
@@ -75,11 +75,6 @@ def current_user(agent: psycopg.Connection[tuple[object, ...]]) -> object:
     row = agent.execute("select current_user").fetchone()
     assert row is not None
     return row[0]
-
-
-def approve_next(gateway: RunningGateway) -> None:
-    [request] = pending(gateway)
-    assert decide(gateway, request["id"], "approve", {})[0] == 200
 
 
 @pytest.mark.timeout(60)

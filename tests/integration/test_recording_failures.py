@@ -32,6 +32,7 @@ from tests.support.approvals import agent_token, rule
 from tests.support.gateway import RunningGateway, served_gateway
 from tests.support.mariadb import MariaDb
 from tests.support.pgcluster import PgServer
+from tests.support.waiting import PATIENCE_S, wait_until
 
 ALL_ALLOWED = {"write": "allow", "ddl": "allow", "admin": "allow", "unknown": "allow"}
 #: Larger than the page a tmpfs file may still have room in: its record cannot fit.
@@ -198,11 +199,14 @@ def test_with_on_failure_allow_a_full_disk_keeps_relaying_and_is_counted(
         agent.execute("select 1")
         fill(small_disk)
         agent.execute("insert into accounts values (1000, length(%s))", (BIG,))
-        deadline = time.monotonic() + 10
-        while gateway.metrics().get("airlock_transcript_write_failures_total", "0") == "0":
-            assert time.monotonic() < deadline, "the failed writes were not counted"
-            agent.execute("select 1")
-            time.sleep(0.05)
+
+        def counted() -> bool:
+            if gateway.metrics().get("airlock_transcript_write_failures_total", "0") != "0":
+                return True
+            agent.execute("select 1")  # more to write, while the disk stays full
+            return False
+
+        wait_until(counted, PATIENCE_S, "the failed writes counted")
         assert agent.execute("select 2").fetchone() == (2,)
     assert pg_rows(local_pg, pg_database) == before + 1
 

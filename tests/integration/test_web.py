@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
+import jwt
 import psycopg
 import pytest
 
@@ -296,10 +297,14 @@ def test_signing_out_ends_the_page_session(gated: RunningGateway) -> None:
 
 def test_the_page_session_ends_when_the_token_expires(gated: RunningGateway) -> None:
     browser = Browser(gated)
-    browser.sign_in(gated.issuer.mint(sub="dba-1", groups=("oncall-dba",), ttl_s=2))
+    token = gated.issuer.mint(sub="dba-1", groups=("oncall-dba",), ttl_s=4)
+    browser.sign_in(token)
     _, page = browser.get("/")
     assert "Pending approvals" in page
-    time.sleep(2.5)
+    # The page checks the token's `exp` against the wall clock at each request (the web
+    # pages' clock is not reachable from here): wait until then, however long sign-in took.
+    expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+    time.sleep(max(expires_at - time.time(), 0) + 0.1)
     _, page = browser.get("/")
     assert '<form method="post" action="/login">' in page
 

@@ -116,7 +116,7 @@ async def test_a_session_never_has_two_parses_running_even_with_idle_workers() -
     try:
         tasks = [submit(scheduler, f"a{n}", "a") for n in range(4)]
         await workers.until_started(1)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # not a wait for an event: a window for a wrong start
         assert workers.started == ["a0"]
         assert scheduler.waiting("a") == 4
         other = submit(scheduler, "b", "b")

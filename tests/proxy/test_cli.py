@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from tests.support.gateway import served_gateway
 from tests.support.pgcluster import PgServer
+from tests.support.waiting import PATIENCE_S, wait_until
 
 AIRLOCK = [sys.executable, "-m", "proxy.cli"]
 
@@ -88,18 +88,17 @@ def test_serve_and_dev_token_let_an_agent_query_over_tls(served: tuple[Path, int
 def test_sigterm_stops_the_gateway_cleanly(served: tuple[Path, int, int]) -> None:
     _config, pg_port, pid = served
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while True:
+
+    def stopped() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            break
+            return True
         # a zombie until the fixture reaps it: check the port is closed instead
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", pg_port)) != 0:
-                break
-        assert time.monotonic() < deadline, "the gateway ignored SIGTERM"
-        time.sleep(0.1)
+            return sock.connect_ex(("127.0.0.1", pg_port)) != 0
+
+    wait_until(stopped, PATIENCE_S, "the gateway to stop on SIGTERM", every_s=0.1)
 
 
 def test_serve_raises_its_open_files_limit_to_the_hard_limit(

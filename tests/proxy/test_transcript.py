@@ -34,6 +34,7 @@ from proxy.recording.verifier import (
 )
 from proxy.recording.writer import Recorder, SessionRecording, TranscriptError
 from proxy.signing import SigningKey
+from tests.support.waiting import PATIENCE_S, until
 
 START_TS = 1_600_000_000.0  # 2020-09-13 12:26:40 UTC
 SESSION = "3f2a9c1e5b7d4e0f8a6c2b1d9e7f5a3c"
@@ -451,8 +452,11 @@ async def test_the_periodic_flush_writes_within_the_interval(
     try:
         recording = recorder.open(SESSION, start_data())
         recording.event("statement", {"sql": "SELECT 1", "class": "read", "decision": "allow"})
-        await asyncio.sleep(0.2)
-        assert len(read_transcript(recording.path).events) == 2
+        # Many intervals (the flush runs in a worker thread, slow on a busy machine); with
+        # no periodic flush nothing would be written before the recorder closes.
+        await until(
+            lambda: len(read_transcript(recording.path).events) == 2, 2.0, "the periodic flush"
+        )
     finally:
         await recorder.close()
 
@@ -506,10 +510,7 @@ def test_a_seal_left_to_the_recorder_is_written_in_a_worker_thread_and_closes_th
 
     async def seal_soon() -> None:
         recorder.flush_soon(recording)
-        for _ in range(200):
-            if not recorder._recordings():
-                return
-            await asyncio.sleep(0.01)
+        await until(lambda: not recorder._recordings(), PATIENCE_S, "the seal on disk")
 
     asyncio.run(seal_soon())
     assert recorder._recordings() == []
@@ -524,10 +525,7 @@ def test_a_transcript_opened_for_a_login_that_gave_up_is_sealed_as_such(
         opening = loop.run_in_executor(None, recorder.open, SESSION, start_data())
         await asyncio.wait([opening])
         seal_abandoned(recorder, opening)
-        for _ in range(200):
-            if not recorder._recordings():
-                return
-            await asyncio.sleep(0.01)
+        await until(lambda: not recorder._recordings(), PATIENCE_S, "the seal on disk")
 
     asyncio.run(login_gives_up())
     [path] = (recorder.directory).rglob(f"{SESSION}.airlock")

@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import pytest
 
 from tests.support.gateway import RunningGateway
 from tests.support.pgcluster import PgServer
+from tests.support.waiting import PATIENCE_S, wait_until
 
 REQUEST_ID = re.compile(r"apr_[0-9a-f]+")
 
@@ -96,16 +96,39 @@ def decide(
     return api(gateway, "POST", path, dba_token(gateway), body)
 
 
-def pending(gateway: RunningGateway, timeout_s: float = 10.0, count: int = 1) -> list[Any]:
+def pending(gateway: RunningGateway, timeout_s: float = PATIENCE_S, count: int = 1) -> list[Any]:
     """Wait until `count` requests are pending; return them."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def listed() -> list[Any]:
         status, body = api(gateway, "GET", "/api/v1/approvals", dba_token(gateway))
         assert status == 200
-        if len(body["approvals"]) >= count:
-            return list(body["approvals"])
-        assert time.monotonic() < deadline, f"{len(body['approvals'])} of {count} held"
-        time.sleep(0.05)
+        return list(body["approvals"]) if len(body["approvals"]) >= count else []
+
+    return wait_until(listed, timeout_s, f"{count} pending request(s)")
+
+
+def approve_next(gateway: RunningGateway, timeout_s: float = PATIENCE_S) -> dict[str, Any]:
+    """Approve (as dba-1) the one statement held now; return its request.
+
+    Waits until exactly one request is pending and the approval takes: should the
+    listing still show a request that was decided a moment ago, the API answers 409
+    and the next listing is tried, so the request approved is always the new one."""
+    approved: list[dict[str, Any]] = []
+
+    def approve() -> bool:
+        status, body = api(gateway, "GET", "/api/v1/approvals", dba_token(gateway))
+        assert status == 200
+        if len(body["approvals"]) != 1:
+            return False
+        [request] = body["approvals"]
+        status, answer = decide(gateway, request["id"], "approve", {})
+        assert status in (200, 409), answer
+        if status == 200:
+            approved.append(request)
+        return status == 200
+
+    wait_until(approve, timeout_s, "exactly one pending request, approved")
+    return approved[0]
 
 
 def airlock(*args: str, token: str) -> subprocess.CompletedProcess[str]:
@@ -135,7 +158,7 @@ class Background:
         self.thread = threading.Thread(target=run)
         self.thread.start()
 
-    def result(self, timeout_s: float = 20.0) -> object:
+    def result(self, timeout_s: float = PATIENCE_S) -> object:
         self.thread.join(timeout_s)
         assert not self.thread.is_alive(), "the agent is still waiting"
         assert len(self.outcome) == 1

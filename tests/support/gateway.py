@@ -16,7 +16,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -34,8 +33,12 @@ from proxy.config import Settings, parse_settings
 from proxy.server import Gateway
 from tests.support.issuer import TestIssuer
 from tests.support.pgcluster import PgServer
+from tests.support.waiting import PATIENCE_S, wait_until
 
 T = TypeVar("T")
+
+#: Where `python -m proxy.cli` imports this work tree's gateway from.
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -83,14 +86,51 @@ class RunningGateway:
         self.loop.call_soon_threadsafe(run)
         return future.result(timeout=10)
 
-    def wait_for_no_sessions(self, timeout_s: float = 10.0) -> None:
-        """Until the PostgreSQL listener has forgotten every session (ended, sealed)."""
-        listener = self.gateway.postgres
+    def wait_for_no_sessions(
+        self, timeout_s: float = PATIENCE_S, protocol: str = "postgres"
+    ) -> None:
+        """Until the protocol's listener has forgotten every session: each has ended (its
+        transcript's seal may still be on its way to disk: wait_for_sealed_transcripts)."""
+        listener = self.gateway.postgres if protocol == "postgres" else self.gateway.mysql
         assert listener is not None
-        deadline = time.monotonic() + timeout_s
-        while self.call(lambda: len(listener.sessions)):
-            assert time.monotonic() < deadline, "ended sessions were not forgotten"
-            time.sleep(0.05)
+        wait_until(
+            lambda: self.call(lambda: not listener.sessions),
+            timeout_s,
+            f"the {protocol} listener to forget its ended sessions",
+        )
+
+    def wait_for_sealed_transcripts(self, timeout_s: float = PATIENCE_S) -> None:
+        """Until every session has ended and `airlock verify --all` finds each transcript
+        sealed and valid: what a user reads after a session is over (the seal is written
+        in a worker thread after the session is gone)."""
+        for protocol in ("postgres", "mysql"):
+            if getattr(self.gateway, protocol) is not None:
+                self.wait_for_no_sessions(timeout_s, protocol)
+        command = [sys.executable, "-m", "proxy.cli", "verify", "--all"]
+        command += ["--data-dir", str(self.settings.data_dir)]
+
+        def verified() -> subprocess.CompletedProcess[str] | None:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=60, cwd=REPOSITORY
+            )
+            return done if done.returncode == 0 else None
+
+        wait_until(verified, timeout_s, "every transcript sealed", every_s=0.2)
+
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Give the approvals hub and the listeners (so the sessions they start from now
+        on, and their gates) `clock` as the wall clock: a test about grant or request
+        expiry moves time on instead of sleeping through it. Token signatures are still
+        checked against the real time."""
+
+        def install() -> None:
+            assert self.gateway.hub is not None
+            self.gateway.hub.clock = clock
+            for listener in (self.gateway.postgres, self.gateway.mysql):
+                if listener is not None:
+                    listener.clock = clock
+
+        self.call(install)
 
     def ssl_context(self) -> ssl.SSLContext:
         """Trusts only the gateway's self-signed certificate (verify-full for asyncpg)."""
@@ -304,15 +344,16 @@ def served_gateway(
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def healthy() -> bool:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=1):
-                    break
+                    return True
             except OSError:
                 assert process.poll() is None, process.stdout.read() if process.stdout else ""
-                assert time.monotonic() < deadline, "the gateway did not come up"
-                time.sleep(0.1)
+                return False
+
+        wait_until(healthy, PATIENCE_S, "the gateway to come up", every_s=0.1)
         yield ServedGateway(config, pg_port, api_port, process)
     finally:
         if process.poll() is None:

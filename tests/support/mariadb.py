@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 from proxy.tls import ensure_self_signed
 from tests.support.gateway import RunningGateway, gateway_document, start_gateway
 from tests.support.issuer import TestIssuer
+from tests.support.waiting import wait_until
 
 HOST, PORT = "127.0.0.1", 3306
 
@@ -171,15 +171,15 @@ def tls_mariadb() -> Iterator[TlsMariaDb]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def started() -> pymysql.Connection[Any] | None:
             try:
-                root = pymysql.connect(host="127.0.0.1", port=port, user="root", password="")
-                break
+                return pymysql.connect(host="127.0.0.1", port=port, user="root", password="")
             except pymysql.err.OperationalError:
                 assert server.poll() is None, "the throwaway mariadbd exited"
-                assert time.monotonic() < deadline, "the throwaway mariadbd did not start"
-                time.sleep(0.2)
+                return None
+
+        root = wait_until(started, 60, "the throwaway mariadbd to start", every_s=0.2)
         user, password, database = "airlock_svc", secrets.token_urlsafe(18), "shop_tls"
         with root, root.cursor() as cursor:
             cursor.execute(f"CREATE DATABASE {database}")
