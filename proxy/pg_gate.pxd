@@ -3,16 +3,19 @@
 cimport cython
 
 from policy.fingerprint cimport CachedClassifier
+from protocols.postgres.scan cimport (
+    bind_statement_end,
+    execute_portal_end,
+    parse_sql_end,
+    target_name_end,
+    text_end,
+)
 from proxy.event_chain cimport EventChain
 
 # Message types, as C values.
 cdef int _Q, _P, _B, _E, _C, _D
 cdef int _PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE
 cdef Py_ssize_t _UNIT, _ANSWER, _IS_PORTAL, _NAME, _PREVIOUS
-
-
-@cython.locals(i=Py_ssize_t)
-cdef Py_ssize_t _nul(bytes raw, Py_ssize_t start, Py_ssize_t end) except? -2
 
 cdef class PreparedStatement:
     cdef public str sql

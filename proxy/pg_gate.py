@@ -46,6 +46,13 @@ from policy.rules import EffectivePolicy
 from policy.sqlscan import names_statements
 from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
+from protocols.postgres.scan import (
+    bind_statement_end,
+    execute_portal_end,
+    parse_sql_end,
+    target_name_end,
+    text_end,
+)
 from proxy.event_chain import EventChain
 from proxy.parameters import (
     NO_PARAMETERS_KEY,
@@ -56,16 +63,6 @@ from proxy.parameters import (
 )
 
 _Q, _P, _B, _E, _C, _D = (ord(c) for c in "QPBECD")
-
-
-def _nul(raw: bytes, start: int, end: int) -> int:
-    """Where the first NUL in raw[start:end] is, or -1 (a loop in C when compiled)."""
-    i = start
-    while i < end:
-        if raw[i] == 0:
-            return i
-        i += 1
-    return -1
 
 
 UNPREPARED = Verdict(
@@ -243,11 +240,12 @@ class PgGate:
         if self._skipping:
             return ADMIT  # the server skips it: it runs nothing and changes no name
         if kind == _B:
-            name_end = _nul(raw, start + 5, end)
-            # (A name without its NUL leaves name_end at -1: not a search from 0.)
-            statement_end = _nul(raw, name_end + 1, end) if name_end >= 0 else -1
+            # The scan checks the whole message as decode_frontend would: a malformed
+            # one goes to the slow path, which refuses it.
+            statement_end = bind_statement_end(raw, start, end)
             if statement_end < 0:
                 return DECIDE
+            name_end = text_end(raw, start + 5, end)
             statement_name = data[name_end + 1 : statement_end]
             portal = data[start + 5 : name_end]
             changes = self._changes
@@ -263,7 +261,7 @@ class PgGate:
             self._change(_BIND_COMPLETE, True, portal, bound)
             return ADMIT
         if kind == _E:
-            name_end = _nul(raw, start + 5, end)
+            name_end = execute_portal_end(raw, start, end)
             if name_end < 0:
                 return DECIDE
             portal = data[start + 5 : name_end]
@@ -292,10 +290,10 @@ class PgGate:
                 return ADMIT
             return DECIDE
         if kind == _P:
-            name_end = _nul(raw, start + 5, end)
-            sql_end = _nul(raw, name_end + 1, end) if name_end >= 0 else -1
+            sql_end = parse_sql_end(raw, start, end)
             if sql_end < 0:
                 return DECIDE
+            name_end = text_end(raw, start + 5, end)
             name = data[start + 5 : name_end]
             changes = self._changes
             if changes and changes[0][_UNIT] != self._sent and self._unsettled(False, name):
@@ -317,12 +315,10 @@ class PgGate:
             self._remember(name, sql, verdict, declared)
             return ADMIT
         if kind == _C:
-            name_end = _nul(raw, start + 6, end)
-            if name_end < 0 or end - start < 7:
+            name_end = target_name_end(raw, start, end)
+            if name_end < 0:
                 return DECIDE
-            subtype = raw[start + 5]
-            if subtype != 0x53 and subtype != 0x50:  # 'S', 'P'
-                return DECIDE  # malformed: the slow path says so
+            subtype = raw[start + 5]  # 'S' or 'P'
             name = data[start + 6 : name_end]
             changes = self._changes
             if (
@@ -333,11 +329,12 @@ class PgGate:
                 return WAIT
             self._change(_CLOSE_COMPLETE, subtype == 0x50, name, None)
             return ADMIT
-        if kind == _D and end - start > 5 and raw[start + 5] == 0x53:
-            name_end = _nul(raw, start + 6, end)
+        if kind == _D:
+            name_end = target_name_end(raw, start, end)
             if name_end < 0:
                 return DECIDE
-            self._describing.append((self._sent, data[start + 6 : name_end]))
+            if raw[start + 5] == 0x53:  # 'S'
+                self._describing.append((self._sent, data[start + 6 : name_end]))
             return ADMIT
         return ADMIT
 

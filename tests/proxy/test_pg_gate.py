@@ -386,6 +386,35 @@ def test_a_bind_or_parse_whose_first_name_lacks_its_nul_is_left_to_the_slow_path
     assert set(g.statements) == {b"s1"}
 
 
+@pytest.mark.parametrize(
+    ("good", "bad"),
+    [
+        # A parameter count beyond the message, a declared type cut short, bytes after
+        # Execute's row count, a name that is not UTF-8, a Describe of neither S nor P.
+        (bind("s1"), bind("s1")[:-2]),
+        (parse("select 1", "s2", (23,)), parse("select 1", "s2", (23,))[:-1]),
+        (execute(), execute() + b"\0"),
+        (close("S", "s1"), m.frame(b"C", b"S\xff\0")),
+        (m.frame(b"D", b"Ss1\0"), m.frame(b"D", b"Xs1\0")),
+    ],
+    ids=["bind", "parse", "execute", "close", "describe"],
+)
+def test_a_message_the_decoder_refuses_is_never_admitted_on_the_hot_path(
+    good: bytes, bad: bytes
+) -> None:
+    # The hot path admits exactly what decode_frontend accepts: a malformed message goes
+    # to the slow path (which refuses it), whatever the gate knows of its names.
+    g = gate()
+    known(g, "select 1")
+    assert admit(g, parse("select 1", "s1"))
+    assert admit(g, bind("s1"))
+    assert admit(g, good)
+    m.decode_frontend(good)
+    with pytest.raises(ProtocolViolation):
+        m.decode_frontend(bad)
+    assert outcome(g, bad) == DECIDE
+
+
 def test_after_a_write_under_the_write_role_the_next_unit_waits_for_the_server() -> None:
     # The relay sent its own Query (unit 0), the client's (1) and its return to the read
     # role (2): what the client sends next waits until the server has answered unit 2.

@@ -1,0 +1,32 @@
+# C declarations for scan.py when Cython compiles it (see setup.py); the .py is the source.
+# cpdef: the gate calls them as C functions (cimport), tests as Python ones.
+
+cimport cython
+
+
+@cython.locals(i=Py_ssize_t, b=int, more=Py_ssize_t, low=int, high=int, k=Py_ssize_t)
+cpdef Py_ssize_t text_end(bytes raw, Py_ssize_t pos, Py_ssize_t end) except? -2
+
+@cython.locals(value=long)
+cdef long _int16(bytes raw, Py_ssize_t pos) except? -1
+
+@cython.locals(value="long long")
+cdef long long _int32(bytes raw, Py_ssize_t pos) except? -1
+
+@cython.locals(sql_end=Py_ssize_t)
+cpdef Py_ssize_t query_sql_end(bytes raw, Py_ssize_t start, Py_ssize_t end) except? -2
+
+@cython.locals(name_end=Py_ssize_t, sql_end=Py_ssize_t, count=Py_ssize_t)
+cpdef Py_ssize_t parse_sql_end(bytes raw, Py_ssize_t start, Py_ssize_t end) except? -2
+
+@cython.locals(
+    portal_end=Py_ssize_t, statement_end=Py_ssize_t, pos=Py_ssize_t, count=Py_ssize_t,
+    size="long long",
+)
+cpdef Py_ssize_t bind_statement_end(bytes raw, Py_ssize_t start, Py_ssize_t end) except? -2
+
+@cython.locals(portal_end=Py_ssize_t)
+cpdef Py_ssize_t execute_portal_end(bytes raw, Py_ssize_t start, Py_ssize_t end) except? -2
+
+@cython.locals(subtype=int, name_end=Py_ssize_t)
+cpdef Py_ssize_t target_name_end(bytes raw, Py_ssize_t start, Py_ssize_t end) except? -2
