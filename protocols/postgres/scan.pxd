@@ -4,14 +4,18 @@
 cimport cython
 
 
-@cython.locals(i=Py_ssize_t, b=int, more=Py_ssize_t, low=int, high=int, k=Py_ssize_t)
+@cython.locals(
+    i=Py_ssize_t, b=int, more=Py_ssize_t, low=int, high=int, k=Py_ssize_t,
+    data="const unsigned char *",
+)
 cpdef Py_ssize_t text_end(bytes raw, Py_ssize_t pos, Py_ssize_t end) except? -2
 
+# Callers have checked the bytes are there (every accessor's first text_end checks `end`).
 @cython.locals(value=long)
-cdef long _int16(bytes raw, Py_ssize_t pos) except? -1
+cdef long _int16(const unsigned char *data, Py_ssize_t pos) noexcept
 
 @cython.locals(value="long long")
-cdef long long _int32(bytes raw, Py_ssize_t pos) except? -1
+cdef long long _int32(const unsigned char *data, Py_ssize_t pos) noexcept
 
 @cython.locals(sql_end=Py_ssize_t)
 cpdef Py_ssize_t query_sql_end(bytes raw, Py_ssize_t start, Py_ssize_t end) except? -2

@@ -21,9 +21,12 @@ def text_end(raw: bytes, pos: int, end: int) -> int:
     """Where the NUL ending the string at `pos` is, if that string is valid UTF-8 and
     ends before `end`; else -1. (The strict decoder's rules: no overlong forms, no
     surrogates, nothing above U+10FFFF.)"""
+    if end > len(raw):
+        return -1
+    data = raw  # a C pointer when compiled: one bounds check above, none per byte
     i = pos
     while i < end:
-        b = raw[i]
+        b = data[i]
         if b == 0:
             return i
         if b < 0x80:
@@ -45,12 +48,12 @@ def text_end(raw: bytes, pos: int, end: int) -> int:
             return -1
         if i + more >= end:
             return -1  # the sequence, or the NUL after it, is cut off
-        b = raw[i + 1]
+        b = data[i + 1]
         if b < low or b > high:
             return -1
         k = 2
         while k <= more:
-            b = raw[i + k]
+            b = data[i + k]
             if b < 0x80 or b > 0xBF:
                 return -1
             k += 1
@@ -58,13 +61,13 @@ def text_end(raw: bytes, pos: int, end: int) -> int:
     return -1
 
 
-def _int16(raw: bytes, pos: int) -> int:
-    value = (raw[pos] << 8) | raw[pos + 1]
+def _int16(data: bytes, pos: int) -> int:
+    value = (data[pos] << 8) | data[pos + 1]
     return value - 0x10000 if value >= 0x8000 else value
 
 
-def _int32(raw: bytes, pos: int) -> int:
-    value = (raw[pos] << 24) | (raw[pos + 1] << 16) | (raw[pos + 2] << 8) | raw[pos + 3]
+def _int32(data: bytes, pos: int) -> int:
+    value = (data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
     return value - 0x100000000 if value >= 0x80000000 else value
 
 
