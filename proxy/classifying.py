@@ -32,7 +32,7 @@ from typing import Protocol
 
 from policy.classify import StatementClass, Verdict, classify
 from policy.fingerprint import CachedClassifier
-from protocols.errors import AirlockError
+from proxy.errors import AirlockError
 
 log = logging.getLogger("airlock.classify")
 

@@ -44,13 +44,7 @@ from policy.fingerprint import CachedClassifier
 from policy.judge import GateTables, judge
 from policy.rules import EffectivePolicy
 from policy.scope import exposed, scope_refusal
-from protocols.errors import (
-    AirlockError,
-    FeatureNotSupported,
-    MessageTooLarge,
-    ProtocolViolation,
-    StatementDenied,
-)
+from protocols.errors import MessageTooLarge, ProtocolViolation
 from protocols.mysql.messages import (
     Capability,
     Command,
@@ -64,6 +58,7 @@ from protocols.mysql.responses import ResponseTracker, expects_response
 from proxy.actions import EndSession as EndSession
 from proxy.actions import SendToClient as SendToClient
 from proxy.actions import SendToServer as SendToServer
+from proxy.errors import AirlockError, FeatureNotSupported, StatementDenied
 from proxy.parameters import BINARY, BoundValue, Execution, Parameter, parameters_key
 
 UNPREPARED = Verdict(

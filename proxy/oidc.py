@@ -25,8 +25,8 @@ from policy.identity import (
     UnknownKeyId,
     verify_token,
 )
-from protocols.errors import AuthenticationFailed
 from proxy.addresses import is_loopback
+from proxy.errors import AuthenticationFailed
 
 log = logging.getLogger("airlock.oidc")
 

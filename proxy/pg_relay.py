@@ -41,12 +41,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocols.errors import AirlockError, FeatureNotSupported, ProtocolViolation
+from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
 from protocols.postgres.framing import BackendRelay, MessageFramer
 from proxy.actions import EndSession as EndSession
 from proxy.actions import SendToClient as SendToClient
 from proxy.actions import SendToServer as SendToServer
+from proxy.errors import AirlockError, FeatureNotSupported
 from proxy.event_chain import EventChain
 from proxy.pg_gate import ADMIT, PgGate
 from proxy.pg_upstream import quote_identifier, set_role
