@@ -18,6 +18,13 @@ from policy.errors import AirlockError as AirlockError
 from policy.errors import AuthenticationFailed as AuthenticationFailed
 
 
+class IssuerUnavailable(AuthenticationFailed):
+    """No key set has ever been fetched, so no token can be verified yet."""
+
+    def __init__(self) -> None:
+        super().__init__("identity provider keys unavailable")
+
+
 class FeatureNotSupported(AirlockError):
     """A protocol feature the gateway refuses (FunctionCall, replication, ...)."""
 
@@ -67,12 +74,44 @@ class UpstreamUnavailable(AirlockError):
     fatal = True
 
 
+class RoleNotRestored(AirlockError):
+    """The upstream session could not be returned to the target's read role."""
+
+    sqlstate = "XX000"  # internal_error
+    mysql_errno = 1105  # ER_UNKNOWN_ERROR
+    mysql_sqlstate = "HY000"
+    fatal = True
+
+
+class WriteRoleRefused(AirlockError):
+    """The upstream would not take the target's write role for an allowed statement."""
+
+    sqlstate = "XX000"
+    mysql_errno = 1105
+    mysql_sqlstate = "HY000"
+
+
 class StatementDenied(AirlockError):
     """A statement was refused by policy or by an approver."""
 
     sqlstate = "42501"
     mysql_errno = 1142  # ER_TABLEACCESS_DENIED_ERROR
     mysql_sqlstate = "42000"
+
+
+class DatabaseAccessDenied(StatementDenied):
+    """A statement or COM_INIT_DB names a database its target does not expose."""
+
+    mysql_errno = 1044  # ER_DBACCESS_DENIED_ERROR
+    mysql_sqlstate = "42000"
+
+
+class StatementTooLarge(AirlockError):
+    """A statement longer than limits.max_statement_bytes: refused, never parsed."""
+
+    sqlstate = "54000"  # program_limit_exceeded
+    mysql_errno = 1153  # ER_NET_PACKET_TOO_LARGE
+    mysql_sqlstate = "HY000"  # not 08S01: the session stays usable
 
 
 class QueryCanceled(AirlockError):
@@ -104,6 +143,8 @@ class RecordingFailed(RecordingUnavailable):
 
 
 class GatewayShuttingDown(AirlockError):
+    """The gateway is stopping: it ends the session."""
+
     sqlstate = "57P01"
     mysql_errno = 1053  # ER_SERVER_SHUTDOWN
     mysql_sqlstate = "08S01"

@@ -41,7 +41,6 @@ from protocols.mysql.messages import (
 from protocols.mysql.packets import Packet, PacketReader, frame
 from protocols.mysql.responses import ResponseTracker
 from proxy.channel import Channel
-from proxy.classifying import StatementTooLarge
 from proxy.credentials import Credential, is_credential_name
 from proxy.errors import (
     AirlockError,
@@ -50,6 +49,7 @@ from proxy.errors import (
     FeatureNotSupported,
     SessionExpired,
     StatementDenied,
+    StatementTooLarge,
     UnknownSession,
     UnknownTarget,
 )

@@ -25,7 +25,6 @@ from protocols.postgres import messages as m
 from protocols.postgres.auth import ScramServerExchange
 from protocols.postgres.framing import MessageFramer, StartupFramer
 from proxy.channel import Channel, ConnectionClosed
-from proxy.classifying import StatementTooLarge
 from proxy.credentials import Credential, is_credential_name
 from proxy.errors import (
     AirlockError,
@@ -33,6 +32,7 @@ from proxy.errors import (
     AuthorizationDenied,
     FeatureNotSupported,
     StatementDenied,
+    StatementTooLarge,
     UnknownTarget,
 )
 from proxy.gated_session import GatedSession

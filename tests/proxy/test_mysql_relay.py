@@ -40,7 +40,13 @@ from protocols.mysql.messages import (
 from protocols.mysql.messages import ServerStatus as S
 from protocols.mysql.packets import MAX_CHUNK, PacketReader, frame, lenenc_bytes, lenenc_int
 from protocols.mysql.responses import ResponseTracker
-from proxy.errors import AirlockError, FeatureNotSupported, StatementDenied
+from proxy.errors import (
+    AirlockError,
+    FeatureNotSupported,
+    RoleNotRestored,
+    StatementDenied,
+    WriteRoleRefused,
+)
 from proxy.mysql_relay import (
     UNPREPARED,
     EndSession,
@@ -48,10 +54,8 @@ from proxy.mysql_relay import (
     MySqlGate,
     MySqlRelay,
     PreparedStatement,
-    RoleNotRestored,
     SendToClient,
     SendToServer,
-    WriteRoleRefused,
     error_packet,
     execute_parameters,
     is_kill,
