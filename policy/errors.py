@@ -5,9 +5,11 @@ number as class attributes, so a single function per protocol turns any of them
 into an ErrorResponse or an ERR packet. Messages never contain secrets: callers
 describe what was wrong with a token or password, never its value.
 
-The wire layer's own errors (ProtocolViolation, MessageTooLarge, ...) live in
-protocols/errors.py and derive from `AirlockError`; policy/ imports nothing from
-protocols/ or proxy/.
+The root lives here, in a module that imports nothing, so that both lower layers can
+derive from it without depending on each other: the wire layer's own errors
+(ProtocolViolation, MessageTooLarge, LoginRefused) are in protocols/errors.py, the
+gateway's (StatementDenied, HoldTimedOut, ...) in proxy/errors.py. policy/ imports
+nothing from protocols/ or proxy/.
 """
 
 from __future__ import annotations

@@ -1,17 +1,16 @@
-"""The one exception tree of Airlock.
+"""The wire layer's own errors: what protocols/ raises when bytes are not a valid
+message, or a login exchange cannot complete.
 
-Every error a client can see carries its PostgreSQL SQLSTATE and its MySQL error
-number as class attributes, so a single function per protocol turns any of them
-into an ErrorResponse or an ERR packet. Messages never contain secrets: callers
-describe what was wrong with a token or password, never its value.
+They derive from the root of Airlock's exception tree, `AirlockError` (in
+policy/errors.py, a module with no imports that both lower layers share), so the
+gateway turns them into an ErrorResponse or an ERR packet like any other. The
+gateway's own errors (a statement denied, a hold timed out, ...) live in
+proxy/errors.py; protocols/ imports neither proxy/ nor policy/ beyond that root.
 """
 
 from __future__ import annotations
 
-# The root of the tree and the errors policy/ raises live in policy/errors.py (policy/
-# imports nothing from protocols/); they are re-exported here for existing importers.
-from policy.errors import AirlockError as AirlockError
-from policy.errors import AuthenticationFailed as AuthenticationFailed
+from policy.errors import AirlockError
 
 
 class ProtocolViolation(AirlockError):
@@ -31,119 +30,12 @@ class MessageTooLarge(ProtocolViolation):
     mysql_sqlstate = "08S01"
 
 
-class FeatureNotSupported(AirlockError):
-    """A protocol feature the gateway refuses (FunctionCall, replication, ...)."""
-
-    sqlstate = "0A000"
-    mysql_errno = 1235  # ER_NOT_SUPPORTED_YET
-    mysql_sqlstate = "42000"
-    fatal = True
-
-
-class AuthorizationDenied(AirlockError):
-    """The client is who it says, but no rule lets it reach this target."""
-
-    sqlstate = "28000"
-    mysql_errno = 1045
-    mysql_sqlstate = "28000"
-    fatal = True
-
-
-class InsecureTransport(AuthorizationDenied):
-    """A token was about to travel in cleartext over a non-TLS connection."""
-
-
-class UnknownTarget(AirlockError):
-    """The database name the client asked for names no configured target."""
-
-    sqlstate = "3D000"
-    mysql_errno = 1049  # ER_BAD_DB_ERROR
-    mysql_sqlstate = "42000"
-    fatal = True
-
-
-class SessionExpired(AirlockError):
-    """The session reached its rule's session_ttl."""
-
-    sqlstate = "57P01"  # admin_shutdown: what drivers treat as "server closed the session"
-    mysql_errno = 1927  # ER_CONNECTION_KILLED
-    mysql_sqlstate = "70100"
-    fatal = True
-
-
-class UpstreamUnavailable(AirlockError):
-    """The gateway could not reach or log in to the target's upstream."""
+class LoginRefused(AirlockError):
+    """The upstream refused the gateway's login, or asked for what it cannot do (an
+    unsupported method, a password it was not given). The gateway reports it to the
+    client as an UpstreamUnavailable."""
 
     sqlstate = "08006"
     mysql_errno = 2013
     mysql_sqlstate = "HY000"
-    fatal = True
-
-
-class StatementDenied(AirlockError):
-    """A statement was refused by policy or by an approver."""
-
-    sqlstate = "42501"
-    mysql_errno = 1142  # ER_TABLEACCESS_DENIED_ERROR
-    mysql_sqlstate = "42000"
-
-
-class QueryCanceled(AirlockError):
-    """The client cancelled a statement (which, if it was held, withdraws its request)."""
-
-    sqlstate = "57014"
-    mysql_errno = 1317  # ER_QUERY_INTERRUPTED
-    mysql_sqlstate = "70100"
-
-
-class HoldTimedOut(QueryCanceled):
-    """A held statement was not decided within hold_timeout."""
-
-
-class RecordingUnavailable(AirlockError):
-    """The session's transcript cannot be written: the gateway refuses the session."""
-
-    sqlstate = "58030"  # io_error
-    mysql_errno = 1021  # ER_DISK_FULL
-    mysql_sqlstate = "HY000"
-    fatal = True
-
-
-class RecordingFailed(RecordingUnavailable):
-    """A session's events can no longer be written: the gateway ends the session rather
-    than relay what it cannot record."""
-
-    mysql_errno = 1026  # ER_ERROR_ON_WRITE
-
-
-class GatewayShuttingDown(AirlockError):
-    sqlstate = "57P01"
-    mysql_errno = 1053  # ER_SERVER_SHUTDOWN
-    mysql_sqlstate = "08S01"
-    fatal = True
-
-
-class UnknownSession(AirlockError):
-    """KILL named a connection id that is not one of the agent's own sessions."""
-
-    sqlstate = "42704"  # undefined_object
-    mysql_errno = 1094  # ER_NO_SUCH_THREAD
-    mysql_sqlstate = "HY000"
-
-
-class TooManyLogins(AirlockError):
-    """Too many connections are logging in at once (from one address, or in total)."""
-
-    sqlstate = "53300"  # too_many_connections
-    mysql_errno = 1040  # ER_CON_COUNT_ERROR
-    mysql_sqlstate = "08004"
-    fatal = True
-
-
-class LoginTimedOut(AirlockError):
-    """A connection did not finish logging in within limits.login_timeout."""
-
-    sqlstate = "08006"  # connection_failure
-    mysql_errno = 1159  # ER_NET_READ_INTERRUPTED
-    mysql_sqlstate = "08S01"
     fatal = True

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocols.errors import AirlockError
+from proxy.errors import AirlockError
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,10 @@ from policy.rules import (
     request_sight,
     transcript_refusal,
 )
-from protocols.errors import AirlockError
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
 from proxy.config import TargetSettings, parse_duration
 from proxy.credentials import CredentialBook, TooManyCredentials, new_credential
+from proxy.errors import AirlockError
 from proxy.listener import TokenVerifier
 from proxy.recording.format import SESSION_ID
 from proxy.recording.render import event_json

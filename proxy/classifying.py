@@ -32,7 +32,7 @@ from typing import Protocol
 
 from policy.classify import StatementClass, Verdict, classify
 from policy.fingerprint import CachedClassifier
-from protocols.errors import AirlockError
+from proxy.errors import StatementTooLarge
 
 log = logging.getLogger("airlock.classify")
 
@@ -48,14 +48,6 @@ WORKER_START_S = 60.0
 
 #: How the verdicts of parses that did not finish begin: not cached.
 _TRANSIENT_REASONS = ("classification took longer than", "the classifier could not finish")
-
-
-class StatementTooLarge(AirlockError):
-    """A statement longer than limits.max_statement_bytes: refused, never parsed."""
-
-    sqlstate = "54000"  # program_limit_exceeded
-    mysql_errno = 1153  # ER_NET_PACKET_TOO_LARGE
-    mysql_sqlstate = "HY000"  # not 08S01: the session stays usable
 
 
 class Worker(Protocol):

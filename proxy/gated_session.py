@@ -26,16 +26,7 @@ from typing import Any, ClassVar, Protocol
 from policy.classify import StatementClass, Verdict
 from policy.identity import Identity
 from policy.rules import EffectivePolicy, effective_policy
-from protocols.errors import (
-    AirlockError,
-    AuthorizationDenied,
-    InsecureTransport,
-    LoginTimedOut,
-    MessageTooLarge,
-    RecordingFailed,
-    RecordingUnavailable,
-    UpstreamUnavailable,
-)
+from protocols.errors import MessageTooLarge
 from proxy.actions import EndSession as EndRelay
 from proxy.actions import SendToClient, SendToServer
 from proxy.addresses import is_loopback
@@ -43,6 +34,15 @@ from proxy.approvals import ApprovalHub
 from proxy.channel import Channel, ConnectionClosed
 from proxy.classifying import Classifiers
 from proxy.config import Settings, TargetSettings
+from proxy.errors import (
+    AirlockError,
+    AuthorizationDenied,
+    InsecureTransport,
+    LoginTimedOut,
+    RecordingFailed,
+    RecordingUnavailable,
+    UpstreamUnavailable,
+)
 from proxy.recording.writer import Recorder, SessionRecording, TranscriptError
 from proxy.session_core import CLIENT_DISCONNECTED as CLIENT_DISCONNECTED
 from proxy.session_core import RECORDING_BROKE as _RECORDING_FAILED

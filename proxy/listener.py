@@ -19,12 +19,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
 from policy.identity import Identity
-from protocols.errors import AirlockError, GatewayShuttingDown, TooManyLogins
 from proxy.approvals import ApprovalHub
 from proxy.channel import Channel
 from proxy.classifying import Classifiers
 from proxy.config import LoginLimits, Settings
 from proxy.credentials import CredentialBook
+from proxy.errors import AirlockError, GatewayShuttingDown, TooManyLogins
 from proxy.recording.writer import Recorder
 
 log = logging.getLogger("airlock")

@@ -44,13 +44,7 @@ from policy.fingerprint import CachedClassifier
 from policy.judge import GateTables, judge
 from policy.rules import EffectivePolicy
 from policy.scope import exposed, scope_refusal
-from protocols.errors import (
-    AirlockError,
-    FeatureNotSupported,
-    MessageTooLarge,
-    ProtocolViolation,
-    StatementDenied,
-)
+from protocols.errors import MessageTooLarge, ProtocolViolation
 from protocols.mysql.messages import (
     Capability,
     Command,
@@ -64,6 +58,13 @@ from protocols.mysql.responses import ResponseTracker, expects_response
 from proxy.actions import EndSession as EndSession
 from proxy.actions import SendToClient as SendToClient
 from proxy.actions import SendToServer as SendToServer
+from proxy.errors import (
+    AirlockError,
+    DatabaseAccessDenied,
+    FeatureNotSupported,
+    RoleNotRestored,
+    WriteRoleRefused,
+)
 from proxy.parameters import BINARY, BoundValue, Execution, Parameter, parameters_key
 
 UNPREPARED = Verdict(
@@ -108,30 +109,8 @@ _KILL = re.compile(
 )
 
 
-class RoleNotRestored(AirlockError):
-    """The upstream session could not be returned to the target's read role."""
-
-    mysql_errno = 1105  # ER_UNKNOWN_ERROR
-    mysql_sqlstate = "HY000"
-    fatal = True
-
-
-class WriteRoleRefused(AirlockError):
-    """The upstream would not take the target's write role for an allowed statement."""
-
-    mysql_errno = 1105
-    mysql_sqlstate = "HY000"
-
-
 #: What the gateway's own command in flight is for.
 _TO_WRITE, _TO_READ = 1, 2
-
-
-class DatabaseAccessDenied(StatementDenied):
-    """A statement or COM_INIT_DB names a database its target does not expose."""
-
-    mysql_errno = 1044  # ER_DBACCESS_DENIED_ERROR
-    mysql_sqlstate = "42000"
 
 
 @dataclass(frozen=True, slots=True)

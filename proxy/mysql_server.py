@@ -23,17 +23,7 @@ from typing import Any
 
 from policy.classify import LEXER_REASON, StatementClass, Verdict
 from policy.rules import effective_policy
-from protocols.errors import (
-    AirlockError,
-    AuthenticationFailed,
-    AuthorizationDenied,
-    FeatureNotSupported,
-    ProtocolViolation,
-    SessionExpired,
-    StatementDenied,
-    UnknownSession,
-    UnknownTarget,
-)
+from protocols.errors import ProtocolViolation
 from protocols.mysql import auth
 from protocols.mysql.messages import (
     CHARSET_NAMES,
@@ -51,8 +41,18 @@ from protocols.mysql.messages import (
 from protocols.mysql.packets import Packet, PacketReader, frame
 from protocols.mysql.responses import ResponseTracker
 from proxy.channel import Channel
-from proxy.classifying import StatementTooLarge
 from proxy.credentials import Credential, is_credential_name
+from proxy.errors import (
+    AirlockError,
+    AuthenticationFailed,
+    AuthorizationDenied,
+    FeatureNotSupported,
+    SessionExpired,
+    StatementDenied,
+    StatementTooLarge,
+    UnknownSession,
+    UnknownTarget,
+)
 from proxy.gated_session import WRITE_ROLE_CLASSES, GatedSession
 from proxy.listener import Listener
 from proxy.mysql_relay import (

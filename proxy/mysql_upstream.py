@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from protocols.errors import ProtocolViolation, UpstreamUnavailable
+from protocols.errors import ProtocolViolation
 from protocols.mysql import auth
 from protocols.mysql.messages import (
     AuthMoreData,
@@ -35,6 +35,7 @@ from protocols.mysql.packets import Packet, PacketReader, frame, read_lenenc_byt
 from protocols.mysql.responses import ResponseTracker
 from proxy.channel import Channel, ConnectionClosed
 from proxy.config import UpstreamSettings
+from proxy.errors import UpstreamUnavailable
 from proxy.mysql_relay import set_role
 from proxy.tls import upstream_context
 

@@ -25,8 +25,8 @@ from policy.identity import (
     UnknownKeyId,
     verify_token,
 )
-from protocols.errors import AuthenticationFailed
 from proxy.addresses import is_loopback
+from proxy.errors import IssuerUnavailable
 
 log = logging.getLogger("airlock.oidc")
 
@@ -38,13 +38,6 @@ DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 class OidcConfigError(ValueError):
     """The identity configuration, or what the issuer advertises, cannot be trusted."""
-
-
-class IssuerUnavailable(AuthenticationFailed):
-    """No key set has ever been fetched, so no token can be verified yet."""
-
-    def __init__(self) -> None:
-        super().__init__("identity provider keys unavailable")
 
 
 class _FetchFailed(Exception):

@@ -41,12 +41,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocols.errors import AirlockError, FeatureNotSupported, ProtocolViolation
+from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
 from protocols.postgres.framing import BackendRelay, MessageFramer
 from proxy.actions import EndSession as EndSession
 from proxy.actions import SendToClient as SendToClient
 from proxy.actions import SendToServer as SendToServer
+from proxy.errors import AirlockError, FeatureNotSupported, RoleNotRestored
 from proxy.event_chain import EventChain
 from proxy.pg_gate import ADMIT, PgGate
 from proxy.pg_upstream import quote_identifier, set_role
@@ -109,15 +110,6 @@ _UNDEFINED_CURSOR = "34000"
 _FINAL = frozenset(b"123nTCIs")
 #: A run of the gateway's own messages inside a batch: Parse, Bind, Execute, Close, Close.
 _RUN_LENGTH = 5
-
-
-class RoleNotRestored(AirlockError):
-    """The upstream session could not be returned to the target's read role."""
-
-    sqlstate = "XX000"
-    mysql_errno = 1105
-    mysql_sqlstate = "HY000"
-    fatal = True
 
 
 def _role_messages(read_role: str, write_role: str) -> tuple[bytes, bytes, bytes, bytes]:

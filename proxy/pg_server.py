@@ -20,21 +20,21 @@ from typing import Any
 from policy.classify import CLASS_NAMES, LEXER_REASON, StatementClass, Verdict
 from policy.identity import Identity
 from policy.judge import judge
-from protocols.errors import (
-    AirlockError,
-    AuthenticationFailed,
-    AuthorizationDenied,
-    FeatureNotSupported,
-    ProtocolViolation,
-    StatementDenied,
-    UnknownTarget,
-)
+from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
 from protocols.postgres.auth import ScramServerExchange
 from protocols.postgres.framing import MessageFramer, StartupFramer
 from proxy.channel import Channel, ConnectionClosed
-from proxy.classifying import StatementTooLarge
 from proxy.credentials import Credential, is_credential_name
+from proxy.errors import (
+    AirlockError,
+    AuthenticationFailed,
+    AuthorizationDenied,
+    FeatureNotSupported,
+    StatementDenied,
+    StatementTooLarge,
+    UnknownTarget,
+)
 from proxy.gated_session import GatedSession
 from proxy.listener import Listener
 from proxy.parameters import NO_PARAMETERS_KEY

@@ -10,12 +10,13 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from protocols.errors import ProtocolViolation, UpstreamUnavailable
+from protocols.errors import LoginRefused, ProtocolViolation
 from protocols.postgres import messages as m
 from protocols.postgres.auth import UpstreamLogin
 from protocols.postgres.framing import MessageFramer
 from proxy.channel import Channel, ConnectionClosed
 from proxy.config import UpstreamSettings
+from proxy.errors import UpstreamUnavailable
 from proxy.tls import upstream_context
 
 _BACKEND_TYPES = frozenset(m.BACKEND_TYPES)
@@ -105,7 +106,13 @@ async def _login(
     framer = MessageFramer(_BACKEND_TYPES, max_message_bytes)
     while login.ready is None:
         raw = await read_message(channel, framer)
-        if reply := login.receive(m.decode_backend(raw)):
+        try:
+            reply = login.receive(m.decode_backend(raw))
+        except LoginRefused as refused:
+            raise UpstreamUnavailable(
+                refused.message, hint=refused.hint, log_detail=refused.log_detail
+            ) from None
+        if reply:
             channel.write(reply)
     if role is not None:
         await _enter_role(channel, framer, login, role)

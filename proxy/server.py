@@ -24,8 +24,9 @@ from proxy.classifying import Classifiers
 from proxy.config import Endpoint, Settings, dev_issuer_url
 from proxy.credentials import CredentialBook
 from proxy.dev_issuer import DevIssuer
+from proxy.errors import IssuerUnavailable
 from proxy.mysql_server import MySqlListener
-from proxy.oidc import IssuerUnavailable, OidcVerifier
+from proxy.oidc import OidcVerifier
 from proxy.pg_server import PgListener
 from proxy.recording.writer import Recorder
 from proxy.signing import load_or_create

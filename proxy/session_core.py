@@ -26,7 +26,7 @@ from typing import Any
 from policy.classify import Verdict
 from policy.judge import Ruling, judge
 from policy.rules import EffectivePolicy, HoldMode
-from protocols.errors import (
+from proxy.errors import (
     AirlockError,
     HoldTimedOut,
     QueryCanceled,

@@ -33,9 +33,9 @@ from aiohttp import web
 
 from policy.identity import Identity
 from policy.rules import RequestSight, request_sight, transcript_refusal
-from protocols.errors import AirlockError
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
 from proxy.config import parse_duration
+from proxy.errors import AirlockError
 from proxy.listener import TokenVerifier
 from proxy.recording.format import SESSION_ID
 from proxy.recording.render import render

@@ -20,7 +20,7 @@ import enum
 import struct
 from dataclasses import dataclass, field
 
-from protocols.errors import AirlockError, ProtocolViolation
+from protocols.errors import ProtocolViolation
 from protocols.mysql.packets import (
     lenenc_bytes,
     lenenc_int,
@@ -695,10 +695,6 @@ class ErrPacket:
             sqlstate = state.decode("ascii", errors="replace")
         # Server messages are in character_set_results; never fail on them.
         return cls(code, sqlstate, payload[pos:].decode(errors="replace"))
-
-    @classmethod
-    def from_error(cls, error: AirlockError) -> ErrPacket:
-        return cls(error.mysql_errno, error.mysql_sqlstate, error.message)
 
 
 def _strip_length_prefix(info: bytes) -> bytes:

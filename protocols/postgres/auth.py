@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import scramp
 
-from protocols.errors import AuthenticationFailed, ProtocolViolation, UpstreamUnavailable
+from policy.errors import AuthenticationFailed
+from protocols.errors import LoginRefused, ProtocolViolation
 from protocols.postgres import messages as m
 
 SCRAM_SHA_256 = "SCRAM-SHA-256"
@@ -53,7 +54,7 @@ class UpstreamLogin:
         if isinstance(message, m.ErrorResponse):
             # The upstream's own words name the gateway's service role: they go to the
             # gateway's log, not to the agent.
-            raise UpstreamUnavailable(
+            raise LoginRefused(
                 "the gateway could not log in to the upstream",
                 hint="the gateway's log has the upstream's reason",
                 log_detail=f"{message.code} {message.message}",
@@ -73,7 +74,7 @@ class UpstreamLogin:
             ).raw
         if isinstance(message, m.AuthenticationSASL):
             if SCRAM_SHA_256 not in message.mechanisms:
-                raise UpstreamUnavailable(
+                raise LoginRefused(
                     f"upstream offers no supported SASL mechanism ({', '.join(message.mechanisms)})"
                 )
             # Channel binding (-PLUS) would need the upstream's certificate hash; the
@@ -84,7 +85,7 @@ class UpstreamLogin:
                 self._scram = scramp.ScramClient([SCRAM_SHA_256], self.user, self._need_password())
                 first = self._scram.get_client_first().encode()
             except scramp.ScramException as exc:
-                raise UpstreamUnavailable(f"upstream SCRAM exchange failed: {exc}") from None
+                raise LoginRefused(f"upstream SCRAM exchange failed: {exc}") from None
             return m.SASLInitialResponse.build(SCRAM_SHA_256, first).raw
         if isinstance(message, m.AuthenticationSASLContinue):
             scram = self._need_scram()
@@ -92,20 +93,18 @@ class UpstreamLogin:
                 scram.set_server_first(message.data.decode())
                 return m.SASLResponse.build(scram.get_client_final().encode()).raw
             except scramp.ScramException as exc:
-                raise UpstreamUnavailable(f"upstream SCRAM exchange failed: {exc}") from None
+                raise LoginRefused(f"upstream SCRAM exchange failed: {exc}") from None
         if isinstance(message, m.AuthenticationSASLFinal):
             scram = self._need_scram()
             try:
                 scram.set_server_final(message.data.decode())
             except scramp.ScramException:
                 # The server could not prove it knows the password: not our upstream.
-                raise UpstreamUnavailable("upstream failed SCRAM server verification") from None
+                raise LoginRefused("upstream failed SCRAM server verification") from None
             self._scram = None
             return b""
         if isinstance(message, m.AuthenticationOther):
-            raise UpstreamUnavailable(
-                f"upstream asks for unsupported authentication {message.code}"
-            )
+            raise LoginRefused(f"upstream asks for unsupported authentication {message.code}")
         if isinstance(message, m.NegotiateProtocolVersion):
             return b""  # we ask for 3.0 and send no _pq_ options, so this only informs
         if isinstance(message, m.NoticeResponse):
@@ -128,7 +127,7 @@ class UpstreamLogin:
 
     def _need_password(self) -> str:
         if self.password is None:
-            raise UpstreamUnavailable("upstream asks for a password and none is configured")
+            raise LoginRefused("upstream asks for a password and none is configured")
         return self.password
 
     def _need_scram(self) -> scramp.ScramClient:

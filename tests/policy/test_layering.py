@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from tests.support.layering import imported_modules
 
 POLICY = Path(__file__).resolve().parents[2] / "policy"
 FORBIDDEN = ("protocols", "proxy")
-
-
-def _imported_modules(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    names: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.append(node.module)
-    return names
 
 
 def test_policy_imports_neither_protocols_nor_proxy() -> None:
@@ -26,7 +16,7 @@ def test_policy_imports_neither_protocols_nor_proxy() -> None:
     offending = [
         f"{path.relative_to(POLICY.parent)} imports {name}"
         for path in sources
-        for name in _imported_modules(path)
+        for name in imported_modules(path)
         if name.split(".")[0] in FORBIDDEN
     ]
     assert offending == []

@@ -10,7 +10,8 @@ from collections.abc import Hashable
 import pytest
 
 from policy.classify import StatementClass, Verdict
-from proxy.classifying import Classifiers, FairScheduler, StatementTooLarge
+from proxy.classifying import Classifiers, FairScheduler
+from proxy.errors import StatementTooLarge
 
 
 class FakeWorker:

@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 
 from policy.identity import Identity
-from protocols.errors import AuthenticationFailed
 from protocols.mysql import auth as mysql_auth
 from protocols.postgres import messages as m
 from protocols.postgres.auth import ScramServerExchange, UpstreamLogin
@@ -18,6 +17,7 @@ from proxy.credentials import (
     is_credential_name,
     new_credential,
 )
+from proxy.errors import AuthenticationFailed
 
 IDENTITY = Identity(
     subject="agent-1",

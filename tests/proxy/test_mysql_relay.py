@@ -25,13 +25,7 @@ from policy.classify import StatementClass, Verdict, classify
 from policy.fingerprint import CachedClassifier
 from policy.rules import Action as RuleAction
 from policy.rules import EffectivePolicy, Rule, effective_policy
-from protocols.errors import (
-    AirlockError,
-    FeatureNotSupported,
-    MessageTooLarge,
-    ProtocolViolation,
-    StatementDenied,
-)
+from protocols.errors import MessageTooLarge, ProtocolViolation
 from protocols.mysql.messages import Capability as C
 from protocols.mysql.messages import (
     ColumnDefinition,
@@ -46,6 +40,13 @@ from protocols.mysql.messages import (
 from protocols.mysql.messages import ServerStatus as S
 from protocols.mysql.packets import MAX_CHUNK, PacketReader, frame, lenenc_bytes, lenenc_int
 from protocols.mysql.responses import ResponseTracker
+from proxy.errors import (
+    AirlockError,
+    FeatureNotSupported,
+    RoleNotRestored,
+    StatementDenied,
+    WriteRoleRefused,
+)
 from proxy.mysql_relay import (
     UNPREPARED,
     EndSession,
@@ -53,10 +54,8 @@ from proxy.mysql_relay import (
     MySqlGate,
     MySqlRelay,
     PreparedStatement,
-    RoleNotRestored,
     SendToClient,
     SendToServer,
-    WriteRoleRefused,
     error_packet,
     execute_parameters,
     is_kill,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from policy.identity import IdentitySettings, InvalidToken, UnknownKeyId
+from proxy.errors import IssuerUnavailable
 from proxy.oidc import (
-    IssuerUnavailable,
     OidcConfigError,
     OidcVerifier,
     check_endpoint_url,

@@ -6,14 +6,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from protocols.errors import (
-    AirlockError,
-    FeatureNotSupported,
-    MessageTooLarge,
-    ProtocolViolation,
-    StatementDenied,
-)
+from protocols.errors import MessageTooLarge, ProtocolViolation
 from protocols.postgres import messages as m
+from proxy.errors import AirlockError, FeatureNotSupported, StatementDenied
 from proxy.pg_gate import ADMIT, DECIDE, PgGate
 from proxy.pg_relay import EndSession, HoldMessage, PgRelay, Pipe, SendToClient, SendToServer
 

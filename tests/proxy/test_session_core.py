@@ -10,14 +10,14 @@ from typing import Any, get_args
 from policy.classify import StatementClass, Verdict
 from policy.rules import Action as RuleAction
 from policy.rules import HoldMode, Rule, effective_policy
-from protocols.errors import (
+from proxy import session_core as core
+from proxy.errors import (
     HoldTimedOut,
     QueryCanceled,
     RecordingFailed,
     SessionExpired,
     StatementDenied,
 )
-from proxy import session_core as core
 from proxy.parameters import NO_PARAMETERS_KEY, Parameter
 from proxy.store import APPROVED, DENIED, PENDING, WITHDRAWN, ApprovalRequest, NewRequest
 

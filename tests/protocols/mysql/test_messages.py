@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from protocols.errors import ProtocolViolation, StatementDenied
+from protocols.errors import ProtocolViolation
 from protocols.mysql import messages as m
 from protocols.mysql.messages import Capability as C
 from protocols.mysql.messages import FieldType as T
@@ -350,11 +350,6 @@ def test_err_packet() -> None:
     for bad in (b"", b"\x00\x01\x02", b"\xff\x01", b"\xff\x01\x00#42"):
         with pytest.raises(ProtocolViolation):
             m.ErrPacket.parse(bad)
-
-
-def test_err_packet_from_airlock_error() -> None:
-    err = m.ErrPacket.from_error(StatementDenied("DROP is not allowed"))
-    assert err == m.ErrPacket(1142, "42000", "DROP is not allowed")
 
 
 def test_progress_report() -> None:
