@@ -141,6 +141,9 @@ def test_a_login_on_a_slow_disk_does_not_stall_the_other_sessions(
     assert slowest < 0.5, f"a query took {slowest:.3f} s while the other agent logged in"
     assert took > 2.9  # the other agent's login waited for three slow fsyncs at least
     assert queries > 50
+    # The agent's session is sealed in a worker thread once it is over (tens of thousands
+    # of events here): wait for that, then every transcript must verify.
+    gateway.wait_for_sealed_transcripts()
     verified = airlock("verify", "--all", "--data-dir", str(gateway.settings.data_dir))
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
