@@ -130,6 +130,12 @@ class ServerLexer:
 
     #: What the server's lexer skips as whitespace.
     WHITESPACE: ClassVar[str]
+    #: The server's lexemes, one named group per kind (compiled on first use).
+    LEXEME: ClassVar[str]
+
+    @functools.cached_property
+    def _lexeme(self) -> re.Pattern[str]:
+        return re.compile(self.LEXEME, re.VERBOSE | re.DOTALL)
 
     def scan(self, sql: str) -> Scan:
         raise NotImplementedError
@@ -139,10 +145,7 @@ class PostgresLexer(ServerLexer):
     """PostgreSQL's, with standard_conforming_strings on."""
 
     WHITESPACE = " \t\n\r\f"
-
-    @functools.cached_property
-    def _lexeme(self) -> re.Pattern[str]:
-        return re.compile(_PG_LEXEME, re.VERBOSE | re.DOTALL)
+    LEXEME = _PG_LEXEME
 
     def scan(self, sql: str) -> Scan:
         lexeme = self._lexeme
@@ -222,10 +225,7 @@ class MySQLLexer(ServerLexer):
     """MySQL's, in its default sql_mode (no ANSI_QUOTES, no NO_BACKSLASH_ESCAPES)."""
 
     WHITESPACE = " \t\n\r\f\v"
-
-    @functools.cached_property
-    def _lexeme(self) -> re.Pattern[str]:
-        return re.compile(_MYSQL_LEXEME, re.VERBOSE | re.DOTALL)
+    LEXEME = _MYSQL_LEXEME
 
     def scan(self, sql: str) -> Scan:
         lexeme = self._lexeme
