@@ -33,6 +33,7 @@ from typing import Protocol
 from policy.classify import StatementClass, Verdict, classify
 from policy.fingerprint import CachedClassifier
 from proxy.errors import StatementTooLarge
+from proxy.refresh import mentions_refresh
 
 log = logging.getLogger("airlock.classify")
 
@@ -278,6 +279,10 @@ class Classifiers:
             verdict = classify(sql, dialect)
         else:
             verdict = await self.scheduler.classify(sql, dialect, session)
+        if mentions_refresh(sql):
+            # Never cached: the relays' hot paths would admit such text on its verdict,
+            # and the gateway consumes it instead (proxy/refresh.py).
+            return verdict
         if not verdict.reasons or not verdict.reasons[0].startswith(_TRANSIENT_REASONS):
             cache.store(sql, verdict)  # a timeout under load says nothing about the text
         return verdict

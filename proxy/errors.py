@@ -57,12 +57,22 @@ class UnknownTarget(AirlockError):
 
 
 class SessionExpired(AirlockError):
-    """The session reached its rule's session_ttl."""
+    """The session's time is up: its token expired (and no fresh one was presented), or it
+    reached its rule's session_ttl; or the identity's groups changed under it."""
 
     sqlstate = "57P01"  # admin_shutdown: what drivers treat as "server closed the session"
     mysql_errno = 1927  # ER_CONNECTION_KILLED
     mysql_sqlstate = "70100"
     fatal = True
+
+
+class RefreshRefused(AirlockError):
+    """A fresh token presented for a session was not taken: it did not verify, names
+    another subject, or the in-band form was malformed. The session goes on unchanged."""
+
+    sqlstate = "28000"  # invalid_authorization_specification
+    mysql_errno = 1045  # ER_ACCESS_DENIED_ERROR
+    mysql_sqlstate = "28000"
 
 
 class UpstreamUnavailable(AirlockError):

@@ -41,14 +41,18 @@ from proxy.errors import (
     LoginTimedOut,
     RecordingFailed,
     RecordingUnavailable,
+    RefreshRefused,
     UpstreamUnavailable,
 )
+from proxy.listener import TokenVerifier
 from proxy.recording.writer import Recorder, SessionRecording, TranscriptError
+from proxy.refresh import REDACTED, answer_sql, mentions_refresh, refresh_token
 from proxy.session_core import CLIENT_DISCONNECTED as CLIENT_DISCONNECTED
-from proxy.session_core import RECORDING_BROKE as _RECORDING_FAILED
 from proxy.session_core import (
+    ENDS_BECAUSE,
     Action,
     AnnounceHold,
+    AnswerRefresh,
     ApprovalDecided,
     ApprovalRequested,
     AwaitDecision,
@@ -69,14 +73,20 @@ from proxy.session_core import (
     SessionCore,
     SessionEnded,
     SessionGrantFound,
+    SessionStarted,
+    SetDeadline,
     StatementGrantFound,
     StatementReady,
     TimeUp,
+    TokenOffered,
     UseGrant,
     UseStatementGrant,
+    WarnClient,
+    WarningDue,
     Withdraw,
     decision_event,
 )
+from proxy.session_core import RECORDING_BROKE as _RECORDING_FAILED
 from proxy.store import ApprovalRequest, NewRequest, Parameter
 
 log = logging.getLogger("airlock.session")
@@ -94,6 +104,7 @@ class SessionHost(Protocol):
     recorder: Recorder | None
     clock: Callable[[], float]
     classifiers: Classifiers
+    verifier: TokenVerifier
     #: Statements decided in every session of the listener.
     statements: int
     #: The sessions relaying now.
@@ -148,6 +159,7 @@ class GatedSession:
         self._read_while_held = 0
         self._requested = False  # this session has made approval requests
         self._deadline: asyncio.TimerHandle | None = None
+        self._warning: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] | None = None  # set by end()
         self.server_side: Channel | None = None
         self._deciding: asyncio.Task[None] | None = None  # decides the held message
@@ -291,28 +303,101 @@ class GatedSession:
     # --- the session's time
 
     def start_deadline(self) -> None:
-        """End the session at the rule's session_ttl, or when the token expires if sooner."""
+        """The session's time starts: it ends when its token expires, or at the rule's
+        session_ttl if sooner (the session core decides; this sets the timers)."""
         policy, identity = self.policy, self.identity
         assert policy is not None
         assert identity is not None
-        loop = asyncio.get_running_loop()
-        token_left_s = identity.expires_at - self.listener.clock()
-        if token_left_s < policy.session_ttl_s:
-            self._deadline = loop.call_later(
-                max(token_left_s, 0.0), self._expire, "the token expired"
+        self.session_event(
+            SessionStarted(
+                now=self.listener.clock(),
+                subject=identity.subject,
+                token_expires_at=identity.expires_at,
+                session_ttl_s=policy.session_ttl_s,
+                warn_before_s=self.listener.settings.session_end_warning_s,
             )
-        else:
-            self._deadline = loop.call_later(
-                policy.session_ttl_s, self._expire, "session_ttl reached"
-            )
+        )
 
     def cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
+        for timer in (self._deadline, self._warning):
+            if timer is not None:
+                timer.cancel()
+
+    def _set_deadline(self, deadline: SetDeadline) -> None:
+        self.cancel_deadline()
+        loop, now = asyncio.get_running_loop(), self.listener.clock()
+        self._deadline = loop.call_later(
+            max(deadline.end_at - now, 0.0), self._expire, deadline.reason
+        )
+        self._warning = None
+        if deadline.warn_at is not None:
+            self._warning = loop.call_later(max(deadline.warn_at - now, 0.0), self._warning_due)
 
     def _expire(self, reason: str) -> None:
         # The session is over: a statement still running would finish unobserved.
         self.session_event(TimeUp(reason))
+
+    def _warning_due(self) -> None:
+        self.session_event(WarningDue(self.listener.clock()))
+
+    def warn_client(self, warning: WarnClient) -> None:
+        """Tell the client, if its protocol can, that the session ends soon."""
+
+    def refresh(self, identity: Identity, via: str) -> AnswerRefresh:
+        """A fresh token for this session, verified as at login (`via`: "api" or
+        "statement"): the session's new end, or why not (the core decides)."""
+        target = self.target
+        same_rules = target is not None and self.policy == effective_policy(
+            self.listener.settings.rules, identity.groups, target.name
+        )
+        issued = identity.claims.get("iat")
+        offer = TokenOffered(
+            subject=identity.subject,
+            expires_at=identity.expires_at,
+            token_id=identity.token_id,
+            issued_at=float(issued) if isinstance(issued, int | float) else None,
+            same_rules=same_rules,
+            via=via,
+            now=self.listener.clock(),
+        )
+        for action in self.session_event(offer):
+            if isinstance(action, AnswerRefresh):
+                if action.error is None:
+                    log.info("session %s: token refreshed (%s); it now ends in %.0fs",
+                             self.id, via, (action.end_at or 0.0) - offer.now)  # fmt: skip
+                else:
+                    log.info("session %s: token refresh refused (%s): %s",
+                             self.id, via, action.error.message)  # fmt: skip
+                return action
+        raise AssertionError("the core answered no refresh")
+
+    async def in_band_refresh(self, sql: str) -> str | AirlockError | None:
+        """A statement that names airlock.refresh is consumed here, never forwarded (see
+        proxy/refresh.py): the constant query to run in its place, or the error to refuse
+        it with. None: the statement is no refresh."""
+        if not mentions_refresh(sql):
+            return None
+        try:
+            token = refresh_token(sql)
+            identity = await self.listener.verifier.verify(token)
+        except AirlockError as error:
+            refusal = error
+            if not isinstance(error, RefreshRefused):
+                refusal = RefreshRefused(f"token refresh refused: {error.message}")
+            self.record_refused_refresh(refusal)
+            return refusal
+        answer = self.refresh(identity, "statement")
+        if answer.error is not None:
+            self.record_refused_refresh(answer.error)
+            return answer.error
+        assert answer.end_at is not None
+        assert answer.reason is not None
+        return answer_sql(answer.end_at, ENDS_BECAUSE[answer.reason])
+
+    def record_refused_refresh(self, error: AirlockError) -> None:
+        """A refused in-band refresh, in the transcript with its token withheld."""
+        verdict = Verdict(StatementClass.ADMIN, ("a token refresh, consumed by the gateway",))
+        self.record_statement(REDACTED, verdict, f"deny: {error.message}")
 
     # --- the hold
 
@@ -342,6 +427,14 @@ class GatedSession:
                     self.record("approval.decided", decision_event(withdrawn))
             elif isinstance(action, EndSession):
                 self.end(action.reason, action.error, cancel_running=action.cancel_running)
+            elif isinstance(action, SetDeadline):
+                self._set_deadline(action)
+            elif isinstance(action, WarnClient):
+                self.warn_client(action)
+            elif isinstance(action, Record):
+                self.record(action.kind, action.data)
+            elif isinstance(action, AnswerRefresh):
+                pass  # for the caller (`refresh`)
             else:
                 raise AssertionError(f"not an action outside a decision: {action!r}")
         return actions

@@ -514,6 +514,11 @@ class MySqlSession(GatedSession):
         relay, gate = self.relay, self.gate
         assert relay is not None
         assert gate is not None
+        if held.command in (Command.QUERY, Command.STMT_PREPARE):
+            consumed = await self._consume_refresh(held)
+            if isinstance(consumed, AirlockError):
+                return relay.release(forward=False, error=consumed)
+            held = consumed
         payload = held.packet.payload
         if held.command == Command.STMT_PREPARE:
             try:
@@ -579,6 +584,21 @@ class MySqlSession(GatedSession):
             elevate = run.verdict.statement_class in self._elevated_classes
             return relay.release(forward=refusal is None, error=refusal, elevate=elevate)
         raise ProtocolViolation(f"unexpected held command {held.command}")
+
+    async def _consume_refresh(self, held: HoldCommand) -> HoldCommand | AirlockError:
+        """The held command, or in place of an in-band token refresh the constant query
+        that answers it (proxy/refresh.py), or the error that refuses it."""
+        sql = held.sql if held.sql is not None else held.packet.payload[1:].decode("latin-1")
+        replaced = await self.in_band_refresh(sql)
+        if replaced is None or isinstance(replaced, AirlockError):
+            return held if replaced is None else replaced
+        payload = bytes([held.command]) + replaced.encode("ascii")
+        sequence = held.packet.sequence_id
+        packet = Packet(sequence, sequence, payload, frame(payload, sequence))
+        consumed = HoldCommand(packet, held.command, replaced)
+        assert self.relay is not None
+        self.relay.held = consumed
+        return consumed
 
     async def _judge(
         self, sql: str, verdict: Verdict, parameters: tuple[Parameter, ...], key: str

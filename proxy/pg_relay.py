@@ -302,6 +302,12 @@ class PgRelay:
         self.server_parameters: dict[str, str] = {}
 
     @property
+    def between_server_messages(self) -> bool:
+        """No server message has been relayed in part: a message of the gateway's own
+        written to the client now would not split one."""
+        return self._server.between_messages
+
+    @property
     def busy(self) -> bool:
         """The server is still working on something the client sent."""
         return self._unsynced or self._owed > 0

@@ -49,11 +49,14 @@ from proxy.pg_relay import (
 )
 from proxy.pg_startup import equivalent_set, startup_settings
 from proxy.pg_upstream import UpstreamSession, connect_upstream, read_message
+from proxy.session_core import TOKEN_EXPIRED, WarnClient
 from proxy.store import ApprovalRequest
 
 log = logging.getLogger("airlock.postgres")
 
 CANCEL_TIMEOUT_S = 5.0
+#: A warning of the session's end waits this long while the client is busy, then retries.
+WARN_RETRY_S = 1.0
 #: Room for the largest token we would verify, plus the message envelope.
 _MAX_PASSWORD_MESSAGE_BYTES = 64 * 1024
 
@@ -534,6 +537,15 @@ class PgSession(GatedSession):
         if outcome == ADMIT:
             return None
         message = m.decode_frontend(raw)  # ProtocolViolation when malformed
+        if isinstance(message, m.Query | m.Parse):
+            replaced = await self.in_band_refresh(message.sql)
+            if isinstance(replaced, AirlockError):
+                return replaced
+            if replaced is not None:
+                # The refresh is consumed: a constant query runs in its place.
+                message = _in_place_of(message, replaced)
+                assert self.relay is not None
+                self.relay.held = message.raw
         if isinstance(message, m.Parse):
             # A Parse runs nothing: it waited only for its statement to be classified.
             try:
@@ -584,6 +596,17 @@ class PgSession(GatedSession):
         gate.on_drained = drained
         await caught_up
 
+    def warn_client(self, warning: WarnClient) -> None:
+        """A NoticeResponse, which a server may send whenever it is idle: sent once the
+        client waits for nothing (no statement running, no message half relayed)."""
+        relay = self.relay
+        if self.ended or relay is None:
+            return
+        if relay.busy or relay.held is not None or not relay.between_server_messages:
+            asyncio.get_running_loop().call_later(WARN_RETRY_S, self.warn_client, warning)
+            return
+        self.client_side.write(end_warning(warning, self.id).raw)
+
     def announce_hold(self, request: ApprovalRequest) -> None:
         reasons = "; ".join(request.request.reasons)
         self.client_side.write(
@@ -595,3 +618,27 @@ class PgSession(GatedSession):
                 hint=f"an approver runs: airlock approve {request.id}",
             ).raw
         )
+
+
+def _in_place_of(message: m.Query | m.Parse, sql: str) -> m.Query | m.Parse:
+    """The message with `sql` in place of its statement (a Parse declaring no types)."""
+    if isinstance(message, m.Query):
+        return m.Query.build(sql)
+    body = m.cstring(message.statement) + m.cstring(sql) + b"\0\0"
+    return m.Parse(message.statement, sql, (), m.frame(b"P", body))
+
+
+def end_warning(warning: WarnClient, session_id: str) -> m.NoticeResponse:
+    """The notice that the session ends soon: when, why, and how to extend it."""
+    minutes = max(round(warning.left_s / 60), 1)
+    when = f"in about {minutes} minute{'' if minutes == 1 else 's'}"
+    if warning.reason == TOKEN_EXPIRED:
+        message = f"this session ends {when}: its token expires"
+        hint = (
+            "present a fresh token for the same identity: SELECT airlock.refresh('<token>'), "
+            f"or airlock sessions refresh {session_id} --token <token>"
+        )
+    else:
+        message = f"this session ends {when}: {warning.reason}"
+        hint = "session_ttl caps the session whatever its token: connect again after it ends"
+    return m.NoticeResponse.build(message, severity="WARNING", code="01000", hint=hint)

@@ -16,6 +16,15 @@ text and these values), else `RequestApproval` -> `ApprovalRequested` -> under `
 (`Record` it, `MakeDurable`, then `Forward` or `Refuse`) or `DeadlineReached` (`Refuse`;
 the request stays pending). A statement held when the client cancels, closes, or the
 session ends is `Withdraw`n: it never reaches the server.
+
+The session's time: `SessionStarted` -> `SetDeadline` (the token's expiry, capped by
+the rule's session_ttl counted from the start; and when to warn the client). A fresh
+token for the session (`TokenOffered`, already verified like a login token) of the same
+subject moves the deadline to its expiry, still capped (`Record`, `SetDeadline`,
+`AnswerRefresh`); one of another subject is refused and changes nothing; one whose groups
+no longer give the session's rules ends the session (fail closed: its rules were chosen
+by groups the identity no longer has). `WarningDue` -> `WarnClient`, once per deadline;
+`TimeUp` ends the session with the deadline's reason.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from proxy.errors import (
     HoldTimedOut,
     QueryCanceled,
     RecordingFailed,
+    RefreshRefused,
     SessionExpired,
     StatementDenied,
 )
@@ -38,11 +48,18 @@ from proxy.parameters import Parameter
 from proxy.recording.format import ApprovalDecided as RecordedDecision
 from proxy.recording.format import ApprovalRequested as RecordedRequest
 from proxy.recording.format import Parameter as RecordedParameter
+from proxy.recording.format import TokenRefreshed
 from proxy.store import APPROVED, DENIED, WITHDRAWN, ApprovalRequest
 
 #: Why a held statement's request is withdrawn when its client closes the connection.
 CLIENT_DISCONNECTED = "the client disconnected"
 RECORDING_BROKE = "the gateway cannot record this session any more, so it ends it"
+#: Why a session's time is up (the end reason, and the transcript's `session.end` reason).
+TOKEN_EXPIRED = "the token expired"  # noqa: S105 (a reason)
+SESSION_TTL = "session_ttl reached"
+GROUPS_CHANGED = "the identity's groups changed"
+#: Why the deadline is when it is, as an answer to a refresh shows it.
+ENDS_BECAUSE = {TOKEN_EXPIRED: "token expires", SESSION_TTL: "session_ttl"}
 
 # --- events
 
@@ -118,6 +135,40 @@ class RecordingBroke:
     """The transcript cannot be written (recording.on_failure: refuse)."""
 
 
+@dataclass(frozen=True, slots=True)
+class SessionStarted:
+    """The session relays from `now`: its time starts."""
+
+    now: float
+    subject: str
+    token_expires_at: float
+    session_ttl_s: float
+    #: Warn the client this long before the end (0: never).
+    warn_before_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOffered:
+    """A fresh token for this session, verified as a login token is."""
+
+    subject: str
+    expires_at: float
+    token_id: str | None
+    issued_at: float | None
+    #: Its groups give the session's rules on its target (as the login token's did).
+    same_rules: bool
+    #: How it came: "api" or "statement" (in-band).
+    via: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class WarningDue:
+    """The time to warn the client of the session's end has come."""
+
+    now: float
+
+
 Event = (
     StatementReady
     | SessionGrantFound
@@ -131,6 +182,9 @@ Event = (
     | SessionEnded
     | TimeUp
     | RecordingBroke
+    | SessionStarted
+    | TokenOffered
+    | WarningDue
 )
 
 # --- actions
@@ -229,6 +283,34 @@ class EndSession:
     cancel_running: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class SetDeadline:
+    """The session ends at `end_at` (answer with TimeUp(reason) then), and the client is
+    warned at `warn_at` (answer with WarningDue), unless None. Replaces earlier ones."""
+
+    end_at: float
+    reason: str
+    warn_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WarnClient:
+    """Tell the client, if its protocol can, that the session ends at `end_at`."""
+
+    end_at: float
+    reason: str
+    left_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRefresh:
+    """The answer to whoever offered the token: the session's new end, or why not."""
+
+    end_at: float | None
+    reason: str | None
+    error: AirlockError | None = None
+
+
 Action = (
     Forward
     | Refuse
@@ -243,6 +325,9 @@ Action = (
     | MakeDurable
     | Withdraw
     | EndSession
+    | SetDeadline
+    | WarnClient
+    | AnswerRefresh
 )
 
 
@@ -261,6 +346,13 @@ class SessionCore:
         self._statement: StatementReady | None = None
         self._request_id: str | None = None  # the statement's approval request
         self._decided: ApprovalRequest | None = None
+        # The session's time (see SessionStarted).
+        self.subject: str | None = None
+        self.end_at: float | None = None
+        self.end_reason: str | None = None
+        self._ttl_end_at = 0.0
+        self._warn_before_s = 0.0
+        self._warned = False
 
     def handle(self, event: Event) -> list[Action]:
         if isinstance(event, StatementReady):
@@ -302,14 +394,89 @@ class SessionCore:
                 reason = f"client connection lost: {event.detail}"
             return self._end(CLIENT_DISCONNECTED, EndSession(reason, cancel_running=True))
         if isinstance(event, TimeUp):
-            error = SessionExpired(f"session ended by the gateway: {event.reason}")
-            withdraw = f"the session ended: {event.reason}"
-            return self._end(withdraw, EndSession(event.reason, error, cancel_running=True))
+            return self._time_up(event.reason)
+        if isinstance(event, SessionStarted):
+            self.subject, self._warn_before_s = event.subject, event.warn_before_s
+            self._ttl_end_at = event.now + event.session_ttl_s
+            return [self._deadline(event.token_expires_at)]
+        if isinstance(event, TokenOffered):
+            return self._offered(event)
+        if isinstance(event, WarningDue):
+            if self.ended or self._warned or self.end_at is None or self.end_reason is None:
+                return []
+            self._warned = True
+            return [WarnClient(self.end_at, self.end_reason, max(self.end_at - event.now, 0.0))]
         if isinstance(event, RecordingBroke):
             reason = "the transcript cannot be written"
             end = EndSession(reason, RecordingFailed(RECORDING_BROKE), cancel_running=True)
             return self._end(f"the session ended: {reason}", end)
         raise TypeError(f"not a session event: {event!r}")
+
+    # --- the session's time
+
+    def _deadline(self, token_expires_at: float) -> SetDeadline:
+        """The end is the token's expiry, capped by session_ttl; a new end warns anew."""
+        if token_expires_at < self._ttl_end_at:
+            self.end_at, self.end_reason = token_expires_at, TOKEN_EXPIRED
+        else:
+            self.end_at, self.end_reason = self._ttl_end_at, SESSION_TTL
+        self._warned = False
+        warn_at = self.end_at - self._warn_before_s if self._warn_before_s > 0 else None
+        return SetDeadline(self.end_at, self.end_reason, warn_at)
+
+    def _offered(self, offer: TokenOffered) -> list[Action]:
+        if self.ended or self.subject is None:
+            return [AnswerRefresh(None, None, RefreshRefused("the session has ended"))]
+        if offer.subject != self.subject:
+            # Never another identity: the session goes on as it was.
+            return [AnswerRefresh(None, None, RefreshRefused(
+                "the token is for another subject than the session's",
+                hint="a session can only be extended by a token of the identity it logged in as",
+            ))]  # fmt: skip
+        if offer.expires_at <= offer.now:
+            return [AnswerRefresh(None, None, RefreshRefused("the token has expired"))]
+        if not offer.same_rules:
+            refusal = RefreshRefused(
+                "the token's groups no longer give this session's rules: the session ends",
+                hint="log in again with the new token",
+            )
+            error = SessionExpired(
+                f"session ended by the gateway: {GROUPS_CHANGED}",
+                detail="a fresh token's groups no longer give the rules this session "
+                "logged in under",
+                hint="log in again with the new token",
+            )
+            end = EndSession(GROUPS_CHANGED, error, cancel_running=True)
+            return [AnswerRefresh(None, None, refusal),
+                    *self._end(f"the session ended: {GROUPS_CHANGED}", end)]  # fmt: skip
+        deadline = self._deadline(offer.expires_at)
+        recorded = TokenRefreshed(
+            exp=offer.expires_at,
+            jti=offer.token_id,
+            iat=offer.issued_at,
+            ends_at=deadline.end_at,
+            ends_because=ENDS_BECAUSE[deadline.reason],
+            via=offer.via,
+        )
+        return [
+            Record(TokenRefreshed.KIND, recorded.to_data()),
+            deadline,
+            AnswerRefresh(deadline.end_at, deadline.reason),
+        ]
+
+    def _time_up(self, reason: str) -> list[Action]:
+        hint = None
+        if reason == TOKEN_EXPIRED:
+            hint = (
+                "before the token expires, present a fresh one: run "
+                "SELECT airlock.refresh('<token>') in the session, or "
+                "airlock sessions refresh --token <token>"
+            )
+        elif reason == SESSION_TTL:
+            hint = "session_ttl caps a session whatever its token: connect again"
+        error = SessionExpired(f"session ended by the gateway: {reason}", hint=hint)
+        withdraw = f"the session ended: {reason}"
+        return self._end(withdraw, EndSession(reason, error, cancel_running=True))
 
     # --- the steps
 

@@ -153,6 +153,11 @@ class BackendRelay:
         self._held = b""  # an incomplete header, or an incomplete inspected message
         self.inspected: list[int] = []
 
+    @property
+    def between_messages(self) -> bool:
+        """No message has been passed on in part: bytes sent now would not split one."""
+        return self._remaining == 0
+
     def feed(self, raw: bytes) -> bytes:
         inspected = self.inspected
         if inspected:

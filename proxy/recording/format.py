@@ -49,6 +49,7 @@ APPROVAL_REQUESTED = "approval.requested"
 APPROVAL_DECIDED = "approval.decided"
 RESULT = "result"
 SESSION_END = "session.end"
+TOKEN_REFRESHED = "token_refreshed"  # noqa: S105 (an event kind)
 
 EVENT_KEYS = ("seq", "ts", "kind", "data", "prev")
 SEAL_KEYS = ("last", "seq", "key_id", "sig")
@@ -524,6 +525,44 @@ class SessionEnd(EventData):
 
 
 @dataclass(frozen=True, slots=True)
+class TokenRefreshed(EventData):
+    """A fresh token extended the session: the token's `exp`, `jti` and `iat` (never the
+    token), when the session now ends and why then (`token expires`, `session_ttl`), and
+    how the token came (`api`, or `statement`: in-band)."""
+
+    KIND: ClassVar[str] = TOKEN_REFRESHED
+    KEYS: ClassVar[tuple[str, ...]] = ("exp", "jti", "iat", "ends_at", "ends_because", "via")
+    exp: float | None = None
+    jti: str | None = None
+    iat: float | None = None
+    ends_at: float | None = None
+    ends_because: str | None = None
+    via: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "exp": self.exp,
+            "jti": self.jti,
+            "iat": self.iat,
+            "ends_at": self.ends_at,
+            "ends_because": self.ends_because,
+            "via": self.via,
+        } | self.extra
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> TokenRefreshed:
+        return cls(
+            exp=_number(data.get("exp")),
+            jti=_str(data.get("jti")),
+            iat=_number(data.get("iat")),
+            ends_at=_number(data.get("ends_at")),
+            ends_because=_str(data.get("ends_because")),
+            via=_str(data.get("via")),
+            extra=_kept(data, cls.KEYS),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownEvent(EventData):
     """An event of a kind this version does not define: its data as recorded."""
 
@@ -544,6 +583,7 @@ KINDS: dict[str, type[EventData]] = {
         ApprovalDecided,
         Result,
         SessionEnd,
+        TokenRefreshed,
     )
 }
 
@@ -562,6 +602,8 @@ def decode(kind: str, data: Mapping[str, Any], version: int = SCHEMA_VERSION) ->
         return ApprovalDecided.from_data(data)
     if kind == SESSION_END:
         return SessionEnd.from_data(data)
+    if kind == TOKEN_REFRESHED:
+        return TokenRefreshed.from_data(data)
     return UnknownEvent(kind=kind, extra=dict(data))
 
 

@@ -22,7 +22,9 @@ from proxy.recording.format import (
     SESSION_END,
     SESSION_START,
     STATEMENT,
+    TOKEN_REFRESHED,
     Result,
+    TokenRefreshed,
     client_address,
 )
 from proxy.recording.format import is_count as _is_int
@@ -128,6 +130,8 @@ class _Replay:
             return [head + "  " + _approval_decided(data)]
         if event.kind == SESSION_END:
             return [head + _session_end(data)]
+        if event.kind == TOKEN_REFRESHED:
+            return [head + _token_refreshed(TokenRefreshed.from_data(data))]
         return [head + f"{_line(event.kind)}  {_line(data)}"]
 
     def _start(self, head: str, data: dict[str, Any]) -> list[str]:
@@ -258,6 +262,16 @@ def _session_end(data: dict[str, Any]) -> str:
     elif _is_int(data.get("statements")):
         count = data["statements"]
         line += f" ({count} statement{'' if count == 1 else 's'})"
+    return line
+
+
+def _token_refreshed(refreshed: TokenRefreshed) -> str:
+    ends = _utc(refreshed.ends_at)
+    when = "?" if ends is None else ends.strftime("%Y-%m-%d %H:%M:%S UTC")
+    line = f"token refreshed ({_line(refreshed.via)}): the session now ends {when}"
+    line += f" ({_line(refreshed.ends_because)})"
+    if refreshed.jti is not None:
+        line += f"; token jti {_line(refreshed.jti)}"
     return line
 
 

@@ -23,6 +23,7 @@ from proxy.recording.format import (
     SessionEnd,
     SessionStart,
     Statement,
+    TokenRefreshed,
 )
 
 TS = 1_700_000_000.125
@@ -90,6 +91,17 @@ EXAMPLES: list[EventData] = [
     Result(error={"errno": 1146, "sqlstate": "42S02", "message": "no such table"}),
     SessionEnd(reason="client closed the connection", statements=3),
     SessionEnd(reason="gone", error={"sqlstate": "08006", "message": "lost"}, statements=0),
+    TokenRefreshed(
+        exp=TS + 3600,
+        jti="tok-2",
+        iat=TS - 5,
+        ends_at=TS + 3600,
+        ends_because="token expires",
+        via="api",
+    ),
+    TokenRefreshed(
+        exp=TS + 90_000.5, ends_at=TS + 86_400, ends_because="session_ttl", via="statement"
+    ),
 ]
 
 
@@ -118,6 +130,7 @@ def test_every_kind_is_defined_once_and_has_an_example() -> None:
         format.APPROVAL_DECIDED,
         format.RESULT,
         format.SESSION_END,
+        format.TOKEN_REFRESHED,
     }
     assert set(format.KINDS) == kinds
     assert {example.KIND for example in EXAMPLES} == kinds
