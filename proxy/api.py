@@ -7,6 +7,10 @@ agents' tokens are. Errors are JSON: `{"error": {"code", "message"}}` with 400
 target), 409 (already decided, or withdrawn: the message says which) or 429 (too
 many live credentials).
 
+A session's token is refreshed at /api/v1/sessions/{id}/refresh, or every live session
+of the caller's subject at /api/v1/sessions/refresh, with the fresh token as the bearer
+(RefreshApi).
+
 An approval request is shown only to its requester, the members of its approver
 groups and the auditors (policy.rules.request_sight); to anyone else it does not
 exist: lists leave it out and its id answers 404, as an unknown id does.
@@ -18,9 +22,9 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -41,6 +45,7 @@ from proxy.recording.format import SESSION_ID
 from proxy.recording.render import event_json
 from proxy.recording.sessions import find_sessions, find_transcript, parse_since, summarize
 from proxy.recording.verifier import Transcript, VerifyResult, read_transcript, verify_transcript
+from proxy.session_core import ENDS_BECAUSE, AnswerRefresh
 from proxy.signing import load_public_key
 from proxy.store import (
     SCOPES,
@@ -76,6 +81,7 @@ def make_app(
     metrics: Callable[[], list[Metric]] | None = None,
     credentials: CredentialsApi | None = None,
     pages: WebPages | None = None,
+    live_sessions: Callable[[], Iterable[LiveSession]] | None = None,
 ) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **health()})
@@ -95,6 +101,8 @@ def make_app(
         SessionsApi(data_dir, auditors, verifier).add_routes(app)
     if credentials is not None:
         credentials.add_routes(app)
+    if live_sessions is not None and verifier is not None:
+        RefreshApi(live_sessions, verifier).add_routes(app)
     if pages is not None:
         pages.add_routes(app)
     return app
@@ -260,6 +268,68 @@ class CredentialsApi:
             "target": name,
             "protocol": target.protocol,
         }
+
+
+class LiveSession(Protocol):
+    """A session relaying now, as far as a token refresh goes (proxy/gated_session.py)."""
+
+    id: str
+    identity: Identity | None
+    ended: bool
+
+    def refresh(self, identity: Identity, via: str) -> AnswerRefresh: ...
+
+
+class RefreshApi:
+    """`POST /api/v1/sessions/{id}/refresh` and `POST /api/v1/sessions/refresh` (every live
+    session of the caller's subject): the bearer token is the fresh one, verified as a login
+    token is, and must be for the session's subject (else 403, and nothing changes). Each
+    session then ends at the token's expiry, never later than its session_ttl."""
+
+    def __init__(
+        self, live_sessions: Callable[[], Iterable[LiveSession]], verifier: TokenVerifier
+    ) -> None:
+        self.live_sessions = live_sessions
+        self.verifier = verifier
+
+    def add_routes(self, app: web.Application) -> None:
+        route = functools.partial(_route, self.verifier)
+        app.router.add_post("/api/v1/sessions/refresh", route(self.refresh_all))
+        app.router.add_post("/api/v1/sessions/{id}/refresh", route(self.refresh_one))
+
+    def _live(self) -> list[LiveSession]:
+        return [s for s in self.live_sessions() if not s.ended and s.identity is not None]
+
+    async def refresh_one(self, request: web.Request, identity: Identity) -> Any:
+        session_id = request.match_info["id"]
+        found = [s for s in self._live() if s.id == session_id]
+        if not found:
+            raise ApiError(404, "not_found", f"no live session {session_id[:_MAX_TEXT_CHARS]}")
+        session = found[0]
+        assert session.identity is not None
+        if session.identity.subject != identity.subject:
+            raise ApiError(403, "forbidden", "the token is for another subject than the session's")
+        answer = session.refresh(identity, "api")
+        if answer.error is not None:
+            raise ApiError(403, "forbidden", answer.error.message)
+        return _refreshed(session, answer)
+
+    async def refresh_all(self, _request: web.Request, identity: Identity) -> Any:
+        mine = [s for s in self._live() if s.identity and s.identity.subject == identity.subject]
+        answers = [(session, session.refresh(identity, "api")) for session in mine]
+        return {"sessions": [_refreshed(session, answer) for session, answer in answers]}
+
+
+def _refreshed(session: LiveSession, answer: AnswerRefresh) -> dict[str, Any]:
+    if answer.error is not None or answer.end_at is None or answer.reason is None:
+        message = answer.error.message if answer.error is not None else "not refreshed"
+        return {"id": session.id, "refreshed": False, "error": message}
+    return {
+        "id": session.id,
+        "refreshed": True,
+        "ends_at": iso_time(answer.end_at),
+        "ends_because": ENDS_BECAUSE[answer.reason],
+    }
 
 
 class SessionsApi:

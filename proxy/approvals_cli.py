@@ -148,6 +148,20 @@ class ApiClient:
         answer = self._call("POST", _approval_path(approval_id) + "/deny", {"reason": reason})
         return _approval(answer)
 
+    def refresh_sessions(self, session_id: str | None) -> list[dict[str, Any]]:
+        """Extend one live session (or, with None, every live session of the token's
+        subject) with this client's token, which is the fresh one."""
+        if session_id is None:
+            answer = self._call("POST", "/api/v1/sessions/refresh")
+            sessions = answer.get("sessions") if isinstance(answer, dict) else None
+        else:
+            path = "/api/v1/sessions/" + quote(session_id, safe="") + "/refresh"
+            answer = self._call("POST", path)
+            sessions = [answer]
+        if not isinstance(sessions, list) or not all(isinstance(s, dict) for s in sessions):
+            raise BadAnswer('expected {"sessions": [...]}')
+        return sessions
+
     def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         payload = None
@@ -406,7 +420,7 @@ def _client(args: argparse.Namespace) -> ApiClient:
     """The client the options and environment describe; UsageError when they are unsafe."""
     token = _token(args)
     if not token:
-        raise UsageError("no approver token: pass --token or set AIRLOCK_TOKEN")
+        raise UsageError("no token: pass --token or set AIRLOCK_TOKEN")
     if not _TOKEN_CHARS.fullmatch(token):
         # Never quoted: http.client would refuse it with an error that does quote it.
         raise UsageError("the token holds spaces or characters a bearer token cannot have")
@@ -489,6 +503,25 @@ def _deny(args: argparse.Namespace) -> int:
     return _run(args, lambda client: client.deny(args.id, reason=args.reason), render_approval)
 
 
+def _refresh(args: argparse.Namespace) -> int:
+    def show(sessions: list[dict[str, Any]], _now: datetime) -> str:
+        if not sessions:
+            return "no live sessions of this identity"
+        lines = []
+        for session in sessions:
+            shown = printable(str(session.get("id")))
+            if session.get("refreshed"):
+                ends = printable(str(session.get("ends_at")))
+                because = printable(str(session.get("ends_because")))
+                lines.append(f"{shown}: refreshed; ends {ends} ({because})")
+            else:
+                lines.append(f"{shown}: not refreshed: {printable(str(session.get('error')))}")
+        return "\n".join(lines)
+
+    session = None if args.all else args.session
+    return _run(args, lambda client: client.refresh_sessions(session), show)
+
+
 # --- argparse ----------------------------------------------------------------------------------
 
 
@@ -517,6 +550,23 @@ def _approval_id(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return text
+
+
+def add_session_refresh(
+    sessions: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Register `sessions refresh [SESSION | --all] --token <fresh token>`."""
+    refresh = sessions.add_parser(
+        "refresh",
+        parents=[_common_options()],
+        help="extend live sessions with a fresh token of the same identity (--token)",
+    )
+    which = refresh.add_mutually_exclusive_group(required=True)
+    which.add_argument("session", nargs="?", metavar="SESSION", help="the session's id")
+    which.add_argument(
+        "--all", action="store_true", help="every live session of the token's subject"
+    )
+    refresh.set_defaults(handler=_refresh)
 
 
 def _common_options() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from proxy import signing
-from proxy.approvals_cli import positive_number
+from proxy.approvals_cli import add_session_refresh, positive_number
 from proxy.ledger import LEDGER_FILE, SealEntry, verify_ledger
 from proxy.recording.format import SUFFIX, transcripts_dir
 from proxy.recording.render import event_json, export_lines, paced, render
@@ -357,6 +357,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(handler=_sessions_list)
+    add_session_refresh(sessions_actions)
 
     replay = commands.add_parser("replay", parents=[common], help="replay a session transcript")
     replay.add_argument("session", metavar="SESSION", help="session id, a unique prefix, or a file")

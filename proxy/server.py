@@ -25,9 +25,9 @@ from proxy.config import Endpoint, Settings, dev_issuer_url
 from proxy.credentials import CredentialBook
 from proxy.dev_issuer import DevIssuer
 from proxy.errors import IssuerUnavailable
-from proxy.mysql_server import MySqlListener
+from proxy.mysql_server import MySqlListener, MySqlSession
 from proxy.oidc import OidcVerifier
-from proxy.pg_server import PgListener
+from proxy.pg_server import PgListener, PgSession
 from proxy.recording.writer import Recorder
 from proxy.signing import load_or_create
 from proxy.store import ApprovalStore
@@ -140,6 +140,7 @@ class Gateway:
                 self.credentials, verifier, settings.targets, settings.rules
             ),
             pages=WebPages(self.hub, verifier, settings.data_dir, settings.auditors),
+            live_sessions=self._live_sessions,
         )
         runner = web.AppRunner(app, access_log=None)
         self._api_runner = runner
@@ -245,6 +246,9 @@ class Gateway:
 
     def _listeners(self) -> list[PgListener | MySqlListener]:
         return [listener for listener in (self.postgres, self.mysql) if listener is not None]
+
+    def _live_sessions(self) -> list[PgSession | MySqlSession]:
+        return [session for listener in self._listeners() for session in listener.sessions]
 
     def _health(self) -> dict[str, object]:
         return {"sessions": sum(len(listener.sessions) for listener in self._listeners())}

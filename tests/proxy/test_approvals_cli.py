@@ -614,7 +614,7 @@ def test_a_missing_token_is_a_usage_error(
 ) -> None:
     result = run(capsys, "approvals", "list", "--server", api.url)
     assert result.code == 2
-    assert result.err == "airlock: no approver token: pass --token or set AIRLOCK_TOKEN\n"
+    assert result.err == "airlock: no token: pass --token or set AIRLOCK_TOKEN\n"
     assert api.requests == []
 
 

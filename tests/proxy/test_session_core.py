@@ -15,6 +15,7 @@ from proxy.errors import (
     HoldTimedOut,
     QueryCanceled,
     RecordingFailed,
+    RefreshRefused,
     SessionExpired,
     StatementDenied,
 )
@@ -308,3 +309,174 @@ def test_a_core_without_rules_still_ends_the_session() -> None:
     session = core.SessionCore(None, "")
     play(session, (">>", core.ClientClosed()), ("<<", ending(None, "client closed the connection")))
     assert session.waiting is None
+
+
+# --- the session's time: token expiry, session_ttl, refresh, the warning
+
+TTL_S = 8 * 3600.0
+WARN_S = 300.0
+
+
+def started(token_expires_at: float = NOW + 3600, subject: str = "agent") -> core.SessionCore:
+    """A session core whose time has started (a token good for an hour, session_ttl 8h)."""
+    session = new_core()
+    play(
+        session,
+        (">>", core.SessionStarted(NOW, subject, token_expires_at, TTL_S, WARN_S)),
+        ("<<", deadline_at(token_expires_at, core.TOKEN_EXPIRED)),
+    )
+    return session
+
+
+def deadline_at(end_at: float, reason: str) -> core.SetDeadline:
+    return core.SetDeadline(end_at, reason, end_at - WARN_S)
+
+
+def offer(
+    expires_at: float, *, subject: str = "agent", same_rules: bool = True, now: float = NOW + 3000
+) -> core.TokenOffered:
+    return core.TokenOffered(subject, expires_at, "jti-2", NOW + 2990, same_rules, "api", now)
+
+
+def refreshed(expires_at: float, ends_at: float, because: str) -> core.Record:
+    data = core.TokenRefreshed(
+        exp=expires_at, jti="jti-2", iat=NOW + 2990, ends_at=ends_at, ends_because=because,
+        via="api",
+    ).to_data()  # fmt: skip
+    return core.Record("token_refreshed", data)
+
+
+def answer_refused(message: str) -> Any:
+    class Matcher:
+        def __eq__(self, other: object) -> bool:
+            return (
+                isinstance(other, core.AnswerRefresh)
+                and other.end_at is None
+                and isinstance(other.error, RefreshRefused)
+                and other.error.message == message
+            )
+
+        def __repr__(self) -> str:
+            return f"core.AnswerRefresh(refused: {message!r})"
+
+    return Matcher()
+
+
+def test_a_session_ends_when_its_token_expires_or_at_session_ttl_if_sooner() -> None:
+    started(NOW + 3600)
+    play(
+        new_core(),
+        (">>", core.SessionStarted(NOW, "agent", NOW + 10 * 3600, TTL_S, WARN_S)),
+        ("<<", deadline_at(NOW + TTL_S, core.SESSION_TTL)),
+    )
+    play(
+        new_core(),
+        (">>", core.SessionStarted(NOW, "agent", NOW + 60, TTL_S, 0.0)),
+        ("<<", core.SetDeadline(NOW + 60, core.TOKEN_EXPIRED, None)),  # no warning at 0
+    )
+
+
+def test_a_fresh_token_of_the_same_subject_extends_the_session_and_is_recorded() -> None:
+    session = started()
+    later = NOW + 7200
+    play(
+        session,
+        (">>", offer(later)),
+        ("<<", refreshed(later, later, "token expires")),
+        ("<<", deadline_at(later, core.TOKEN_EXPIRED)),
+        ("<<", core.AnswerRefresh(later, core.TOKEN_EXPIRED)),
+    )
+    assert (session.end_at, session.end_reason) == (later, core.TOKEN_EXPIRED)
+
+
+def test_session_ttl_caps_a_refresh() -> None:
+    session = started()
+    cap = NOW + TTL_S
+    play(
+        session,
+        (">>", offer(NOW + 24 * 3600)),
+        ("<<", refreshed(NOW + 24 * 3600, cap, "session_ttl")),
+        ("<<", deadline_at(cap, core.SESSION_TTL)),
+        ("<<", core.AnswerRefresh(cap, core.SESSION_TTL)),
+    )
+
+
+def test_a_token_of_another_subject_is_refused_and_changes_nothing() -> None:
+    session = started()
+    play(
+        session,
+        (">>", offer(NOW + 7200, subject="someone-else")),
+        ("<<", answer_refused("the token is for another subject than the session's")),
+    )
+    assert (session.end_at, session.end_reason) == (NOW + 3600, core.TOKEN_EXPIRED)
+    assert not session.ended
+
+
+def test_an_expired_token_is_refused() -> None:
+    play(
+        started(),
+        (">>", offer(NOW + 2999)),
+        ("<<", answer_refused("the token has expired")),
+    )
+
+
+def test_a_token_whose_groups_no_longer_give_the_rules_ends_the_session() -> None:
+    session = started()
+    play(
+        session,
+        *HELD,  # a statement waits for approval meanwhile: it is withdrawn, never run
+        (">>", offer(NOW + 7200, same_rules=False)),
+        ("<<", answer_refused(
+            "the token's groups no longer give this session's rules: the session ends")),
+        ("<<", core.Withdraw("r1", f"the session ended: {core.GROUPS_CHANGED}")),
+        ("<<", ending(SessionExpired, core.GROUPS_CHANGED)),
+    )  # fmt: skip
+    assert session.end_at == NOW + 3600  # not extended
+
+
+def test_the_warning_comes_once_per_deadline_and_again_after_a_refresh() -> None:
+    session = started()
+    play(
+        session,
+        (">>", core.WarningDue(NOW + 3300)),
+        ("<<", core.WarnClient(NOW + 3600, core.TOKEN_EXPIRED, 300.0)),
+        (">>", core.WarningDue(NOW + 3301)),
+    )
+    later = NOW + 7200
+    play(
+        session,
+        (">>", offer(later, now=NOW + 3400)),
+        ("<<", refreshed(later, later, "token expires")),
+        ("<<", deadline_at(later, core.TOKEN_EXPIRED)),
+        ("<<", core.AnswerRefresh(later, core.TOKEN_EXPIRED)),
+        (">>", core.WarningDue(later - 300)),
+        ("<<", core.WarnClient(later, core.TOKEN_EXPIRED, 300.0)),
+    )
+
+
+def test_the_end_names_its_reason() -> None:
+    for reason in (core.TOKEN_EXPIRED, core.SESSION_TTL):
+        session = started()
+        actions = session.handle(core.TimeUp(reason))
+        assert actions == [ending(SessionExpired, reason)]
+        end = actions[0]
+        assert isinstance(end, core.EndSession)
+        assert end.error is not None
+        assert end.error.message == f"session ended by the gateway: {reason}"
+        assert end.error.hint is not None
+    token_hint = started().handle(core.TimeUp(core.TOKEN_EXPIRED))[0]
+    assert isinstance(token_hint, core.EndSession)
+    assert token_hint.error is not None
+    assert "airlock.refresh" in (token_hint.error.hint or "")
+
+
+def test_an_ended_session_takes_no_refresh_and_gives_no_warning() -> None:
+    session = started()
+    play(session, (">>", core.ClientClosed()), ("<<", ending(None, "client closed the connection")))
+    play(session, (">>", core.SessionEnded()))
+    play(
+        session,
+        (">>", offer(NOW + 7200)),
+        ("<<", answer_refused("the session has ended")),
+        (">>", core.WarningDue(NOW + 3300)),
+    )
