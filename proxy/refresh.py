@@ -24,8 +24,10 @@ import re
 
 from proxy.errors import RefreshRefused
 
-#: Any mention of the refresh function, however quoted or spaced.
-_MENTION = re.compile(r"airlock[\s\"`]*\.[\s\"`]*refresh(?![\w$])", re.IGNORECASE)
+#: What may stand between a schema, the dot and a function name: space, quotes, comments.
+_GAP = r"(?:[\s\"`]|/\*.*?\*/|--[^\n]*\n|#[^\n]*\n)*"
+#: Any mention of the refresh function, however quoted, spaced or commented.
+_MENTION = re.compile(rf"airlock{_GAP}\.{_GAP}refresh(?![\w$])", re.IGNORECASE | re.DOTALL)
 #: The one form consumed: the token as a string literal, alone in its statement.
 _FORM = re.compile(
     r"\s*select\s+airlock\s*\.\s*refresh\s*\(\s*'([A-Za-z0-9_.-]*)'\s*\)\s*;?\s*",
