@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -599,13 +600,14 @@ class PgSession(GatedSession):
     def warn_client(self, warning: WarnClient) -> None:
         """A NoticeResponse, which a server may send whenever it is idle: sent once the
         client waits for nothing (no statement running, no message half relayed)."""
-        relay = self.relay
-        if self.ended or relay is None:
-            return
+        relay, core = self.relay, self.core
+        if self.ended or relay is None or core is None or core.end_at != warning.end_at:
+            return  # ended, or a refresh moved the end (and will warn anew)
         if relay.busy or relay.held is not None or not relay.between_server_messages:
             asyncio.get_running_loop().call_later(WARN_RETRY_S, self.warn_client, warning)
             return
-        self.client_side.write(end_warning(warning, self.id).raw)
+        left_s = max(warning.end_at - self.listener.clock(), 0.0)
+        self.client_side.write(end_warning(warning.reason, left_s, self.id).raw)
 
     def announce_hold(self, request: ApprovalRequest) -> None:
         reasons = "; ".join(request.request.reasons)
@@ -628,17 +630,20 @@ def _in_place_of(message: m.Query | m.Parse, sql: str) -> m.Query | m.Parse:
     return m.Parse(message.statement, sql, (), m.frame(b"P", body))
 
 
-def end_warning(warning: WarnClient, session_id: str) -> m.NoticeResponse:
+def end_warning(reason: str, left_s: float, session_id: str) -> m.NoticeResponse:
     """The notice that the session ends soon: when, why, and how to extend it."""
-    minutes = max(round(warning.left_s / 60), 1)
-    when = f"in about {minutes} minute{'' if minutes == 1 else 's'}"
-    if warning.reason == TOKEN_EXPIRED:
+    if left_s < 90:
+        seconds = max(math.ceil(left_s), 1)
+        when = f"in {seconds} second{'' if seconds == 1 else 's'}"
+    else:
+        when = f"in about {round(left_s / 60)} minutes"
+    if reason == TOKEN_EXPIRED:
         message = f"this session ends {when}: its token expires"
         hint = (
             "present a fresh token for the same identity: SELECT airlock.refresh('<token>'), "
             f"or airlock sessions refresh {session_id} --token <token>"
         )
     else:
-        message = f"this session ends {when}: {warning.reason}"
+        message = f"this session ends {when}: {reason}"
         hint = "session_ttl caps the session whatever its token: connect again after it ends"
     return m.NoticeResponse.build(message, severity="WARNING", code="01000", hint=hint)

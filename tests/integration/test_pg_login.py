@@ -301,7 +301,12 @@ def test_session_ttl_message_says_why(gateway_factory: GatewayFactory) -> None:
     gateway = gateway_factory(rules=rules, allow_insecure_loopback=True)
     with RawPg(gateway.pg_port) as raw:
         raw.login(agent_token(gateway))
-        error = raw.read()  # nothing sent: the gateway speaks first when time is up
+        # Nothing sent: the gateway speaks first, to warn (the end is under 5 minutes
+        # away from the start), and when time is up.
+        warning = raw.read()
+        assert isinstance(warning, m.NoticeResponse)
+        assert "session_ttl reached" in warning.message
+        error = raw.read()
         assert isinstance(error, m.ErrorResponse)
         assert (error.severity, error.code) == ("FATAL", "57P01")
         assert "session_ttl" in error.message
@@ -355,6 +360,9 @@ def test_an_expiring_token_ends_the_session(gateway_factory: GatewayFactory) -> 
     with RawPg(gateway.pg_port) as raw:
         raw.login(token)
         assert time.time() < expires_at, "the login took longer than the token lived"
+        warning = raw.read()
+        assert isinstance(warning, m.NoticeResponse)
+        assert "its token expires" in warning.message
         error = raw.read()
         ended_at = time.time()
         assert isinstance(error, m.ErrorResponse)

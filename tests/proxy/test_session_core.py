@@ -20,6 +20,7 @@ from proxy.errors import (
     StatementDenied,
 )
 from proxy.parameters import NO_PARAMETERS_KEY, Parameter
+from proxy.recording.format import TokenRefreshed
 from proxy.store import APPROVED, DENIED, PENDING, WITHDRAWN, ApprovalRequest, NewRequest
 
 NOW = 1_000.0
@@ -339,7 +340,7 @@ def offer(
 
 
 def refreshed(expires_at: float, ends_at: float, because: str) -> core.Record:
-    data = core.TokenRefreshed(
+    data = TokenRefreshed(
         exp=expires_at, jti="jti-2", iat=NOW + 2990, ends_at=ends_at, ends_because=because,
         via="api",
     ).to_data()  # fmt: skip
