@@ -3,9 +3,10 @@
 Each client connection is one `PgSession`. Its login is linear async code over
 a `Channel`; once both sides are up, bytes flow through the sans-I/O `PgRelay`
 from `data_received` callbacks, and this module only carries out the relay's
-actions. Clients get gateway-minted BackendKeyData; a CancelRequest is mapped
-back to the upstream backend of the session that owns the key, so no client
-can cancel another's query.
+actions. Clients get BackendKeyData with the upstream backend's real process id
+(what notifications and pg_backend_pid() show) and a secret minted by the gateway;
+a CancelRequest is mapped back to the upstream backend of the session that owns the
+key, so no client can cancel another's query.
 """
 
 from __future__ import annotations
@@ -120,9 +121,13 @@ class PgListener(Listener["PgSession"]):
     def new_session(self, channel: Channel) -> PgSession:
         return PgSession(self, channel)
 
-    def new_cancel_key(self) -> tuple[int, int]:
+    def new_cancel_key(self, process_id: int) -> tuple[int, int]:
+        """The client's cancel key for an upstream backend: its real process id (public:
+        pg_stat_activity shows it) and a secret of the gateway's own, unique among this
+        listener's keys. The secret is 32 random bits today; docs/security.md ("Cancel
+        keys") says how its layout may later carry which gateway owns the session."""
         while True:
-            key = (secrets.randbits(31) or 1, _int32(secrets.randbits(32)))
+            key = (process_id, _int32(secrets.randbits(32)))
             if key not in self.cancel_keys:
                 return key
 
@@ -312,8 +317,8 @@ class PgSession(GatedSession):
         reply = [m.AuthenticationOk().raw]
         reply += [status.raw for status in upstream.login.parameters]
         if upstream.login.backend_key is not None:
-            self.cancel_key = self.listener.new_cancel_key()
             key = upstream.login.backend_key
+            self.cancel_key = self.listener.new_cancel_key(key.process_id)
             self.listener.cancel_keys[self.cancel_key] = CancelTarget(
                 target.upstream.host, target.upstream.port, key.process_id, key.secret_key, self
             )
