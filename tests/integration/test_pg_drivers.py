@@ -1076,3 +1076,16 @@ async def test_asyncpg_recognises_its_own_notifications(
         assert await agent.fetchval("select pg_backend_pid()") == agent.get_server_pid()
     finally:
         await agent.close()
+
+
+@pytest.mark.parametrize("count", [32768, 65535])
+@pytest.mark.parametrize("prepare", [False, True], ids=["unnamed", "prepared"])
+def test_psycopg_statement_with_more_than_32767_parameters(
+    gateway: RunningGateway, token: str, count: int, prepare: bool
+) -> None:
+    """Parse, Bind and ParameterDescription counts are unsigned 16-bit: up to 65,535."""
+    sql = "select array_length(array[" + ",".join(["%s"] * (count - 1)) + "]::int[], 1), %s::text"
+    with connect(gateway, token, autocommit=True) as agent:
+        row = agent.execute(sql.encode(), [*range(count - 1), "last"], prepare=prepare).fetchone()
+        assert row == (count - 1, "last")
+        assert agent.execute("select 'still here'").fetchone() == ("still here",)
