@@ -58,24 +58,13 @@ CANCEL_TIMEOUT_S = 5.0
 #: Room for the largest token we would verify, plus the message envelope.
 _MAX_PASSWORD_MESSAGE_BYTES = 64 * 1024
 
-#: Settings a client may ask for at startup (as parameters or `-c` in `options`), passed
-#: on to the upstream once judged like the equivalent SET; anything else is dropped with a
-#: warning. `options` itself is never passed: its other switches (`-S`, `-e`, ...) set
-#: server settings without any SQL the gateway sees.
-FORWARDED_SETTINGS = frozenset(
-    {
-        "application_name",
-        "client_encoding",
-        "datestyle",
-        "timezone",
-        "extra_float_digits",
-        "intervalstyle",
-        "search_path",
-        "statement_timeout",
-        "lock_timeout",
-        "idle_in_transaction_session_timeout",
-    }
-)
+#: Settings a client may not choose at startup, whatever its rules: the gateway chooses
+#: the role the session acts as (the target's read and write roles). Dropped with a
+#: warning. Every other setting asked for at startup (as a parameter, or `-c`/`--name=`
+#: in `options`) is judged as the equivalent SET and passed on as a parameter when the
+#: rules simply allow that SET. `options` itself is never passed: its other switches
+#: (`-S`, `-e`, ...) set server settings without any SQL the gateway sees.
+NEVER_FORWARDED_SETTINGS = frozenset({"role", "session_authorization"})
 #: Client encodings whose multibyte characters can end in a backslash or quote
 #: byte: the classifier could not lex such text as the server does.
 UNSAFE_CLIENT_ENCODINGS = frozenset(
@@ -421,7 +410,7 @@ class PgSession(GatedSession):
         dropped = {f"{word} (in options)" for word in requested.other_options}
         for setting in requested.settings:
             shown = setting.name if setting.source != "options" else f"{setting.name} (in options)"
-            if setting.name not in FORWARDED_SETTINGS:
+            if setting.name in NEVER_FORWARDED_SETTINGS:
                 dropped.add(shown)
                 continue
             sql = equivalent_set(setting)
