@@ -112,6 +112,8 @@ class TargetSettings:
     write_role: str | None = None
     #: MySQL: the databases the target exposes (default: the one in its upstream URL).
     databases: tuple[str, ...] = ()
+    #: MySQL: the target a client that names no database reaches (at most one).
+    default: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,11 +406,20 @@ _IDENTITY_KEYS = (
     "jwks_refetch_cooldown",
     "http_timeout",
 )
-_TARGET_KEYS = ("protocol", "upstream", "password_env", "password_file", "roles", "databases")
+_TARGET_KEYS = (
+    "protocol",
+    "upstream",
+    "password_env",
+    "password_file",
+    "roles",
+    "databases",
+    "default",
+)
 _ROLE_KEYS = ("read", "write")
 _RULE_KEYS = (
     "groups",
     "targets",
+    "all",
     *STATEMENT_CLASSES,
     "approvers",
     "hold",
@@ -810,10 +821,19 @@ class _Parser:
         if not value:
             raise self.fail("targets", "must name at least one target")
         targets: dict[str, TargetSettings] = {}
+        defaults: dict[str, str] = {}  # protocol -> its default target's name
         for name, target_value in value.items():
             if not isinstance(name, str) or not name.strip():
                 raise self.fail("targets", f"target names must be strings (got {_shown(name)})")
-            targets[name] = self.target(name, target_value, f"targets.{name}", listen)
+            target = targets[name] = self.target(name, target_value, f"targets.{name}", listen)
+            if target.default:
+                if target.protocol in defaults:
+                    raise self.fail(
+                        f"targets.{name}.default",
+                        f"only one {target.protocol} target may be the default "
+                        f"({defaults[target.protocol]} already is)",
+                    )
+                defaults[target.protocol] = name
         return targets
 
     def target(self, name: str, value: object, key: str, listen: ListenSettings) -> TargetSettings:
@@ -839,6 +859,10 @@ class _Parser:
             databases = self.string_list(section["databases"], f"{key}.databases", what="databases")
         elif protocol == "mysql" and upstream.database:
             databases = (upstream.database,)
+        default = self.boolean(section.get("default", False), f"{key}.default")
+        if default and protocol != "mysql":
+            # A PostgreSQL client always names a database (libpq: the user name by default).
+            raise self.fail(f"{key}.default", "is for mysql targets only")
         return TargetSettings(
             name=name,
             protocol=protocol,
@@ -846,6 +870,7 @@ class _Parser:
             read_role=read_role,
             write_role=write_role,
             databases=databases,
+            default=default,
         )
 
     def upstream(self, section: dict[str, object], key: str, protocol: str) -> UpstreamSettings:
@@ -1034,6 +1059,10 @@ class _Parser:
                 )
         changes: dict[str, Any] = {}  # field name -> value, as in identity() above
         actions = tuple(action.value for action in Action)
+        if section.get("all") is not None:
+            # One action for every class; a class named as well overrides it.
+            every = Action(self.choice(section["all"], f"{key}.all", actions))
+            changes.update(dict.fromkeys(STATEMENT_CLASSES, every))
         for statement_class in STATEMENT_CLASSES:
             if section.get(statement_class) is not None:
                 choice = self.choice(section[statement_class], f"{key}.{statement_class}", actions)

@@ -9,25 +9,33 @@ configured credentials and the capabilities the client agreed to, so both
 legs speak the same command phase and packets are relayed verbatim through
 the sans-I/O `MySqlRelay`.
 
-Connection ids are the gateway's. `KILL [QUERY] id` and COM_PROCESS_KILL are
-carried out by the gateway for the agent's own sessions only: a KILL QUERY of a
-held statement withdraws its approval request; of a running one, the gateway
-kills the upstream thread on a connection of its own.
+The handshake's connection id is the gateway's (it is sent before the upstream
+is chosen), while CONNECTION_ID() and SHOW PROCESSLIST show the upstream thread's:
+`KILL [QUERY] id` and COM_PROCESS_KILL take either, and are carried out by the
+gateway for the agent's own sessions only: a KILL QUERY of a held statement
+withdraws its approval request; of a running one, the gateway kills the upstream
+thread on a connection of its own.
+
+The greeting announces the upstream's own version with "-airlock" after it (as
+MariaDB writes it, "5.5.5-10.11.19-MariaDB-...", so drivers tell MariaDB from
+MySQL), learned from the announcing target's greeting when the listener starts and
+at each login to it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from typing import Any
 
 from policy.classify import LEXER_REASON, StatementClass, Verdict
+from policy.classify.data.mysql import CHARSETS as SAFE_CHARSETS
 from policy.rules import effective_policy
 from protocols.errors import ProtocolViolation
 from protocols.mysql import auth
 from protocols.mysql.messages import (
     CHARSET_NAMES,
-    SAFE_CHARSETS,
     AuthMoreData,
     AuthSwitchRequest,
     Capability,
@@ -41,6 +49,7 @@ from protocols.mysql.messages import (
 from protocols.mysql.packets import Packet, PacketReader, frame
 from protocols.mysql.responses import ResponseTracker
 from proxy.channel import Channel
+from proxy.config import TargetSettings
 from proxy.credentials import Credential, is_credential_name
 from proxy.errors import (
     AirlockError,
@@ -52,6 +61,7 @@ from proxy.errors import (
     StatementTooLarge,
     UnknownSession,
     UnknownTarget,
+    UpstreamUnavailable,
 )
 from proxy.gated_session import WRITE_ROLE_CLASSES, GatedSession
 from proxy.listener import Listener
@@ -68,15 +78,20 @@ from proxy.mysql_relay import (
     is_kill,
     parse_kill,
 )
-from proxy.mysql_upstream import PacketStream, connect_upstream, kill_query
+from proxy.mysql_upstream import PacketStream, connect_upstream, kill_query, upstream_version
 from proxy.parameters import NO_PARAMETERS_KEY, Parameter
 
 log = logging.getLogger("airlock.mysql")
 
-#: What the gateway says it is, before it knows the target. Clients pick features by
-#: the version: an 8.0 would make mysql-connector ask for utf8mb4_0900_ai_ci, which
-#: MariaDB lacks; 5.7 gets what both MariaDB and MySQL 8 understand (utf8mb4_general_ci).
+#: What the gateway says it is until it has heard an upstream's greeting. Clients pick
+#: features by the version: an 8.0 would make mysql-connector ask for utf8mb4_0900_ai_ci,
+#: which MariaDB lacks; 5.7 gets what both MariaDB and MySQL 8 understand.
 SERVER_VERSION = "5.7.99-airlock"
+#: After the upstream's version in the greeting.
+VERSION_SUFFIX = "-airlock"
+#: Gateway connection ids are drawn from [2**30, 2**31), far above the thread ids a
+#: server hands out, so a KILL's id names a gateway id or an upstream thread, not both.
+_CONNECTION_ID_FLOOR = 1 << 30
 #: utf8mb4_general_ci: the character set the gateway greets with.
 GREETING_CHARSET = 45
 #: What the gateway offers clients. Left out: LOCAL_FILES (a server could ask for any
@@ -112,15 +127,50 @@ class MySqlListener(Listener["MySqlSession"]):
     def init_protocol_state(self) -> None:
         #: Sessions by the connection id the gateway gave their client (for KILL).
         self.connections: dict[int, MySqlSession] = {}
+        #: Sessions by (target name, upstream thread id): the id CONNECTION_ID() shows.
+        self.upstream_threads: dict[tuple[str, int], MySqlSession] = {}
+        #: The version the greeting announces.
+        self.server_version = SERVER_VERSION
+        mysql_targets = [t for t in self.settings.targets.values() if t.protocol == "mysql"]
+        #: Whose version that is: the default MySQL target, else the first configured.
+        self.announcing: TargetSettings | None = next(
+            (t for t in mysql_targets if t.default), mysql_targets[0] if mysql_targets else None
+        )
 
     def new_session(self, channel: Channel) -> MySqlSession:
         return MySqlSession(self, channel)
 
     def new_connection_id(self) -> int:
         while True:
-            connection_id = secrets.randbits(31) or 1
+            connection_id = _CONNECTION_ID_FLOOR | secrets.randbits(30)
             if connection_id not in self.connections:
                 return connection_id
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        server = await super().start(host, port)
+        if self.announcing is not None:
+            self.spawn(self._learn_version(self.announcing))
+        return server
+
+    async def _learn_version(self, target: TargetSettings) -> None:
+        """The announcing target's version, from its greeting (no login)."""
+        try:
+            version = await upstream_version(target.upstream, self.new_channel)
+        except UpstreamUnavailable as exc:
+            log.warning(
+                "could not read the version of MySQL target %s (greeting with %s until a "
+                "login reaches it): %s",
+                target.name,
+                self.server_version,
+                exc.message,
+            )
+            return
+        self.heard_version(target, version)
+
+    def heard_version(self, target: TargetSettings, version: str) -> None:
+        """An upstream greeted the gateway: the announcing target's version is announced."""
+        if self.announcing is not None and target.name == self.announcing.name:
+            self.server_version = version + VERSION_SUFFIX
 
 
 async def _first_packet(channel: Channel) -> tuple[Packet, bytes]:
@@ -161,6 +211,10 @@ class MySqlSession(GatedSession):
 
     def _detach(self, cancel_running: bool) -> None:
         self.listener.connections.pop(self.connection_id, None)
+        if self.target is not None and self.upstream_thread_id:
+            thread = (self.target.name, self.upstream_thread_id)
+            if self.listener.upstream_threads.get(thread) is self:
+                del self.listener.upstream_threads[thread]
         relay = self.relay
         if cancel_running and relay is not None and relay.busy and self.target is not None:
             self.listener.spawn(
@@ -212,7 +266,7 @@ class MySqlSession(GatedSession):
         offered = ADVERTISED | (Capability.SSL if listener.tls_context is not None else 0)
         greeting = HandshakeV10(
             protocol_version=10,
-            server_version=SERVER_VERSION,
+            server_version=listener.server_version,
             connection_id=self.connection_id,
             auth_data=nonce,
             capabilities=int(offered),
@@ -267,21 +321,9 @@ class MySqlSession(GatedSession):
         elif database:
             target = settings.targets.get(database)
         else:
-            # No database named (the mysql CLI's Ctrl-C connection, `mysql -e` without
-            # one): the one MySQL target the identity's rules reach, if there is one.
-            reachable = [
-                t
-                for t in settings.targets.values()
-                if t.protocol == "mysql"
-                and effective_policy(settings.rules, self.identity.groups, t.name) is not None
-            ]
-            target = reachable[0] if len(reachable) == 1 else None
+            target = self._unnamed_target()
         if target is None or target.protocol != "mysql":
-            raise UnknownTarget(
-                f'no MySQL target named "{database}"'
-                if database
-                else "no target named: set the database to the target's name"
-            )
+            raise UnknownTarget(f'no MySQL target named "{database}"')
         self.enter(target)
         if listener.recorder is not None:
             await self.open_recording(
@@ -302,12 +344,39 @@ class MySqlSession(GatedSession):
         )
         self.server_side = upstream.channel
         self.upstream_thread_id = upstream.handshake.connection_id
+        listener.upstream_threads[(target.name, self.upstream_thread_id)] = self
+        listener.heard_version(target, upstream.handshake.server_version)
         ok = OkPacket(
             affected_rows=0, last_insert_id=0, status_flags=upstream.status_flags, warnings=0
         )
         client.write(frame(ok.build(capabilities), self._login_sequence))
         self.log_session(tls)
         self._start_relay(capabilities, _ENCODINGS.get(charset or "", "utf-8"), upstream.leftover)
+
+    def _unnamed_target(self) -> TargetSettings:
+        """The target of a client that named no database (the mysql CLI's Ctrl-C
+        connection, `mysql -e` without one): the one MySQL target the identity's rules
+        reach, or, when they reach several, the one marked default."""
+        settings = self.listener.settings
+        assert self.identity is not None
+        groups = self.identity.groups
+        reachable = [
+            t
+            for t in settings.targets.values()
+            if t.protocol == "mysql" and effective_policy(settings.rules, groups, t.name)
+        ]
+        if len(reachable) == 1:
+            return reachable[0]
+        default = next((t for t in reachable if t.default), None)
+        if default is not None:
+            return default
+        if not reachable:
+            raise UnknownTarget("no database named, and your rules reach no MySQL target")
+        names = ", ".join(t.name for t in reachable)
+        raise UnknownTarget(
+            f"no database named, and your rules reach several MySQL targets: {names}",
+            hint="set the database to one of them (or the operator marks one default: true)",
+        )
 
     async def _credential_login(
         self, stream: PacketStream, response: HandshakeResponse41, nonce: bytes
@@ -618,7 +687,11 @@ class MySqlSession(GatedSession):
         relay = self.relay
         assert relay is not None
         assert self.identity is not None
+        # The id the handshake gave, or the upstream thread's (CONNECTION_ID()) on this
+        # session's own target.
         target = self.listener.connections.get(kill.connection_id)
+        if target is None and self.target is not None:
+            target = self.listener.upstream_threads.get((self.target.name, kill.connection_id))
         if (
             target is None
             or target.identity is None

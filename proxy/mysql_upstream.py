@@ -122,6 +122,30 @@ async def connect_upstream(
         ) from None
 
 
+async def upstream_version(
+    upstream: UpstreamSettings, channel_factory: Callable[[], Channel] = Channel
+) -> str:
+    """The server version in the upstream's greeting, read without logging in (the
+    connection is closed after it); UpstreamUnavailable when there is none."""
+    loop = asyncio.get_running_loop()
+    where = f"{upstream.host}:{upstream.port}"
+    channel: Channel | None = None
+    try:
+        async with asyncio.timeout(upstream.connect_timeout_s):
+            _, channel = await loop.create_connection(channel_factory, upstream.host, upstream.port)
+            greeting = await PacketStream(channel).packet()
+        if greeting.payload[:1] == b"\xff":
+            raise UpstreamUnavailable("the upstream refused the connection")
+        return HandshakeV10.parse(greeting.payload).server_version
+    except TimeoutError:
+        raise UpstreamUnavailable(f"timed out connecting to the upstream at {where}") from None
+    except (OSError, ConnectionClosed, ProtocolViolation) as exc:
+        raise UpstreamUnavailable(f"could not read the greeting of {where}: {exc}") from None
+    finally:
+        if channel is not None:
+            channel.abort()
+
+
 async def _login(
     channel: Channel,
     upstream: UpstreamSettings,

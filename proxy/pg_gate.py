@@ -107,7 +107,7 @@ class PreparedStatement:
 
 
 def _declared_types(declared: bytes) -> tuple[int, ...]:
-    count = int.from_bytes(declared[:2], "big", signed=True)
+    count = int.from_bytes(declared[:2], "big")  # unsigned: up to 65,535
     if count <= 0 or len(declared) < 2 + 4 * count:
         return ()
     types: tuple[int, ...] = struct.unpack_from(f"!{count}I", declared, 2)

@@ -3,9 +3,10 @@
 Each client connection is one `PgSession`. Its login is linear async code over
 a `Channel`; once both sides are up, bytes flow through the sans-I/O `PgRelay`
 from `data_received` callbacks, and this module only carries out the relay's
-actions. Clients get gateway-minted BackendKeyData; a CancelRequest is mapped
-back to the upstream backend of the session that owns the key, so no client
-can cancel another's query.
+actions. Clients get BackendKeyData with the upstream backend's real process id
+(what notifications and pg_backend_pid() show) and a secret minted by the gateway;
+a CancelRequest is mapped back to the upstream backend of the session that owns the
+key, so no client can cancel another's query.
 """
 
 from __future__ import annotations
@@ -61,24 +62,13 @@ WARN_RETRY_S = 1.0
 #: Room for the largest token we would verify, plus the message envelope.
 _MAX_PASSWORD_MESSAGE_BYTES = 64 * 1024
 
-#: Settings a client may ask for at startup (as parameters or `-c` in `options`), passed
-#: on to the upstream once judged like the equivalent SET; anything else is dropped with a
-#: warning. `options` itself is never passed: its other switches (`-S`, `-e`, ...) set
-#: server settings without any SQL the gateway sees.
-FORWARDED_SETTINGS = frozenset(
-    {
-        "application_name",
-        "client_encoding",
-        "datestyle",
-        "timezone",
-        "extra_float_digits",
-        "intervalstyle",
-        "search_path",
-        "statement_timeout",
-        "lock_timeout",
-        "idle_in_transaction_session_timeout",
-    }
-)
+#: Settings a client may not choose at startup, whatever its rules: the gateway chooses
+#: the role the session acts as (the target's read and write roles). Dropped with a
+#: warning. Every other setting asked for at startup (as a parameter, or `-c`/`--name=`
+#: in `options`) is judged as the equivalent SET and passed on as a parameter when the
+#: rules simply allow that SET. `options` itself is never passed: its other switches
+#: (`-S`, `-e`, ...) set server settings without any SQL the gateway sees.
+NEVER_FORWARDED_SETTINGS = frozenset({"role", "session_authorization"})
 #: Client encodings whose multibyte characters can end in a backslash or quote
 #: byte: the classifier could not lex such text as the server does.
 UNSAFE_CLIENT_ENCODINGS = frozenset(
@@ -124,9 +114,13 @@ class PgListener(Listener["PgSession"]):
     def new_session(self, channel: Channel) -> PgSession:
         return PgSession(self, channel)
 
-    def new_cancel_key(self) -> tuple[int, int]:
+    def new_cancel_key(self, process_id: int) -> tuple[int, int]:
+        """The client's cancel key for an upstream backend: its real process id (public:
+        pg_stat_activity shows it) and a secret of the gateway's own, unique among this
+        listener's keys. The secret is 32 random bits today; docs/security.md ("Cancel
+        keys") says how its layout may later carry which gateway owns the session."""
         while True:
-            key = (secrets.randbits(31) or 1, _int32(secrets.randbits(32)))
+            key = (process_id, _int32(secrets.randbits(32)))
             if key not in self.cancel_keys:
                 return key
 
@@ -316,8 +310,8 @@ class PgSession(GatedSession):
         reply = [m.AuthenticationOk().raw]
         reply += [status.raw for status in upstream.login.parameters]
         if upstream.login.backend_key is not None:
-            self.cancel_key = self.listener.new_cancel_key()
             key = upstream.login.backend_key
+            self.cancel_key = self.listener.new_cancel_key(key.process_id)
             self.listener.cancel_keys[self.cancel_key] = CancelTarget(
                 target.upstream.host, target.upstream.port, key.process_id, key.secret_key, self
             )
@@ -420,7 +414,7 @@ class PgSession(GatedSession):
         dropped = {f"{word} (in options)" for word in requested.other_options}
         for setting in requested.settings:
             shown = setting.name if setting.source != "options" else f"{setting.name} (in options)"
-            if setting.name not in FORWARDED_SETTINGS:
+            if setting.name in NEVER_FORWARDED_SETTINGS:
                 dropped.add(shown)
                 continue
             sql = equivalent_set(setting)

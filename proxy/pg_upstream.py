@@ -1,7 +1,7 @@
 """Opening the gateway's own connection to a PostgreSQL upstream and logging in.
 
 The gateway logs in with the credentials in its config, never the client's;
-only an allowlist of harmless startup parameters is passed on from the client.
+only the startup settings the login judged (pg_server) are passed on from the client.
 """
 
 from __future__ import annotations

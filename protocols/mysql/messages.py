@@ -1250,9 +1250,3 @@ CHARSET_NAMES: dict[int, str] = {
 
 #: Character sets in which the server lexes quotes and backslashes exactly as
 #: the classifier does (no multibyte character can end in 0x5C or 0x27).
-SAFE_CHARSETS = frozenset({"utf8mb4", "utf8", "utf8mb3", "ascii", "latin1"})
-
-
-def charset_is_safe(collation_id: int) -> bool:
-    """Unknown ids are unsafe."""
-    return CHARSET_NAMES.get(collation_id) in SAFE_CHARSETS

@@ -24,6 +24,7 @@ CANCEL_REQUEST_CODE = 80877102
 
 _I32 = struct.Struct("!i")
 _I16 = struct.Struct("!h")
+_U16 = struct.Struct("!H")
 _HEADER = struct.Struct("!ci")
 
 
@@ -61,6 +62,13 @@ class Reader:
     def int16(self) -> int:
         self._need(2, "int16")
         (value,) = _I16.unpack_from(self._body, self._pos)
+        self._pos += 2
+        return int(value)
+
+    def count16(self) -> int:
+        """An unsigned 16-bit count (parameters, formats: up to 65,535)."""
+        self._need(2, "count")
+        (value,) = _U16.unpack_from(self._body, self._pos)
         self._pos += 2
         return int(value)
 
@@ -356,9 +364,7 @@ FRONTEND_TYPES = frozenset(b"QPBDESCHXdcfF")
 
 
 def _formats(reader: Reader) -> tuple[int, ...]:
-    count = reader.int16()
-    if count < 0:
-        raise ProtocolViolation("negative format count")
+    count = reader.count16()
     return tuple(reader.int16() for _ in range(count))
 
 
@@ -372,18 +378,14 @@ def decode_frontend(raw: bytes) -> FrontendMessage:
     elif kind == b"P":
         name = reader.cstring()
         sql = reader.cstring()
-        count = reader.int16()
-        if count < 0:
-            raise ProtocolViolation("negative parameter type count")
+        count = reader.count16()
         types = tuple(reader.int32() & 0xFFFFFFFF for _ in range(count))
         message = Parse(name, sql, types, raw)
     elif kind == b"B":
         portal = reader.cstring()
         statement = reader.cstring()
         param_formats = _formats(reader)
-        count = reader.int16()
-        if count < 0:
-            raise ProtocolViolation("negative parameter count")
+        count = reader.count16()
         params: list[bytes | None] = []
         for _ in range(count):
             size = reader.int32()
@@ -691,9 +693,7 @@ def decode_parameter_description(raw: bytes) -> tuple[int, ...]:
     if raw[0:1] != b"t":
         raise ProtocolViolation("not a ParameterDescription")
     reader = Reader(raw, 5)
-    count = reader.int16()
-    if count < 0:
-        raise ProtocolViolation("negative parameter count")
+    count = reader.count16()
     types = tuple(reader.int32() & 0xFFFFFFFF for _ in range(count))
     reader.end()
     return types

@@ -11,8 +11,7 @@ cimport cython
 cpdef Py_ssize_t text_end(bytes raw, Py_ssize_t pos, Py_ssize_t end) except? -2
 
 # Callers have checked the bytes are there (every accessor's first text_end checks `end`).
-@cython.locals(value=long)
-cdef long _int16(const unsigned char *data, Py_ssize_t pos) noexcept
+cdef long _count16(const unsigned char *data, Py_ssize_t pos) noexcept
 
 @cython.locals(value="long long")
 cdef long long _int32(const unsigned char *data, Py_ssize_t pos) noexcept

@@ -61,9 +61,9 @@ def text_end(raw: bytes, pos: int, end: int) -> int:
     return -1
 
 
-def _int16(data: bytes, pos: int) -> int:
-    value = (data[pos] << 8) | data[pos + 1]
-    return value - 0x10000 if value >= 0x8000 else value
+def _count16(data: bytes, pos: int) -> int:
+    """An unsigned 16-bit count (parameters, format codes: up to 65,535)."""
+    return (data[pos] << 8) | data[pos + 1]
 
 
 def _int32(data: bytes, pos: int) -> int:
@@ -90,8 +90,8 @@ def parse_sql_end(raw: bytes, start: int, end: int) -> int:
     sql_end = text_end(raw, name_end + 1, end)
     if sql_end < 0 or sql_end + 3 > end:
         return -1
-    count = _int16(raw, sql_end + 1)
-    if count < 0 or sql_end + 3 + 4 * count != end:
+    count = _count16(raw, sql_end + 1)
+    if sql_end + 3 + 4 * count != end:
         return -1
     return sql_end
 
@@ -110,16 +110,12 @@ def bind_statement_end(raw: bytes, start: int, end: int) -> int:
     # Parameter format codes.
     if pos + 2 > end:
         return -1
-    count = _int16(raw, pos)
-    if count < 0:
-        return -1
+    count = _count16(raw, pos)
     pos += 2 + 2 * count
     # Parameter values, each a length (-1 for NULL) and that many bytes.
     if pos + 2 > end:
         return -1
-    count = _int16(raw, pos)
-    if count < 0:
-        return -1
+    count = _count16(raw, pos)
     pos += 2
     while count > 0:
         if pos + 4 > end:
@@ -134,8 +130,8 @@ def bind_statement_end(raw: bytes, start: int, end: int) -> int:
     # Result format codes.
     if pos + 2 > end:
         return -1
-    count = _int16(raw, pos)
-    if count < 0 or pos + 2 + 2 * count != end:
+    count = _count16(raw, pos)
+    if pos + 2 + 2 * count != end:
         return -1
     return statement_end
 

@@ -961,10 +961,9 @@ def test_guessed_cancel_keys_cancel_nothing(
         sleep = pool.submit(agent.execute, "select pg_sleep(3), 'slept'")
         wait_for_sleep(direct_dsn, "guess-target")
         guesses = [
-            (agent.info.backend_pid, 0),  # the key's pid as the client sees it, a wrong secret
+            (agent.info.backend_pid, 0),  # the key's (real, public) pid, a wrong secret
             (agent.info.backend_pid, secrets.randbits(31)),
-            (real_pid[0], 0),  # the real backend pid, as if it had leaked
-            (real_pid[0], secrets.randbits(31)),
+            (real_pid[0], -1),
             (secrets.randbits(31), secrets.randbits(31)),
         ]
         for process_id, secret_key in guesses:
@@ -999,25 +998,94 @@ def test_closing_the_client_ends_the_backend(
     gateway.wait_for_no_sessions()
 
 
-def test_client_sees_a_gateway_minted_backend_pid(
+def test_client_sees_the_real_backend_pid(
     gateway: RunningGateway, token: str, direct_dsn: str
 ) -> None:
     with connect(gateway, token, autocommit=True, application_name="pid-check") as agent:
-        gateway_pid = agent.info.backend_pid
+        key_pid = agent.info.backend_pid
         row = agent.execute("select pg_backend_pid()").fetchone()
-        assert row is not None
-        real_pid = row[0]
-        assert gateway_pid != real_pid
-        # And the real backend is the one the server shows for this session.
+        assert row == (key_pid,)
+        # And it is the backend the server shows for this session.
         assert direct_rows(
             direct_dsn, "select pid from pg_stat_activity where application_name = 'pid-check'"
-        ) == [(real_pid,)]
+        ) == [(key_pid,)]
         listener = gateway.gateway.postgres
         assert listener is not None
-        assert gateway.call(lambda: [k for k in listener.cancel_keys if k[0] == gateway_pid])
+        assert gateway.call(lambda: [k for k in listener.cancel_keys if k[0] == key_pid])
     # The key dies with the session.
     wait_until(
-        lambda: not gateway.call(lambda: [k for k in listener.cancel_keys if k[0] == gateway_pid]),
+        lambda: not gateway.call(lambda: [k for k in listener.cancel_keys if k[0] == key_pid]),
         PATIENCE_S,
         "the session's cancel key to go",
     )
+
+
+@pytest.mark.timeout(60)
+def test_another_sessions_secret_cancels_nothing(
+    gateway: RunningGateway, token: str, direct_dsn: str
+) -> None:
+    """The pid is public (pg_stat_activity): only the secret half makes a key, and it is
+    each session's own."""
+    with (
+        connect(gateway, token, autocommit=True, application_name="victim") as victim,
+        connect(gateway, token, autocommit=True) as other,
+        concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        listener = gateway.gateway.postgres
+        assert listener is not None
+        other_pid = other.info.backend_pid
+        other_keys = gateway.call(lambda: [k for k in listener.cancel_keys if k[0] == other_pid])
+        assert len(other_keys) == 1
+        sleep = pool.submit(victim.execute, "select pg_sleep(2), 'slept'")
+        wait_for_sleep(direct_dsn, "victim")
+        # The victim's pid with the other session's (valid) secret.
+        assert (
+            send_cancel_request(gateway.pg_port, victim.info.backend_pid, other_keys[0][1]) == b""
+        )
+        time.sleep(0.5)  # not a wait for an event: a window in which nothing may happen
+        assert any("pg_sleep" in query for query in active_queries(direct_dsn, "victim"))
+        assert sleep.result(timeout=20).fetchone() == ("", "slept")
+
+
+@pytest.mark.timeout(60)
+def test_psycopg_recognises_its_own_notifications(gateway: RunningGateway, token: str) -> None:
+    with connect(gateway, token, autocommit=True) as agent:
+        agent.execute("listen airlock_self")
+        agent.execute("notify airlock_self, 'mine'")
+        received = list(agent.notifies(timeout=10, stop_after=1))
+        assert [(n.channel, n.payload) for n in received] == [("airlock_self", "mine")]
+        # How a client tells its own notifications from others' (psycopg's docs).
+        assert received[0].pid == agent.info.backend_pid
+
+
+@pytest.mark.timeout(60)
+async def test_asyncpg_recognises_its_own_notifications(
+    gateway: RunningGateway, token: str
+) -> None:
+    agent = await asyncpg_connect(gateway, token)
+    try:
+        received: asyncio.Queue[tuple[int, str, str]] = asyncio.Queue()
+        await agent.add_listener(
+            "airlock_self",
+            lambda _conn, pid, channel, payload: received.put_nowait((pid, channel, payload)),
+        )
+        await agent.execute("notify airlock_self, 'mine'")
+        pid, channel, payload = await asyncio.wait_for(received.get(), 10)
+        assert (channel, payload) == ("airlock_self", "mine")
+        assert pid == agent.get_server_pid()
+        assert await agent.fetchval("select pg_backend_pid()") == agent.get_server_pid()
+    finally:
+        await agent.close()
+
+
+@pytest.mark.parametrize("count", [32768, 65535])
+@pytest.mark.parametrize("prepare", [False, True], ids=["unnamed", "prepared"])
+def test_psycopg_statement_with_more_than_32767_parameters(
+    gateway: RunningGateway, token: str, count: int, prepare: bool
+) -> None:
+    """Parse, Bind and ParameterDescription counts are unsigned 16-bit: up to 65,535."""
+    sql = "select array_length(array[" + ",".join(["%s"] * (count - 1)) + "]::int[], 1), %s::text"
+    with connect(gateway, token, autocommit=True) as agent:
+        row = agent.execute(sql.encode(), [*range(count - 1), "last"], prepare=prepare).fetchone()
+        assert row == (count - 1, "last")
+        assert agent.execute("select 'still here'").fetchone() == ("still here",)

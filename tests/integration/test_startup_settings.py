@@ -142,8 +142,56 @@ def test_other_option_switches_are_dropped_with_a_warning(
 ) -> None:
     gateway = gateway_factory(rules=[rule()], allow_insecure_loopback=True)
     with RawPg(gateway.pg_port) as raw:
-        messages = raw.login(token_of(gateway), options="-S 1000 -c work_mem=77kB")
+        messages = raw.login(token_of(gateway), options="-S 1000 -c TimeZone=UTC")
         [warning] = [msg for msg in messages if isinstance(msg, m.NoticeResponse)]
         assert "-S (in options)" in warning.message
-        assert "work_mem (in options)" in warning.message
+        assert "TimeZone" not in warning.message
         assert isinstance(messages[-1], m.ReadyForQuery)
+
+
+def test_options_timezone_and_long_form_search_path_reach_the_server(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """What Django and libpq users put in `options`: allowlisted settings run, as their
+    SET would under the default rules, with no warning."""
+    gateway = gateway_factory(rules=[rule()])
+    options = "-c TimeZone=Asia/Tokyo --search_path=pg_catalog,public -c statement_timeout=7s"
+    notices: list[str] = []
+    with psycopg.connect(gateway.dsn(token_of(gateway), options=options)) as agent:
+        agent.add_notice_handler(lambda notice: notices.append(notice.message_primary or ""))
+        assert agent.info.parameter_status("TimeZone") == "Asia/Tokyo"
+        assert agent.execute("show search_path").fetchone() == ("pg_catalog,public",)
+        assert agent.execute("show statement_timeout").fetchone() == ("7s",)
+    assert notices == []
+
+
+def test_options_setting_off_the_allowlist_is_judged_like_its_set(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """`work_mem` is not on the read allowlist: `SET work_mem` is admin, so the setting
+    in `options` runs where admin is allowed and refuses the login where it is not
+    (never silently dropped)."""
+    allowing = gateway_factory(rules=[rule(admin="allow")])
+    dsn = allowing.dsn(token_of(allowing), options="-c work_mem=77kB")
+    with psycopg.connect(dsn) as agent:
+        assert agent.execute("show work_mem").fetchone() == ("77kB",)
+    refusing = gateway_factory(rules=[rule()])  # admin: deny
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(refusing.dsn(token_of(refusing), options="-c work_mem=77kB"))
+    assert 'startup parameter "work_mem" is refused' in str(refused.value)
+    assert "admin" in str(refused.value)
+
+
+def test_role_in_options_is_never_passed_on(gateway_factory: GatewayFactory) -> None:
+    """The gateway chooses the session's role (read and write roles): a `role` or
+    `session_authorization` asked for at startup is dropped with a warning even where
+    admin is allowed."""
+    gateway = gateway_factory(rules=[rule(admin="allow")], allow_insecure_loopback=True)
+    with RawPg(gateway.pg_port) as raw:
+        messages = raw.login(token_of(gateway), options="-c role=pg_monitor")
+        [warning] = [msg for msg in messages if isinstance(msg, m.NoticeResponse)]
+        assert "role (in options)" in warning.message
+    dsn = gateway.dsn(token_of(gateway), options="-c role=pg_monitor")
+    with psycopg.connect(dsn) as agent:
+        row = agent.execute("select current_user = session_user").fetchone()
+        assert row == (True,)

@@ -295,6 +295,14 @@ def delete_path(*path: str | int) -> Mutation:
     return mutate
 
 
+def then(*mutations: Mutation) -> Mutation:
+    def mutate(document: Document) -> None:
+        for mutation in mutations:
+            mutation(document)
+
+    return mutate
+
+
 UPSTREAM = ("targets", "orders", "upstream")
 RULE = ("rules", 0)
 
@@ -323,6 +331,41 @@ BAD_CASES: list[tuple[str, Mutation, str, str]] = [
         set_path(*RULE, "write", value="yes"),
         "rules[0].write",
         r"must be one of allow, approve, deny \(got 'yes'\)$",
+    ),
+    (
+        "bad-all",
+        set_path(*RULE, "all", value="everything"),
+        "rules[0].all",
+        r"must be one of allow, approve, deny \(got 'everything'\)$",
+    ),
+    (
+        "default-not-boolean",
+        set_path("targets", "shop", "default", value="yes"),
+        "targets.shop.default",
+        r"must be true or false",
+    ),
+    (
+        "default-on-postgres",
+        set_path("targets", "orders", "default", value=True),
+        "targets.orders.default",
+        r"is for mysql targets only",
+    ),
+    (
+        "two-defaults-of-a-protocol",
+        then(
+            set_path("targets", "shop", "default", value=True),
+            set_path(
+                "targets",
+                "shop2",
+                value={
+                    "protocol": "mysql",
+                    "upstream": "mysql://svc@db2.internal/shop",
+                    "default": True,
+                },
+            ),
+        ),
+        "targets.shop2.default",
+        r"only one mysql target may be the default \(shop already is\)",
     ),
     (
         "yaml-boolean-enum",
@@ -847,14 +890,6 @@ def with_url_password(document: Document) -> None:
     document["targets"]["orders"]["upstream"] = f"postgresql://svc:{SECRET}@db:5432/orders"
 
 
-def then(*mutations: Mutation) -> Mutation:
-    def mutate(document: Document) -> None:
-        for mutation in mutations:
-            mutation(document)
-
-    return mutate
-
-
 def url_password_and(url: str) -> Mutation:
     return then(with_url_password, set_path(*UPSTREAM, value=url))
 
@@ -1051,3 +1086,38 @@ def test_mysql_target_exposes_its_upstream_database_by_default(tmp_path: Path) -
     settings = load_settings(write_config(tmp_path, base_document()), environ=ENVIRON)
     assert settings.targets["shop"].databases == ("shop",)
     assert settings.targets["orders"].read_role is None
+
+
+def test_all_sets_every_class_and_named_classes_override(tmp_path: Path) -> None:
+    document = base_document()
+    document["rules"] = [
+        {"groups": ["dba"], "targets": ["orders"], "all": "allow"},
+        {
+            "groups": ["agents"],
+            "targets": ["orders"],
+            "all": "approve",
+            "read": "allow",
+            "ddl": "deny",
+            "approvers": ["oncall-dba"],
+        },
+    ]
+    settings = load_settings(write_config(tmp_path, document), environ=ENVIRON)
+    everything, mostly_held = settings.rules
+    assert [everything.action_for(c) for c in ("read", "write", "ddl", "admin", "unknown")] == [
+        Action.ALLOW
+    ] * 5
+    assert [mostly_held.action_for(c) for c in ("read", "write", "ddl", "admin", "unknown")] == [
+        Action.ALLOW,
+        Action.APPROVE,
+        Action.DENY,
+        Action.APPROVE,
+        Action.APPROVE,
+    ]
+
+
+def test_a_target_may_be_the_default_of_its_protocol(tmp_path: Path) -> None:
+    document = base_document()
+    document["targets"]["shop"]["default"] = True
+    settings = load_settings(write_config(tmp_path, document), environ=ENVIRON)
+    assert settings.targets["shop"].default
+    assert not settings.targets["orders"].default

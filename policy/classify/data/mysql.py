@@ -44,8 +44,11 @@ SETTINGS = names(
     """
 )
 
-#: Character sets the gateway's lexer reads correctly.
-CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii"})
+#: Character sets the gateway's lexer reads correctly: the one list for both the login's
+#: character set and SET NAMES / CHARACTER SET / character_set_* (proxy/mysql_server.py
+#: checks the login against it). Each is ASCII-compatible and no multibyte character of
+#: it contains a quote or backslash byte (unlike sjis, big5, gbk, cp932, gb18030).
+CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii", "latin1"})
 
 #: sql_mode flags that do not change how a statement is lexed (ANSI_QUOTES and
 #: NO_BACKSLASH_ESCAPES do, and so do the combination modes that include them).

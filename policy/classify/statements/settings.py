@@ -171,10 +171,10 @@ def _mysql_set_item(context: Context, item: list[Token]) -> Verdict:
             and (charset in mysql_data.CHARSETS or charset == "default")
             and (not collate or collation.split("_")[0] in mysql_data.CHARSETS)
         ):
-            return verdict_of(READ, f"SET {words[0]} to a UTF-8 or ASCII character set")
+            return verdict_of(READ, f"SET {words[0]} to a lexer-safe character set")
         return verdict_of(
             ADMIN,
-            "changing the character set to anything but utf8mb4/utf8/ascii would "
+            "changing the character set to anything but utf8mb4/utf8/ascii/latin1 would "
             "desynchronise the gateway's lexer",
         )
     assign = next(
@@ -249,7 +249,7 @@ def _mysql_setting_problem(name: str, values: list[str] | None) -> str | None:
         name == "character_set_results" and value in ("binary", "null")
     ):
         return None
-    return f"SET {name} to anything but utf8mb4/utf8/ascii {LEXER_REASON}"
+    return f"SET {name} to anything but utf8mb4/utf8/ascii/latin1 {LEXER_REASON}"
 
 
 def reset_postgres(context: Context, tokens: list[Token]) -> Verdict:

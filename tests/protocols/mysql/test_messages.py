@@ -626,9 +626,6 @@ def test_charsets() -> None:
         (248, "gb18030"),
     ]:
         assert m.CHARSET_NAMES[collation] == name
-    assert {"utf8mb4", "utf8", "utf8mb3", "ascii", "latin1"} == m.SAFE_CHARSETS
-    assert all(m.charset_is_safe(c) for c in (8, 11, 33, 45, 46, 224, 255))
-    assert not any(m.charset_is_safe(c) for c in (1, 13, 28, 63, 95, 248, 0, 17, 100, 254))
 
 
 def test_enums() -> None:

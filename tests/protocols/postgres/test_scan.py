@@ -32,7 +32,7 @@ OIDS = st.lists(st.integers(0, 2**32 - 1), max_size=6)
 
 
 def parse(name: bytes, sql: bytes, oids: list[int]) -> bytes:
-    body = struct.pack(f"!h{len(oids)}I", len(oids), *oids)
+    body = struct.pack(f"!H{len(oids)}I", len(oids), *oids)
     return m.frame(b"P", name + b"\0" + sql + b"\0" + body)
 
 
@@ -48,12 +48,12 @@ def bind(
         + b"\0"
         + statement
         + b"\0"
-        + struct.pack(f"!h{len(formats)}h", len(formats), *formats)
+        + struct.pack(f"!H{len(formats)}h", len(formats), *formats)
     )
-    body += struct.pack("!h", len(params))
+    body += struct.pack("!H", len(params))
     for value in params:
         body += struct.pack("!i", -1) if value is None else struct.pack("!i", len(value)) + value
-    body += struct.pack(f"!h{len(results)}h", len(results), *results)
+    body += struct.pack(f"!H{len(results)}h", len(results), *results)
     return m.frame(b"B", body)
 
 
@@ -234,3 +234,22 @@ def test_garbage_frames_messages_or_a_protocol_violation(raw: bytes, cuts: list[
         else:
             with contextlib.suppress(ProtocolViolation):
                 m.decode_frontend(message)
+
+
+@pytest.mark.parametrize("count", [32767, 32768, 65535])
+def test_counts_are_unsigned_16_bit(count: int) -> None:
+    """A statement may have up to 65,535 parameters: the counts' top bit is no sign."""
+    oids = [23] * count
+    raw = parse(b"", b"select", oids)
+    assert scan.parse_sql_end(raw, 0, len(raw)) > 0
+    decoded = m.decode_frontend(raw)
+    assert isinstance(decoded, m.Parse)
+    assert len(decoded.param_types) == count
+    values: list[bytes | None] = [b"1"] * count
+    raw = bind(b"", b"", [0], values, [0] * count)
+    assert scan.bind_statement_end(raw, 0, len(raw)) > 0
+    decoded_bind = m.decode_frontend(raw)
+    assert isinstance(decoded_bind, m.Bind)
+    assert len(decoded_bind.params) == count
+    description = m.frame(b"t", struct.pack(f"!H{count}I", count, *oids))
+    assert len(m.decode_parameter_description(description)) == count
