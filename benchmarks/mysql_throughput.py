@@ -145,8 +145,15 @@ def sysbench(
 
 
 def start_gateway(
-    workdir: Path, database: str, stack: contextlib.ExitStack
+    workdir: Path,
+    database: str,
+    stack: contextlib.ExitStack,
+    *,
+    prefix: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    health_timeout_s: float = 30.0,
 ) -> tuple[subprocess.Popen[bytes], Endpoint, Path]:
+    """`airlock serve` (run under `prefix`, e.g. valgrind) with the benchmark's config."""
     mysql_port, api_port = free_port(), free_port()
     data_dir = workdir / "data"
     config = workdir / "airlock.yaml"
@@ -184,13 +191,14 @@ def start_gateway(
     log = workdir / "airlock.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(AIRLOCK), "serve", "--config", str(config)],
+            [*prefix, str(AIRLOCK), "serve", "--config", str(config)],
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     stack.callback(stop_process, process, "airlock")
-    wait_for_health(process, api_port, log)
+    wait_for_health(process, api_port, log, timeout_s=health_timeout_s)
     token = run(
         [str(AIRLOCK), "dev-token", "--config", str(config), "--sub", "bench",
          "--groups", "data-agents", "--ttl", "2h"],
