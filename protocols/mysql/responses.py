@@ -220,8 +220,12 @@ class ResponseTracker:
             length = end - pos - 4
             state = self._state
             first = data[pos + 4] if length else -1
-            if state == _ROWS and self.on_row is None and first >= 0 and first != _ERR and (
-                first != _EOF or length >= self._terminator_limit
+            if (
+                state == _ROWS
+                and self.on_row is None
+                and first >= 0
+                and first != _ERR
+                and (first != _EOF or length >= self._terminator_limit)
             ):
                 self.rows += 1
                 pos = end

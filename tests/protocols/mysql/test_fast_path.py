@@ -65,12 +65,12 @@ def answers(draw: st.DrawFn) -> tuple[int, int, list[bytes]]:
     last = m.OkPacket(draw(st.integers(0, 300)), 0, int(S.AUTOCOMMIT), 0).build(caps)
     if command == Command.STMT_PREPARE:
         params, columns = draw(st.integers(0, 3)), draw(st.integers(0, 3))
-        payloads = [m.StmtPrepareOk(7, columns, params, 0).build()]
-        for count in (params, columns):
-            if count:
-                payloads += [COLDEF] * count
-                payloads += [] if caps & C.DEPRECATE_EOF else [end(caps, int(S.AUTOCOMMIT))]
-        return command, caps, payloads
+        prepared = [m.StmtPrepareOk(7, columns, params, 0).build()]
+        for group in (params, columns):
+            if group:
+                prepared += [COLDEF] * group
+                prepared += [] if caps & C.DEPRECATE_EOF else [end(caps, int(S.AUTOCOMMIT))]
+        return command, caps, prepared
     if command == Command.FIELD_LIST:
         return command, caps, [COLDEF] * draw(st.integers(0, 3)) + [end(caps, 2)]
     if command == Command.PING:
