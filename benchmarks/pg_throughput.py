@@ -402,8 +402,10 @@ def airlock_config(workdir: Path, upstream_url: str, pg_port: int, api_port: int
     return path
 
 
-def wait_for_health(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 30.0
+def wait_for_health(
+    process: subprocess.Popen[bytes], port: int, log: Path, *, timeout_s: float = 30.0
+) -> None:
+    deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -421,7 +423,9 @@ def wait_for_health(process: subprocess.Popen[bytes], port: int, log: Path) -> N
         finally:
             connection.close()
         time.sleep(0.2)
-    raise BenchError(f"airlock /healthz did not answer in 30 s ({last}):\n{_file_tail(log)}")
+    raise BenchError(
+        f"airlock /healthz did not answer in {timeout_s:.0f} s ({last}):\n{_file_tail(log)}"
+    )
 
 
 def start_airlock(

@@ -53,7 +53,7 @@ from protocols.mysql.messages import (
     parse_send_long_data,
     parse_stmt_execute,
 )
-from protocols.mysql.packets import MAX_CHUNK, Packet, PacketReader, frame
+from protocols.mysql.packets import Packet, PacketReader, frame
 from protocols.mysql.responses import ResponseTracker, expects_response
 from proxy.actions import EndSession as EndSession
 from proxy.actions import SendToClient as SendToClient
@@ -651,34 +651,41 @@ class MySqlRelay:
         server is out of step, or does what would desync the lexer."""
         self.answer_sequence = None
         tracker = self._answering
-        if tracker is None or self._server.buffered:
+        if tracker is None:
+            # The answer to the gateway's own command (`_own`), or a server out of step.
             return self._server_packets(raw)
-        # (While the gateway's own command is in flight, `_answering` is None.)
-        # The hot path: whole packets, walked in place (no Packet objects, no joins).
-        feed = tracker.feed
+        head = b""
+        if self._server.buffered:
+            # The end of a packet split over reads; what follows it takes the fast path.
+            packet = self._server.next_packet(raw)
+            if packet is None:
+                return b"", []
+            head, raw = packet.raw, self._server.take_rest()
+            if tracker.feed(packet.payload):
+                return head, self._answer_complete(tracker, bool(raw))
+        # The fast path: the read's whole packets followed in place, relayed as they came.
         size = len(raw)
-        pos = 0
-        while size - pos >= 4:
-            length = raw[pos] | raw[pos + 1] << 8 | raw[pos + 2] << 16
-            end = pos + 4 + length
-            if length == MAX_CHUNK or end > size:
-                break  # a split packet, or the start of one still arriving
-            done = feed(raw[pos + 4 : end])
-            pos = end
-            if done or tracker.local_infile:
-                if tracker.local_infile:
-                    raise ProtocolViolation("the server asked for a LOCAL INFILE file")
-                if pos != size:
-                    raise ProtocolViolation("the server sent more than its answer")
-                self._answering = None
-                self._finished(tracker)
-                return raw, self._answer_ended()
+        pos = tracker.follow(raw, 0, size)
+        if tracker.complete:
+            return head + raw, self._answer_complete(tracker, pos != size)
         if pos == size:
-            return raw, []
-        rest, actions = self._server_packets(raw[pos:])
-        return raw[:pos] + rest, actions
+            return head + raw if head else raw, []
+        # A packet split over reads, or in chunks: framed whole by the reader.
+        rest, actions = self._server_packets(raw[pos:] if pos else raw)
+        return head + raw[:pos] + rest, actions
+
+    def _answer_complete(self, tracker: ResponseTracker, more: bool) -> list[Action]:
+        """The server's answer to a client command ended (`more`: bytes came after it)."""
+        if tracker.local_infile:
+            raise ProtocolViolation("the server asked for a LOCAL INFILE file")
+        if more:
+            raise ProtocolViolation("the server sent more than its answer")
+        self._answering = None
+        self._finished(tracker)
+        return self._answer_ended()
 
     def _server_packets(self, raw: bytes) -> tuple[bytes, list[Action]]:
+        """Server bytes framed by the reader, packet by packet (the slow path)."""
         packets = self._server.feed(raw)
         if not packets:
             return b"", []
@@ -687,21 +694,13 @@ class MySqlRelay:
         tracker = self._answering
         if tracker is None:
             raise ProtocolViolation("the server sent a packet when no command was pending")
-        done = False
         out: list[bytes] = []
-        for packet in packets:
-            if done:
-                raise ProtocolViolation("the server sent more than its answer")
+        for index, packet in enumerate(packets):
             out.append(packet.raw)
-            done = tracker.feed(packet.payload)
-            if tracker.local_infile:
-                raise ProtocolViolation("the server asked for a LOCAL INFILE file")
-        if not done:
-            return b"".join(out) if len(out) > 1 else out[0], []
-        self._answering = None
-        self._finished(tracker)
-        relayed = b"".join(out) if len(out) > 1 else out[0]
-        return relayed, self._answer_ended()
+            if tracker.feed(packet.payload) or tracker.local_infile:
+                more = index + 1 < len(packets) or bool(self._server.buffered)
+                return b"".join(out), self._answer_complete(tracker, more)
+        return b"".join(out) if len(out) > 1 else out[0], []
 
     # --- the gateway's own SET ROLE commands
 

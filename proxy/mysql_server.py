@@ -176,16 +176,11 @@ class MySqlListener(Listener["MySqlSession"]):
 async def _first_packet(channel: Channel) -> tuple[Packet, bytes]:
     """The client's first packet (an SSLRequest or its HandshakeResponse), and the bytes
     after it: after an SSLRequest, the start of a TLS handshake, not packets."""
-    buffer = b""
+    reader = PacketReader(_MAX_TOKEN_PACKET)
     while True:
-        buffer += await channel.read()
-        if len(buffer) >= 4:
-            length = int.from_bytes(buffer[:3], "little")
-            if length >= _MAX_TOKEN_PACKET:
-                raise ProtocolViolation(f"a login packet of {length} bytes is too large")
-            if len(buffer) >= 4 + length:
-                [packet] = PacketReader(_MAX_TOKEN_PACKET).feed(buffer[: 4 + length])
-                return packet, buffer[4 + length :]
+        packet = reader.next_packet(await channel.read())
+        if packet is not None:
+            return packet, reader.take_rest()
 
 
 class MySqlSession(GatedSession):

@@ -26,7 +26,7 @@ _U16 = struct.Struct("<H")
 _U64 = struct.Struct("<Q")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # slots: compiled, a C struct (packets.pxd); Cython takes no slots=
 class Packet:
     """One logical packet: its payload reassembled, and its exact wire bytes."""
 
@@ -45,11 +45,31 @@ class Packet:
         )
 
 
+def packet_end(raw: bytes, pos: int, size: int) -> int:
+    """Where the packet at `raw[pos:]` ends, when `raw[pos:size]` holds all of it in one
+    chunk; -1 when it does not (fewer than 4 bytes, not all of its payload, or a payload
+    of 0xFFFFFF bytes, which goes on in the next chunk).
+
+    The one place a packet header is read: `PacketReader` frames with it, and so do the
+    relay's fast paths (`ResponseTracker.follow`, the MySQL relay's client side), which
+    pass whole packets on without making them objects.
+    """
+    if size - pos < 4:
+        return -1
+    data = raw  # compiled, a const unsigned char * (packets.pxd): three loads, no objects
+    length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+    end = pos + 4 + length
+    if length == MAX_CHUNK or end > size:
+        return -1
+    return end
+
+
 class PacketReader:
     """Incremental reassembly of logical packets from a byte stream.
 
     `feed` returns every logical packet completed by the new bytes and keeps the
-    rest buffered. Each chunk header is checked as soon as it arrives: a logical
+    rest buffered; `next_packet` returns only the first and keeps everything after
+    it (`take_rest`). Each chunk header is checked as soon as it arrives: a logical
     payload above `max_payload_bytes` or a continuation chunk whose sequence id
     is not the previous one + 1 (mod 256) raises before its bytes are buffered.
     """
@@ -85,80 +105,91 @@ class PacketReader:
         return rest
 
     def feed(self, data: bytes) -> list[Packet]:
+        return self._feed(data, 0)
+
+    def next_packet(self, data: bytes) -> Packet | None:
+        """`feed`, but at most one packet: whatever follows it stays buffered, unread (after
+        a MySQL SSLRequest, the client's TLS handshake; after a split packet, the whole
+        packets the relay's fast path takes)."""
+        packets = self._feed(data, 1)
+        return packets[0] if packets else None
+
+    def _feed(self, data: bytes, most: int) -> list[Packet]:
+        """Packets completed by `data`, at most `most` of them (0: all)."""
         if self._skip is not None:
             drained, data = self._skip.feed(data)
             if drained is None:
                 return []
             self._skip = None
-            return [drained, *self.feed(data)] if data else [drained]
+            if most == 1:
+                self._buffer += data
+                return [drained]
+            return [drained, *self._feed(data, most)] if data else [drained]
         buffer = self._buffer
-        if not buffer:
-            packets, pos = self._scan(memoryview(data), len(data))
-            if self._oversized_at >= 0:
-                return packets + self._start_draining(data[pos:])
-            if pos < len(data):
-                buffer += data[pos:]
-            return packets
-        buffer += data
-        if len(buffer) < self._need:
-            return []
-        with memoryview(buffer) as view:
-            packets, pos = self._scan(view, len(buffer))
-        if self._oversized_at >= 0:
-            rest = bytes(buffer[pos:])
+        if buffer:
+            buffer += data
+            if len(buffer) < self._need:
+                return []
+            data = bytes(buffer)
             buffer.clear()
-            return packets + self._start_draining(rest)
-        if pos:
-            del buffer[:pos]
+        packets, pos = self._scan(data, most)
+        if self._oversized_at >= 0:
+            return packets + self._start_draining(data[pos:], most)
+        if pos < len(data):
+            buffer += data[pos:] if pos else data
         return packets
 
-    def _start_draining(self, rest: bytes) -> list[Packet]:
+    def _start_draining(self, rest: bytes, most: int) -> list[Packet]:
         """Throw away the oversized packet at the start of `rest`, chunk by chunk."""
         self._oversized_at = -1
         self._need = 0
         self._skip = _Skip()
-        return self.feed(rest)
+        return self._feed(rest, most)
 
     def _oversized(self, length: int, limit: int, pos: int) -> None:
         if not self._drain:
             raise MessageTooLarge(f"packet of {length} bytes exceeds the {limit}-byte cap")
         self._oversized_at = pos
 
-    def _scan(self, view: memoryview, size: int) -> tuple[list[Packet], int]:
-        """Split whole packets off `view[:size]`; return them and where the rest starts."""
+    def _scan(self, raw: bytes, most: int) -> tuple[list[Packet], int]:
+        """Split whole packets (at most `most`, 0: all) off `raw`; return them and where the
+        rest starts. Sets `_need`, relative to that start (the buffer's, from then on)."""
         packets: list[Packet] = []
-        append = packets.append
-        unpack = _HEADER.unpack_from
+        size = len(raw)
         limit = self._max
         pos = 0
-        while True:
+        self._need = 0
+        while not most or len(packets) < most:
+            end = packet_end(raw, pos, size)
+            if end >= 0:
+                if end - pos - 4 > limit:
+                    self._oversized(end - pos - 4, limit, pos)
+                    break
+                seq = raw[pos + 3]
+                whole = raw if pos == 0 and end == size else raw[pos:end]
+                packets.append(Packet(seq, seq, whole[4:], whole))
+                pos = end
+                continue
+            # Not a whole one-chunk packet: the start of one, or a packet split in chunks.
             if size - pos < 4:
                 self._need = 4 - (size - pos)
                 break
-            (header,) = unpack(view, pos)
-            length = header & MAX_CHUNK
+            length = raw[pos] | raw[pos + 1] << 8 | raw[pos + 2] << 16
             if length == MAX_CHUNK:
-                split = self._scan_chunks(view, size, pos)
+                split = self._scan_chunks(raw, size, pos)
                 if split is None:
                     break
-                append(split[0])
+                packets.append(split[0])
                 pos = split[1]
                 continue
             if length > limit:
                 self._oversized(length, limit, pos)
-                break
-            end = pos + 4 + length
-            if end > size:
-                self._need = end - pos
-                break
-            raw = view[pos:end].tobytes()
-            seq = header >> 24
-            append(Packet(seq, seq, raw[4:], raw))
-            pos = end
-        # `_need` is relative to `pos`, which becomes the start of the buffer.
+            else:
+                self._need = 4 + length
+            break
         return packets, pos
 
-    def _scan_chunks(self, view: memoryview, size: int, start: int) -> tuple[Packet, int] | None:
+    def _scan_chunks(self, raw: bytes, size: int, start: int) -> tuple[Packet, int] | None:
         """A packet split into chunks, from `start`; None (and `_need` set) if incomplete."""
         limit = self._max
         pos = start
@@ -168,7 +199,7 @@ class PacketReader:
             if size - pos < 4:
                 self._need = pos + 4 - start
                 return None
-            (header,) = _HEADER.unpack_from(view, pos)
+            (header,) = _HEADER.unpack_from(raw, pos)
             length = header & MAX_CHUNK
             chunk_seq = header >> 24
             if first_seq < 0:
@@ -189,14 +220,14 @@ class PacketReader:
             pos = end
             if length < MAX_CHUNK:
                 break
-        raw = view[start:pos].tobytes()
+        whole = raw[start:pos]
         payload = bytearray()
         chunk = 0
-        while chunk < len(raw):
-            length = int.from_bytes(raw[chunk : chunk + 3], "little")
-            payload += raw[chunk + 4 : chunk + 4 + length]
+        while chunk < len(whole):
+            length = int.from_bytes(whole[chunk : chunk + 3], "little")
+            payload += whole[chunk + 4 : chunk + 4 + length]
             chunk += 4 + length
-        return Packet(first_seq, seq, bytes(payload), raw), pos
+        return Packet(first_seq, seq, bytes(payload), whole), pos
 
 
 class _Skip:

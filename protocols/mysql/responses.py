@@ -3,8 +3,10 @@
 The gateway forwards server packets as they come; a `ResponseTracker` per
 command tells it when the response is complete (the server will send nothing
 more for it) and what it said: OK, ERR, rows, a prepared statement, a LOCAL
-INFILE request. Its `feed` runs for every packet on the hot path: for row
-packets it looks only at the first byte and the length.
+INFILE request. The relay's fast path hands it whole reads (`follow`): rows and
+column definitions no one asked to see are counted where they lie, by their
+first byte and length, and only the packets that carry status are cut out and
+read (`feed`, which takes one reassembled packet at a time).
 
 Shapes (https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_command_phase.html):
 
@@ -41,7 +43,7 @@ from protocols.mysql.messages import (
     StmtPrepareOk,
     is_progress_report,
 )
-from protocols.mysql.packets import MAX_CHUNK, read_lenenc_int
+from protocols.mysql.packets import MAX_CHUNK, packet_end, read_lenenc_int
 
 _NO_RESPONSE = frozenset(
     int(c) for c in (Command.QUIT, Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA)
@@ -89,6 +91,8 @@ _FETCH = int(Command.STMT_FETCH)
 _FIELD_LIST = int(Command.FIELD_LIST)
 _STATISTICS_COMMAND = int(Command.STATISTICS)
 _EOF_STATUS = struct.Struct("<xHH")  # an EOF packet: header, warnings, status flags
+#: More columns than this is no MySQL result (4096 is the most a table has).
+_MAX_COLUMNS = 0xFFFFFFFF
 
 
 def expects_response(command: int) -> bool:
@@ -198,6 +202,50 @@ class ResponseTracker:
     def complete(self) -> bool:
         return self._state == _DONE
 
+    def follow(self, raw: bytes, pos: int, size: int) -> int:
+        """Consume the whole one-chunk packets in `raw[pos:size]`, in order, until the
+        response is complete; return where the first packet not consumed starts: after
+        the response's last packet, or at a packet not all in `raw[pos:size]` or split in
+        chunks (the caller reassembles it and `feed`s it).
+
+        The relay's fast path. A row with no `on_row`, and a column definition with no
+        `on_column`, is counted in place: no object is made for it. Every other packet
+        is cut out and fed (`feed`), so the states move exactly as packet by packet.
+        """
+        data = raw  # compiled, a const unsigned char * (responses.pxd)
+        while True:
+            end = packet_end(raw, pos, size)
+            if end < 0:
+                return pos
+            length = end - pos - 4
+            state = self._state
+            first = data[pos + 4] if length else -1
+            if (
+                state == _ROWS
+                and self.on_row is None
+                and first >= 0
+                and first != _ERR
+                and (first != _EOF or length >= self._terminator_limit)
+            ):
+                self.rows += 1
+                pos = end
+                continue
+            if (
+                state == _COLUMNS
+                and self.on_column is None
+                and first >= 0
+                and first != _ERR
+                and first != _EOF
+                and self._pending > 1
+            ):
+                self._pending -= 1
+                pos = end
+                continue
+            done = self.feed(raw[pos + 4 : end])
+            pos = end
+            if done:
+                return pos
+
     def feed(self, payload: bytes) -> bool:
         """Consume one logical server packet; True once the response is complete."""
         if self._state == _ROWS:
@@ -281,7 +329,7 @@ class ResponseTracker:
         if first == _EOF:
             raise ProtocolViolation("unexpected EOF packet at the start of a result")
         count, pos = read_lenenc_int(payload, 0)
-        if not count:
+        if not count or count > _MAX_COLUMNS:
             raise ProtocolViolation("invalid column count")
         follows = True
         if self._metadata_byte:
