@@ -7,6 +7,7 @@ first on PYTHONPATH), as an operator would.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -314,3 +316,75 @@ def test_serve_raises_its_open_files_limit_to_the_hard_limit(
     [line] = [row for row in limits.splitlines() if row.startswith("Max open files")]
     gateway_soft, gateway_hard = line.split()[3:5]
     assert (gateway_soft, gateway_hard) == (str(hard), str(hard))
+
+
+# --- the log -----------------------------------------------------------------------------------
+
+
+def mint_credential(api_url: str, token: str) -> dict[str, str]:
+    request = urllib.request.Request(  # noqa: S310 (the gateway's own http:// URL)
+        f"{api_url}/api/v1/credentials",
+        method="POST",
+        data=json.dumps({"target": "orders"}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return dict(json.loads(response.read()))
+
+
+@pytest.mark.timeout(120)
+def test_json_logs_name_session_identity_target_and_client_and_never_a_secret(
+    tmp_path: Path, local_pg: PgServer, pg_database: str
+) -> None:
+    rule = {"groups": ["data-agents"], "targets": ["orders"], "write": "allow", "unknown": "allow"}
+    with served_gateway(
+        tmp_path,
+        local_pg,
+        pg_database,
+        [rule],
+        settings={"log_format": "json"},
+        options=("--log-level", "debug"),
+    ) as gateway:
+        token = gateway.token("agent-1", "data-agents")
+        header, payload, signature = token.split(".")
+        forged = f"{header}.{payload}.{signature[::-1]}"
+        dsn = f"host=127.0.0.1 port={gateway.pg_port} dbname=orders sslmode=require"
+        # A login, and the address it came from as the gateway saw it.
+        with psycopg.connect(f"{dsn} user=agent-1 password={token}") as agent:
+            assert agent.execute("select 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError):  # a failed login: a forged token
+            psycopg.connect(f"{dsn} user=agent-1 password={forged}").close()
+        credential = mint_credential(gateway.api_url, token)  # a credential mint
+        password = credential["password"]
+        login = f"{dsn} user={credential['username']} password={password}"
+        with psycopg.connect(login) as agent:
+            assert agent.execute("select 2").fetchone() == (2,)
+        wrong = f"{dsn} user={credential['username']} password={password[::-1]}"
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(wrong).close()
+
+    lines = [json.loads(line) for line in gateway.output]  # every line is one JSON object
+    assert all({"ts", "level", "logger", "message"} <= line.keys() for line in lines)
+    timestamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+    assert all(timestamp.fullmatch(line["ts"]) for line in lines)
+    listening = [line["message"] for line in lines if line["message"].startswith("listening")]
+    assert f"listening for postgres on 127.0.0.1:{gateway.pg_port}" in listening
+
+    started = [line for line in lines if line.get("event") == "session_started"]
+    assert len(started) == 2
+    first = started[0]
+    assert (first["identity"], first["target"], first["logger"]) == (
+        "agent-1", "orders", "airlock.session"
+    )  # fmt: skip
+    assert re.fullmatch(r"[0-9a-f]{32}", first["session"])
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", first["client"])
+    ended = [line for line in lines if line.get("event") == "session_ended"]
+    assert {line["session"] for line in ended} == {line["session"] for line in started}
+    assert all(line["identity"] == "agent-1" for line in ended)
+    refused = [line for line in lines if line.get("event") == "login_refused"]
+    assert len(refused) == 2
+    assert all(re.fullmatch(r"127\.0\.0\.1:\d+", line["client"]) for line in refused)
+
+    log = "\n".join(gateway.output)
+    for secret in (token, payload, signature, forged, signature[::-1], password, password[::-1]):
+        assert secret not in log
