@@ -35,7 +35,13 @@ from proxy.addresses import is_loopback
 from proxy.config import parse_duration
 from proxy.rendering import clip as _clip
 from proxy.rendering import field_text as _text
-from proxy.rendering import format_age, format_parameter, one_line_sql, printable
+from proxy.rendering import (
+    format_age,
+    format_duration,
+    format_parameter,
+    one_line_sql,
+    printable,
+)
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT_S = 10.0
@@ -455,6 +461,7 @@ def _run(
     args: argparse.Namespace,
     call: Callable[[ApiClient], Any],
     show: Callable[[Any, datetime], str],
+    after: Callable[[argparse.Namespace, Any], None] | None = None,
 ) -> int:
     console = _Console(_token(args))
     try:
@@ -474,6 +481,8 @@ def _run(
         console.out(json.dumps(answer, indent=2))
     else:
         console.out(show(answer, datetime.now(UTC)))
+    if after is not None:
+        after(args, answer)
     return EXIT_OK
 
 
@@ -494,7 +503,20 @@ def _approve(args: argparse.Namespace) -> int:
     def call(client: ApiClient) -> dict[str, Any]:
         return client.approve(args.id, scope=args.scope, ttl_s=args.ttl, comment=args.comment)
 
-    return _run(args, call, render_approval)
+    return _run(args, call, render_approval, after=_say_if_capped)
+
+
+def _say_if_capped(args: argparse.Namespace, approval: Mapping[str, Any]) -> None:
+    """The gateway caps a grant at its rule's grant_ttl (policy.approvals.grant_expiry);
+    an approver who asked for longer is told, not left to find out."""
+    cap = approval.get("grant_ttl_s")
+    if args.ttl is None or not isinstance(cap, int | float) or args.ttl <= cap:
+        return
+    print(
+        f"airlock: note: --ttl {format_duration(args.ttl)} is longer than the rule's "
+        f"grant_ttl ({format_duration(cap)}): the grant lasts {format_duration(cap)}",
+        file=sys.stderr,
+    )
 
 
 def _deny(args: argparse.Namespace) -> int:

@@ -5,18 +5,19 @@ gateway needs to run. `verify` and `replay` check seals against the public key i
 data dir's keys/, or against `--public-key FILE` (one exported earlier with `airlock
 keys export-public`, which does not trust whatever key now sits beside the transcripts).
 
-Exit codes: 0 done (for verify: every transcript valid), 1 a transcript failed to
-verify (altered, incomplete, or unsealed), 2 usage (no such session, no key, bad option).
+Exit codes: 0 done (for verify and replay: every transcript valid), 1 a transcript
+failed to verify (altered, incomplete, or unsealed; for replay also: no key to check it
+with), 2 usage (no such session, no key, bad option). A reader that closes the pipe
+(`airlock replay X | head`) ends the command quietly (proxy/cli.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,21 +88,6 @@ def _emit(lines: Iterable[str]) -> None:
         print(line, flush=True)
 
 
-def _quiet_broken_pipe(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
-    """`airlock replay X | head` ends quietly, not with a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except BrokenPipeError:
-            # Python flushes stdout again at exit, which would raise once more.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return EXIT_OK
-
-    return run
-
-
 # --- sessions list -----------------------------------------------------------------------------
 
 
@@ -157,10 +143,16 @@ def _replay(args: argparse.Namespace) -> int:
         _emit(event_json(record.session_id, event) for event in paced(record.events, args.speed))
         if not footer.startswith("verified"):
             print(f"airlock: {footer}", file=sys.stderr)
-        return EXIT_OK
+        return _verified(footer)
     _emit(render(record, speed=args.speed))
     print(f"-- {footer}")
-    return EXIT_OK
+    return _verified(footer)
+
+
+def _verified(footer: str) -> int:
+    """Replay's status: 0 when the transcript verifies, 1 when it does not (altered,
+    unsealed, or no key to check it with), as `verify` would say."""
+    return EXIT_OK if footer.startswith("verified") else EXIT_FAILED
 
 
 def _replay_footer(args: argparse.Namespace, record: Transcript) -> str:
@@ -369,7 +361,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="pause between events, at N times the recorded pace (default: no pauses)",
     )
     _public_key_option(replay)
-    replay.set_defaults(handler=_quiet_broken_pipe(_replay))
+    replay.set_defaults(handler=_replay)
 
     verify = commands.add_parser(
         "verify",
@@ -391,7 +383,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="T",
         help="only events at or after T: 2025-06-01, 2025-06-01T18:00Z, or 24h (ago)",
     )
-    export.set_defaults(handler=_quiet_broken_pipe(_export))
+    export.set_defaults(handler=_export)
 
     keys = commands.add_parser("keys", help="the gateway's transcript signing key")
     keys_actions = keys.add_subparsers(dest="keys_command", required=True)

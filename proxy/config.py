@@ -34,6 +34,7 @@ import yaml.nodes
 from policy.identity import IdentitySettings
 from policy.rules import STATEMENT_CLASSES, Action, HoldMode, Rule
 from proxy.addresses import is_loopback
+from proxy.logs import LOG_FORMATS
 from proxy.webhooks import WebhookEndpoint
 
 __all__ = [
@@ -172,6 +173,8 @@ class Settings:
     logins: LoginLimits = LoginLimits()
     #: PostgreSQL clients get a notice this long before their session ends (0: none).
     session_end_warning_s: float = _DEFAULT_SESSION_END_WARNING_S
+    #: "text" (for people) or "json" (one object per line, for pipelines): proxy/logs.py.
+    log_format: str = "text"
 
 
 # --- durations and sizes -------------------------------------------------------------------
@@ -390,6 +393,7 @@ _TOP_KEYS = (
     "webhooks",
     "auditors",
     "recording",
+    "log_format",
 )
 _RECORDING_KEYS = ("on_failure", "capture_rows", "max_row_bytes")
 _LISTEN_KEYS = ("postgres", "mysql", "api")
@@ -651,6 +655,7 @@ class _Parser:
             auditors=frozenset(
                 self.string_list(top.get("auditors") or [], "auditors", what="groups")
             ),
+            log_format=self.choice(top.get("log_format", "text"), "log_format", LOG_FORMATS),
             policy_hash=hashlib.sha256(
                 json.dumps(rules_value or [], sort_keys=True, default=str).encode()
             ).hexdigest(),

@@ -369,4 +369,4 @@ async def _cli(argv: list[str]) -> int:
     """Run an `airlock` command as a user would (in a thread: it makes blocking calls)."""
     from proxy.cli import main
 
-    return await asyncio.to_thread(main, argv)
+    return await asyncio.to_thread(lambda: main(argv, configure_logging=False))

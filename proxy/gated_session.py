@@ -27,6 +27,7 @@ from policy.classify import StatementClass, Verdict
 from policy.identity import Identity
 from policy.rules import EffectivePolicy, effective_policy
 from protocols.errors import MessageTooLarge
+from proxy import logs
 from proxy.actions import EndSession as EndRelay
 from proxy.actions import SendToClient, SendToServer
 from proxy.addresses import is_loopback
@@ -208,7 +209,8 @@ class GatedSession:
                     server.write(goodbye)
             server.close()
         if self.identity is not None:
-            log.info("session %s ended: %s", self.id, reason)
+            log.info("session %s ended: %s", self.id, reason,
+                     extra=self.log_fields("session_ended"))  # fmt: skip
         if self._done is not None and not self._done.done():
             self._done.set_result(None)
 
@@ -247,6 +249,8 @@ class GatedSession:
         `login_finished(timed_out)` however that went, then relay until the session ends."""
         self._done = asyncio.get_running_loop().create_future()
         self.client_address = self.client_side.remote_address
+        # Records logged while this session's task runs name it (proxy/logs.py).
+        logs.bind(session=self.id, client=logs.host_port(self.client_address))
         timed_out = False
         try:
             async with asyncio.timeout(login_timeout_s):
@@ -254,15 +258,17 @@ class GatedSession:
         except AirlockError as error:
             log.info(
                 "login refused for %s: %s%s",
-                self.client_address,
+                logs.host_port(self.client_address),
                 error.message,
                 f" ({error.log_detail})" if error.log_detail else "",
+                extra=self.log_fields("login_refused"),
             )
             self.end(f"login refused: {error.message}", error)
             return
         except TimeoutError:
             timed_out = True
-            log.info("login timed out for %s", self.client_address)
+            log.info("login timed out for %s", logs.host_port(self.client_address),
+                     extra=self.log_fields("login_timed_out"))  # fmt: skip
             self.end(
                 "login timed out",
                 LoginTimedOut(f"login not completed within {login_timeout_s:g}s"),
@@ -562,9 +568,21 @@ class GatedSession:
         assert identity is not None
         assert target is not None
         groups = ",".join(sorted(identity.groups))
-        where = self.client_address
+        where = logs.host_port(self.client_address)
+        logs.bind(identity=identity.subject, target=target.name)
         log.info("session %s: %s (%s) -> %s from %s, tls=%s",
-                 self.id, identity.subject, groups, target.name, where, tls)  # fmt: skip
+                 self.id, identity.subject, groups, target.name, where, tls,
+                 extra=self.log_fields("session_started"))  # fmt: skip
+
+    def log_fields(self, event: str) -> dict[str, str]:
+        """A record's names for this session (proxy/logs.py): given on each of its own
+        records, as `end` runs in whichever task ends the session."""
+        fields = {"event": event, "session": self.id, "client": logs.host_port(self.client_address)}
+        if self.identity is not None:
+            fields["identity"] = self.identity.subject
+        if self.target is not None:
+            fields["target"] = self.target.name
+        return fields
 
     async def gatekeep(
         self, gate: Gate, sql: str, verdict: Verdict, parameters: tuple[Parameter, ...], key: str
@@ -586,12 +604,14 @@ class GatedSession:
             for action in actions:
                 if isinstance(action, Forward):
                     if action.decision.startswith("approved"):
-                        log.info("session %s: statement runs under %s", self.id, action.decision)
+                        log.info("session %s: statement runs under %s", self.id, action.decision,
+                                 extra=self.log_fields("statement_approved"))  # fmt: skip
                     return None, action.decision
                 if isinstance(action, Refuse):
                     if action.decision == "deny":
                         log.info("session %s: %s statement denied by policy", self.id,
-                                 verdict.statement_class.value)  # fmt: skip
+                                 verdict.statement_class.value,
+                                 extra=self.log_fields("statement_denied"))  # fmt: skip
                     return action.error, action.decision
                 if isinstance(action, LookUpSessionGrant):
                     event = SessionGrantFound(hub.store.session_grant(self.id, now))

@@ -71,6 +71,18 @@ def format_age(seconds: float) -> str:
     return f"{whole // 86400}d"
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as parse_duration reads it back: 1h30m, 10m, 45s, 1.5s."""
+    if seconds < 60:
+        return f"{seconds:g}s"
+    parts, rest = [], round(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
 def format_parameter(index: int, parameter: Any) -> str:
     """`$1 = 42 (int4)`, `$2 = 'it''s' (text)`, `$3 = NULL (text)`.
 

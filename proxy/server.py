@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from policy.identity import Identity
+from proxy import logs
 from proxy.api import CredentialsApi, Metric, make_app
 from proxy.approvals import ApprovalHub
 from proxy.classifying import Classifiers
@@ -104,7 +105,7 @@ class Gateway:
             self.mysql = self._listener(MySqlListener)
             await self._listen("mysql", self.mysql, settings.listen.mysql)
         for name, (host, port) in self.bound.items():
-            log.info("listening for %s on %s:%d", name, host, port)
+            log.info("listening for %s on %s", name, logs.host_port((host, port)))
 
     def _listener(self, kind: type[L]) -> L:
         assert self.verifier is not None

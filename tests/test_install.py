@@ -4,8 +4,10 @@ Python, and runs.
 A fresh virtualenv, a copy of the tree with nothing built (scripts/pure-tree), and a PATH
 with no C compiler on it: pip builds the package as it would anywhere (build isolation,
 setuptools and Cython from the index), setup.py finds it cannot compile, and installs the
-pure-Python modules. The installed `airlock` then classifies a statement, and the two
-modules written for Cython import as their Python twins.
+pure-Python modules (with the `demo` extra, psycopg). The installed `airlock` then says
+it runs pure Python, classifies a statement, and runs `airlock demo` against the local
+PostgreSQL (a held write approved, the transcript verified); the two modules written for
+Cython import as their Python twins.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -35,7 +38,7 @@ def _clean_env(path: str) -> dict[str, str]:
     return kept | {"PATH": path}
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_pip_install_without_a_c_compiler_installs_the_pure_package(tmp_path: Path) -> None:
     tree, venv, bin_dir = tmp_path / "tree", tmp_path / "venv", tmp_path / "bin"
     subprocess.run([ROOT / "scripts" / "pure-tree", tree], check=True)
@@ -46,7 +49,7 @@ def test_pip_install_without_a_c_compiler_installs_the_pure_package(tmp_path: Pa
     env = _clean_env(path)
 
     install = subprocess.run(
-        [venv / "bin" / "python", "-m", "pip", "install", "-v", tree],
+        [venv / "bin" / "python", "-m", "pip", "install", "-v", f"{tree}[demo]"],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -66,6 +69,33 @@ def test_pip_install_without_a_c_compiler_installs_the_pure_package(tmp_path: Pa
     )
     assert (classified.returncode, classified.stderr) == (0, "")
     assert classified.stdout.splitlines()[0] == "read"
+
+    version = subprocess.run(
+        [venv / "bin" / "airlock", "--version"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    release = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert (version.returncode, version.stdout) == (0, f"airlock {release} (pure Python)\n")
+
+    demo = subprocess.run(
+        [venv / "bin" / "airlock", "demo"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "Traceback" not in demo.stdout + demo.stderr
+    story = demo.stdout
+    assert "NOTICE: statement held for approval" in story
+    assert "agent-1's write ran: UPDATE 1" in story
+    assert "-- verified: sealed" in story
 
     modules = [*COMPILED, *NATIVE]
     probe = (

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import asyncpg
 import psycopg
@@ -198,6 +199,40 @@ def test_reject_mode_refuses_at_once_and_the_approved_retry_runs_within_the_gran
         # The statement grant is used up.
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             agent.execute(sql, (7, 5))
+
+
+@pytest.mark.timeout(60)
+def test_approve_with_a_ttl_above_the_rules_grant_ttl_says_the_grant_was_capped(
+    gateway_factory: Callable[..., RunningGateway], accounts: Callable[[], dict[int, int]]
+) -> None:
+    gateway = gateway_factory(rules=[rule(hold="reject", grant_ttl="10m")])
+    with connect(gateway, agent_token(gateway)) as agent:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            agent.execute("update accounts set balance = 1 where id = 4")
+        [request] = pending(gateway)
+        approved = airlock(
+            "approve", request["id"], "--ttl", "2h", "--json",
+            "--server", gateway.api_url, token=dba_token(gateway),
+        )  # fmt: skip
+        assert approved.returncode == 0, approved.stderr
+        assert approved.stderr == (
+            "airlock: note: --ttl 2h is longer than the rule's grant_ttl (10m): "
+            "the grant lasts 10m\n"
+        )
+        decision = json.loads(approved.stdout)["decision"]
+        lasts_s = datetime.fromisoformat(decision["expires_at"]) - datetime.fromisoformat(
+            decision["at"]
+        )
+        assert lasts_s.total_seconds() == pytest.approx(600, abs=1)
+        # Within the rule's limit, nothing is said.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            agent.execute("update accounts set balance = 2 where id = 5")
+        [second] = pending(gateway)
+        within = airlock(
+            "approve", second["id"], "--ttl", "5m", "--server", gateway.api_url,
+            token=dba_token(gateway),
+        )  # fmt: skip
+        assert (within.returncode, within.stderr) == (0, "")
 
 
 @pytest.mark.timeout(60)

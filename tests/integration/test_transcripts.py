@@ -38,9 +38,13 @@ def only_session(data_dir: Path, identity: str) -> str:
     return line.split()[0]
 
 
-def replay_events(data_dir: Path, session: str) -> list[dict[str, object]]:
+def replay_events(
+    data_dir: Path, session: str, *, verifies: bool = True
+) -> list[dict[str, object]]:
+    """The session's events as `airlock replay --json` prints them; it exits 0 when the
+    transcript verifies, else 1 (an unsealed one: the gateway was killed)."""
     replayed = airlock("replay", session, "--data-dir", str(data_dir), "--json")
-    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.returncode == (0 if verifies else 1), replayed.stderr
     return [json.loads(line) for line in replayed.stdout.splitlines() if line.strip()]
 
 
@@ -208,7 +212,8 @@ def test_a_gateway_killed_mid_session_leaves_an_unsealed_transcript_with_its_dec
                 return False
             session = only_session(tmp_path / "data", "agent-1")
             replayed = airlock("replay", session, "--data-dir", str(tmp_path / "data"), "--json")
-            return replayed.returncode == 0 and '"select 1"' in replayed.stdout
+            # Open, so unsealed: replay shows it and exits 1 (it does not verify yet).
+            return replayed.returncode == 1 and '"select 1"' in replayed.stdout
 
         wait_until(flushed, PATIENCE_S, "the last statement on disk", every_s=0.2)
         served.process.send_signal(signal.SIGKILL)
@@ -219,7 +224,7 @@ def test_a_gateway_killed_mid_session_leaves_an_unsealed_transcript_with_its_dec
     verified = airlock("verify", session, "--data-dir", str(data_dir))
     assert verified.returncode == 1
     assert "unsealed" in verified.stdout
-    events = replay_events(data_dir, session)
+    events = replay_events(data_dir, session, verifies=False)
     decided = [e for e in events if e["kind"] == "approval.decided"]
     assert [d["data"]["id"] for d in decided] == [request_id]  # type: ignore[index]
 

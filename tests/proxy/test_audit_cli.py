@@ -130,14 +130,14 @@ def test_replay_prints_the_transcript_and_that_it_verifies(
     assert lines[1].startswith("12:26:40.000  agent-1 → orders  session start (postgres)")
 
 
-def test_replay_warns_of_a_transcript_that_does_not_verify(
+def test_replay_of_a_transcript_that_does_not_verify_says_so_and_exits_1(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run("replay", TAMPERED, "--data-dir", str(data_dir)) == 0
+    assert run("replay", TAMPERED, "--data-dir", str(data_dir)) == 1
     assert capsys.readouterr().out.splitlines()[-1] == (
         "-- DOES NOT VERIFY: event 7: altered (its hash does not match the link in event 8)"
     )
-    assert run("replay", KILLED, "--data-dir", str(data_dir)) == 0
+    assert run("replay", KILLED, "--data-dir", str(data_dir)) == 1
     assert (
         capsys.readouterr()
         .out.splitlines()[-1]
@@ -150,7 +150,7 @@ def test_replay_with_no_key_says_it_did_not_verify(
 ) -> None:
     for name in ("transcript_ed25519.pem", "transcript_ed25519.pub.pem"):
         (data_dir / "keys" / name).unlink()
-    assert run("replay", SEALED, "--data-dir", str(data_dir)) == 0
+    assert run("replay", SEALED, "--data-dir", str(data_dir)) == 1
     assert (
         capsys.readouterr()
         .out.splitlines()[-1]
@@ -167,7 +167,7 @@ def test_replay_json_is_one_event_per_line(
     assert [d["seq"] for d in documents] == list(range(10))
     assert [documents[0]["kind"], documents[-1]["kind"]] == ["session.start", "session.end"]
     assert captured.err == ""
-    assert run("replay", KILLED, "--json", "--data-dir", str(data_dir)) == 0
+    assert run("replay", KILLED, "--json", "--data-dir", str(data_dir)) == 1
     assert capsys.readouterr().err.startswith("airlock: UNSEALED: unsealed: 9 events intact")
 
 

@@ -17,9 +17,9 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -293,6 +293,8 @@ class ServedGateway:
     pg_port: int
     api_port: int
     process: subprocess.Popen[str]
+    #: What the process wrote (its log), once it has stopped.
+    output: list[str] = field(default_factory=list)
 
     @property
     def api_url(self) -> str:
@@ -322,9 +324,16 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def served_gateway(
-    directory: Path, local_pg: PgServer, database: str, rules: list[dict[str, Any]]
+    directory: Path,
+    local_pg: PgServer,
+    database: str,
+    rules: list[dict[str, Any]],
+    *,
+    settings: dict[str, Any] | None = None,
+    options: Sequence[str] = (),
 ) -> Iterator[ServedGateway]:
-    """Run `airlock serve` with a dev issuer in front of `database`; stop it afterwards."""
+    """Run `airlock serve` with a dev issuer in front of `database` (`settings` added to
+    its config, `options` to its command line); stop it afterwards, keeping its output."""
     pg_port, api_port = free_port(), free_port()
     config = directory / "airlock.yaml"
     upstream = f"postgresql://{local_pg.superuser}@{local_pg.host}:{local_pg.port}/{database}"
@@ -334,15 +343,17 @@ def served_gateway(
         "data_dir": str(directory / "data"),
         "targets": {"orders": {"protocol": "postgres", "upstream": upstream}},
         "rules": rules,
+        **(settings or {}),
     }
     config.write_text(yaml.safe_dump(document))
     process = subprocess.Popen(
-        [*AIRLOCK, "serve", "--config", str(config)],
+        [*AIRLOCK, "serve", "--config", str(config), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    served = ServedGateway(config, pg_port, api_port, process)
     try:
 
         def healthy() -> bool:
@@ -354,7 +365,7 @@ def served_gateway(
                 return False
 
         wait_until(healthy, PATIENCE_S, "the gateway to come up", every_s=0.1)
-        yield ServedGateway(config, pg_port, api_port, process)
+        yield served
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -364,4 +375,5 @@ def served_gateway(
                 process.kill()
                 process.wait()
         if process.stdout:
+            served.output.extend(process.stdout.read().splitlines())
             process.stdout.close()
