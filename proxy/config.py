@@ -55,6 +55,9 @@ _DEFAULT_MAX_STATEMENT_BYTES = 1024 * 1024
 _MIN_STATEMENT_BYTES = 1024
 _DEFAULT_CLASSIFY_TIMEOUT_S = 5.0
 _MAX_CLASSIFY_TIMEOUT_S = 60.0
+_DEFAULT_DRAIN_TIMEOUT_S = 30.0
+#: Longer than a service manager waits after SIGTERM (systemd: 90s by default) is a typo.
+_MAX_DRAIN_TIMEOUT_S = 3600.0
 
 
 class ConfigError(Exception):
@@ -165,6 +168,8 @@ class Settings:
     auditors: frozenset[str] = frozenset()
     recording: RecordingSettings = RecordingSettings()
     logins: LoginLimits = LoginLimits()
+    #: On SIGTERM, how long running statements get to finish before their sessions end.
+    drain_timeout_s: float = _DEFAULT_DRAIN_TIMEOUT_S
 
 
 # --- durations and sizes -------------------------------------------------------------------
@@ -417,7 +422,13 @@ _WEBHOOK_FORMATS = ("standard", "slack")
 _WEBHOOK_EVENTS = ("approval.requested", "approval.decided")
 _TLS_KEYS = ("cert_file", "key_file")
 _LOGIN_LIMITS_KEYS = ("login_timeout", "max_pending_logins", "max_pending_logins_per_address")
-_LIMITS_KEYS = ("max_message_bytes", "max_statement_bytes", "classify_timeout", *_LOGIN_LIMITS_KEYS)
+_LIMITS_KEYS = (
+    "max_message_bytes",
+    "max_statement_bytes",
+    "classify_timeout",
+    "drain_timeout",
+    *_LOGIN_LIMITS_KEYS,
+)
 #: More than a minute to log in, or a million logins waiting, is a typo.
 _MAX_LOGIN_TIMEOUT_S = 60.0
 _MAX_PENDING_LOGINS = 1_000_000
@@ -574,6 +585,7 @@ class _Parser:
         logins = LoginLimits()
         max_statement_bytes = _DEFAULT_MAX_STATEMENT_BYTES
         classify_timeout_s = _DEFAULT_CLASSIFY_TIMEOUT_S
+        drain_timeout_s = _DEFAULT_DRAIN_TIMEOUT_S
         limits_value = top.get("limits")
         if limits_value is not None:
             limits = self.mapping(limits_value, "limits", _LIMITS_KEYS)
@@ -598,6 +610,13 @@ class _Parser:
                     "limits.classify_timeout",
                     maximum=_MAX_CLASSIFY_TIMEOUT_S,
                 )
+            if limits.get("drain_timeout") is not None:
+                drain_timeout_s = self.duration(
+                    limits["drain_timeout"],
+                    "limits.drain_timeout",
+                    positive=False,
+                    maximum=_MAX_DRAIN_TIMEOUT_S,
+                )
         insecure = top.get("allow_insecure_loopback", False)
         return Settings(
             source=self.source.absolute(),
@@ -615,6 +634,7 @@ class _Parser:
             max_message_bytes=max_message_bytes,
             max_statement_bytes=min(max_statement_bytes, max_message_bytes),
             classify_timeout_s=classify_timeout_s,
+            drain_timeout_s=drain_timeout_s,
             dev_issuer=dev_issuer,
             webhooks=self.webhooks(top.get("webhooks"), "webhooks"),
             auditors=frozenset(
