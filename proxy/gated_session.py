@@ -297,6 +297,8 @@ class GatedSession:
         """Both sides are up: the session is the listener's, its time runs, and each
         side's channel knows its peer (flow control)."""
         self.listener.sessions.add(self)
+        if self.listener.draining:  # logged in as the drain began: no hold can be decided
+            self.drain("the gateway is shutting down")
         self.start_deadline()
         server_side = self.server_side
         assert server_side is not None

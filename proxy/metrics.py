@@ -57,7 +57,7 @@ __all__ = [
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: The hot path times one client read in this many (see the module docstring).
-LATENCY_SAMPLE_EVERY = 64
+LATENCY_SAMPLE_EVERY = 256
 
 #: Seconds: from a relayed read's microseconds to a statement classified cold.
 LATENCY_BUCKETS = (

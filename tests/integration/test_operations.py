@@ -81,8 +81,8 @@ def test_metrics_pass_promtool_and_count_reads_holds_and_refused_logins(
     gateway = gateway_factory(rules=[rule()])
     before = samples(scrape(gateway.api_url))
     with connect(gateway, agent_token(gateway)) as agent:
-        # 130 reads: the relay times one read in 64, so at least two are observed.
-        for account in range(1, 131):
+        # 520 reads: the relay times one read in 256, so at least two are observed.
+        for account in range(1, 521):
             agent.execute(f"select balance from accounts where id = {account % 60 + 1}")  # noqa: S608
         write = Background(
             lambda: agent.execute("update accounts set balance = 5 where id = 1").rowcount
@@ -102,7 +102,7 @@ def test_metrics_pass_promtool_and_count_reads_holds_and_refused_logins(
     reads = value(after, "airlock_statements_total", target="orders", **{"class": "read"},
                   decision="allowed")  # fmt: skip
     assert reads - value(before, "airlock_statements_total", target="orders",
-                         **{"class": "read"}, decision="allowed") >= 130  # fmt: skip
+                         **{"class": "read"}, decision="allowed") >= 520  # fmt: skip
     approved = {"target": "orders", "class": "write", "decision": "approved"}
     assert value(after, "airlock_statements_total", **approved) == 1
     refused = {"protocol": "postgres", "reason": "authentication"}
