@@ -64,6 +64,7 @@ from pg_throughput import (
 from profile_relay import _loop_factory, pgbench_async
 
 import proxy.pg_server as pg_server
+from policy.classify import Verdict
 from proxy.config import load_settings
 from proxy.pg_relay import PgRelay
 from proxy.server import Gateway
@@ -89,8 +90,8 @@ def _start_relay_unrecorded(self: pg_server.PgSession, *args: Any) -> None:
 
 
 def _statement_counted_only(session: pg_server.PgSession) -> Callable[..., None]:
-    def counted(*args: Any) -> None:
-        session.count_statement()
+    def counted(_sql: str, verdict: Verdict, _bind: object, _types: object, decision: str) -> None:
+        session.count_statement(verdict.statement_class, decision)
 
     return counted
 

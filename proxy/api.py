@@ -1,5 +1,6 @@
-"""The gateway's HTTP side: health, metrics, under /api/v1 approvals, sessions and
-short-lived credentials, and the web page at / (proxy/web.py).
+"""The gateway's HTTP side: liveness (/healthz), readiness (/readyz), metrics, under
+/api/v1 approvals, sessions and short-lived credentials, and the web page at /
+(proxy/web.py).
 
 Every /api/v1 call carries `Authorization: Bearer <JWT>`, verified exactly as
 agents' tokens are. Errors are JSON: `{"error": {"code", "message"}}` with 400
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from policy.identity import Identity
 from policy.rules import (
@@ -41,6 +43,7 @@ from proxy.config import TargetSettings, parse_duration
 from proxy.credentials import CredentialBook, TooManyCredentials, new_credential
 from proxy.errors import AirlockError
 from proxy.listener import TokenVerifier
+from proxy.metrics import CONTENT_TYPE, exposition
 from proxy.recording.format import SESSION_ID
 from proxy.recording.render import event_json
 from proxy.recording.sessions import find_sessions, find_transcript, parse_since, summarize
@@ -78,7 +81,8 @@ def make_app(
     verifier: TokenVerifier | None = None,
     data_dir: Path | None = None,
     auditors: frozenset[str] = frozenset(),
-    metrics: Callable[[], list[Metric]] | None = None,
+    metrics: CollectorRegistry | None = None,
+    readiness: Callable[[], Awaitable[tuple[bool, dict[str, object]]]] | None = None,
     credentials: CredentialsApi | None = None,
     pages: WebPages | None = None,
     live_sessions: Callable[[], Iterable[LiveSession]] | None = None,
@@ -88,11 +92,22 @@ def make_app(
 
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
     app.router.add_get("/healthz", healthz)
+    if readiness is not None:
+        ready_checks = readiness
+
+        async def readyz(_request: web.Request) -> web.Response:
+            ready, body = await ready_checks()
+            status = "ready" if ready else "not ready"
+            return web.json_response({"status": status, **body}, status=200 if ready else 503)
+
+        app.router.add_get("/readyz", readyz)
     if metrics is not None:
-        collect = metrics
+        registry = metrics
 
         async def prometheus(_request: web.Request) -> web.Response:
-            return web.Response(text=exposition(collect()), content_type="text/plain")
+            # On the loop: the collectors read the sessions' state, which the loop changes.
+            body = exposition(registry)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
         app.router.add_get("/metrics", prometheus)
     if hub is not None and verifier is not None:
@@ -109,20 +124,6 @@ def make_app(
 
 
 Handler = Callable[[web.Request, Identity], Awaitable[Any]]
-
-#: (name, type, help, [(labels, value)]) for the Prometheus text format.
-Metric = tuple[str, str, str, list[tuple[dict[str, str], float]]]
-
-
-def exposition(metrics: list[Metric]) -> str:
-    """The Prometheus text exposition format (version 0.0.4)."""
-    lines: list[str] = []
-    for name, kind, help_text, samples in metrics:
-        lines += (f"# HELP {name} {help_text}", f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            shown = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-            lines.append(f"{name}{{{shown}}} {value:g}" if shown else f"{name} {value:g}")
-    return "\n".join(lines) + "\n"
 
 
 def _route(

@@ -59,6 +59,9 @@ _MAX_CLASSIFY_TIMEOUT_S = 60.0
 #: How long before a session's end PostgreSQL clients are told of it (0: never).
 _DEFAULT_SESSION_END_WARNING_S = 300.0
 _MAX_SESSION_END_WARNING_S = 24 * 3600.0
+_DEFAULT_DRAIN_TIMEOUT_S = 30.0
+#: Longer than a service manager waits after SIGTERM (systemd: 90s by default) is a typo.
+_MAX_DRAIN_TIMEOUT_S = 3600.0
 
 
 class ConfigError(Exception):
@@ -175,6 +178,8 @@ class Settings:
     session_end_warning_s: float = _DEFAULT_SESSION_END_WARNING_S
     #: "text" (for people) or "json" (one object per line, for pipelines): proxy/logs.py.
     log_format: str = "text"
+    #: On SIGTERM, how long running statements get to finish before their sessions end.
+    drain_timeout_s: float = _DEFAULT_DRAIN_TIMEOUT_S
 
 
 # --- durations and sizes -------------------------------------------------------------------
@@ -442,6 +447,7 @@ _LIMITS_KEYS = (
     "max_statement_bytes",
     "classify_timeout",
     "session_end_warning",
+    "drain_timeout",
     *_LOGIN_LIMITS_KEYS,
 )
 #: More than a minute to log in, or a million logins waiting, is a typo.
@@ -601,6 +607,7 @@ class _Parser:
         max_statement_bytes = _DEFAULT_MAX_STATEMENT_BYTES
         classify_timeout_s = _DEFAULT_CLASSIFY_TIMEOUT_S
         session_end_warning_s = _DEFAULT_SESSION_END_WARNING_S
+        drain_timeout_s = _DEFAULT_DRAIN_TIMEOUT_S
         limits_value = top.get("limits")
         if limits_value is not None:
             limits = self.mapping(limits_value, "limits", _LIMITS_KEYS)
@@ -632,6 +639,13 @@ class _Parser:
                     positive=False,
                     maximum=_MAX_SESSION_END_WARNING_S,
                 )
+            if limits.get("drain_timeout") is not None:
+                drain_timeout_s = self.duration(
+                    limits["drain_timeout"],
+                    "limits.drain_timeout",
+                    positive=False,
+                    maximum=_MAX_DRAIN_TIMEOUT_S,
+                )
         insecure = top.get("allow_insecure_loopback", False)
         return Settings(
             source=self.source.absolute(),
@@ -650,6 +664,7 @@ class _Parser:
             max_statement_bytes=min(max_statement_bytes, max_message_bytes),
             classify_timeout_s=classify_timeout_s,
             session_end_warning_s=session_end_warning_s,
+            drain_timeout_s=drain_timeout_s,
             dev_issuer=dev_issuer,
             webhooks=self.webhooks(top.get("webhooks"), "webhooks"),
             auditors=frozenset(

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
-from policy.classify import StatementClass, Verdict
+from policy.classify import CLASS_NAMES, StatementClass, Verdict
 from policy.identity import Identity
 from policy.rules import EffectivePolicy, effective_policy
 from protocols.errors import MessageTooLarge
@@ -46,6 +47,7 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.listener import TokenVerifier
+from proxy.metrics import Instruments, StatementCounts, decision_label
 from proxy.recording.writer import Recorder, SessionRecording, TranscriptError
 from proxy.refresh import REDACTED, answer_sql, mentions_refresh, refresh_token
 from proxy.session_core import CLIENT_DISCONNECTED as CLIENT_DISCONNECTED
@@ -60,6 +62,7 @@ from proxy.session_core import (
     CancelRequested,
     ClientClosed,
     DeadlineReached,
+    Draining,
     Durable,
     EndSession,
     Event,
@@ -108,8 +111,17 @@ class SessionHost(Protocol):
     verifier: TokenVerifier
     #: Statements decided in every session of the listener.
     statements: int
+    #: The same by (target, class, decision label).
+    statement_counts: StatementCounts
     #: The sessions relaying now.
     sessions: set[Any]
+    #: The histograms sessions observe (metrics).
+    instruments: Instruments
+    #: The gateway drains (SIGTERM): a statement held from now on is refused at once.
+    draining: bool
+
+    def login_refused(self, error: AirlockError) -> None:
+        """A login was refused with `error` (counted by reason)."""
 
 
 class Gate(Protocol):
@@ -169,6 +181,7 @@ class GatedSession:
         self._rows: list[bytes] = []
         self._row_bytes_left = 0
         self._rows_cut = False
+        self._held_s = 0.0  # the time the statement being decided waited for an approver
 
     def end(
         self,
@@ -256,6 +269,7 @@ class GatedSession:
             async with asyncio.timeout(login_timeout_s):
                 relaying = await self.log_in()
         except AirlockError as error:
+            self.listener.login_refused(error)
             log.info(
                 "login refused for %s: %s%s",
                 logs.host_port(self.client_address),
@@ -301,6 +315,8 @@ class GatedSession:
         """Both sides are up: the session is the listener's, its time runs, and each
         side's channel knows its peer (flow control)."""
         self.listener.sessions.add(self)
+        if self.listener.draining:  # logged in as the drain began: no hold can be decided
+            self.drain("the gateway is shutting down")
         self.start_deadline()
         server_side = self.server_side
         assert server_side is not None
@@ -410,6 +426,20 @@ class GatedSession:
     def announce_hold(self, request: ApprovalRequest) -> None:
         """Tell the client, if its protocol can, that a statement waits for `request`."""
 
+    def drain(self, reason: str) -> None:
+        """The gateway drains: a held statement is refused at once, its request withdrawn,
+        and so is any statement held from now on."""
+        self.session_event(Draining(reason))
+
+    def idle(self) -> bool:
+        """Nothing is decided, held, or running upstream, and (PostgreSQL) no transaction
+        is open: the session can end without losing a statement."""
+        return not self.ended and self._deciding is None and self._relay_idle()
+
+    def _relay_idle(self) -> bool:
+        """The protocol's relay has nothing in flight (`idle`)."""
+        return True
+
     def withdraw_waiting(self, reason: str) -> bool:
         """Withdraw the approval request a held statement waits for; False when none.
         The statement is then never forwarded, and nobody can approve the request."""
@@ -428,9 +458,7 @@ class GatedSession:
         actions = self._core().handle(event)
         for action in actions:
             if isinstance(action, Withdraw):
-                withdrawn = self.listener.hub.withdraw(action.request_id, action.reason)
-                if withdrawn is not None:
-                    self.record("approval.decided", decision_event(withdrawn))
+                self._withdraw(action)
             elif isinstance(action, EndSession):
                 self.end(action.reason, action.error, cancel_running=action.cancel_running)
             elif isinstance(action, SetDeadline):
@@ -444,6 +472,11 @@ class GatedSession:
             else:
                 raise AssertionError(f"not an action outside a decision: {action!r}")
         return actions
+
+    def _withdraw(self, action: Withdraw) -> None:
+        withdrawn = self.listener.hub.withdraw(action.request_id, action.reason)
+        if withdrawn is not None:
+            self.record("approval.decided", decision_event(withdrawn))
 
     def hold_started(self) -> None:
         """A statement is held: the client is still read (its close must be seen at once:
@@ -475,6 +508,8 @@ class GatedSession:
                 self._deciding = asyncio.get_running_loop().create_task(self._decide(action))
 
     async def _decide(self, held: object) -> None:
+        started = time.perf_counter()
+        self._held_s = 0.0
         try:
             actions = await self._decision(held)
         except AirlockError as error:
@@ -490,6 +525,9 @@ class GatedSession:
             return  # an ended session's held statement never reaches the server
         self.hold_ended()
         self._apply(actions)
+        self.listener.instruments.decided_latency(self.protocol)(
+            time.perf_counter() - started - self._held_s
+        )
 
     async def _classify(self, sql: str | None) -> Verdict:
         """Raises StatementTooLarge; cold parses are scheduled fairly per session. Text
@@ -634,8 +672,14 @@ class GatedSession:
                     self.record(action.kind, action.data)
                 elif isinstance(action, AnnounceHold):
                     self.announce_hold(action.request)
+                elif isinstance(action, Withdraw):
+                    self._withdraw(action)
                 elif isinstance(action, AwaitDecision):
+                    waited = time.perf_counter()
                     decided = await hub.wait(action.request_id, action.timeout_s)
+                    waited = time.perf_counter() - waited
+                    self._held_s += waited
+                    self.listener.instruments.hold_wait.labels(target=target.name).observe(waited)
                     if self.ended:
                         event = SessionEnded()
                     elif decided is None:
@@ -777,7 +821,7 @@ class GatedSession:
     ) -> None:
         """A statement reached its decision: counted, and recorded with why (its reasons,
         unless its class allows it) and what the protocol adds (`extra`)."""
-        self.count_statement()
+        self.count_statement(verdict.statement_class, decision)
         recording = self.recording
         if recording is None:
             return
@@ -819,14 +863,23 @@ class GatedSession:
         if self.recording is not None:
             self.recording.event(kind, data)
 
-    def count_statement(self) -> None:
+    def count_statement(self, statement_class: StatementClass, decision: str) -> None:
+        """A statement reached `decision` (as the transcript says it): counted for metrics."""
         self.statements += 1
-        self.listener.statements += 1
+        listener = self.listener
+        listener.statements += 1
+        target = self.target
+        key = (
+            "" if target is None else target.name,
+            CLASS_NAMES[statement_class],
+            decision_label(decision),
+        )
+        listener.statement_counts[key] += 1
 
-    def uncounted_statements(self) -> int:
-        """Statements run and not yet in `statements` (a PostgreSQL gate counts its own
-        until the session ends)."""
-        return 0
+    def uncounted_statements(self) -> StatementCounts:
+        """Statements run and not yet in the listener's counts (a PostgreSQL gate counts
+        those it allows itself until the session ends)."""
+        return StatementCounts()
 
     def seal(self, reason: str, error: AirlockError | None) -> None:
         recording, self.recording = self.recording, None

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -25,6 +26,7 @@ from proxy.classifying import Classifiers
 from proxy.config import LoginLimits, Settings
 from proxy.credentials import CredentialBook
 from proxy.errors import AirlockError, GatewayShuttingDown, TooManyLogins
+from proxy.metrics import Instruments, StatementCounts, refusal_reason
 from proxy.recording.writer import Recorder
 
 log = logging.getLogger("airlock")
@@ -45,9 +47,17 @@ class Session(Protocol):
         """Log in within `login_timeout_s`, call `login_finished(timed_out)` once the
         login is over however it went, then relay until the session ends."""
 
-    def end(self, reason: str, error: AirlockError | None = None) -> None: ...
+    def end(
+        self, reason: str, error: AirlockError | None = None, *, cancel_running: bool = False
+    ) -> None: ...
 
-    def uncounted_statements(self) -> int: ...
+    def uncounted_statements(self) -> StatementCounts: ...
+
+    def drain(self, reason: str) -> None:
+        """The gateway drains: a held statement is refused at once (its request withdrawn)."""
+
+    def idle(self) -> bool:
+        """Nothing runs upstream, nothing is held or decided, no transaction is open."""
 
 
 S = TypeVar("S", bound=Session)
@@ -111,6 +121,7 @@ class Listener(Generic[S]):
         recorder: Recorder | None = None,
         credentials: CredentialBook | None = None,
         clock: Callable[[], float] = time.time,
+        instruments: Instruments | None = None,
     ) -> None:
         self.settings = settings
         #: Gateway-minted user names and passwords (POST /api/v1/credentials).
@@ -125,11 +136,21 @@ class Listener(Generic[S]):
         self.sessions: set[S] = set()
         #: Statements decided in every session since the listener started.
         self.statements = 0
+        #: The same, by (target, class, decision label), of sessions that ended (the
+        #: live ones count their own: `Session.uncounted_statements`).
+        self.statement_counts: StatementCounts = StatementCounts()
+        #: Logins refused after the session began, by reason (`metrics.refusal_reason`).
+        self.login_refusals: Counter[str] = Counter()
+        #: Histograms the sessions observe.
+        self.instruments = instruments if instruments is not None else Instruments()
+        #: SIGTERM: held statements are refused, a new hold is refused at once.
+        self.draining = False
         #: Every open socket of this listener: clients, upstreams, side connections.
         self.channels: set[Channel] = set()
         #: Connections still logging in, against limits.max_pending_logins(_per_address).
         self.pending_logins = PendingLogins(settings.logins)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._logging_in: set[asyncio.Task[Any]] = set()  # tasks of sessions not yet relaying
         self._server: asyncio.Server | None = None
         self.init_protocol_state()
 
@@ -175,8 +196,13 @@ class Listener(Generic[S]):
             await session.client_side.wait_closed(CLOSE_TIMEOUT_S)
             return
 
+        task = asyncio.current_task()
+        if task is not None:
+            self._logging_in.add(task)
+
         def login_finished(timed_out: bool) -> None:
             self.pending_logins.finished(host, timed_out=timed_out)
+            self._logging_in.discard(task)
 
         try:
             await session.run(self.settings.logins.timeout_s, login_finished)
@@ -194,17 +220,48 @@ class Listener(Generic[S]):
             if session.server_side is not None:
                 await session.server_side.wait_closed(CLOSE_TIMEOUT_S)
 
-    async def close(self) -> None:
+    def login_refused(self, error: AirlockError) -> None:
+        self.login_refusals[refusal_reason(error)] += 1
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket: sessions that are in go on."""
         if self._server is not None:
             self._server.close()
+
+    def drain(self) -> None:
+        """SIGTERM: no new connections; a held statement in any session is refused."""
+        self.draining = True
+        self.stop_accepting()
         for session in list(self.sessions):
-            session.end(
-                "gateway shutting down", GatewayShuttingDown("the gateway is shutting down")
-            )
-        for task in list(self._tasks):
+            session.drain("the gateway is shutting down")
+
+    def end_idle(self, reason: str, error: AirlockError) -> None:
+        """End the sessions with nothing running: a drain's sessions go as they finish."""
+        for session in [s for s in self.sessions if s.idle()]:
+            session.end(reason, error)
+
+    async def close(
+        self,
+        reason: str = "gateway shutting down",
+        error: AirlockError | None = None,
+        *,
+        cancel_running: bool = False,
+    ) -> None:
+        """End every session with `error` (the gateway is shutting down, by default);
+        `cancel_running`: stop the statements they still run upstream."""
+        self.stop_accepting()
+        for task in list(self._logging_in):
             task.cancel()  # sessions still logging in
+        if error is None:
+            error = GatewayShuttingDown("the gateway is shutting down")
+        for session in list(self.sessions):
+            session.end(reason, error, cancel_running=cancel_running)
         if self._tasks:
+            # The sessions' tasks end as their sockets close; the upstream cancels they
+            # spawned take a round trip to the server.
             await asyncio.wait(self._tasks, timeout=5.0)
+        for task in list(self._tasks):
+            task.cancel()
         # Sockets still closing (a TLS close takes a round trip) get a moment, then an abort.
         await asyncio.gather(*(c.wait_closed(CLOSE_TIMEOUT_S) for c in list(self.channels)))
         if self._server is not None:

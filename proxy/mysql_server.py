@@ -27,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from policy.classify import LEXER_REASON, StatementClass, Verdict
@@ -65,6 +67,7 @@ from proxy.errors import (
 )
 from proxy.gated_session import WRITE_ROLE_CLASSES, GatedSession
 from proxy.listener import Listener
+from proxy.metrics import LATENCY_SAMPLE_EVERY
 from proxy.mysql_relay import (
     Action,
     EndSession,
@@ -196,6 +199,8 @@ class MySqlSession(GatedSession):
         self.gate: MySqlGate | None = None
         self._login_sequence = 0  # the sequence id of the next packet to the client in login
         self._elevated_classes: frozenset[StatementClass] = frozenset()
+        self._relay_latency: Callable[[float], None] = _ignore
+        self._countdown = LATENCY_SAMPLE_EVERY
 
     # --- lifecycle
 
@@ -477,25 +482,44 @@ class MySqlSession(GatedSession):
         self.relaying()
         client_side, server_side = self.client_side, self.server_side
         self._upstream = server_side
+        self._relay_latency = self.listener.instruments.relay_latency("mysql")
         server_side.start_relay(self._server_data, self._server_closed)
         if leftover:
             self._server_data(leftover)
         client_side.start_relay(self._client_data, self._client_closed)
 
     def _client_data(self, raw: bytes) -> None:
+        # One read in LATENCY_SAMPLE_EVERY is timed (metrics: the latency the gateway adds).
+        self._countdown -= 1
+        if self._countdown == 0:
+            self._countdown = LATENCY_SAMPLE_EVERY
+            started = perf_counter()
+            if self._relay_client(raw):
+                self._relay_latency(perf_counter() - started)
+            return
+        self._relay_client(raw)
+
+    def _relay_client(self, raw: bytes) -> bool:
+        """The client's bytes through the relay; True when the hot path forwarded them."""
         relay = self.relay
         assert relay is not None
         if relay.held is not None and not self.read_while_held(len(raw)):
-            return
+            return False
         try:
             actions = relay.client_data(raw)
         except AirlockError as error:
             self.end(f"client protocol error: {error.message}", error)
-            return
+            return False
         if len(actions) == 1 and type(actions[0]) is SendToServer:
             self._upstream.write(actions[0].raw)  # the hot path
-            return
+            return True
         self._apply(actions)
+        return False
+
+    def _relay_idle(self) -> bool:
+        # MySQL's transaction status is not followed: between statements is idle.
+        relay = self.relay
+        return relay is None or (relay.held is None and not relay.busy)
 
     def _server_data(self, raw: bytes) -> None:
         relay = self.relay
@@ -522,11 +546,11 @@ class MySqlSession(GatedSession):
     ) -> None:
         """The relay let a statement run on the hot path (its class is allowed, or a session
         grant holds). An execute's parameters are recorded raw, and decoded on replay."""
-        if self.recording is None:
-            self.count_statement()
-            return
         assert self.gate is not None
         decision = "allow" if self.gate.class_allowed(verdict) else "approved for the session"
+        if self.recording is None:
+            self.count_statement(verdict.statement_class, decision)
+            return
         extra: dict[str, Any] = {}
         if statement is not None and execute is not None:
             extra["execute"] = execute
@@ -723,3 +747,7 @@ class MySqlSession(GatedSession):
     def _kill_recorded(self, sql: str, decision: str) -> None:
         verdict = Verdict(StatementClass.ADMIN, ("KILL of a gateway session",))
         self._statement_ran(sql, verdict, None, decision)
+
+
+def _ignore(_seconds: float) -> None:
+    """No relay yet: nothing to time."""

@@ -157,6 +157,13 @@ class OidcVerifier:
             await self._refresh()
             return verify_token(token, self._keys, self._settings, now=self._clock())
 
+    async def ensure_keys(self) -> bool:
+        """Whether a key set is held, refetching it first (rate limited) when it is stale
+        or missing: the readiness check of the issuer's keys."""
+        if self._session is not None and self._keys_stale():
+            await self._refresh()
+        return bool(self._keys)
+
     def _keys_stale(self) -> bool:
         if not self._keys or self._keys_fetched_at is None:
             return True

@@ -21,6 +21,7 @@ cdef class PreparedStatement:
     cdef public str sql
     cdef public object verdict
     cdef public str class_name
+    cdef public Py_ssize_t class_index
     cdef public bytes declared
     cdef public tuple declared_types
     cdef public bint allowed
@@ -41,7 +42,7 @@ cdef class PgGate:
     cdef public dict statements
     cdef public dict portals
     cdef public double session_grant_until
-    cdef public Py_ssize_t admitted
+    cdef Py_ssize_t _admitted[5]
     cdef public EventChain chain
     cdef public object on_statement
     cdef public object on_drained
@@ -59,6 +60,7 @@ cdef class PgGate:
 
     @cython.locals(
         name_end=Py_ssize_t, statement_end=Py_ssize_t, sql_end=Py_ssize_t, subtype=int,
+        index=Py_ssize_t,
         statement=PreparedStatement, existing=PreparedStatement, found=Portal, types=tuple,
         changes=list,
         data="const char *",

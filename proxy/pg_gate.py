@@ -70,6 +70,11 @@ UNPREPARED = Verdict(
     ("executes a statement the gateway did not see prepared",),
 )
 
+#: Each class's place in the gate's counts of the statements it admits itself (metrics).
+CLASSES = tuple(StatementClass)
+CLASS_INDEX = {cls: index for index, cls in enumerate(CLASSES)}
+assert len(CLASSES) == 5, "PgGate._admitted (pg_gate.pxd) holds one count per class"
+
 StatementListener = Callable[[str, Verdict, bytes | None, tuple[int, ...], str], None]
 #: What a statement admitted on the hot path was decided by: its class, or a session grant.
 ALLOW, SESSION_GRANT = "allow", "approved for the session"
@@ -80,6 +85,7 @@ class PreparedStatement:
 
     __slots__ = (
         "allowed",
+        "class_index",
         "class_name",
         "declared",
         "declared_types",
@@ -92,6 +98,7 @@ class PreparedStatement:
         self.sql = sql
         self.verdict = verdict
         self.class_name = CLASS_NAMES[verdict.statement_class]
+        self.class_index = CLASS_INDEX[verdict.statement_class]
         #: The Parse message's parameter type section, as sent and as type OIDs.
         self.declared = declared
         self.declared_types = _declared_types(declared)
@@ -174,9 +181,10 @@ class PgGate:
         self.portals: dict[bytes, Portal] = {}
         #: Until then (clock time), statements that need approval run: a session grant.
         self.session_grant_until = 0.0
-        #: Statements admitted here under their class's `allow`: counted here, and
-        #: recorded straight into the session transcript's `chain` when there is one.
-        self.admitted = 0
+        #: Statements admitted here under their class's `allow`, by class (CLASS_INDEX):
+        #: counted here (`admitted`), and recorded straight into the session transcript's
+        #: `chain` when there is one. A C array when compiled.
+        self._admitted = [0, 0, 0, 0, 0]
         self.chain: EventChain | None = None
         #: Told of every other statement admitted here (under a session grant): sql,
         #: verdict, and for an Execute its Bind message and parameter types.
@@ -198,7 +206,9 @@ class PgGate:
         self._cold = cold_classes
         # Per class, the judge's answer without a grant (see GateTables).
         tables = GateTables(policy, cold_classes)
-        self._allow, self._grantable, self._hot = tables.allow, tables.grantable, tables.hot
+        self._allow, self._grantable = tables.allow, tables.grantable
+        #: Per class, its CLASS_INDEX when the hot path admits it, else -1.
+        self._hot = {cls: CLASS_INDEX[cls] if hot else -1 for cls, hot in tables.hot.items()}
 
     # --- the relay's questions
 
@@ -225,9 +235,10 @@ class PgGate:
                 return DECIDE
             if self.portals and self.query_verdict(sql, verdict) is not verdict:
                 return DECIDE
-            if self._hot[verdict.statement_class]:
+            index = self._hot[verdict.statement_class]
+            if index >= 0:
                 self.note_query(sql)
-                self.admitted += 1
+                self._admitted[index] += 1
                 if self.chain is not None:
                     self.chain.statement(sql, CLASS_NAMES[verdict.statement_class], ALLOW)
                 return ADMIT
@@ -273,7 +284,7 @@ class PgGate:
                 return DECIDE
             types = statement.declared_types if statement.described is None else statement.described
             if statement.allowed:
-                self.admitted += 1
+                self._admitted[statement.class_index] += 1
                 if self.chain is not None:
                     self.chain.statement(
                         statement.sql, statement.class_name, ALLOW, found.bind, types
@@ -388,6 +399,16 @@ class PgGate:
             drained, self.on_drained = self.on_drained, None
             drained()
 
+    def admitted(self) -> dict[StatementClass, int]:
+        """The statements admitted here under their class's `allow`, by class, since the
+        last `forget_admitted`."""
+        counts = self._admitted
+        return {cls: counts[i] for i, cls in enumerate(CLASSES) if counts[i]}
+
+    def forget_admitted(self) -> None:
+        for i in range(len(CLASSES)):
+            self._admitted[i] = 0
+
     @property
     def drained(self) -> bool:
         """The server has answered every unit forwarded: no name is in doubt."""
@@ -476,7 +497,7 @@ class PgGate:
     def _remember(self, name: bytes, sql: str, verdict: Verdict, declared: bytes) -> None:
         # A named statement parsed over an existing one fails on the server, which skips
         # the rest of the batch; the undo then brings the old one back.
-        allowed = self._hot[verdict.statement_class]
+        allowed = self._hot[verdict.statement_class] >= 0
         self._change(
             _PARSE_COMPLETE, False, name, PreparedStatement(sql, verdict, declared, allowed)
         )

@@ -71,9 +71,14 @@ cdef class Pipe:
     cdef public object server_failed
     cdef public bint open
     cdef public EventChain chain
+    cdef public object on_latency
+    cdef int _countdown
 
-    @cython.locals(done=Py_ssize_t, out=bytes)
+    @cython.locals(started=double)
     cpdef client_data(self, bytes raw)
+
+    @cython.locals(done=Py_ssize_t, whole=bint)
+    cdef bint _client_data(self, bytes raw) except -1
 
     @cython.locals(out=bytes)
     cpdef server_data(self, bytes raw)

@@ -39,6 +39,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Protocol
 
 from protocols.errors import ProtocolViolation
@@ -49,6 +50,7 @@ from proxy.actions import SendToClient as SendToClient
 from proxy.actions import SendToServer as SendToServer
 from proxy.errors import AirlockError, FeatureNotSupported, RoleNotRestored
 from proxy.event_chain import EventChain
+from proxy.metrics import LATENCY_SAMPLE_EVERY
 from proxy.pg_gate import ADMIT, PgGate
 from proxy.pg_upstream import quote_identifier, set_role
 
@@ -192,17 +194,35 @@ class Pipe:
         self.server_failed = server_failed
         self.open = True
         self.chain: EventChain | None = None
+        #: Told how long one client read in LATENCY_SAMPLE_EVERY took to be forwarded
+        #: (metrics: the latency the gateway adds), when the relay passed it whole.
+        self.on_latency: Callable[[float], object] | None = None
+        self._countdown = LATENCY_SAMPLE_EVERY
 
     def client_data(self, raw: bytes) -> None:
         if not self.open:
             return
+        self._countdown -= 1
+        if self._countdown == 0:
+            self._countdown = LATENCY_SAMPLE_EVERY
+            if self.on_latency is not None:
+                started = perf_counter()
+                if self._client_data(raw):
+                    self.on_latency(perf_counter() - started)
+                return
+        self._client_data(raw)
+
+    def _client_data(self, raw: bytes) -> bool:
+        """Forward what the relay passes; True when that was all of `raw`."""
         done = self.relay.fast_forward(raw)
-        if done == len(raw):
+        whole = done == len(raw)
+        if whole:
             self.to_server(raw)
         else:
             self.client_rest(raw, done)
         if self.chain is not None:
             self.chain.hash_pending()
+        return whole
 
     def server_data(self, raw: bytes) -> None:
         if not self.open:

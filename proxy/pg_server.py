@@ -39,6 +39,7 @@ from proxy.errors import (
 )
 from proxy.gated_session import GatedSession
 from proxy.listener import Listener
+from proxy.metrics import StatementCounts
 from proxy.parameters import NO_PARAMETERS_KEY
 from proxy.pg_gate import ADMIT, ALLOW, WAIT, PgGate
 from proxy.pg_relay import (
@@ -216,12 +217,26 @@ class PgSession(GatedSession):
         gate = self.gate
         if gate is not None:
             gate.chain = None
-            self.statements += gate.admitted
-            self.listener.statements += gate.admitted
-            gate.admitted = 0
+            counts = self.uncounted_statements()
+            admitted = sum(counts.values())
+            self.statements += admitted
+            self.listener.statements += admitted
+            self.listener.statement_counts.update(counts)
+            gate.forget_admitted()
 
-    def uncounted_statements(self) -> int:
-        return 0 if self.gate is None else self.gate.admitted
+    def uncounted_statements(self) -> StatementCounts:
+        counts = StatementCounts()
+        gate, target = self.gate, self.target
+        if gate is not None and target is not None:
+            for statement_class, count in gate.admitted().items():
+                counts[(target.name, CLASS_NAMES[statement_class], "allowed")] = count
+        return counts
+
+    def _relay_idle(self) -> bool:
+        relay = self.relay
+        return relay is None or (
+            relay.held is None and not relay.busy and relay.transaction_status == "I"
+        )
 
     def _statement_ran(
         self,
@@ -235,7 +250,7 @@ class PgSession(GatedSession):
         gate says only that it runs: under its class's `allow`, or a session grant)."""
         if decision == ALLOW and self.recording is not None:
             # An allowed statement's class says why: the hot path's compact event.
-            self.count_statement()
+            self.count_statement(verdict.statement_class, decision)
             statement_class = CLASS_NAMES[verdict.statement_class]
             self.recording.statement(sql, statement_class, decision, bind, types)
             return
@@ -487,6 +502,7 @@ class PgSession(GatedSession):
             self._server_failed,
         )
         pipe.chain = chain
+        pipe.on_latency = listener.instruments.relay_latency("postgres")
         server_side.start_relay(pipe.server_data, self._server_closed)
         if upstream.leftover:
             pipe.server_data(upstream.leftover)

@@ -169,6 +169,14 @@ class WarningDue:
     now: float
 
 
+@dataclass(frozen=True, slots=True)
+class Draining:
+    """The gateway drains (SIGTERM): a held statement is refused, its request withdrawn,
+    and so is any statement held from now on."""
+
+    reason: str
+
+
 Event = (
     StatementReady
     | SessionGrantFound
@@ -185,6 +193,7 @@ Event = (
     | SessionStarted
     | TokenOffered
     | WarningDue
+    | Draining
 )
 
 # --- actions
@@ -353,6 +362,8 @@ class SessionCore:
         self._ttl_end_at = 0.0
         self._warn_before_s = 0.0
         self._warned = False
+        #: Why the gateway drains (Draining): a held statement is refused with it.
+        self.draining: str | None = None
 
     def handle(self, event: Event) -> list[Action]:
         if isinstance(event, StatementReady):
@@ -387,6 +398,9 @@ class SessionCore:
             self.ended = True
             return self._session_ended()
         if isinstance(event, CancelRequested):
+            return self._withdraw(event.reason)
+        if isinstance(event, Draining):
+            self.draining = event.reason
             return self._withdraw(event.reason)
         if isinstance(event, ClientClosed):
             reason = "client closed the connection"
@@ -506,6 +520,14 @@ class SessionCore:
                 hint=f"once an approver runs `airlock approve {request.id}`, "
                 "retry the same statement",
             ), f"rejected until approved ({request.id})")]  # fmt: skip
+        if self.draining is not None:
+            # No approver's answer could run it: the gateway is going away.
+            reason = self.draining
+            return [
+                record,
+                Withdraw(request.id, reason),
+                self._refuse(self._withdrawn_error(request), f"withdrawn: {reason} ({request.id})"),
+            ]
         self.waiting = self._request_id = request.id
         hold = AwaitDecision(request.id, self._rules().hold_timeout_s)
         return [record, AnnounceHold(request), hold]
@@ -515,7 +537,7 @@ class SessionCore:
         if self.ended:
             return self._session_ended(request.id)
         if request.state == WITHDRAWN:  # its Withdraw recorded it
-            return [self._refuse(QueryCanceled("canceling statement due to user request"),
+            return [self._refuse(self._withdrawn_error(request),
                                  f"withdrawn: {request.reason} ({request.id})")]  # fmt: skip
         self._decided = request
         # The decision is on disk before the statement runs.
@@ -539,6 +561,14 @@ class SessionCore:
             f"denied by {request.decided_by}: {request.reason}",
             detail=f"approval request {request.id}",
         ), f"denied by {request.decided_by} ({request.id})")]  # fmt: skip
+
+    def _withdrawn_error(self, request: ApprovalRequest) -> QueryCanceled:
+        if self.draining is None:
+            return QueryCanceled("canceling statement due to user request")
+        return QueryCanceled(
+            f"canceling statement: {self.draining}; approval request {request.id} was withdrawn",
+            hint="run it again once the gateway is back",
+        )
 
     def _session_ended(self, request_id: str | None = None) -> list[Action]:
         """The session ended as the decision came: the statement has nowhere to run."""

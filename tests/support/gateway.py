@@ -67,11 +67,16 @@ class RunningGateway:
         return self.settings.data_dir / "tls" / "server.crt"
 
     def metrics(self) -> dict[str, str]:
-        """`GET /metrics` as {'name{labels}': value}."""
-        with urllib.request.urlopen(self.api_url + "/metrics", timeout=10) as response:  # noqa: S310 (the gateway's own http URL)
-            text = response.read().decode()
-        lines = (line for line in text.splitlines() if line and not line.startswith("#"))
-        return dict(line.rsplit(" ", 1) for line in lines)
+        """`GET /metrics` as {'name{labels}': value}, values as %g ("2", not "2.0")."""
+        return metric_samples(self.api_url)
+
+    def metric_total(self, name: str) -> float:
+        """The sum of `name`'s samples over all their labels."""
+        return sum(
+            float(value)
+            for key, value in self.metrics().items()
+            if key == name or key.startswith(name + "{")
+        )
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run fn on the gateway's loop and return its result."""
@@ -320,6 +325,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def metric_samples(api_url: str) -> dict[str, str]:
+    """`GET /metrics` from the gateway at `api_url` as {'name{labels}': value}."""
+    with urllib.request.urlopen(api_url + "/metrics", timeout=10) as response:  # noqa: S310 (the gateway's own http URL)
+        text = response.read().decode()
+    lines = (line for line in text.splitlines() if line and not line.startswith("#"))
+    return {key: f"{float(value):g}" for key, value in (line.rsplit(" ", 1) for line in lines)}
 
 
 @contextlib.contextmanager
