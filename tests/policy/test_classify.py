@@ -471,6 +471,20 @@ def test_constructs_sqlglot_parses_slowly_or_deeply_are_refused(sql: str, reason
     assert time.perf_counter() - started < 1.0
 
 
+@pytest.mark.parametrize("indent", [8, 40])
+def test_a_string_literal_before_an_indented_line_is_lexed_at_once(indent: int) -> None:
+    # Django's index introspection ends lines with a literal and indents the next one by
+    # 28 spaces: the check for a literal continued on the next line ('a'\n'b') once
+    # tried every way of splitting those spaces (tens of seconds, then "not classified").
+    sql = "SELECT CASE x WHEN 1 THEN 'DESC' ELSE 'ASC'\n" + " " * indent + "END FROM t"  # noqa: S608
+    started = time.perf_counter()
+    assert classify(sql, "postgres").statement_class is READ
+    assert time.perf_counter() - started < 1.0
+    # Still one literal when the next line does continue it.
+    continued = "SELECT 'a'\n" + " " * indent + "'b'"
+    assert classify(continued, "postgres").statement_class is READ
+
+
 def test_deep_input_never_crashes_the_process_even_with_a_high_recursion_limit() -> None:
     # The compiled sqlglot recurses in C; with a raised recursion limit, deep input that
     # reached the parser would overflow the C stack and kill the process.
