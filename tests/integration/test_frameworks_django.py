@@ -28,9 +28,9 @@ if not settings.configured:
     settings.configure(
         DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "orders"}},
         INSTALLED_APPS=["django.contrib.contenttypes"],
-        USE_TZ=True,
-        # Not the server's own TimeZone (the gateway's upstream session keeps the
-        # server's), so Django sets it on every connection, as it does in production.
+        # Naive datetimes in a zone that is not the server's: Django sets the session's
+        # TimeZone on every new connection (`SELECT set_config('TimeZone', ...)`).
+        USE_TZ=False,
         TIME_ZONE="Europe/Paris",
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",
     )
@@ -109,16 +109,16 @@ def orm_reads() -> dict[str, Any]:
         for order in Order.objects.select_related("product")
         .filter(
             status__in=["pending"],
-            placed_at__gte=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+            placed_at__gte=datetime.datetime(2024, 1, 1),
         )
         .order_by("product__name")
     ]
     by_type = list(
-        Product.objects.values("type")
-        .annotate(orders=Count("order"), quantity=Sum("order__quantity"))
+        Order.objects.values("product__type")
+        .annotate(orders=Count("id"), quantity=Sum("quantity"))
         .filter(orders__gt=0)
-        .order_by("type")
-        .values_list("type", "orders", "quantity")
+        .order_by("product__type")
+        .values_list("product__type", "orders", "quantity")
     )
     return {
         "fruit_named": fruit_named,
@@ -196,7 +196,7 @@ def test_django_create_is_held_for_a_dba(example_gateway: ExampleGateway) -> Non
         try:
             return Product.objects.create(
                 name="plum", type="fruit", price=decimal.Decimal("2.00"),
-                created_at=datetime.datetime(2024, 6, 1, tzinfo=datetime.UTC),
+                created_at=datetime.datetime(2024, 6, 1),
             )  # fmt: skip
         finally:
             connections.close_all()
