@@ -59,6 +59,9 @@ class DialectRules:
     STATEMENTS: ClassVar[Mapping[str, Handler | Verdict]]
     #: Functions a read may call, by name as written (lower case).
     READ_SAFE_FUNCTIONS: ClassVar[frozenset[str]]
+    #: Words the server never reads as an unqualified function's name (its reserved words,
+    #: less any that name a built-in function): before "(" they are always grammar.
+    NEVER_FUNCTION_NAMES: ClassVar[frozenset[str]]
     #: Words that are grammar before "(" when they follow an operand (x IN (...)).
     GRAMMAR_AFTER_OPERAND: ClassVar[frozenset[str]]
     #: Words that are grammar before "(" after particular words (WITHIN GROUP (...)).

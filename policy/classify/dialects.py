@@ -57,6 +57,7 @@ class Postgres(DialectRules):
     NAME = "postgres"
     STATEMENTS = _statements("POSTGRES")
     READ_SAFE_FUNCTIONS = postgres_data.FUNCTIONS
+    NEVER_FUNCTION_NAMES = postgres_data.RESERVED_WORDS
     GRAMMAR_AFTER_OPERAND = common.GRAMMAR_AFTER_OPERAND
     GRAMMAR_AFTER_WORD = common.GRAMMAR_AFTER_WORD
     EXPLAIN_OPTIONS = postgres_data.EXPLAIN_OPTIONS
@@ -94,6 +95,7 @@ class MySQL(DialectRules):
     NAME = "mysql"
     STATEMENTS = _statements("MYSQL")
     READ_SAFE_FUNCTIONS = mysql_data.FUNCTIONS
+    NEVER_FUNCTION_NAMES = mysql_data.RESERVED_OPERATORS
     GRAMMAR_AFTER_OPERAND = common.GRAMMAR_AFTER_OPERAND | mysql_data.GRAMMAR_AFTER_OPERAND
     GRAMMAR_AFTER_WORD = _merged(common.GRAMMAR_AFTER_WORD, mysql_data.GRAMMAR_AFTER_WORD)
     OPTIMIZER_HINTS = mysql_data.OPTIMIZER_HINTS

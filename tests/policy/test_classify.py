@@ -530,3 +530,104 @@ def test_an_internal_error_is_unknown_not_an_exception(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(module, "lex", broken)
     assert classify("SELECT 1", "postgres") == Verdict(UNKNOWN, ("could not parse: RuntimeError",))
+
+
+# --------------------------------------------------------------------------- spelling
+
+#: Column names that are also type names or keywords to sqlglot's tokenizer.
+_KEYWORD_COLUMNS = [
+    "name",
+    "type",
+    "text",
+    "date",
+    "time",
+    "timestamp",
+    "json",
+    "uuid",
+    "comment",
+    "format",
+    "value",
+    "level",
+    "role",
+    "status",
+    "year",
+    "end_date",
+]
+
+
+_COLUMN_PLACES = [
+    "SELECT 1 FROM t WHERE {c} IN ('a', 'b')",
+    "SELECT 1 FROM t WHERE t.{c} IN ('a')",
+    "SELECT 1 FROM t WHERE {c} NOT IN ('a')",
+    "SELECT 1 FROM t WHERE {c} = 'a' AND ({c} = 'b' OR x = 1)",
+    "SELECT 1 FROM t WHERE x = 1 OR {c} IN ('a') OR (x = 2)",
+    "SELECT 1 FROM t WHERE {c} LIKE ('a%')",
+    "SELECT 1 FROM t AS {c} JOIN (SELECT 1 AS x) AS u ON true",
+]
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "mysql"])
+@pytest.mark.parametrize("column", _KEYWORD_COLUMNS)
+def test_a_column_named_like_a_type_or_keyword_before_a_bracket_is_read(
+    column: str, dialect: str
+) -> None:
+    # Issue 16: `name IN (...)` was taken for a call of a function named "in".
+    for sql in (place.replace("{c}", column) for place in _COLUMN_PLACES):
+        verdict = classify(sql, dialect)
+        assert verdict.is_read, (sql, verdict)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1 FROM t WHERE a != $1::INTEGER AND (b = 1)",
+        "SELECT 1 FROM t WHERE a > '2024-01-01'::timestamp OR (b = 1)",
+        "SELECT 1 FROM t WHERE a > '2024-01-01'::timestamp with time zone OR (b = 1)",
+        "SELECT 1 FROM t WHERE a::text IN ('x') AND (b::double precision > 1)",
+        "SELECT 1 FROM t WHERE a::varchar(10) LIKE ('x%')",
+        "SELECT 1 FROM t WHERE a::int[] IS NOT NULL AND (b = 1)",
+        "SELECT 1 FROM t WHERE current_date IN (d) AND (b = 1)",
+        "SELECT 1 FROM t WHERE CASE WHEN a THEN 1 END IN (1, 2)",
+        "SELECT 1 FROM t WHERE CASE WHEN a THEN 'x' END LIKE ('x%')",
+        "SELECT name FROM fruit WHERE name IN ('apple', 'pear')",
+    ],
+)
+def test_casts_and_keyword_operands_before_a_bracket_are_read(sql: str) -> None:
+    verdict = classify(sql, "postgres")
+    assert verdict.is_read, verdict
+
+
+_CALL_PLACES = [
+    "SELECT {f}(1)",
+    "SELECT 1 FROM t WHERE NOT {f}(1)",
+    "SELECT 1 FROM t WHERE x = 1 AND {f}(1)",
+    "SELECT 1 FROM t WHERE x::int AND {f}(1)",
+    "SELECT 1 FROM t WHERE x LIKE y ESCAPE {f}(1)",
+    "SELECT 1 FROM t WHERE x AT TIME ZONE {f}(1)",
+    "SELECT 1 FROM t ORDER BY {f}(1)",
+    "SELECT 1 FROM t WHERE x IN (SELECT {f}(1))",
+    "SELECT public.{f}(1)",
+    "SELECT 1 FROM t WHERE text = 'a' AND {f}(1)",
+]
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "mysql"])
+@pytest.mark.parametrize("name", ["like", "ilike", "overlaps", "join", "filter", "over", "my_udf"])
+def test_a_grammar_word_is_still_a_call_where_no_operand_precedes_it(
+    name: str, dialect: str
+) -> None:
+    # Words the server may take for a function name stay checked as calls wherever an
+    # expression starts: after a keyword, after a type's own words, after a qualifier.
+    read = [
+        sql
+        for sql in (place.replace("{f}", name) for place in _CALL_PLACES)
+        if classify(sql, dialect).is_read
+    ]
+    assert read == []
+
+
+@pytest.mark.parametrize("name", ["in", "and", "or", "like"])
+def test_a_qualified_or_quoted_reserved_word_is_a_call(name: str) -> None:
+    # PostgreSQL reads any word after a qualifier as a name: s.and(1) calls a function.
+    for place in ("SELECT 1 FROM t WHERE x = 1 AND public.{f}(1)", 'SELECT 1 WHERE x = "{f}"(1)'):
+        assert not classify(place.replace("{f}", name), "postgres").is_read

@@ -99,6 +99,21 @@ SETTINGS = names(
 
 UTF8_ENCODINGS = frozenset({"utf8", "unicode"})  # PostgreSQL: case and punctuation ignored
 
+#: PostgreSQL's reserved key words (`pg_get_keywords()` with catcode 'R', the same in 15 to
+#: 17): the grammar never reads one of them as an unqualified function's name, so before
+#: "(" each is grammar (x IN (...), a AND (...)) or a construct sqlglot models.
+RESERVED_WORDS = names(
+    """
+    ALL ANALYSE ANALYZE AND ANY ARRAY AS ASC ASYMMETRIC BOTH CASE CAST CHECK COLLATE COLUMN
+    CONSTRAINT CREATE CURRENT_CATALOG CURRENT_DATE CURRENT_ROLE CURRENT_TIME CURRENT_TIMESTAMP
+    CURRENT_USER DEFAULT DEFERRABLE DESC DISTINCT DO ELSE END EXCEPT FALSE FETCH FOR FOREIGN
+    FROM GRANT GROUP HAVING IN INITIALLY INTERSECT INTO LATERAL LEADING LIMIT LOCALTIME
+    LOCALTIMESTAMP NOT NULL OFFSET ON ONLY OR ORDER PLACING PRIMARY REFERENCES RETURNING SELECT
+    SESSION_USER SOME SYMMETRIC TABLE THEN TO TRAILING TRUE UNION UNIQUE USER USING VARIADIC
+    WHEN WHERE WINDOW WITH
+    """
+)
+
 #: EXPLAIN ( ... ) options of PostgreSQL 15 to 17, as the server compares them (lower
 #: case, after quotes and Unicode escapes are resolved). Any other name is not read.
 EXPLAIN_OPTIONS = names(
