@@ -99,6 +99,18 @@ SETTINGS = names(
 
 UTF8_ENCODINGS = frozenset({"utf8", "unicode"})  # PostgreSQL: case and punctuation ignored
 
+#: A pool's reset of a session before another user gets it (asyncpg's Connection.reset on
+#: PostgreSQL 15), statement by statement as its tokens read in upper case. A text that has
+#: each of them exactly once (and otherwise only statements that are read anyway) is read:
+#: it releases this session's own advisory locks, closes its own cursors, stops its own
+#: LISTENs and returns its settings to their values at login, which the gateway judged;
+#: RESET ALL keeps the role and session authorization, and the lexer's settings are
+#: checked again as the server reports them. Alone, pg_advisory_unlock_all() (locks other
+#: code of the session may rely on) and RESET ALL stay held.
+SESSION_RESET = frozenset(
+    {"SELECT PG_ADVISORY_UNLOCK_ALL ( )", "CLOSE ALL", "UNLISTEN *", "RESET ALL"}
+)
+
 #: PostgreSQL's reserved key words (`pg_get_keywords()` with catcode 'R', the same in 15 to
 #: 17): the grammar never reads one of them as an unqualified function's name, so before
 #: "(" each is grammar (x IN (...), a AND (...)) or a construct sqlglot models.

@@ -502,6 +502,9 @@ def call_findings(context: Context, tokens: Sequence[Token], index: int) -> list
         return [(UNKNOWN, problem)]
     if name in context.rules.READ_SAFE_FUNCTIONS:
         return []
+    judged = context.rules.argument_findings(context.sql, tokens, index, name)
+    if judged is not None:
+        return judged
     effect = KNOWN_EFFECTS.get(name)
     if effect is not None:
         return [(effect[0], f"function {name} {effect[1]}")]
