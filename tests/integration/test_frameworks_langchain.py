@@ -43,7 +43,7 @@ def test_langchain_sqldatabase_reads_pass(example_gateway: ExampleGateway) -> No
                 "WHERE o.status = 'pending' OR (o.quantity > 2 AND p.date > '2024-01-01'::date) "
                 "GROUP BY p.type ORDER BY p.type"
             )
-            == "[('fruit', 2)]"
+            == "[('fruit', 3)]"
         )
         assert db.run("SELECT count(*) FROM products WHERE type = 'fruit'", fetch="one") == "[(2,)]"
         assert db.get_table_info_no_throw(["orders"]).startswith("\nCREATE TABLE orders")

@@ -136,9 +136,12 @@ def mcp_server(
         client.send({"method": "notifications/initialized"})
         yield client, subject
     finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=10)
-        print(stderr)
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def tool_rows(answer: dict[str, Any]) -> Any:
@@ -170,8 +173,8 @@ def test_mcp_postgres_server_resources_and_query_tool_reads_pass(
         {"status": "pending", "n": 2},
         {"status": "shipped", "n": 1},
     ]
-    client.process.stdin.close()  # type: ignore[union-attr]
-    client.process.wait(timeout=10)  # the server ends its pool, so its sessions end
+    client.process.terminate()  # its pool's connections close, so its sessions end
+    client.process.wait(timeout=10)
     example_gateway.assert_reads_passed(subject)
 
 
