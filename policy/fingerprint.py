@@ -4,8 +4,8 @@ A fingerprint is a key such that two texts with the same fingerprint get the sam
 from `policy.classify.classify`. It is the text with the *values* of its number and string
 literals taken out, so `... WHERE aid = 12345` and `... WHERE aid = 678` share one key and
 one cached verdict. This is safe because `classify` never looks at literal values (it
-parses placeholders in their place), except in SET and PREPARE statements, which are
-never fingerprinted.
+parses placeholders in their place), except in SET and PREPARE statements and calls of
+PostgreSQL's set_config (judged as the SET they amount to), which are never fingerprinted.
 
 Getting a key wrong would let a write reuse a read's verdict, so a key is only made when
 the literals are known exactly:
@@ -47,10 +47,10 @@ from policy.sqlscan import fast_fingerprint
 # to a name, number or dot before it (E'..', B'..', 1'..'), nor to a name, dot or another
 # string after it ('a''b' is one string with a quote in it; 'a'\n'b' is one literal in
 # PostgreSQL). A number is only taken out when it stands alone: not part of a name (t1),
-# not glued to a name, dot or exponent (1a, 1e5). SET and PREPARE statements read their
-# literals' values: no key for them.
+# not glued to a name, dot or exponent (1a, 1e5). SET and PREPARE statements, and
+# set_config(...), read their literals' values: no key for them.
 _FAST_PREFIX = {dialect: f"{dialect}\x00F\x00".encode() for dialect in DIALECTS}
-_LITERAL_SENSITIVE_WORDS = frozenset({"SET", "PREPARE"})
+_LITERAL_SENSITIVE_WORDS = frozenset({"SET", "PREPARE", "SET_CONFIG"})
 
 
 def fingerprint(sql: str, dialect: str, *, max_token_chars: int | None = None) -> str | None:

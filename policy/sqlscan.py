@@ -24,8 +24,8 @@ _STRING_CONTEXT = re.compile(
 )
 # A free-standing number, replaced by \x02.
 _NUMBER = re.compile(r"\b[0-9]+(?:\.[0-9]+)?(?![A-Za-z0-9_.\x01])", re.ASCII)
-# SET and PREPARE statements read their literals' values: no key for them.
-_LITERAL_SENSITIVE = re.compile(r"\b(?:set|prepare)\b", re.ASCII)
+# SET and PREPARE statements, and set_config(...), read their literals' values: no key.
+_LITERAL_SENSITIVE = re.compile(r"\b(?:set|prepare|set_config)\b", re.ASCII)
 _NAMES_STATEMENTS = re.compile("PREPARE|DEALLOCATE|DISCARD", re.IGNORECASE)
 
 

@@ -205,8 +205,8 @@ cdef Py_ssize_t _strip_numbers(
 
     A number is digits, perhaps a dot and more digits, not preceded by a name character
     (t1) and not followed by a name character, dot or string (1a, 1.5.5, 1e5). -1 where
-    the text has the word SET or PREPARE, in any case: those statements read their
-    literals' values.
+    the text has the word SET, PREPARE or SET_CONFIG, in any case: those statements (and
+    set_config(...)) read their literals' values.
     """
     cdef Py_ssize_t p = 0, e, w = 0
     cdef bint space = False
@@ -226,7 +226,11 @@ cdef Py_ssize_t _strip_numbers(
             e = p + 1
             while e < n and _CLASS[s[e]] & WORD:
                 e += 1
-            if _is(s + p, e - p, b"set") or _is(s + p, e - p, b"prepare"):
+            if (
+                _is(s + p, e - p, b"set")
+                or _is(s + p, e - p, b"prepare")
+                or _is(s + p, e - p, b"set_config")
+            ):
                 return -1
             if kind & DIGIT:
                 e = p + 1

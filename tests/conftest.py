@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.support.gateway",
     "tests.support.approvals",
     "tests.support.mariadb",
+    "tests.support.example_gateway",
 ]
 
 #: Collected only against a real MySQL 8 (see the file's docstring).

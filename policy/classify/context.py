@@ -59,6 +59,12 @@ class DialectRules:
     STATEMENTS: ClassVar[Mapping[str, Handler | Verdict]]
     #: Functions a read may call, by name as written (lower case).
     READ_SAFE_FUNCTIONS: ClassVar[frozenset[str]]
+    #: The statements of a pool's session reset (`policy.classify.data.postgres`): read
+    #: only when a text has every one of them, each once.
+    SESSION_RESET: ClassVar[frozenset[str]] = frozenset()
+    #: Words the server never reads as an unqualified function's name (its reserved words,
+    #: less any that name a built-in function): before "(" they are always grammar.
+    NEVER_FUNCTION_NAMES: ClassVar[frozenset[str]]
     #: Words that are grammar before "(" when they follow an operand (x IN (...)).
     GRAMMAR_AFTER_OPERAND: ClassVar[frozenset[str]]
     #: Words that are grammar before "(" after particular words (WITHIN GROUP (...)).
@@ -93,6 +99,13 @@ class DialectRules:
         """What SELECT ... INTO does here; None when it only sets this session's state."""
         raise NotImplementedError
 
+    def argument_findings(
+        self, sql: str, tokens: Sequence[Token], index: int, name: str
+    ) -> list[Finding] | None:
+        """What a call of the built-in `name` at tokens[index] does, judged by its arguments
+        (set_config: the SET it amounts to); None for a function not judged so."""
+        return None
+
     def call_problem(self, tokens: Sequence[Token], index: int, name: str) -> str | None:
         """Why the call of `name` at tokens[index] may not be the built-in function, or None
         (qualifiers, MySQL's space before "(")."""
@@ -116,7 +129,30 @@ def classify_text(sql: str, rules: DialectRules, wrapping: int = 0) -> Verdict:
         return verdict_of(READ, "empty statement: nothing runs")
     context = Context(sql, rules, wrapping)
     verdicts = [classify_statement(context, statement) for statement in statements]
+    if rules.SESSION_RESET and len(statements) >= len(rules.SESSION_RESET):
+        verdicts = _session_reset(rules.SESSION_RESET, statements, verdicts)
     return combine(verdicts)
+
+
+def _session_reset(
+    reset: frozenset[str], statements: list[list[Token]], verdicts: list[Verdict]
+) -> list[Verdict]:
+    """`verdicts`, with the statements of a pool's session reset read when the text has
+    every one of them exactly once."""
+    shapes = [" ".join(token.text.upper() for token in statement) for statement in statements]
+    if sorted(shape for shape in shapes if shape in reset) != sorted(reset):
+        return verdicts
+    return [
+        _SESSION_RESET_VERDICT if shape in reset else verdict
+        for shape, verdict in zip(shapes, verdicts, strict=True)
+    ]
+
+
+_SESSION_RESET_VERDICT = verdict_of(
+    READ,
+    "a pool's session reset: releases this session's advisory locks, closes its cursors, "
+    "stops its LISTENs and returns its settings to their login values (the role stays)",
+)
 
 
 def classify_statement(context: Context, tokens: list[Token]) -> Verdict:

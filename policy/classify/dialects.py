@@ -57,6 +57,8 @@ class Postgres(DialectRules):
     NAME = "postgres"
     STATEMENTS = _statements("POSTGRES")
     READ_SAFE_FUNCTIONS = postgres_data.FUNCTIONS
+    NEVER_FUNCTION_NAMES = postgres_data.RESERVED_WORDS
+    SESSION_RESET = postgres_data.SESSION_RESET
     GRAMMAR_AFTER_OPERAND = common.GRAMMAR_AFTER_OPERAND
     GRAMMAR_AFTER_WORD = common.GRAMMAR_AFTER_WORD
     EXPLAIN_OPTIONS = postgres_data.EXPLAIN_OPTIONS
@@ -77,6 +79,13 @@ class Postgres(DialectRules):
     def into_finding(self, node: exp.Into) -> Finding | None:
         return (DDL, "SELECT ... INTO creates a table")
 
+    def argument_findings(
+        self, sql: str, tokens: Sequence[Token], index: int, name: str
+    ) -> list[Finding] | None:
+        if name == "set_config":
+            return settings.set_config_findings(sql, tokens, index)
+        return None
+
     def call_problem(self, tokens: Sequence[Token], index: int, name: str) -> str | None:
         if index < 2 or tokens[index - 1].token_type is not TokenType.DOT:
             return None
@@ -94,6 +103,7 @@ class MySQL(DialectRules):
     NAME = "mysql"
     STATEMENTS = _statements("MYSQL")
     READ_SAFE_FUNCTIONS = mysql_data.FUNCTIONS
+    NEVER_FUNCTION_NAMES = mysql_data.RESERVED_OPERATORS
     GRAMMAR_AFTER_OPERAND = common.GRAMMAR_AFTER_OPERAND | mysql_data.GRAMMAR_AFTER_OPERAND
     GRAMMAR_AFTER_WORD = _merged(common.GRAMMAR_AFTER_WORD, mysql_data.GRAMMAR_AFTER_WORD)
     OPTIMIZER_HINTS = mysql_data.OPTIMIZER_HINTS

@@ -170,7 +170,7 @@ def literal_variants(sql: str, dialect: str) -> Iterator[str]:
         TokenType.HEREDOC_STRING,
     }
     literals = [token for token in lexed.tokens if token.token_type in literal_kinds]
-    if not literals or words & {"SET", "PREPARE"}:
+    if not literals or words & {"SET", "PREPARE", "SET_CONFIG"}:
         return
     for hostile in (False, True):
         pieces: list[str] = []
@@ -471,6 +471,20 @@ def test_constructs_sqlglot_parses_slowly_or_deeply_are_refused(sql: str, reason
     assert time.perf_counter() - started < 1.0
 
 
+@pytest.mark.parametrize("indent", [8, 40])
+def test_a_string_literal_before_an_indented_line_is_lexed_at_once(indent: int) -> None:
+    # Django's index introspection ends lines with a literal and indents the next one by
+    # 28 spaces: the check for a literal continued on the next line ('a'\n'b') once
+    # tried every way of splitting those spaces (tens of seconds, then "not classified").
+    sql = "SELECT CASE x WHEN 1 THEN 'DESC' ELSE 'ASC'\n" + " " * indent + "END FROM t"  # noqa: S608
+    started = time.perf_counter()
+    assert classify(sql, "postgres").statement_class is READ
+    assert time.perf_counter() - started < 1.0
+    # Still one literal when the next line does continue it.
+    continued = "SELECT 'a'\n" + " " * indent + "'b'"
+    assert classify(continued, "postgres").statement_class is READ
+
+
 def test_deep_input_never_crashes_the_process_even_with_a_high_recursion_limit() -> None:
     # The compiled sqlglot recurses in C; with a raised recursion limit, deep input that
     # reached the parser would overflow the C stack and kill the process.
@@ -530,3 +544,219 @@ def test_an_internal_error_is_unknown_not_an_exception(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(module, "lex", broken)
     assert classify("SELECT 1", "postgres") == Verdict(UNKNOWN, ("could not parse: RuntimeError",))
+
+
+# --------------------------------------------------------------------------- spelling
+
+#: Column names that are also type names or keywords to sqlglot's tokenizer.
+_KEYWORD_COLUMNS = [
+    "name",
+    "type",
+    "text",
+    "date",
+    "time",
+    "timestamp",
+    "json",
+    "uuid",
+    "comment",
+    "format",
+    "value",
+    "level",
+    "role",
+    "status",
+    "year",
+    "end_date",
+]
+
+
+_COLUMN_PLACES = [
+    "SELECT 1 FROM t WHERE {c} IN ('a', 'b')",
+    "SELECT 1 FROM t WHERE t.{c} IN ('a')",
+    "SELECT 1 FROM t WHERE {c} NOT IN ('a')",
+    "SELECT 1 FROM t WHERE {c} = 'a' AND ({c} = 'b' OR x = 1)",
+    "SELECT 1 FROM t WHERE x = 1 OR {c} IN ('a') OR (x = 2)",
+    "SELECT 1 FROM t WHERE {c} LIKE ('a%')",
+    "SELECT 1 FROM t AS {c} JOIN (SELECT 1 AS x) AS u ON true",
+]
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "mysql"])
+@pytest.mark.parametrize("column", _KEYWORD_COLUMNS)
+def test_a_column_named_like_a_type_or_keyword_before_a_bracket_is_read(
+    column: str, dialect: str
+) -> None:
+    # Issue 16: `name IN (...)` was taken for a call of a function named "in".
+    for sql in (place.replace("{c}", column) for place in _COLUMN_PLACES):
+        verdict = classify(sql, dialect)
+        assert verdict.is_read, (sql, verdict)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1 FROM t WHERE a != $1::INTEGER AND (b = 1)",
+        "SELECT 1 FROM t WHERE a > '2024-01-01'::timestamp OR (b = 1)",
+        "SELECT 1 FROM t WHERE a > '2024-01-01'::timestamp with time zone OR (b = 1)",
+        "SELECT 1 FROM t WHERE a::text IN ('x') AND (b::double precision > 1)",
+        "SELECT 1 FROM t WHERE a::varchar(10) LIKE ('x%')",
+        "SELECT 1 FROM t WHERE a::int[] IS NOT NULL AND (b = 1)",
+        "SELECT 1 FROM t WHERE current_date IN (d) AND (b = 1)",
+        "SELECT 1 FROM t WHERE CASE WHEN a THEN 1 END IN (1, 2)",
+        "SELECT 1 FROM t WHERE CASE WHEN a THEN 'x' END LIKE ('x%')",
+        "SELECT name FROM fruit WHERE name IN ('apple', 'pear')",
+    ],
+)
+def test_casts_and_keyword_operands_before_a_bracket_are_read(sql: str) -> None:
+    verdict = classify(sql, "postgres")
+    assert verdict.is_read, verdict
+
+
+_CALL_PLACES = [
+    "SELECT {f}(1)",
+    "SELECT 1 FROM t WHERE NOT {f}(1)",
+    "SELECT 1 FROM t WHERE x = 1 AND {f}(1)",
+    "SELECT 1 FROM t WHERE x::int AND {f}(1)",
+    "SELECT 1 FROM t WHERE x LIKE y ESCAPE {f}(1)",
+    "SELECT 1 FROM t WHERE x AT TIME ZONE {f}(1)",
+    "SELECT 1 FROM t ORDER BY {f}(1)",
+    "SELECT 1 FROM t WHERE x IN (SELECT {f}(1))",
+    "SELECT public.{f}(1)",
+    "SELECT 1 FROM t WHERE text = 'a' AND {f}(1)",
+]
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "mysql"])
+@pytest.mark.parametrize("name", ["like", "ilike", "overlaps", "join", "filter", "over", "my_udf"])
+def test_a_grammar_word_is_still_a_call_where_no_operand_precedes_it(
+    name: str, dialect: str
+) -> None:
+    # Words the server may take for a function name stay checked as calls wherever an
+    # expression starts: after a keyword, after a type's own words, after a qualifier.
+    read = [
+        sql
+        for sql in (place.replace("{f}", name) for place in _CALL_PLACES)
+        if classify(sql, dialect).is_read
+    ]
+    assert read == []
+
+
+@pytest.mark.parametrize("name", ["in", "and", "or", "like"])
+def test_a_qualified_or_quoted_reserved_word_is_a_call(name: str) -> None:
+    # PostgreSQL reads any word after a qualifier as a name: s.and(1) calls a function.
+    for place in ("SELECT 1 FROM t WHERE x = 1 AND public.{f}(1)", 'SELECT 1 WHERE x = "{f}"(1)'):
+        assert not classify(place.replace("{f}", name), "postgres").is_read
+
+
+# --------------------------------------------------------------------------- set_config
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # Django's first query on every connection.
+        ("SELECT set_config('TimeZone', 'UTC', false)", READ),
+        ("SELECT set_config('timezone', 'Europe/Paris', true)", READ),
+        ("select pg_catalog.set_config('application_name', 'app', false)", READ),
+        ("SELECT set_config('statement_timeout', '5s', false)", READ),
+        ("SELECT set_config('search_path', 'public', false)", READ),
+        ("SELECT set_config('search_path', '\"$user\", public', false)", READ),
+        ("SELECT set_config('search_path', 'pg_catalog, public', false)", READ),
+        ("SELECT set_config('client_encoding', 'UTF8', false)", READ),
+        ("SELECT set_config('standard_conforming_strings', 'on', false)", READ),
+        # As SET would be: not on the allowlist, or a value that changes the lexer.
+        ("SELECT set_config('role', 'postgres', false)", ADMIN),
+        ("SELECT set_config('session_authorization', 'postgres', false)", ADMIN),
+        ("SELECT set_config('work_mem', '1GB', false)", ADMIN),
+        ("SELECT set_config('a.b', 'c', true)", ADMIN),
+        ("SELECT set_config('search_path', 'evil, public', false)", ADMIN),
+        ("SELECT set_config('search_path', 'default', false)", ADMIN),
+        ("SELECT set_config('search_path', 'public, \"Evil\"', false)", ADMIN),
+        ("SELECT set_config('client_encoding', 'SJIS', false)", ADMIN),
+        ("SELECT set_config('standard_conforming_strings', 'off', false)", ADMIN),
+        # Not literals: the gateway cannot tell which setting, or which value.
+        ("SELECT set_config(name, 'UTC', false) FROM t", ADMIN),
+        ("SELECT set_config($1, 'UTC', false)", ADMIN),
+        ("SELECT set_config('TimeZone', $1, false)", UNKNOWN),
+        ("SELECT set_config('search_path', current_setting('x'), false)", UNKNOWN),
+        ("SELECT set_config(E'search\\x5fpath', 'evil', false)", ADMIN),
+        ("SELECT set_config('TimeZone', 'UTC')", ADMIN),
+        # What else the query does still counts.
+        ("SELECT set_config('TimeZone', 'UTC', false), pg_sleep(1)", UNKNOWN),
+        ("SELECT \"set_config\"('TimeZone', 'UTC', false)", UNKNOWN),
+        ("SELECT public.set_config('TimeZone', 'UTC', false)", UNKNOWN),
+    ],
+)
+def test_set_config_is_judged_as_the_equivalent_set(sql: str, expected: StatementClass) -> None:
+    verdict = classify(sql, "postgres")
+    assert verdict.statement_class is expected, verdict
+
+
+def test_set_config_agrees_with_set_on_every_allowlisted_setting() -> None:
+    for name, value in [
+        ("DateStyle", "ISO, MDY"),
+        ("extra_float_digits", "3"),
+        ("lock_timeout", "0"),
+        ("idle_in_transaction_session_timeout", "60000"),
+        ("bytea_output", "hex"),
+        ("client_min_messages", "warning"),
+        ("IntervalStyle", "iso_8601"),
+        ("default_transaction_isolation", "read committed"),
+    ]:
+        as_set = classify(f"SET {name} = '{value}'", "postgres")
+        as_function = classify(f"SELECT set_config('{name}', '{value}', false)", "postgres")
+        assert as_set.is_read, as_set
+        assert as_function.is_read, as_function
+
+
+def test_set_config_is_never_fingerprinted_with_another_value() -> None:
+    from policy.fingerprint import CachedClassifier
+
+    cache = CachedClassifier("postgres")
+    assert cache.classify("SELECT set_config('TimeZone', 'UTC', false)").is_read
+    assert not cache.classify("SELECT set_config('role', 'postgres', false)").is_read
+    assert not cache.classify("SELECT  set_config('role', 'postgres', false) ").is_read
+
+
+# --------------------------------------------------------------------------- housekeeping
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # asyncpg's pool reset (Connection.reset, PostgreSQL 15), as it sends it.
+        "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;",
+        "ROLLBACK;\nSELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;",
+        "select pg_advisory_unlock_all(); close all; unlisten *; reset all",
+        "CLOSE ALL",
+        "UNLISTEN *",
+    ],
+)
+def test_pool_housekeeping_that_only_resets_this_session_is_read(sql: str) -> None:
+    verdict = classify(sql, "postgres")
+    assert verdict.is_read, verdict
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # DISCARD ALL runs SET SESSION AUTHORIZATION DEFAULT: it leaves the read role.
+        ("DISCARD ALL", ADMIN),
+        ("RESET ROLE", ADMIN),
+        ("RESET SESSION AUTHORIZATION", ADMIN),
+        ("RESET ALL; RESET ROLE", ADMIN),
+        # The corpus holds these alone: locks other code of the session relies on, and
+        # settings. Only a whole reset, each statement once, is read.
+        ("RESET ALL", ADMIN),
+        ("SELECT pg_advisory_unlock_all()", WRITE),
+        ("SELECT pg_advisory_unlock_all(); RESET ALL", UNKNOWN),
+        ("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL; RESET ROLE", ADMIN),
+        ("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL; DELETE FROM t", WRITE),
+        ("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL; RESET ALL", UNKNOWN),
+        ("SELECT pg_advisory_unlock(1)", WRITE),
+        ("SELECT pg_advisory_lock(1)", WRITE),
+    ],
+)
+def test_housekeeping_that_changes_the_role_or_locks_stays_held(
+    sql: str, expected: StatementClass
+) -> None:
+    assert classify(sql, "postgres").statement_class is expected

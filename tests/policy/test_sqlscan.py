@@ -28,7 +28,7 @@ _FAST_STRING_CONTEXT = re.compile(
     r"[A-Za-z0-9_.]\x01|\x01[A-Za-z0-9_.\x01]|\x01[ \t\n\r]+\x01", re.ASCII
 )
 _FAST_NUMBER = re.compile(r"\b[0-9]+(?:\.[0-9]+)?(?![A-Za-z0-9_.\x01])", re.ASCII)
-_LITERAL_SENSITIVE = re.compile(r"\b(?:set|prepare)\b", re.ASCII)
+_LITERAL_SENSITIVE = re.compile(r"\b(?:set|prepare|set_config)\b", re.ASCII)
 _NAMES_STATEMENTS = re.compile("PREPARE|DEALLOCATE|DISCARD", re.IGNORECASE)
 
 
@@ -73,6 +73,8 @@ EDGE_CASES = [
     "",
     " ",
     "SELECT 1",
+    "SELECT set_config('TimeZone', 'UTC', false)",
+    "SELECT set_configs('a')",
     "  SELECT\t1 \n\r ",
     "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
     "select * from t where a = 'x' and b = 2.5",
@@ -157,7 +159,22 @@ def test_more_opening_brackets_than_allowed_end_the_fast_path() -> None:
 _PIECES = [
     *"abcxyzSETPRE_019",
     *["'", "'", "'", ".", ".", " ", " ", "\t", "\n", "\r", "(", ")", ",", "=", ";", "|", ":"],
-    *["set", "SET", "sEt", "prepare", "PREPARE", "12", "3.4", "t1", "1e5", "''", "' '"],
+    *[
+        "set",
+        "SET",
+        "sEt",
+        "prepare",
+        "PREPARE",
+        "set_config",
+        "Set_Config",
+        "set_configs",
+        "12",
+        "3.4",
+        "t1",
+        "1e5",
+        "''",
+        "' '",
+    ],
     *[" 'q' ", "= 'q',", " 7 ", "(8)"],
     *['"', "-", "/", "#", "$", "\\", "{", "\x01", "\x02", "\x00", "\x0b", "\u00e9", "\u2028"],
 ]

@@ -95,6 +95,12 @@ CHECKED_SETTINGS = frozenset(
     }
 )
 
+#: MySQL's reserved words that are operators or join grammar and name no built-in function:
+#: the server never reads one of them before "(" as a function's name (a stored function
+#: so named must be quoted). Reserved words that do name built-ins (MOD, LEFT, INSERT, IF,
+#: ...) are checked against the allowlist like any other name.
+RESERVED_OPERATORS = names("AND OR XOR NOT IN IS LIKE RLIKE REGEXP DIV BETWEEN JOIN ON USING AS")
+
 #: MySQL index hints and partition selection: t USE INDEX (i), t PARTITION (p).
 GRAMMAR_AFTER_OPERAND = frozenset({"PARTITION"})
 

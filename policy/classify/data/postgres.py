@@ -99,6 +99,33 @@ SETTINGS = names(
 
 UTF8_ENCODINGS = frozenset({"utf8", "unicode"})  # PostgreSQL: case and punctuation ignored
 
+#: A pool's reset of a session before another user gets it (asyncpg's Connection.reset on
+#: PostgreSQL 15), statement by statement as its tokens read in upper case. A text that has
+#: each of them exactly once (and otherwise only statements that are read anyway) is read:
+#: it releases this session's own advisory locks, closes its own cursors, stops its own
+#: LISTENs and returns its settings to their values at login, which the gateway judged;
+#: RESET ALL keeps the role and session authorization, and the lexer's settings are
+#: checked again as the server reports them. Alone, pg_advisory_unlock_all() (locks other
+#: code of the session may rely on) and RESET ALL stay held.
+SESSION_RESET = frozenset(
+    {"SELECT PG_ADVISORY_UNLOCK_ALL ( )", "CLOSE ALL", "UNLISTEN *", "RESET ALL"}
+)
+
+#: PostgreSQL's reserved key words (`pg_get_keywords()` with catcode 'R', the same in 15 to
+#: 17): the grammar never reads one of them as an unqualified function's name, so before
+#: "(" each is grammar (x IN (...), a AND (...)) or a construct sqlglot models.
+RESERVED_WORDS = names(
+    """
+    ALL ANALYSE ANALYZE AND ANY ARRAY AS ASC ASYMMETRIC BOTH CASE CAST CHECK COLLATE COLUMN
+    CONSTRAINT CREATE CURRENT_CATALOG CURRENT_DATE CURRENT_ROLE CURRENT_TIME CURRENT_TIMESTAMP
+    CURRENT_USER DEFAULT DEFERRABLE DESC DISTINCT DO ELSE END EXCEPT FALSE FETCH FOR FOREIGN
+    FROM GRANT GROUP HAVING IN INITIALLY INTERSECT INTO LATERAL LEADING LIMIT LOCALTIME
+    LOCALTIMESTAMP NOT NULL OFFSET ON ONLY OR ORDER PLACING PRIMARY REFERENCES RETURNING SELECT
+    SESSION_USER SOME SYMMETRIC TABLE THEN TO TRAILING TRUE UNION UNIQUE USER USING VARIADIC
+    WHEN WHERE WINDOW WITH
+    """
+)
+
 #: EXPLAIN ( ... ) options of PostgreSQL 15 to 17, as the server compares them (lower
 #: case, after quotes and Unicode escapes are resolved). Any other name is not read.
 EXPLAIN_OPTIONS = names(

@@ -247,21 +247,54 @@ _OPERAND_ENDS = frozenset(
         TokenType.TRUE,
         TokenType.FALSE,
         TokenType.PLACEHOLDER,
+        # Keywords that are whole expressions: CASE ... END, CURRENT_DATE, USER.
+        TokenType.END,
+        TokenType.CURRENT_DATE,
+        TokenType.CURRENT_TIME,
+        TokenType.CURRENT_TIMESTAMP,
+        TokenType.CURRENT_USER,
+        TokenType.CURRENT_ROLE,
+        TokenType.CURRENT_CATALOG,
+        TokenType.CURRENT_SCHEMA,
+        TokenType.SESSION_USER,
+        TokenType.LOCALTIME,
+        TokenType.LOCALTIMESTAMP,
     }
 )
 
 
-def _is_grammar(word: str, previous: Token | None, rules: DialectRules) -> bool:
-    """Whether `word (` is grammar here, given the token before it."""
-    if " " in word or word in GRAMMAR_ANYWHERE:
+def _ends_operand(tokens: Sequence[Token], index: int, names_at: set[int]) -> bool:
+    """Whether tokens[index] ends an operand (so a word after it is an operator or a clause).
+
+    sqlglot's tokenizer gives many ordinary names a keyword's token type (name, type, text,
+    date, json, comment, ...), so the token type alone does not say it: a token the parsed
+    tree holds as a name (`names_at`), or the type name right after `::`, ends one too.
+    """
+    if index < 0:
+        return False
+    token = tokens[index]
+    return (
+        token.token_type in _OPERAND_ENDS
+        or index in names_at
+        or (
+            index >= 1 and tokens[index - 1].token_type is TokenType.DCOLON and bool(word_of(token))
+        )
+    )
+
+
+def _is_grammar(
+    tokens: Sequence[Token], index: int, rules: DialectRules, names_at: set[int]
+) -> bool:
+    """Whether the word at tokens[index], followed by "(", is grammar where it stands."""
+    word = word_of(tokens[index])
+    previous = tokens[index - 1] if index > 0 else None
+    if previous is not None and previous.token_type is TokenType.DOT:
+        return False  # s.in(...): after a qualifier every word is a function's name
+    if " " in word or word in GRAMMAR_ANYWHERE or word in rules.NEVER_FUNCTION_NAMES:
         return True  # "GROUPING SETS (", "ORDER BY (": keyword pairs are grammar
     before = "," if previous is not None and previous.token_type is TokenType.COMMA else ""
     before = before or word_of(previous)
-    if (
-        word in rules.GRAMMAR_AFTER_OPERAND
-        and previous is not None
-        and previous.token_type in _OPERAND_ENDS
-    ):
+    if word in rules.GRAMMAR_AFTER_OPERAND and _ends_operand(tokens, index - 1, names_at):
         return True
     if (
         word in TYPE_NAMES
@@ -351,7 +384,8 @@ def classify_query(
     if not isinstance(root, allowed_roots):
         return verdict_of(UNKNOWN, f"not understood as a query ({type(root).__name__})")
     index_of = {token.start: index for index, token in enumerate(tokens) if index >= synthetic}
-    findings.extend(_tree_findings(context, root, tokens, index_of, accounted, plan_only))
+    names_at: set[int] = set()  # indexes of the tokens the tree holds as names
+    findings.extend(_tree_findings(context, root, tokens, index_of, accounted, names_at, plan_only))
     findings.extend(rules.query_findings(context.sql, tokens, root, index_of, synthetic))
     # Every name before "(" that no function node accounted for: grammar where it stands,
     # or else checked as a call of that name (sqlglot may have made it something else).
@@ -364,7 +398,7 @@ def classify_query(
         if word in ("ROLLUP", "CUBE") and _clause_of(tokens, name) == "GROUP BY":
             continue  # GROUP BY a, ROLLUP (b)
         if token.token_type is TokenType.IDENTIFIER or (
-            word and not _is_grammar(word, tokens[name - 1] if name > 0 else None, rules)
+            word and not _is_grammar(tokens, name, rules, names_at)
         ):
             findings.extend(call_findings(context, tokens, name))
     if findings:
@@ -383,6 +417,7 @@ def _tree_findings(
     tokens: Sequence[Token],
     index_of: dict[int, int],
     accounted: set[int],
+    names_at: set[int],
     plan_only: bool,
 ) -> list[Finding]:
     findings: list[Finding] = []
@@ -415,13 +450,18 @@ def _tree_findings(
             findings.append((UNKNOWN, "OPERATOR(...) may call a user-defined function"))
         elif isinstance(node, exp.Identifier):
             parent = node.parent
-            if node.arg_key == "this" and (
-                isinstance(parent, exp.TableAlias)
-                or (isinstance(parent, exp.Table) and isinstance(parent.parent, exp.Schema))
+            position = index_of.get(node.meta.get("start", -1))
+            if position is not None:
+                names_at.add(position)
+            if (
+                position is not None
+                and node.arg_key == "this"
+                and (
+                    isinstance(parent, exp.TableAlias)
+                    or (isinstance(parent, exp.Table) and isinstance(parent.parent, exp.Schema))
+                )
             ):
-                position = index_of.get(node.meta.get("start", -1))
-                if position is not None:
-                    accounted.add(position)  # AS v(a, b) or INSERT INTO t(a, b): not calls
+                accounted.add(position)  # AS v(a, b) or INSERT INTO t(a, b): not calls
         elif (call := _call_index(node, tokens, index_of)) is not None:
             accounted.add(call)
             findings.extend(call_findings(context, tokens, call))
@@ -462,6 +502,9 @@ def call_findings(context: Context, tokens: Sequence[Token], index: int) -> list
         return [(UNKNOWN, problem)]
     if name in context.rules.READ_SAFE_FUNCTIONS:
         return []
+    judged = context.rules.argument_findings(context.sql, tokens, index, name)
+    if judged is not None:
+        return judged
     effect = KNOWN_EFFECTS.get(name)
     if effect is not None:
         return [(effect[0], f"function {name} {effect[1]}")]

@@ -1,7 +1,9 @@
-"""Session settings: SET, RESET, DISCARD, SHOW. A SET is read only for a setting on the
-dialect's allowlist, to a plain constant, and never to a value that would change how the
-server lexes statements (character set, standard_conforming_strings, sql_mode), what
-names resolve to (search_path) or who the session acts as (ROLE, SESSION AUTHORIZATION).
+"""Session settings: SET, RESET, DISCARD, SHOW, and PostgreSQL's set_config(...). A SET is
+read only for a setting on the dialect's allowlist, to a plain constant, and never to a
+value that would change how the server lexes statements (character set,
+standard_conforming_strings, sql_mode), what names resolve to (search_path) or who the
+session acts as (ROLE, SESSION AUTHORIZATION). `set_config('name', 'value', is_local)` is
+the SET it amounts to, judged the same way.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from policy.classify.data import mysql as mysql_data
 from policy.classify.data import postgres as postgres_data
 from policy.classify.statements.queries import expression
 from policy.classify.statements.transactions import transaction_modes
-from policy.classify.tokens import top_level_split, word_of, words_of
+from policy.classify.tokens import closing_paren, top_level_split, word_of, words_of
 from policy.classify.verdicts import (
     ADMIN,
     LEXER_REASON,
     READ,
     UNKNOWN,
     WRITE,
+    Finding,
     Verdict,
     verdict_of,
 )
@@ -97,20 +100,28 @@ def set_postgres(context: Context, tokens: list[Token]) -> Verdict:
         if words[1:2] != ["TO"] and rest[1].token_type is not TokenType.EQ:
             return verdict_of(UNKNOWN, "SET statement not understood")
         value_tokens = rest[2:]
+    return _postgres_setting(f"SET {name}", name, simple_values(value_tokens))
+
+
+def _postgres_setting(
+    what: str, name: str, values: list[str] | None, *, keyword_default: bool = True
+) -> Verdict:
+    """The verdict for setting `name` to `values` (None: not plain constants), said of
+    `what` ("SET timezone"). With `keyword_default`, values of just "default" are SET's
+    keyword DEFAULT, a reset; otherwise they are the text "default"."""
     if name not in postgres_data.SETTINGS:
-        return verdict_of(ADMIN, f"SET {name} changes a setting that is not on the allowlist")
-    values = simple_values(value_tokens)
-    if values is None or not values:
-        return verdict_of(UNKNOWN, f"SET {name} to a value that is not a plain constant")
-    problem = _postgres_setting_problem(name, values)
+        return verdict_of(ADMIN, f"{what} changes a setting that is not on the allowlist")
+    if not values:
+        return verdict_of(UNKNOWN, f"{what} to a value that is not a plain constant")
+    problem = _postgres_setting_problem(name, values, keyword_default)
     if problem is not None:
         return verdict_of(ADMIN, problem)
-    return verdict_of(READ, f"SET {name} is an allowlisted session setting")
+    return verdict_of(READ, f"{what} is an allowlisted session setting")
 
 
-def _postgres_setting_problem(name: str, values: list[str]) -> str | None:
+def _postgres_setting_problem(name: str, values: list[str], keyword_default: bool) -> str | None:
     lowered = [value.lower() for value in values]
-    if lowered == ["default"]:
+    if keyword_default and lowered == ["default"]:
         return None
     if name == "client_encoding":
         if (
@@ -132,6 +143,60 @@ def _postgres_setting_problem(name: str, values: list[str]) -> str | None:
                 "other schemas can shadow tables and functions"
             )
     return None
+
+
+# A setting's value as set_config's text argument gives it: the server splits list
+# settings (search_path) at commas, "quoted" elements as written, bare ones folded to lower
+# case (SplitIdentifierString).
+_LIST_ELEMENT = re.compile(r'\s*(?:"((?:[^"]|"")*)"|([^\s,"]+))\s*(,|$)')
+
+
+def _set_config_values(name: str, text: str) -> list[str] | None:
+    """The values SET would be given for set_config(name, text, ...); None when unsure."""
+    if name != "search_path":
+        return [text]  # one value, as a quoted SET value is
+    values: list[str] = []
+    pos = 0
+    while pos < len(text):
+        element = _LIST_ELEMENT.match(text, pos)
+        if element is None:
+            return None
+        quoted, bare, _ = element.groups()
+        values.append(quoted.replace('""', '"') if quoted is not None else bare.lower())
+        pos = element.end()
+    return values
+
+
+def _plain_string(sql: str, tokens: Sequence[Token]) -> str | None:
+    """The value of a lone standard '...' string literal, else None."""
+    if len(tokens) != 1 or tokens[0].token_type is not TokenType.STRING:
+        return None
+    raw = sql[tokens[0].start : tokens[0].end + 1]
+    if len(raw) < 2 or raw[0] != "'" or raw[-1] != "'":
+        return None
+    return raw[1:-1].replace("''", "'")
+
+
+def set_config_findings(sql: str, tokens: Sequence[Token], index: int) -> list[Finding] | None:
+    """set_config('name', 'value', is_local) at tokens[index], judged as the SET of that
+    setting would be; None when its arguments are not two plain strings and a third
+    argument (the caller then treats it as an unknown change of any setting)."""
+    close = closing_paren(tokens, index + 1)
+    if close < 0:
+        return None
+    arguments = top_level_split(tokens[index + 2 : close], TokenType.COMMA)
+    if len(arguments) != 3 or not arguments[2]:
+        return None
+    name = _plain_string(sql, arguments[0])
+    if name is None or "." in name:
+        return None
+    name = name.lower()
+    text = _plain_string(sql, arguments[1])
+    values = _set_config_values(name, text) if text is not None else None
+    verdict = _postgres_setting(f"set_config of {name}", name, values, keyword_default=False)
+    if verdict.is_read:
+        return []
+    return [(verdict.statement_class, reason) for reason in verdict.reasons]
 
 
 def set_mysql(context: Context, tokens: list[Token]) -> Verdict:
