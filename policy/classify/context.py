@@ -59,6 +59,8 @@ class DialectRules:
     STATEMENTS: ClassVar[Mapping[str, Handler | Verdict]]
     #: Functions a read may call, by name as written (lower case).
     READ_SAFE_FUNCTIONS: ClassVar[frozenset[str]]
+    #: Operators OPERATOR(pg_catalog.op) may name and stay built in.
+    BUILTIN_OPERATORS: ClassVar[frozenset[str]] = frozenset()
     #: The statements of a pool's session reset (`policy.classify.data.postgres`): read
     #: only when a text has every one of them, each once.
     SESSION_RESET: ClassVar[frozenset[str]] = frozenset()

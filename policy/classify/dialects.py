@@ -59,6 +59,7 @@ class Postgres(DialectRules):
     READ_SAFE_FUNCTIONS = postgres_data.FUNCTIONS
     NEVER_FUNCTION_NAMES = postgres_data.RESERVED_WORDS
     SESSION_RESET = postgres_data.SESSION_RESET
+    BUILTIN_OPERATORS = postgres_data.OPERATORS
     GRAMMAR_AFTER_OPERAND = common.GRAMMAR_AFTER_OPERAND
     GRAMMAR_AFTER_WORD = common.GRAMMAR_AFTER_WORD
     EXPLAIN_OPTIONS = postgres_data.EXPLAIN_OPTIONS
@@ -87,12 +88,16 @@ class Postgres(DialectRules):
         return None
 
     def call_problem(self, tokens: Sequence[Token], index: int, name: str) -> str | None:
+        own_schema = postgres_data.INFORMATION_SCHEMA_FUNCTIONS.get(name, "pg_catalog")
         if index < 2 or tokens[index - 1].token_type is not TokenType.DOT:
+            if own_schema != "pg_catalog":  # found through search_path: perhaps a user's
+                return f"function {name} is not qualified with {own_schema}"
             return None
-        # Only pg_catalog.name(...) is the built-in: any other schema may hold a user's.
+        # Only pg_catalog.name(...) is the built-in (information_schema's few helpers, so
+        # qualified): any other schema may hold a user's.
         schema = tokens[index - 2]
         schema_name = schema.text if schema.token_type is TokenType.IDENTIFIER else word_of(schema)
-        if schema_name.lower() != "pg_catalog" or (
+        if schema_name.lower() != own_schema or (
             index >= 3 and tokens[index - 3].token_type is TokenType.DOT
         ):
             return f"function {name} is schema-qualified and not on the allowlist"

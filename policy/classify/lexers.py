@@ -115,8 +115,8 @@ _MYSQL_IDENT_REST = re.compile(r"(?:[^`]|``)*`")
 
 # PostgreSQL continues a string literal across whitespace that holds a newline (and --
 # comments on their own lines): 'a'\n'b' is one literal, lexed by the first part's rules.
-# One whitespace character per repetition: a nested `[...]+` inside the `*` would try
-# every split of a long indentation before giving up on a line that starts with no quote.
+# One character or one comment per repetition: a run of whitespace can be matched one way
+# only, so a failed search costs linear time, not exponential.
 _PG_CONTINUATION = re.compile(r"[ \t\f]*[\n\r](?:[ \t\n\r\f]|--[^\n\r]*[\n\r])*'")
 
 _PG_BLOCK_MARK = re.compile(r"/\*|\*/")

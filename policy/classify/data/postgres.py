@@ -48,7 +48,8 @@ FUNCTIONS = common.FUNCTIONS | names(
     pg_current_snapshot pg_database_size pg_describe_object pg_encoding_to_char
     pg_function_is_visible pg_get_constraintdef pg_get_expr pg_get_function_arguments
     pg_get_function_identity_arguments pg_get_function_result pg_get_functiondef
-    pg_get_indexdef pg_get_keywords pg_get_partkeydef pg_get_ruledef
+    pg_get_indexdef pg_get_keywords pg_get_partkeydef pg_get_statisticsobjdef_columns
+    pg_relation_is_publishable _pg_expandarray pg_get_ruledef
     pg_get_serial_sequence pg_get_statisticsobjdef pg_get_triggerdef pg_get_userbyid
     pg_get_viewdef pg_has_role pg_identify_object pg_index_column_has_property
     pg_index_has_property pg_indexam_has_property pg_indexes_size pg_input_error_info
@@ -89,7 +90,7 @@ FUNCTIONS = common.FUNCTIONS | names(
 #: Session settings drivers and tools send on connect, harmless to change (PostgreSQL).
 SETTINGS = names(
     """
-    application_name bytea_output client_encoding client_min_messages datestyle
+    application_name bytea_output client_encoding client_min_messages datestyle jit
     default_transaction_isolation extra_float_digits idle_in_transaction_session_timeout
     idle_session_timeout intervalstyle lock_timeout search_path standard_conforming_strings
     statement_timeout timezone transaction_isolation xmloption
@@ -98,6 +99,11 @@ SETTINGS = names(
 
 
 UTF8_ENCODINGS = frozenset({"utf8", "unicode"})  # PostgreSQL: case and punctuation ignored
+
+#: information_schema's helper functions that JDBC's DatabaseMetaData calls, read-only; in
+#: the read-safe allowlist, but only as information_schema.<name>(...): found through
+#: search_path instead, the name may be a user's function.
+INFORMATION_SCHEMA_FUNCTIONS = {"_pg_expandarray": "information_schema"}
 
 #: A pool's reset of a session before another user gets it (asyncpg's Connection.reset on
 #: PostgreSQL 15), statement by statement as its tokens read in upper case. A text that has

@@ -92,6 +92,19 @@ def _type_problem(sql: str, tokens: Sequence[Token], index: int) -> str | None:
     return f"type {name} is not a built-in type"
 
 
+def _catalog_type(node: exp.DataType) -> bool:
+    """Whether a type sqlglot does not know is pg_catalog.<a built-in type> (x::pg_catalog.
+    regclass); the text's own check (`_type_problem`) reads it as written."""
+    kind = node.args.get("kind")
+    return (
+        isinstance(kind, exp.Dot)
+        and isinstance(kind.this, exp.Identifier)
+        and isinstance(kind.expression, exp.Identifier)
+        and kind.this.name == "pg_catalog"
+        and kind.expression.name in postgres_data.CATALOG_TYPES
+    )
+
+
 @functools.cache
 def _type_tokens(dialect: str) -> frozenset[TokenType]:
     return frozenset(sqlglot_dialect(dialect).parser_class.TYPE_TOKENS)
@@ -134,7 +147,11 @@ def type_findings(
                 findings.append((UNKNOWN, "a column definition whose type cannot be checked"))
             elif node.args.get("kind") is not None:
                 starts.add(position + 1)  # AS t(a type, ...)
-        elif node.this is exp.DataType.Type.USERDEFINED:
+        elif (
+            isinstance(node, exp.DataType)
+            and node.this is exp.DataType.Type.USERDEFINED
+            and not _catalog_type(node)
+        ):
             findings.append((UNKNOWN, "a type that is not built in may run user code"))
     for start in sorted(starts):
         if start >= len(tokens):

@@ -25,7 +25,7 @@ from policy.classify.data.common import (
     TYPE_NAMES,
 )
 from policy.classify.lexers import LITERAL_TOKEN_TYPES, sqlglot_dialect
-from policy.classify.tokens import word_of
+from policy.classify.tokens import closing_paren, word_of
 from policy.classify.verdicts import READ, UNKNOWN, WRITE, Finding, Verdict, verdict_of
 
 if TYPE_CHECKING:
@@ -42,21 +42,30 @@ def _normalized(tokens: Sequence[Token]) -> list[Token]:
 
     sqlglot reads some literals (JSON paths, intervals, ...): parsing placeholders keeps
     the tree, and so the verdict, independent of literal values.
+
+    A type name sqlglot does not know before "[" (x::oid[]) it reads as a subscript and
+    fails: it gets the name of one it knows. What the type is, is checked on the text
+    (`DialectRules.query_findings`), never on the tree's reading of it.
     """
-    return [
-        Token(
-            token.token_type,
-            _PLACEHOLDERS.get(token.token_type, "s"),
-            token.line,
-            token.col,
-            token.start,
-            token.end,
-            token.comments,
+    normalized = []
+    for index, token in enumerate(tokens):
+        kind = token.token_type
+        if kind in LITERAL_TOKEN_TYPES:
+            text = _PLACEHOLDERS.get(kind, "s")
+        elif (
+            kind in (TokenType.VAR, TokenType.OBJECT_IDENTIFIER)
+            and 0 < index < len(tokens) - 1
+            and tokens[index - 1].token_type is TokenType.DCOLON
+            and tokens[index + 1].token_type is TokenType.L_BRACKET
+        ):
+            kind, text = TokenType.TEXT, "TEXT"
+        else:
+            normalized.append(token)
+            continue
+        normalized.append(
+            Token(kind, text, token.line, token.col, token.start, token.end, token.comments)
         )
-        if token.token_type in LITERAL_TOKEN_TYPES
-        else token
-        for token in tokens
-    ]
+    return normalized
 
 
 @functools.cache
@@ -305,6 +314,20 @@ def _is_grammar(
     return before in rules.GRAMMAR_AFTER_WORD.get(word, ())
 
 
+def _builtin_operator(written: str, rules: DialectRules) -> bool:
+    """Whether OPERATOR(written) names a built-in operator: pg_catalog's, qualified so."""
+    schema, dot, symbol = written.partition(".")
+    return schema == "pg_catalog" and dot == "." and symbol in rules.BUILTIN_OPERATORS
+
+
+def _bracketed(sql: str, tokens: Sequence[Token], opening: int) -> str:
+    """The text between the ( at tokens[opening] and its ), whitespace taken out."""
+    closing = closing_paren(tokens, opening)
+    if closing < 0:
+        return ""
+    return "".join(sql[tokens[opening].end + 1 : tokens[closing].start].split())
+
+
 def _clause_of(tokens: Sequence[Token], index: int) -> str:
     """The keyword of the clause that tokens[index] is in, at its own bracket depth."""
     depth = 0
@@ -397,6 +420,8 @@ def classify_query(
         word = word_of(token)
         if word in ("ROLLUP", "CUBE") and _clause_of(tokens, name) == "GROUP BY":
             continue  # GROUP BY a, ROLLUP (b)
+        if word == "OPERATOR" and _builtin_operator(_bracketed(context.sql, tokens, index), rules):
+            continue  # x OPERATOR(pg_catalog.~) y: psql's \d pattern matching
         if token.token_type is TokenType.IDENTIFIER or (
             word and not _is_grammar(tokens, name, rules, names_at)
         ):
@@ -447,7 +472,8 @@ def _tree_findings(
         elif isinstance(node, exp.Command):
             findings.append((UNKNOWN, "contains a statement the parser does not model"))
         elif isinstance(node, exp.Operator):
-            findings.append((UNKNOWN, "OPERATOR(...) may call a user-defined function"))
+            if not _builtin_operator(str(node.args.get("operator", "")), context.rules):
+                findings.append((UNKNOWN, "OPERATOR(...) may call a user-defined function"))
         elif isinstance(node, exp.Identifier):
             parent = node.parent
             position = index_of.get(node.meta.get("start", -1))

@@ -119,6 +119,10 @@ def _postgres_setting(
     return verdict_of(READ, f"{what} is an allowlisted session setting")
 
 
+#: The allowlisted settings whose value `_postgres_setting_problem` checks.
+_VALUE_CHECKED = frozenset({"client_encoding", "standard_conforming_strings", "search_path"})
+
+
 def _postgres_setting_problem(name: str, values: list[str], keyword_default: bool) -> str | None:
     lowered = [value.lower() for value in values]
     if keyword_default and lowered == ["default"]:
@@ -192,6 +196,10 @@ def set_config_findings(sql: str, tokens: Sequence[Token], index: int) -> list[F
         return None
     name = name.lower()
     text = _plain_string(sql, arguments[1])
+    if text is None and name in postgres_data.SETTINGS and name not in _VALUE_CHECKED:
+        # set_config('jit', $1, false) (asyncpg's introspection): any value of this setting
+        # is harmless, and the expression that computes it is checked as part of the query.
+        return []
     values = _set_config_values(name, text) if text is not None else None
     verdict = _postgres_setting(f"set_config of {name}", name, values, keyword_default=False)
     if verdict.is_read:
