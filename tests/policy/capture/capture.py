@@ -314,8 +314,8 @@ def capture_pools_postgres(port: int) -> None:
 
 
 def capture_django(port: int) -> None:
-    import django  # type: ignore[import-untyped]
-    from django.conf import settings  # type: ignore[import-untyped]
+    import django
+    from django.conf import settings
 
     if not settings.configured:
         settings.configure(
@@ -337,9 +337,9 @@ def capture_django(port: int) -> None:
         django.setup()
     import io
 
-    from django.core.management import call_command  # type: ignore[import-untyped]
-    from django.db import connection, models  # type: ignore[import-untyped]
-    from django.db.models import Count, Q  # type: ignore[import-untyped]
+    from django.core.management import call_command
+    from django.db import connection, models
+    from django.db.models import Count, Q
 
     class Author(models.Model):  # type: ignore[misc]
         name = models.TextField()
