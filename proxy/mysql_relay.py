@@ -51,7 +51,6 @@ from protocols.mysql.messages import (
     ErrPacket,
     ServerStatus,
     parse_send_long_data,
-    parse_stmt_execute,
 )
 from protocols.mysql.packets import Packet, PacketReader, frame
 from protocols.mysql.responses import ResponseTracker, expects_response
@@ -65,7 +64,14 @@ from proxy.errors import (
     RoleNotRestored,
     WriteRoleRefused,
 )
-from proxy.parameters import BINARY, BoundValue, Execution, Parameter, parameters_key
+from proxy.parameters import (
+    AMBIGUOUS,
+    BINARY,
+    BoundValue,
+    Execution,
+    mysql_execute,
+    parameters_key,
+)
 
 UNPREPARED = Verdict(
     StatementClass.UNKNOWN, ("executes a statement the gateway did not see prepared",)
@@ -251,15 +257,11 @@ class MySqlGate:
             return Execution(f"(statement {statement_id})", UNPREPARED, (), key)
         types = bound_types(statement, payload)  # remembered only once it is forwarded
         long_data = {i: bytes(d) for i, d in statement.long_data.items()}
-        parameters, bound = _decode_execute(payload, statement.num_params, types, long_data)
+        parameters, bound = mysql_execute(payload, statement.num_params, types, long_data)
         ambiguous = any(p.type == AMBIGUOUS for p in parameters)
         return Execution(
             statement.sql, statement.verdict, parameters, parameters_key(bound), ambiguous=ambiguous
         )
-
-
-#: The type shown for an execute whose parameters cannot be decoded as the server would.
-AMBIGUOUS = "undecodable (types MySQL and MariaDB read differently), raw execute"
 
 
 def bound_types(statement: PreparedStatement, payload: bytes) -> bytes | None:
@@ -279,120 +281,11 @@ def note_bound_types(statement: PreparedStatement, payload: bytes) -> None:
     statement.types = bound_types(statement, payload)
 
 
-def execute_parameters(
-    payload: bytes, num_params: int, types: bytes | None, long_data: dict[int, bytes]
-) -> tuple[Parameter, ...]:
-    """A COM_STMT_EXECUTE's parameters as an approver or auditor sees them. Never raises:
-    what cannot be decoded as the server reads it is shown raw, as hex: a malformed
-    packet, and an execute with long data (the server takes no value from the packet
-    for a parameter that has long data, so decoding it would show the wrong values)."""
-    return _decode_execute(payload, num_params, types, long_data)[0]
-
-
-def _decode_execute(
-    payload: bytes, num_params: int, types: bytes | None, long_data: dict[int, bytes]
-) -> tuple[tuple[Parameter, ...], tuple[BoundValue, ...]]:
-    """The parameters as shown (`execute_parameters`), and exactly what is bound: each
-    value's type code and bytes, or, where the values are shown raw, the raw execute
-    (after the statement id) and each parameter's long data."""
-    if long_data:
-        shown = [Parameter("raw execute", payload[1:].hex(), "hex")]
-        shown += [
-            Parameter(f"long data for parameter {index + 1}", data.hex(), "hex")
-            for index, data in sorted(long_data.items())
-        ]
-        return tuple(shown), _raw_bound(payload, long_data)
-    previous = (
-        tuple(int.from_bytes(types[i : i + 2], "little") for i in range(0, len(types), 2))
-        if types is not None
-        else None
-    )
-    try:
-        execute = parse_stmt_execute(payload, num_params, previous)
-    except ProtocolViolation:
-        shown = [Parameter("unknown", payload[1:].hex(), "hex")]
-        shown += [
-            Parameter("long data", data.hex(), "hex") for _, data in sorted(long_data.items())
-        ]
-        return tuple(shown), _raw_bound(payload, long_data)
-    if execute.ambiguous:
-        return (Parameter(AMBIGUOUS, payload[1:].hex(), "hex"),), _raw_bound(payload, {})
-    values = execute.values
-    codes = [execute.types[i] if i < len(execute.types) else None for i in range(len(values))]
-    decoded = tuple(_parameter(code, value) for code, value in zip(codes, values, strict=True))
-    return decoded, tuple(
-        BoundValue(-1 if code is None else code, BINARY, _value_bytes(value))
-        for code, value in zip(codes, values, strict=True)
-    )
-
-
-def _raw_bound(payload: bytes, long_data: dict[int, bytes]) -> tuple[BoundValue, ...]:
-    """An execute shown raw, keyed raw: its bytes after the statement id (a retry prepares
-    the statement anew, under another id), then each parameter's long data, by number."""
-    bound = [BoundValue(-1, BINARY, payload[5:])]
-    bound += [BoundValue(index, BINARY, data) for index, data in sorted(long_data.items())]
-    return tuple(bound)
-
-
-def _value_bytes(value: object) -> bytes | None:
-    """A decoded binary-protocol value's bytes as the server reads it: text as UTF-8,
-    numbers as their decimal text (exact: a float's repr reads back as the same float)."""
-    if value is None or isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    return repr(value).encode()
-
-
 def _executed(statement: PreparedStatement, payload: bytes) -> None:
     """An execute goes to the server: its types stay bound, its long data is used up
     (servers clear long data at the end of every execute)."""
     note_bound_types(statement, payload)
     statement.long_data.clear()
-
-
-_TYPE_NAMES = {
-    0x00: "decimal",
-    0x01: "tiny",
-    0x02: "short",
-    0x03: "long",
-    0x04: "float",
-    0x05: "double",
-    0x06: "null",
-    0x07: "timestamp",
-    0x08: "longlong",
-    0x09: "int24",
-    0x0A: "date",
-    0x0B: "time",
-    0x0C: "datetime",
-    0x0D: "year",
-    0x0F: "varchar",
-    0x10: "bit",
-    0xF5: "json",
-    0xF6: "newdecimal",
-    0xF7: "enum",
-    0xF8: "set",
-    0xF9: "tiny_blob",
-    0xFA: "medium_blob",
-    0xFB: "long_blob",
-    0xFC: "blob",
-    0xFD: "var_string",
-    0xFE: "string",
-}
-
-
-def _parameter(type_code: int | None, value: object) -> Parameter:
-    name = "unknown" if type_code is None else _TYPE_NAMES.get(type_code & 0xFF, "unknown")
-    if type_code is not None and type_code & 0x8000:
-        name = f"unsigned {name}"
-    if value is None:
-        return Parameter(name, None)
-    if isinstance(value, bytes):
-        try:
-            return Parameter(name, value.decode())
-        except UnicodeDecodeError:
-            return Parameter(name, value.hex(), "hex")
-    return Parameter(name, str(value))
 
 
 def error_packet(error: AirlockError, sequence_id: int) -> bytes:

@@ -33,10 +33,8 @@ The picture follows what the server really does, never what the client asked for
 
 from __future__ import annotations
 
-import datetime
 import re
 import struct
-import uuid
 from collections.abc import Callable
 
 from policy.classify import CLASS_NAMES, StatementClass, Verdict
@@ -56,10 +54,10 @@ from protocols.postgres.scan import (
 from proxy.event_chain import EventChain
 from proxy.parameters import (
     NO_PARAMETERS_KEY,
-    BoundValue,
     Execution,
-    Parameter,
     parameters_key,
+    postgres_bound_values,
+    postgres_parameters,
 )
 
 _Q, _P, _B, _E, _C, _D = (ord(c) for c in "QPBECD")
@@ -521,106 +519,8 @@ class PgGate:
         return Execution(
             statement.sql,
             statement.verdict,
-            describe_parameters(bind, types),
-            parameters_key(bound_values(bind, statement.declared_types)),
+            postgres_parameters(bind, types),
+            parameters_key(postgres_bound_values(bind, statement.declared_types)),
             portal.bind,
             types,
         )
-
-
-def bound_values(bind: m.Bind, declared_types: tuple[int, ...]) -> tuple[BoundValue, ...]:
-    """Exactly what a Bind binds, for its retry key: each value's declared type (0: the
-    server infers it), format and bytes."""
-    formats = bind.param_formats
-    return tuple(
-        BoundValue(
-            declared_types[index] if index < len(declared_types) else 0,
-            formats[0] if len(formats) == 1 else (formats[index] if formats else 0),
-            value,
-        )
-        for index, value in enumerate(bind.params)
-    )
-
-
-# --- parameter values as an approver sees them
-
-_TYPE_NAMES = {
-    16: "bool",
-    17: "bytea",
-    18: "char",
-    19: "name",
-    20: "int8",
-    21: "int2",
-    23: "int4",
-    25: "text",
-    26: "oid",
-    114: "json",
-    700: "float4",
-    701: "float8",
-    1042: "bpchar",
-    1043: "varchar",
-    1082: "date",
-    1114: "timestamp",
-    1184: "timestamptz",
-    1700: "numeric",
-    2950: "uuid",
-    3802: "jsonb",
-}
-_TEXTUAL = frozenset((18, 19, 25, 114, 1042, 1043))
-_EPOCH_2000 = datetime.datetime(2000, 1, 1)
-_DATE_2000 = datetime.date(2000, 1, 1)
-
-
-def describe_parameters(bind: m.Bind, types: tuple[int, ...]) -> tuple[Parameter, ...]:
-    formats = bind.param_formats
-    out: list[Parameter] = []
-    for index, value in enumerate(bind.params):
-        oid = types[index] if index < len(types) else 0
-        name = _TYPE_NAMES.get(oid, "unknown" if oid == 0 else f"oid {oid}")
-        fmt = formats[0] if len(formats) == 1 else (formats[index] if formats else 0)
-        if value is None:
-            out.append(Parameter(name, None))
-        elif fmt == 0:
-            try:
-                out.append(Parameter(name, value.decode()))
-            except UnicodeDecodeError:
-                out.append(Parameter(name, value.hex(), "hex"))
-        else:
-            decoded = _decode_binary(oid, value)
-            if decoded is None:
-                out.append(Parameter(name, value.hex(), "hex"))
-            else:
-                out.append(Parameter(name, decoded))
-    return tuple(out)
-
-
-def _decode_binary(oid: int, value: bytes) -> str | None:
-    """Common binary formats as text; None when shown better as hex."""
-    try:
-        size = len(value)
-        if oid == 16 and size == 1:
-            return "true" if value[0] else "false"
-        if oid in (21, 23, 20) and size in (2, 4, 8):
-            return str(int.from_bytes(value, "big", signed=True))
-        if oid == 26 and size == 4:
-            return str(int.from_bytes(value, "big"))
-        if oid == 700 and size == 4:
-            return repr(struct.unpack("!f", value)[0])
-        if oid == 701 and size == 8:
-            return repr(struct.unpack("!d", value)[0])
-        if oid in _TEXTUAL:
-            return value.decode()
-        if oid == 3802 and size >= 1 and value[0] == 1:
-            return value[1:].decode()
-        if oid == 2950 and size == 16:
-            return str(uuid.UUID(bytes=value))
-        if oid == 1082 and size == 4:
-            days = int.from_bytes(value, "big", signed=True)
-            return (_DATE_2000 + datetime.timedelta(days=days)).isoformat()
-        if oid in (1114, 1184) and size == 8:
-            micros = int.from_bytes(value, "big", signed=True)
-            moment = _EPOCH_2000 + datetime.timedelta(microseconds=micros)
-            return moment.isoformat(sep=" ") + ("+00" if oid == 1184 else "")
-    except (UnicodeDecodeError, OverflowError, ValueError):
-        return None
-    return None

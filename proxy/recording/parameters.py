@@ -13,8 +13,7 @@ from typing import Any, TypeGuard
 
 from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as pg
-from proxy.mysql_relay import execute_parameters
-from proxy.pg_gate import describe_parameters
+from proxy.parameters import mysql_parameters, postgres_parameters
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -49,7 +48,7 @@ def decoded_parameters(data: Mapping[str, Any]) -> list[Any] | None:
         message = None
     if not isinstance(message, pg.Bind):
         return [{"type": "raw Bind message, hex", "value": bind.hex(), "format": "hex"}]
-    return [parameter.to_json() for parameter in describe_parameters(message, oids)]
+    return [parameter.to_json() for parameter in postgres_parameters(message, oids)]
 
 
 def _mysql_parameters(data: Mapping[str, Any], execute: bytes) -> list[Any]:
@@ -63,7 +62,7 @@ def _mysql_parameters(data: Mapping[str, Any], execute: bytes) -> list[Any]:
         if isinstance(long_data, dict)
         else {}
     )
-    parameters = execute_parameters(
+    parameters = mysql_parameters(
         execute,
         count if _is_int(count) else 0,
         types if isinstance(types, bytes) else None,

@@ -57,11 +57,11 @@ from proxy.mysql_relay import (
     SendToClient,
     SendToServer,
     error_packet,
-    execute_parameters,
     is_kill,
     note_bound_types,
     parse_kill,
 )
+from proxy.parameters import mysql_parameters
 from proxy.store import Parameter
 
 CLASSIC = int(
@@ -808,7 +808,7 @@ def test_execute_parameters_decodes_ints_strings_null_and_bytes() -> None:
         (BLOB, text(b"\xff\x00\x01")),
         (BLOB, text(b"plain")),
     )
-    assert execute_parameters(payload, 6, None, {}) == (
+    assert mysql_parameters(payload, 6, None, {}) == (
         Parameter("longlong", "-5"),
         Parameter("unsigned longlong", str(2**64 - 1)),
         Parameter("var_string", "héllo"),
@@ -842,12 +842,12 @@ def test_note_bound_types_keeps_the_last_bound_types() -> None:
     not_bound = execute_payload(1, (LONGLONG, longlong(7)), (VAR_STRING, text("b")), bound=False)
     note_bound_types(statement, not_bound)
     assert statement.types == LONGLONG.to_bytes(2, "little") + VAR_STRING.to_bytes(2, "little")
-    assert execute_parameters(not_bound, 2, statement.types, {}) == (
+    assert mysql_parameters(not_bound, 2, statement.types, {}) == (
         Parameter("longlong", "7"),
         Parameter("var_string", "b"),
     )
     # without the earlier types, the values cannot be read: shown raw, never raised
-    shown = execute_parameters(not_bound, 2, None, {})
+    shown = mysql_parameters(not_bound, 2, None, {})
     assert shown == (Parameter("unknown", not_bound[1:].hex(), "hex"),)
 
 
@@ -880,7 +880,7 @@ def test_a_malformed_execute_never_raises() -> None:
     ]
     for payload in samples:
         for types in (None, statement_types, b"\xff"):
-            shown = execute_parameters(payload, 2, types, {3: b"long"})
+            shown = mysql_parameters(payload, 2, types, {3: b"long"})
             assert all(isinstance(p, Parameter) for p in shown)
     # through the gate, for a registered statement too
     relay = make_relay(CLASSIC, SELECT_PAIR)

@@ -7,8 +7,14 @@ import struct
 
 from protocols.mysql.messages import FieldType
 from protocols.postgres import messages as m
-from proxy.parameters import BINARY, NO_PARAMETERS_KEY, TEXT, BoundValue, parameters_key
-from proxy.pg_gate import bound_values
+from proxy.parameters import (
+    BINARY,
+    NO_PARAMETERS_KEY,
+    TEXT,
+    BoundValue,
+    parameters_key,
+    postgres_bound_values,
+)
 from tests.proxy import test_mysql_relay as my
 from tests.proxy import test_pg_gate as pg
 
@@ -39,7 +45,10 @@ def test_postgresql_keys_a_bind_by_declared_type_format_and_bytes() -> None:
     assert run.key == key((23, BINARY, struct.pack("!i", 7)), (0, BINARY, b"hi"))
     decoded = m.decode_frontend(pg.bind("s", "p", b"7", None))
     assert isinstance(decoded, m.Bind)
-    assert bound_values(decoded, (23,)) == (BoundValue(23, TEXT, b"7"), BoundValue(0, TEXT, None))
+    assert postgres_bound_values(decoded, (23,)) == (
+        BoundValue(23, TEXT, b"7"),
+        BoundValue(0, TEXT, None),
+    )
 
 
 def test_mysql_keys_an_execute_by_type_code_and_the_values_bytes() -> None:

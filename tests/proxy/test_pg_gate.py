@@ -12,15 +12,18 @@ from policy.fingerprint import CachedClassifier
 from policy.rules import Action, Rule, effective_policy
 from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
-from proxy.parameters import NO_PARAMETERS_KEY, parameters_key
+from proxy.parameters import (
+    NO_PARAMETERS_KEY,
+    parameters_key,
+    postgres_bound_values,
+    postgres_parameters,
+)
 from proxy.pg_gate import (
     ADMIT,
     DECIDE,
     PORTAL_BY_SQL,
     WAIT,
     PgGate,
-    bound_values,
-    describe_parameters,
 )
 
 Q, P, B, E, C, D = (ord(c) for c in "QPBECD")
@@ -219,7 +222,7 @@ def test_the_servers_parameter_description_types_a_statement() -> None:
 def test_parameters_undecodable_as_typed_are_shown_in_hex() -> None:
     decoded = m.decode_frontend(bind("", "", b"\x01\x02", None, fmt=1))
     assert isinstance(decoded, m.Bind)
-    shown = describe_parameters(decoded, (0, 23))
+    shown = postgres_parameters(decoded, (0, 23))
     assert [(p.type, p.value, p.format) for p in shown] == [
         ("unknown", "0102", "hex"),
         ("int4", None, "text"),
@@ -230,7 +233,7 @@ def test_the_retry_key_depends_on_every_bound_byte() -> None:
     def key(*values: bytes | None) -> str:
         decoded = m.decode_frontend(bind("", "", *values))
         assert isinstance(decoded, m.Bind)
-        return parameters_key(bound_values(decoded, ()))
+        return parameters_key(postgres_bound_values(decoded, ()))
 
     assert key(b"1", b"2") == key(b"1", b"2")
     assert key(b"1", b"2") != key(b"12", b"")
