@@ -3,11 +3,11 @@
 Served by the API listener, rendered on the server, plain HTML forms and no
 JavaScript. A person signs in by SSO (the OIDC authorization code flow with PKCE,
 proxy/sso.py, when the config has a `web` client) or by pasting their OIDC token;
-either token is verified as every API token is. The page then shows the pending approval requests (SQL, bound parameters,
-requester, age) with approve and deny buttons, and, to members of the `auditors`
-groups, the session list and each session's replay with its verification. Deciding
-through the page is deciding through the hub: the same approver-group and
-self-approval checks, the same records.
+either token is verified as every API token is. The page then shows the pending
+approval requests (SQL, bound parameters, requester, age) with approve and deny
+buttons, and, to members of the `auditors` groups, the session list and each
+session's replay with its verification. Deciding through the page is deciding
+through the hub: the same approver-group and self-approval checks, the same records.
 
 Signing in makes a page session: a random id in an HttpOnly, SameSite=Strict cookie,
 held in memory until the token expires. The token itself is not kept. Every form
