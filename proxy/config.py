@@ -149,6 +149,18 @@ class TlsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebClientSettings:
+    """The web page as an OIDC client: SSO sign-in by authorization code with PKCE."""
+
+    client_id: str
+    #: Where the issuer sends the browser back: this gateway's `/sso/callback`.
+    redirect_url: str
+    #: For a confidential client (read from `client_secret_env` or `_file`); never shown.
+    client_secret: str | None = field(default=None, repr=False)
+    scopes: tuple[str, ...] = ("openid", "profile", "email")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: Path
     listen: ListenSettings
@@ -180,6 +192,8 @@ class Settings:
     log_format: str = "text"
     #: On SIGTERM, how long running statements get to finish before their sessions end.
     drain_timeout_s: float = _DEFAULT_DRAIN_TIMEOUT_S
+    #: SSO sign-in on the web page; None: people sign in by pasting a token.
+    web: WebClientSettings | None = None
 
 
 # --- durations and sizes -------------------------------------------------------------------
@@ -399,7 +413,12 @@ _TOP_KEYS = (
     "auditors",
     "recording",
     "log_format",
+    "web",
 )
+_WEB_KEYS = ("client_id", "client_secret_env", "client_secret_file", "redirect_url", "scopes")
+DEFAULT_WEB_SCOPES = ("openid", "profile", "email")
+#: The path the gateway serves the sign-in callback on (proxy/web.py).
+SSO_CALLBACK_PATH = "/sso/callback"
 _RECORDING_KEYS = ("on_failure", "capture_rows", "max_row_bytes")
 _LISTEN_KEYS = ("postgres", "mysql", "api")
 _IDENTITY_KEYS = (
@@ -671,6 +690,7 @@ class _Parser:
                 self.string_list(top.get("auditors") or [], "auditors", what="groups")
             ),
             log_format=self.choice(top.get("log_format", "text"), "log_format", LOG_FORMATS),
+            web=self.web(top.get("web"), listen),
             policy_hash=hashlib.sha256(
                 json.dumps(rules_value or [], sort_keys=True, default=str).encode()
             ).hexdigest(),
@@ -801,6 +821,50 @@ class _Parser:
         if section.get("client_id") is not None:
             changes["client_id"] = self.string(section["client_id"], "identity.client_id")
         return dataclasses.replace(IdentitySettings(issuer=issuer, audience=audience), **changes)
+
+    def web(self, value: object, listen: ListenSettings) -> WebClientSettings | None:
+        if value is None:
+            return None
+        key = "web"
+        section = self.mapping(value, key, _WEB_KEYS, required=("client_id", "redirect_url"))
+        if listen.api is None:
+            raise self.fail(key, "needs the API listener (listen.api), which serves the page")
+        client_id = self.string(section["client_id"], "web.client_id")
+        redirect_url = self.string(section["redirect_url"], "web.redirect_url")
+        try:
+            parts = urllib.parse.urlsplit(redirect_url)
+            host = parts.hostname
+        except ValueError:
+            raise self.fail(
+                "web.redirect_url", f"is not a URL (got {_quote(redirect_url)})"
+            ) from None
+        if parts.scheme not in ("https", "http") or not host:
+            raise self.fail(
+                "web.redirect_url", f"must be an https:// URL (got {_quote(redirect_url)})"
+            )
+        if parts.scheme == "http" and not is_loopback(host):
+            raise self.fail(
+                "web.redirect_url",
+                "must use https; plain http is accepted only on loopback "
+                "(localhost, 127.x.x.x, ::1)",
+            )
+        if parts.path != SSO_CALLBACK_PATH or parts.query or parts.fragment:
+            raise self.fail(
+                "web.redirect_url",
+                f"must be this gateway's {SSO_CALLBACK_PATH} as the browser reaches it, e.g. "
+                f"https://airlock.example.com{SSO_CALLBACK_PATH} (got {_quote(redirect_url)})",
+            )
+        scopes: tuple[str, ...] = DEFAULT_WEB_SCOPES
+        if section.get("scopes") is not None:
+            listed = self.string_list(section["scopes"], "web.scopes", what="scopes")
+            # The ID token (and its nonce) comes only with the openid scope.
+            scopes = tuple(dict.fromkeys(("openid", *listed)))
+        return WebClientSettings(
+            client_id=client_id,
+            redirect_url=redirect_url,
+            client_secret=self.secret(section, key, "client_secret"),
+            scopes=scopes,
+        )
 
     def issuer(self, value: object, key: str) -> str:
         issuer = self.string(value, key)

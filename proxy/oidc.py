@@ -9,10 +9,12 @@ token is valid is policy/identity.py's pure `verify_token`; only fetching is her
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,7 +24,9 @@ import jwt
 from policy.identity import (
     Identity,
     IdentitySettings,
+    InvalidToken,
     UnknownKeyId,
+    allowed_algorithms,
     verify_token,
 )
 from proxy.addresses import is_loopback
@@ -38,6 +42,14 @@ DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 class OidcConfigError(ValueError):
     """The identity configuration, or what the issuer advertises, cannot be trusted."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignInEndpoints:
+    """Where a browser signs in (authorization code flow), from the discovery document."""
+
+    authorization: str
+    token: str
 
 
 class _FetchFailed(Exception):
@@ -102,6 +114,7 @@ class OidcVerifier:
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._jwks_uri: str | None = None
+        self._sign_in: SignInEndpoints | None = None
         self._keys: Mapping[str, jwt.PyJWK] = {}
         self._keys_fetched_at: float | None = None
         self._last_attempt_at: float | None = None
@@ -156,6 +169,94 @@ class OidcVerifier:
             # Maybe the issuer rotated keys: refetch (rate limited), then try once more.
             await self._refresh()
             return verify_token(token, self._keys, self._settings, now=self._clock())
+
+    async def sign_in_endpoints(self) -> SignInEndpoints:
+        """The issuer's authorization and token endpoints, discovered on first need; raises
+        IssuerUnavailable when the issuer cannot be reached, OidcConfigError when it does
+        not advertise them."""
+        if self._session is None:
+            raise RuntimeError("OidcVerifier.start() was not awaited")
+        if self._sign_in is None:
+            try:
+                await self._discover()
+            except _FetchFailed as exc:
+                log.warning("issuer discovery failed: %s", exc)
+                raise IssuerUnavailable() from None
+        if self._sign_in is None:
+            raise OidcConfigError(
+                "the issuer's discovery document has no authorization_endpoint and "
+                "token_endpoint: it does not offer the authorization code flow"
+            )
+        return self._sign_in
+
+    async def verify_id_token(self, token: str, *, client_id: str, nonce: str) -> str:
+        """The subject of an OIDC ID token issued to `client_id` for the sign-in that sent
+        `nonce`, checked with the issuer's keys (issuer, audience, algorithm, expiry), or
+        InvalidToken. The session's identity comes from the access token, verified as every
+        API token is; the ID token proves the sign-in answers this browser's request."""
+        if self._session is None:
+            raise RuntimeError("OidcVerifier.start() was not awaited")
+        if self._keys_stale():
+            await self._refresh()
+        try:
+            claims = self._id_token_claims(token, client_id)
+        except UnknownKeyId:
+            await self._refresh()
+            claims = self._id_token_claims(token, client_id)
+        sent = claims.get("nonce")
+        if not isinstance(sent, str) or not hmac.compare_digest(sent, nonce):
+            raise InvalidToken("ID token nonce does not match this sign-in")
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise InvalidToken("ID token subject is empty")
+        return subject
+
+    def _id_token_claims(self, token: str, client_id: str) -> dict[str, Any]:
+        settings = self._settings
+        if len(token) > settings.max_token_bytes:
+            raise InvalidToken("ID token too large")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed ID token") from None
+        algorithms = allowed_algorithms(settings)
+        kid, alg = header.get("kid"), header.get("alg")
+        if alg not in algorithms:
+            raise InvalidToken("ID token algorithm not allowed")
+        key = self._keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise UnknownKeyId("ID token names an unknown key id")
+        if key.algorithm_name != alg:
+            raise InvalidToken("ID token algorithm does not match the key")
+        now = self._clock()
+        try:
+            claims: dict[str, Any] = jwt.PyJWT().decode(
+                token,
+                key,
+                algorithms=list(algorithms),
+                audience=client_id,
+                issuer=settings.issuer,
+                options={
+                    "require": ["exp", "iat", "iss", "aud", "sub", "nonce"],
+                    "strict_aud": False,  # an ID token may name other audiences beside us
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
+            )
+        # Dropped (`from None`): nothing derived from the token rides along in a traceback.
+        except jwt.InvalidAudienceError:
+            raise InvalidToken("ID token was issued to another client") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("ID token issuer mismatch") from None
+        except jwt.InvalidTokenError:
+            raise InvalidToken("ID token invalid") from None
+        exp = claims.get("exp")
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            raise InvalidToken("ID token has a malformed exp claim")
+        if exp <= now - settings.leeway_s:
+            raise InvalidToken("ID token expired")
+        return claims
 
     async def ensure_keys(self) -> bool:
         """Whether a key set is held, refetching it first (rate limited) when it is stale
@@ -223,6 +324,12 @@ class OidcVerifier:
         if not isinstance(jwks_uri, str):
             raise OidcConfigError("discovery document has no jwks_uri")
         check_endpoint_url(jwks_uri, "jwks_uri")
+        authorization = document.get("authorization_endpoint")
+        token = document.get("token_endpoint")
+        if isinstance(authorization, str) and isinstance(token, str):
+            check_endpoint_url(authorization, "authorization_endpoint")
+            check_endpoint_url(token, "token_endpoint")
+            self._sign_in = SignInEndpoints(authorization, token)
         self._jwks_uri = jwks_uri
         return jwks_uri
 

@@ -44,10 +44,11 @@ from proxy.dev_issuer import DevIssuer
 from proxy.errors import GatewayShuttingDown, IssuerUnavailable
 from proxy.metrics import Instruments, StatementCounts, counter, gateway_registry, gauge
 from proxy.mysql_server import MySqlListener, MySqlSession
-from proxy.oidc import OidcConfigError, OidcVerifier
+from proxy.oidc import OidcConfigError, OidcVerifier, SignInEndpoints
 from proxy.pg_server import PgListener, PgSession
 from proxy.recording.writer import Recorder
 from proxy.signing import load_or_create
+from proxy.sso import SsoClient
 from proxy.store import ApprovalStore
 from proxy.tls import ensure_self_signed, server_context
 from proxy.web import WebPages
@@ -71,6 +72,7 @@ _RESTART_ONLY = {
     "dev_issuer": "dev_issuer",
     "recording": "recording",
     "auditors": "auditors",
+    "web": "web",
     "max_statement_bytes": "limits.max_statement_bytes",
     "classify_timeout_s": "limits.classify_timeout",
 }
@@ -190,7 +192,13 @@ class Gateway:
             metrics=self.registry,
             readiness=self.readiness,
             credentials=self._credentials_api,
-            pages=WebPages(self.hub, verifier, settings.data_dir, settings.auditors),
+            pages=WebPages(
+                self.hub,
+                verifier,
+                settings.data_dir,
+                settings.auditors,
+                sso=SsoClient(settings.web, verifier) if settings.web is not None else None,
+            ),
             live_sessions=self._live_sessions,
         )
         runner = web.AppRunner(app, access_log=None)
@@ -201,6 +209,11 @@ class Gateway:
                 settings.data_dir, settings.identity.issuer, settings.identity.audience
             )
             app.router.add_routes(issuer.routes())
+            if settings.web is not None:
+                # The web page signs in at the development issuer as at any other.
+                issuer.register_client(
+                    settings.web.client_id, [settings.web.redirect_url], settings.web.client_secret
+                )
             self.dev_issuer = issuer
         await runner.setup()
         site = web.TCPSite(runner, settings.listen.api.host, settings.listen.api.port)
@@ -562,6 +575,18 @@ class _LateVerifier:
         if verifier is None:
             raise IssuerUnavailable()
         return await verifier.verify(token)
+
+    async def sign_in_endpoints(self) -> SignInEndpoints:
+        verifier = self._gateway.verifier
+        if verifier is None:
+            raise IssuerUnavailable()
+        return await verifier.sign_in_endpoints()
+
+    async def verify_id_token(self, token: str, *, client_id: str, nonce: str) -> str:
+        verifier = self._gateway.verifier
+        if verifier is None:
+            raise IssuerUnavailable()
+        return await verifier.verify_id_token(token, client_id=client_id, nonce=nonce)
 
 
 def _bound_address(server: Any, site: web.TCPSite | None = None) -> tuple[str, int]:

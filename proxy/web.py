@@ -1,12 +1,13 @@
 """The web page at `/`: approvers decide held statements, auditors replay transcripts.
 
 Served by the API listener, rendered on the server, plain HTML forms and no
-JavaScript. A person signs in by pasting their OIDC token, verified as every API
-token is; the page then shows the pending approval requests (SQL, bound parameters,
-requester, age) with approve and deny buttons, and, to members of the `auditors`
-groups, the session list and each session's replay with its verification. Deciding
-through the page is deciding through the hub: the same approver-group and
-self-approval checks, the same records.
+JavaScript. A person signs in by SSO (the OIDC authorization code flow with PKCE,
+proxy/sso.py, when the config has a `web` client) or by pasting their OIDC token;
+either token is verified as every API token is. The page then shows the pending
+approval requests (SQL, bound parameters, requester, age) with approve and deny
+buttons, and, to members of the `auditors` groups, the session list and each
+session's replay with its verification. Deciding through the page is deciding
+through the hub: the same approver-group and self-approval checks, the same records.
 
 Signing in makes a page session: a random id in an HttpOnly, SameSite=Strict cookie,
 held in memory until the token expires. The token itself is not kept. Every form
@@ -34,18 +35,23 @@ from aiohttp import web
 from policy.identity import Identity
 from policy.rules import RequestSight, request_sight, transcript_refusal
 from proxy.approvals import ApprovalHub, NotAllowedToDecide
-from proxy.config import parse_duration
+from proxy.config import SSO_CALLBACK_PATH, parse_duration
 from proxy.errors import AirlockError
 from proxy.listener import TokenVerifier
+from proxy.oidc import OidcConfigError
 from proxy.recording.format import SESSION_ID
 from proxy.recording.render import render
 from proxy.recording.sessions import find_sessions, find_transcript
 from proxy.recording.verifier import describe, read_transcript, verify_transcript
 from proxy.rendering import format_age, printable
 from proxy.signing import load_public_key
+from proxy.sso import SIGN_IN_TTL_S, SignInFailed, SsoClient
 from proxy.store import SCOPES, AlreadyDecided, ApprovalRequest, UnknownRequest
 
 COOKIE = "airlock_page"
+#: The cookie that binds a sign-in at the identity provider to the browser that began it.
+SSO_COOKIE = "airlock_sso"
+SSO_PATH = "/sso"
 #: Page sessions kept at most; the oldest go first when a sign-in needs room.
 MAX_PAGE_SESSIONS = 1_000
 #: Sessions listed on the sessions page, newest first.
@@ -75,6 +81,7 @@ pre { background: #f4f4f4; padding: .5rem; white-space: pre-wrap; overflow-wrap:
 .error { background: #fbe9e9; padding: .5rem 1rem; }
 table { border-collapse: collapse; } td, th { padding: .2rem .6rem; text-align: left; }
 form.inline { display: inline-block; margin-right: 1rem; }
+a.button { display: inline-block; padding: .4rem 1rem; border: 1px solid #666; border-radius: 4px; }
 """
 
 
@@ -94,8 +101,12 @@ class WebPages:
         data_dir: Path,
         auditors: frozenset[str],
         clock: Callable[[], float] = time.time,
+        *,
+        sso: SsoClient | None = None,
     ) -> None:
         self.hub = hub
+        #: SSO sign-in (authorization code + PKCE), when the config has a web client.
+        self.sso = sso
         self.verifier = verifier
         self.data_dir = data_dir
         self.auditors = auditors
@@ -105,6 +116,9 @@ class WebPages:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.approvals)
         app.router.add_post("/login", self.login)
+        if self.sso is not None:
+            app.router.add_get(f"{SSO_PATH}/start", self.sso_start)
+            app.router.add_get(SSO_CALLBACK_PATH, self.sso_callback)
         app.router.add_post("/logout", self._form(self.logout))
         app.router.add_post("/approvals/{id}/approve", self._form(self.approve))
         app.router.add_post("/approvals/{id}/deny", self._form(self.deny))
@@ -154,7 +168,10 @@ class WebPages:
                     _layout("Refused", _error("The form has expired: reload the page."), None),
                     status=403,
                 )
-            raise web.HTTPSeeOther(await handler(request, key, session, fields))
+            response = web.HTTPSeeOther(await handler(request, key, session, fields))
+            if key not in self._sessions:  # signed out: the browser forgets the cookie too
+                response.del_cookie(COOKIE, path="/")
+            raise response
 
         return run
 
@@ -167,16 +184,24 @@ class WebPages:
         try:
             identity = await self.verifier.verify(token)
         except AirlockError as error:
-            return _html(_login_page(f"Not signed in: {error.message}"), status=401)
+            return _html(self._login_page(f"Not signed in: {error.message}"), status=401)
+        response = web.HTTPSeeOther("/")
+        self._open_session(request, response, identity)
+        raise response
+
+    def _open_session(
+        self, request: web.Request, response: web.StreamResponse, identity: Identity
+    ) -> None:
+        """A new page session for `identity`, its cookie set on `response`."""
         now = self.clock()
         expired = [k for k, s in self._sessions.items() if s.identity.expires_at <= now]
         for key in expired:
             del self._sessions[key]
+        self._sessions.pop(request.cookies.get(COOKIE, ""), None)  # the browser's old one
         while len(self._sessions) >= MAX_PAGE_SESSIONS:
             del self._sessions[next(iter(self._sessions))]
         key = secrets.token_urlsafe(32)
         self._sessions[key] = PageSession(identity)
-        response = web.HTTPSeeOther("/")
         response.set_cookie(
             COOKIE,
             key,
@@ -186,7 +211,54 @@ class WebPages:
             path="/",
             max_age=max(1, int(identity.expires_at - now)),
         )
+
+    async def sso_start(self, request: web.Request) -> web.Response:
+        """Off to the identity provider, with a new sign-in bound to this browser."""
+        assert self.sso is not None
+        try:
+            key, url = await self.sso.start()
+        except AirlockError as error:
+            return _html(self._login_page(f"SSO is unavailable: {error.message}"), status=503)
+        except OidcConfigError as error:
+            return _html(self._login_page(f"SSO is unavailable: {error}"), status=503)
+        response = web.HTTPSeeOther(url)
+        # Lax, not Strict: the browser comes back from the identity provider's site, and
+        # a Strict cookie would stay behind.
+        response.set_cookie(
+            SSO_COOKIE,
+            key,
+            httponly=True,
+            samesite="Lax",
+            secure=request.secure,
+            path=SSO_PATH,
+            max_age=int(SIGN_IN_TTL_S),
+        )
         raise response
+
+    async def sso_callback(self, request: web.Request) -> web.Response:
+        """Back from the identity provider: a page session, or a page saying why not."""
+        assert self.sso is not None
+        answer = {k: v[:_MAX_TOKEN_CHARS] for k, v in request.query.items()}
+        identity: Identity | None = None
+        try:
+            signed_in = await self.sso.finish(request.cookies.get(SSO_COOKIE, ""), answer)
+            try:
+                # Exactly as the API verifies a token: issuer, audience, algorithm, expiry,
+                # groups (and the client id, when identity.client_id is set).
+                identity = await self.verifier.verify(signed_in.access_token)
+            except AirlockError as error:
+                raise SignInFailed(f"the access token was refused: {error.message}") from None
+            if identity.subject != signed_in.subject:
+                raise SignInFailed("the ID token and the access token name different people")
+        except SignInFailed as failed:
+            response = _html(self._login_page(f"Not signed in: {failed.message}"), status=401)
+        else:
+            # A page, not a redirect: a redirect in a navigation that began at the identity
+            # provider's site would arrive without the SameSite=Strict cookie just set.
+            response = _html(_continue_page(), status=200)
+            self._open_session(request, response, identity)
+        response.del_cookie(SSO_COOKIE, path=SSO_PATH)
+        return response
 
     async def logout(
         self, _request: web.Request, key: str, _session: PageSession, _fields: dict[str, str]
@@ -194,12 +266,15 @@ class WebPages:
         self._sessions.pop(key, None)
         return "/"
 
+    def _login_page(self, problem: str | None = None) -> str:
+        return _login_page(problem, sso=self.sso is not None)
+
     # --- approvals
 
     async def approvals(self, request: web.Request) -> web.Response:
         found = self._page_session(request)
         if found is None:
-            return _html(_login_page())
+            return _html(self._login_page())
         _, session = found
         shown = [(r, self._sight(session, r)) for r in self.hub.store.list("pending")]
         pending = [(r, sight) for r, sight in shown if sight is not RequestSight.HIDDEN]
@@ -373,16 +448,34 @@ def _layout(
     )
 
 
-def _login_page(problem: str | None = None) -> str:
+def _login_page(problem: str | None = None, *, sso: bool = False) -> str:
+    single_sign_on = (
+        f'<p><a class="button" href="{SSO_PATH}/start">Sign in with SSO</a></p>'
+        "<p>Or paste a token instead:</p>"
+        if sso
+        else ""
+    )
     content = (
         "<h1>Sign in</h1>"
         + (_error(problem) if problem else "")
+        + single_sign_on
         + "<p>Paste your OIDC access token (the one `airlock approve --token` takes).</p>"
         '<form method="post" action="/login">'
         '<textarea name="token" rows="6" cols="80" required autocomplete="off"></textarea>'
         '<p><button type="submit">Sign in</button></p></form>'
     )
     return _layout("Sign in", content, None)
+
+
+def _continue_page() -> str:
+    """Said between the identity provider and the page: on to `/` at once, from here."""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta http-equiv="refresh" content="0;url=/">'
+        f"<title>Signed in - Airlock</title><style>{_STYLE}</style></head>"
+        '<body><main><p>Signed in. <a href="/">Continue to the approvals</a>.</p></main>'
+        "</body></html>"
+    )
 
 
 def _request_card(approval: ApprovalRequest, csrf: str, now: float, *, decide: bool) -> str:

@@ -1121,3 +1121,68 @@ def test_a_target_may_be_the_default_of_its_protocol(tmp_path: Path) -> None:
     settings = load_settings(write_config(tmp_path, document), environ=ENVIRON)
     assert settings.targets["shop"].default
     assert not settings.targets["orders"].default
+
+
+def test_web_client_for_sso_sign_in(tmp_path: Path) -> None:
+    document = base_document()
+    document["web"] = {
+        "client_id": "0oa1desk",
+        "client_secret_env": "DESK_SECRET",
+        "redirect_url": "https://airlock.example.com/sso/callback",
+        "scopes": ["groups", "email"],
+    }
+    settings = parse_settings(
+        document, source=tmp_path / "a.yaml", environ={**ENVIRON, "DESK_SECRET": "s"}
+    )
+    assert settings.web is not None
+    assert settings.web.client_id == "0oa1desk"
+    assert settings.web.client_secret == "s"
+    assert settings.web.redirect_url == "https://airlock.example.com/sso/callback"
+    assert settings.web.scopes == ("openid", "groups", "email")  # openid always asked for
+    assert "'s'" not in repr(settings.web)  # the secret stays out of logs and errors
+    del document["web"]
+    assert parse_settings(document, source=tmp_path / "a.yaml", environ=ENVIRON).web is None
+
+
+@pytest.mark.parametrize(
+    ("web", "environ", "error"),
+    [
+        ({"redirect_url": "https://a.example/sso/callback"}, {}, r"web\.client_id: is required"),
+        ({"client_id": "c"}, {}, r"web\.redirect_url: is required"),
+        (
+            {"client_id": "c", "redirect_url": "http://airlock.example/sso/callback"},
+            {},
+            r"web\.redirect_url: must use https",
+        ),
+        (
+            {"client_id": "c", "redirect_url": "https://airlock.example/callback"},
+            {},
+            r"web\.redirect_url: must be this gateway's /sso/callback",
+        ),
+        (
+            {
+                "client_id": "c",
+                "redirect_url": "https://a.example/sso/callback",
+                "client_secret": "x",
+            },
+            {},
+            r"web\.client_secret: unknown key",
+        ),
+        (
+            {
+                "client_id": "c",
+                "redirect_url": "https://a.example/sso/callback",
+                "client_secret_env": "NOPE",
+            },
+            {},
+            r"web\.client_secret_env: environment variable 'NOPE' is not set",
+        ),
+    ],
+)
+def test_web_client_refuses(
+    tmp_path: Path, web: dict[str, Any], environ: dict[str, str], error: str
+) -> None:
+    document = base_document()
+    document["web"] = web
+    with pytest.raises(ConfigError, match=error):
+        parse_settings(document, source=tmp_path / "a.yaml", environ={**ENVIRON, **environ})

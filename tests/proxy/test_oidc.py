@@ -342,3 +342,46 @@ async def test_close_is_idempotent_and_verify_needs_start(issuer: TestIssuer) ->
     await verifier.start()
     await verifier.close()
     await verifier.close()
+
+
+async def test_sign_in_endpoints_come_from_discovery(issuer: TestIssuer) -> None:
+    async with running(settings_for(issuer)) as verifier:
+        endpoints = await verifier.sign_in_endpoints()
+        assert endpoints.authorization == issuer.url + "/v1/authorize"
+        assert endpoints.token == issuer.url + "/v1/token"
+
+
+def id_token(issuer: TestIssuer, **claims: Any) -> str:
+    base = {"aud": "desk-client", "nonce": "n-1", "groups": None}
+    return issuer.mint(
+        sub="dba-1",
+        claims_overrides={k: v for k, v in {**base, **claims}.items() if v is not None},
+        drop_claims=[k for k, v in {**base, **claims}.items() if v is None],
+    )
+
+
+async def test_id_token_is_checked_for_the_client_and_the_sign_ins_nonce(
+    issuer: TestIssuer, clock: FakeClock
+) -> None:
+    async with running(settings_for(issuer), clock) as verifier:
+        check = verifier.verify_id_token
+        # No groups claim needed: the session's groups come from the access token.
+        assert await check(id_token(issuer), client_id="desk-client", nonce="n-1") == "dba-1"
+        refusals = {
+            "ID token nonce does not match this sign-in": id_token(issuer, nonce="n-2"),
+            "ID token invalid": id_token(issuer, nonce=None),  # a required claim is missing
+            "ID token was issued to another client": id_token(issuer, aud="other-client"),
+            "ID token issuer mismatch": id_token(issuer, iss="https://evil.example"),
+            "ID token expired": id_token(issuer, exp=int(clock.now) - 3600),
+            "ID token names an unknown key id": issuer.mint(
+                claims_overrides={"aud": "desk-client", "nonce": "n-1"}, key=new_key()
+            ),
+            "ID token algorithm not allowed": issuer.forge(
+                {"alg": "HS256", "kid": issuer.signing_key.kid},
+                {"aud": "desk-client", "nonce": "n-1"},
+                signature=b"x",
+            ),
+        }
+        for message, token in refusals.items():
+            with pytest.raises(InvalidToken, match=f"^{message}$"):
+                await check(token, client_id="desk-client", nonce="n-1")
