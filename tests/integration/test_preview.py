@@ -120,6 +120,7 @@ def test_a_slow_dry_run_times_out_and_the_hold_is_unharmed(
         assert preview["dry_run"]["error"].startswith("timed out"), preview
         assert accounts()[1] == 100
         status, body = api(gated, "GET", f"/api/v1/approvals/{request['id']}", dba_token(gated))
+        assert status == 200
         assert body["state"] == "pending"
         decide(gated, request["id"], "approve", {})
         assert write.result() == 1
@@ -137,6 +138,7 @@ def test_a_held_read_gets_no_preview(
         assert request["class"] == "read"
         time.sleep(0.5)  # a window in which a preview would have been stored
         status, body = api(gated, "GET", f"/api/v1/approvals/{request['id']}", dba_token(gated))
+        assert status == 200
         assert body["preview"] is None
         decide(gated, request["id"], "approve", {})
         assert read.result() == (60,)
