@@ -29,6 +29,17 @@ class HoldMode(enum.Enum):
     REJECT = "reject"
 
 
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What an approver is shown of a held write before deciding (a rule's `preview`):
+    the server's plan and estimated rows (`explain`), and, opt-in, a `dry_run` (the
+    statement run in a transaction that is rolled back), each within `timeout_s`."""
+
+    explain: bool = True
+    dry_run: bool = False
+    timeout_s: float = 2.0
+
+
 #: Statement classes, in the order of the SPEC.
 STATEMENT_CLASSES = ("read", "write", "ddl", "admin", "unknown")
 
@@ -50,6 +61,7 @@ class Rule:
     #: Where this rule's approval requests are announced, besides the global webhooks
     #: (opaque here: the gateway's endpoint objects).
     webhooks: tuple[object, ...] = ()
+    preview: Preview = Preview()
 
     def action_for(self, statement_class: str) -> Action:
         action: Action = getattr(self, statement_class)
@@ -67,6 +79,7 @@ class EffectivePolicy:
     grant_ttl_s: float
     session_ttl_s: float
     webhooks: tuple[object, ...] = ()
+    preview: Preview = Preview()
 
     def action_for(self, statement_class: str) -> Action:
         # `unknown` (or anything unexpected) is treated as the strictest class.
@@ -98,6 +111,12 @@ def effective_policy(
         grant_ttl_s=min(r.grant_ttl_s for r in matched),
         session_ttl_s=min(r.session_ttl_s for r in matched),
         webhooks=tuple(dict.fromkeys(w for r in matched for w in r.webhooks)),
+        # A dry run executes the write (rolled back): only when every matching rule opts in.
+        preview=Preview(
+            explain=all(r.preview.explain for r in matched),
+            dry_run=all(r.preview.dry_run for r in matched),
+            timeout_s=min(r.preview.timeout_s for r in matched),
+        ),
     )
 
 

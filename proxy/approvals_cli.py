@@ -40,6 +40,7 @@ from proxy.rendering import (
     format_duration,
     format_parameter,
     one_line_sql,
+    preview_lines,
     printable,
 )
 
@@ -362,6 +363,8 @@ def render_approval(approval: Mapping[str, Any], now: datetime) -> str:
     if isinstance(reasons, list) and reasons:
         class_text += " (" + "; ".join(_text(r) for r in reasons) + ")"
     fields.append(("class", class_text))
+    if approval.get("why") is not None:
+        fields.append(("why", _text(approval.get("why"))))
     sql = approval.get("sql")
     fields.append(("sql", printable(sql, multiline=True) if isinstance(sql, str) else _text(sql)))
     parameters = approval.get("parameters")
@@ -372,6 +375,9 @@ def render_approval(approval: Mapping[str, Any], now: datetime) -> str:
                 "\n".join(format_parameter(i, p) for i, p in enumerate(parameters, start=1)),
             )
         )
+    impact = preview_lines(approval.get("preview"))
+    if impact:
+        fields.append(("preview", "\n".join(printable(line) for line in impact)))
     decision = approval.get("decision")
     if isinstance(decision, dict):
         decided = _text(decision.get("by"))

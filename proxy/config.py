@@ -32,7 +32,7 @@ import yaml.constructor
 import yaml.nodes
 
 from policy.identity import IdentitySettings
-from policy.rules import STATEMENT_CLASSES, Action, HoldMode, Rule
+from policy.rules import STATEMENT_CLASSES, Action, HoldMode, Preview, Rule
 from proxy.addresses import is_loopback
 from proxy.logs import LOG_FORMATS
 from proxy.webhooks import WebhookEndpoint
@@ -455,7 +455,9 @@ _RULE_KEYS = (
     "grant_ttl",
     "session_ttl",
     "webhooks",
+    "preview",
 )
+_PREVIEW_KEYS = ("explain", "dry_run", "timeout")
 _WEBHOOK_KEYS = ("url", "format", "secret_env", "secret_file", "events")
 _WEBHOOK_FORMATS = ("standard", "slack")
 _WEBHOOK_EVENTS = ("approval.requested", "approval.decided")
@@ -1127,6 +1129,16 @@ class _Parser:
         except ValueError as error:  # its message names neither the secret nor the URL's
             raise self.fail(key, str(error)) from None
 
+    def preview(self, value: object, key: str) -> Preview:
+        section = self.mapping(value, key, _PREVIEW_KEYS)
+        changes: dict[str, Any] = {}
+        for name in ("explain", "dry_run"):
+            if section.get(name) is not None:
+                changes[name] = self.boolean(section[name], f"{key}.{name}")
+        if section.get("timeout") is not None:
+            changes["timeout_s"] = self.duration(section["timeout"], f"{key}.timeout", maximum=60)
+        return dataclasses.replace(Preview(), **changes)
+
     def rule(self, value: object, key: str, targets: Mapping[str, TargetSettings]) -> Rule:
         section = self.mapping(value, key, _RULE_KEYS, required=("groups", "targets"))
         groups = self.string_list(section["groups"], f"{key}.groups", what="group names")
@@ -1161,6 +1173,8 @@ class _Parser:
             if section.get(name) is not None:
                 changes[f"{name}_s"] = self.duration(section[name], f"{key}.{name}")
         changes["webhooks"] = self.webhooks(section.get("webhooks"), f"{key}.webhooks")
+        if section.get("preview") is not None:
+            changes["preview"] = self.preview(section["preview"], f"{key}.preview")
         rule = dataclasses.replace(
             Rule(groups=frozenset(groups), targets=frozenset(target_names)), **changes
         )

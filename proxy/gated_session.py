@@ -28,7 +28,7 @@ from policy.classify import CLASS_NAMES, StatementClass, Verdict
 from policy.identity import Identity
 from policy.rules import EffectivePolicy, effective_policy
 from protocols.errors import MessageTooLarge
-from proxy import logs
+from proxy import logs, preview
 from proxy.actions import EndSession as EndRelay
 from proxy.actions import SendToClient, SendToServer
 from proxy.addresses import is_loopback
@@ -715,10 +715,13 @@ class GatedSession:
                 hold=action.hold.value,
                 approver_groups=tuple(sorted(policy.approvers)),
                 grant_ttl_s=policy.grant_ttl_s,
+                why=preview.justification(action.sql),
             ),
             policy.webhooks,
         )
         self._requested = True
+        # The impact preview runs in the background: the hold does not wait for it.
+        preview.start(self.listener.hub.store, request, target, policy.preview)
         return request
 
     # --- the transcript

@@ -104,3 +104,35 @@ def format_parameter(index: int, parameter: Any) -> str:
             )
     type_name = field_text(parameter.get("type"))
     return f"${index} = {shown}" + (f" ({type_name})" if type_name else "")
+
+
+def preview_lines(preview: Any) -> list[str]:
+    """A request's impact preview (API `preview`) as lines of plain text, unescaped: the
+    CLI prints them through `printable`, the web page through its own escaping."""
+    if not isinstance(preview, dict):
+        return []
+    if preview.get("state") == "running":
+        return ["running..."]
+    lines: list[str] = []
+    if preview.get("error") is not None:
+        lines.append(f"not available: {field_text(preview['error'])}")
+    explain = preview.get("explain")
+    if isinstance(explain, dict):
+        if explain.get("error") is not None:
+            lines.append(f"plan: not available: {field_text(explain['error'])}")
+        else:
+            estimate = explain.get("estimated_rows")
+            lines.append(f"estimated rows: {'unknown' if estimate is None else estimate}")
+            lines.append("plan:")
+            lines.extend("  " + line for line in str(explain.get("plan") or "").splitlines())
+    dry_run = preview.get("dry_run")
+    if isinstance(dry_run, dict):
+        if dry_run.get("error") is not None:
+            lines.append(f"dry run: not available: {field_text(dry_run['error'])}")
+        else:
+            lines.append(f"dry run (rolled back): {dry_run.get('rows_affected')} rows affected")
+            sample = dry_run.get("sample")
+            if isinstance(sample, list) and sample:
+                lines.append("rows as the statement leaves them (a sample):")
+                lines.extend("  " + json.dumps(row, ensure_ascii=False) for row in sample)
+    return lines

@@ -619,6 +619,7 @@ def request_event(request: ApprovalRequest) -> dict[str, Any]:
         statement_class=r.statement_class,
         hold=r.hold,
         approver_groups=tuple(r.approver_groups),
+        why=r.why,
     ).to_data()
 
 

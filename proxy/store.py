@@ -60,13 +60,17 @@ CREATE TABLE IF NOT EXISTS approvals (
     expires_at      REAL,
     comment         TEXT,
     reason          TEXT,
-    used_at         REAL
+    used_at         REAL,
+    why             TEXT,
+    preview_json    TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, created_at);
 CREATE INDEX IF NOT EXISTS approvals_grant ON approvals (subject, target, params_key)
     WHERE state = 'approved';
 CREATE INDEX IF NOT EXISTS approvals_session ON approvals (session_id);
 """
+#: Columns added since the first schema: a store made before them gets them at open.
+_ADDED_COLUMNS = {"why": "TEXT", "preview_json": "TEXT"}
 
 
 class AlreadyDecided(Exception):
@@ -106,6 +110,8 @@ class NewRequest:
     hold: str
     approver_groups: tuple[str, ...]
     grant_ttl_s: float
+    #: The agent's justification (proxy/preview.py's `justification`), if it gave one.
+    why: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,8 @@ class ApprovalRequest:
     comment: str | None = None
     reason: str | None = None
     used_at: float | None = None
+    #: The impact preview (proxy/preview.py), once started: {"state": "running"} until done.
+    preview: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         r = self.request
@@ -150,6 +158,8 @@ class ApprovalRequest:
             "parameters": [p.to_json() for p in r.parameters],
             "class": r.statement_class,
             "reasons": list(r.reasons),
+            "why": r.why,
+            "preview": self.preview,
             "hold": r.hold,
             "approver_groups": list(r.approver_groups),
             "grant_ttl_s": r.grant_ttl_s,
@@ -175,6 +185,10 @@ class ApprovalStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(approvals)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE approvals ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -212,8 +226,8 @@ class ApprovalStore:
         self._db.execute(
             "INSERT INTO approvals (id, state, session_id, session_state, subject, groups_json,"
             " email, target, protocol, sql, params_json, params_key, class, reasons_json, hold,"
-            " approvers_json, grant_ttl_s, created_at)"
-            " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " approvers_json, grant_ttl_s, created_at, why)"
+            " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 request_id,
                 new.session_id,
@@ -231,9 +245,16 @@ class ApprovalStore:
                 json.dumps(list(new.approver_groups)),
                 new.grant_ttl_s,
                 now,
+                new.why,
             ),
         )
         return ApprovalRequest(request_id, PENDING, "open", now, new)
+
+    def set_preview(self, request_id: str, preview: dict[str, Any]) -> None:
+        """Store a request's impact preview (whatever its state: it informs, decides nothing)."""
+        self._db.execute(
+            "UPDATE approvals SET preview_json = ? WHERE id = ?", (json.dumps(preview), request_id)
+        )
 
     def get(self, request_id: str) -> ApprovalRequest:
         row = self._db.execute("SELECT * FROM approvals WHERE id = ?", (request_id,)).fetchone()
@@ -362,8 +383,12 @@ def _from_row(row: sqlite3.Row) -> ApprovalRequest:
         hold=row["hold"],
         approver_groups=tuple(json.loads(row["approvers_json"])),
         grant_ttl_s=row["grant_ttl_s"],
+        why=row["why"],
     )
-    request = ApprovalRequest(row["id"], row["state"], row["session_state"], row["created_at"], new)
+    preview = json.loads(row["preview_json"]) if row["preview_json"] else None
+    request = ApprovalRequest(
+        row["id"], row["state"], row["session_state"], row["created_at"], new, preview=preview
+    )
     if row["decided_at"] is None:
         return request
     return replace(

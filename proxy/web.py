@@ -43,7 +43,7 @@ from proxy.recording.format import SESSION_ID
 from proxy.recording.render import render
 from proxy.recording.sessions import find_sessions, find_transcript
 from proxy.recording.verifier import describe, read_transcript, verify_transcript
-from proxy.rendering import format_age, printable
+from proxy.rendering import format_age, preview_lines, printable
 from proxy.signing import load_public_key
 from proxy.sso import SIGN_IN_TTL_S, SignInFailed, SsoClient
 from proxy.store import SCOPES, AlreadyDecided, ApprovalRequest, UnknownRequest
@@ -502,8 +502,22 @@ def _request_card(approval: ApprovalRequest, csrf: str, now: float, *, decide: b
         f"approvers: {_shown(', '.join(r.approver_groups))}</p>"
         f"<pre>{_shown(r.sql, multiline=True)}</pre>{parameters}"
         + (f"<p>Why held: {_shown(reasons)}</p>" if reasons else "")
+        + (f'<p class="why">Agent says why: {_shown(r.why)}</p>' if r.why else "")
+        + _preview_block(approval.preview)
         + (_decision_forms(request_id, csrf) if decide else "")
         + "</section>"
+    )
+
+
+def _preview_block(preview: dict[str, object] | None) -> str:
+    """The impact preview on a card: the plan, estimated rows and dry run, as text."""
+    lines = preview_lines(preview)
+    if not lines:
+        return ""
+    shown = "\n".join(_shown(line) for line in lines)
+    return (
+        '<details class="preview" open><summary>Impact preview</summary>'
+        f"<pre>{shown}</pre></details>"
     )
 
 

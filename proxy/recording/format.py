@@ -328,7 +328,7 @@ class ApprovalRequested(EventData):
 
     KIND: ClassVar[str] = APPROVAL_REQUESTED
     KEYS: ClassVar[tuple[str, ...]] = (
-        "id", "sql", "params", "class", "hold", "approver_groups", "timeout_s",
+        "id", "sql", "params", "class", "hold", "approver_groups", "timeout_s", "why",
     )  # fmt: skip
     V1_KEYS: ClassVar[tuple[str, ...]] = ("approval_id", "parameters", "approvers")
     id: str | None = None
@@ -339,6 +339,8 @@ class ApprovalRequested(EventData):
     hold: str | None = None
     approver_groups: tuple[str, ...] = ()
     timeout_s: float | None = None
+    #: The agent's justification (an `airlock:why` comment), when it gave one.
+    why: str | None = None
 
     def to_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -351,6 +353,8 @@ class ApprovalRequested(EventData):
         }
         if self.timeout_s is not None:
             data["timeout_s"] = self.timeout_s
+        if self.why is not None:
+            data["why"] = self.why
         return data | self.extra
 
     @classmethod
@@ -367,6 +371,7 @@ class ApprovalRequested(EventData):
             hold=_str(data.get("hold")),
             approver_groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (),
             timeout_s=_number(data.get("timeout_s")),
+            why=_str(data.get("why")),
             extra=_kept(data, cls.KEYS + cls.V1_KEYS),
         )
 

@@ -220,6 +220,8 @@ def _approval_requested(data: dict[str, Any]) -> str:
         facts.append(f"{_line(data.get('hold') or 'wait')} up to {format_age(timeout)}")
     elif data.get("hold") is not None:
         facts.append(f"hold {_line(data['hold'])}")
+    if data.get("why") is not None:
+        facts.append(f"why: {_line(data['why'])}")
     return line + (f" ({'; '.join(facts)})" if facts else "")
 
 

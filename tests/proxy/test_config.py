@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from policy.rules import Action, HoldMode
+from policy.rules import Action, HoldMode, Preview, effective_policy
 from proxy.config import (
     ConfigError,
     Endpoint,
@@ -262,6 +263,21 @@ def test_login_limits(tmp_path: Path) -> None:
     assert (settings.logins.max_pending, settings.logins.max_pending_per_address) == (50, 5)
 
 
+def test_a_rule_opts_in_to_a_dry_run_and_the_strictest_rule_wins() -> None:
+    document = base_document()
+    assert parse_settings(document, source=Path("a.yaml"), environ=ENVIRON).rules[0].preview == (
+        Preview(explain=True, dry_run=False, timeout_s=2.0)
+    )
+    document["rules"][0]["preview"] = {"dry_run": True, "timeout": "5s"}
+    opted = parse_settings(document, source=Path("a.yaml"), environ=ENVIRON).rules[0]
+    assert opted.preview == Preview(explain=True, dry_run=True, timeout_s=5.0)
+    # A dry run executes the write: only when every matching rule opts in.
+    other = replace(opted, preview=Preview(explain=False, timeout_s=1.0))
+    combined = effective_policy([opted, other], opted.groups, next(iter(opted.targets)))
+    assert combined is not None
+    assert combined.preview == Preview(explain=False, dry_run=False, timeout_s=1.0)
+
+
 def test_parse_settings_builds_from_a_document() -> None:
     settings = parse_settings(base_document(), source=Path("in-code.yaml"), environ=ENVIRON)
     assert settings.targets["orders"].upstream.password == SECRET
@@ -378,6 +394,24 @@ BAD_CASES: list[tuple[str, Mutation, str, str]] = [
         set_path(*RULE, "hold", value="wiat"),
         "rules[0].hold",
         r"must be one of wait, reject \(got 'wiat'\); did you mean 'wait'\?",
+    ),
+    (
+        "preview-typo",
+        set_path(*RULE, "preview", value={"dryrun": True}),
+        "rules[0].preview.dryrun",
+        r"unknown key \(did you mean 'dry_run'\?\)",
+    ),
+    (
+        "preview-dry-run-not-boolean",
+        set_path(*RULE, "preview", value={"dry_run": "yes"}),
+        "rules[0].preview.dry_run",
+        r"must be true or false",
+    ),
+    (
+        "preview-timeout-too-long",
+        set_path(*RULE, "preview", value={"timeout": "5m"}),
+        "rules[0].preview.timeout",
+        r"must be at most 60s",
     ),
     (
         "bad-duration",

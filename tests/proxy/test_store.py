@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from policy.approvals import grant_expiry, refusal_to_decide
 from proxy.store import (
+    _SCHEMA,
     AlreadyDecided,
     ApprovalRequest,
     ApprovalStore,
@@ -184,3 +186,33 @@ def test_grants_are_capped_by_grant_ttl() -> None:
     assert grant_expiry(NOW, 3600, 900) == NOW + 900
     with pytest.raises(ValueError, match="positive"):
         grant_expiry(NOW, 0, 900)
+
+
+def test_the_reason_and_preview_are_kept_with_the_request(store: ApprovalStore) -> None:
+    created = store.create(replace(new(), why="restock after audit #123"), now=1000.0)
+    assert store.get(created.id).preview is None
+    store.set_preview(created.id, {"state": "done", "explain": {"estimated_rows": 3}})
+    again = store.get(created.id)
+    assert again.request.why == "restock after audit #123"
+    assert again.to_json()["why"] == "restock after audit #123"
+    assert again.to_json()["preview"] == {"state": "done", "explain": {"estimated_rows": 3}}
+
+
+def test_a_store_made_before_reasons_and_previews_gains_their_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:  # the schema as it was before
+        old.executescript(
+            _SCHEMA.replace("    why             TEXT,\n", "").replace(
+                "    used_at         REAL,\n    preview_json    TEXT\n",
+                "    used_at         REAL\n",
+            )
+        )
+        columns = {row[1] for row in old.execute("PRAGMA table_info(approvals)")}
+        assert "why" not in columns
+        assert "preview_json" not in columns
+    old_store = ApprovalStore(path)
+    created = old_store.create(replace(new(), why="because"), now=1.0)
+    old_store.set_preview(created.id, {"state": "running"})
+    assert old_store.get(created.id).request.why == "because"
+    assert old_store.get(created.id).preview == {"state": "running"}
+    old_store.close()
