@@ -744,7 +744,9 @@ def _card_details(facts: CardFacts) -> list[tuple[str, str]]:
     so far) are rows added here."""
     approval = facts.approval
     r = approval.request
-    requester = _shown(r.subject) + (f" &lt;{_shown(r.email)}&gt;" if r.email else "")
+    requester = f"<strong>{_shown(r.subject)}</strong>" + (
+        f" &lt;{_shown(r.email)}&gt;" if r.email else ""
+    )
     live = approval.session_state == "open"
     session = f"{_badge('live' if live else 'gone')} <code>{_shown(r.session_id[:12])}</code>" + (
         "" if live else " (the agent has disconnected)"
