@@ -24,6 +24,7 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.support.approvals import Background, agent_token, api, dba_token, pending, rule
@@ -182,6 +183,15 @@ def test_an_auditor_replays_a_session_in_the_browser(
     driver.find_element(By.LINK_TEXT, "Sessions").click()
     text = wait_for_text(driver, "Sessions (1)")
     assert "agent-1" in text
+    driver.find_element(By.ID, "f-agent").send_keys("agent-2")
+    button(driver, "Filter").click()
+    wait_for_text(driver, "Sessions (0)")
+    driver.find_element(By.ID, "f-agent").clear()
+    driver.find_element(By.ID, "f-agent").send_keys("agent-1")
+    driver.find_element(By.ID, "f-since").send_keys("1h")
+    button(driver, "Filter").click()
+    wait_for_text(driver, "Sessions (1)")
+    screenshot(driver, "sessions")
     driver.find_element(By.CSS_SELECTOR, "table a").click()
     text = wait_for_text(driver, "verified: ")
     assert "select count(*) from accounts where balance > 10" in text
@@ -315,6 +325,16 @@ def test_a_held_write_appears_live_and_leaves_when_decided_elsewhere(
         text = wait_for_text(driver, "Pending approvals (0)")
         assert "Nothing waits for a decision." in text
     assert driver.execute_script("return window.airlockSameDocument") is True
+    driver.find_element(By.LINK_TEXT, "History").click()
+    text = wait_for_text(driver, "History (2)")
+    assert request["id"] in text
+    assert again["id"] in text
+    Select(driver.find_element(By.ID, "f-state")).select_by_visible_text("withdrawn")
+    button(driver, "Filter").click()
+    text = wait_for_text(driver, "History (1)")
+    assert again["id"] in text
+    assert request["id"] not in text
+    screenshot(driver, "history")
     assert 9 not in accounts()
     assert 10 in accounts()
 
