@@ -5,6 +5,7 @@ form posts, redirects) against a real gateway, real agents and the real server."
 from __future__ import annotations
 
 import html
+import http.client
 import http.cookiejar
 import re
 import shutil
@@ -472,3 +473,66 @@ def test_auditors_search_page_and_download_sessions(
     assert "Page 2 of 2" in page
     assert len(re.findall(r'<a href="/sessions/([^"]+)">', page)) == 1
     assert 6 not in accounts()
+
+
+def test_the_live_stream_says_when_requests_change(
+    gated: RunningGateway, accounts: Callable[[], dict[int, int]]
+) -> None:
+    browser = approver(gated)
+    address = urllib.parse.urlsplit(gated.api_url)
+    assert address.hostname is not None
+    stream = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    cookie = "; ".join(f"{c.name}={c.value}" for c in browser.cookies)
+    stream.request("GET", "/approvals/events", headers={"Cookie": cookie})
+    events = stream.getresponse()
+    assert events.status == 200
+    assert events.headers["Content-Type"] == "text/event-stream"
+    assert events.readline() == b"retry: 3000\n"
+
+    def next_event() -> list[bytes]:
+        lines: list[bytes] = []
+        while (line := events.readline()) != b"\n" or not lines:
+            if line != b"\n" and not line.startswith(b":"):  # not a keepalive
+                lines.append(line.rstrip(b"\n"))
+        return lines
+
+    with psycopg.connect(gated.dsn(agent_token(gated)), autocommit=True) as agent:
+        write = Background(lambda: agent.execute("delete from accounts where id = 7"))
+        [request] = pending(gated)
+        assert next_event() == [b"event: change", b"data: requested"]
+        status, fragment = browser.get("/approvals/live")
+        assert status == 200
+        assert fragment.startswith('<section id="pending"')
+        assert f'id="request-{request["id"]}"' in fragment
+        browser.post(f"/approvals/{request['id']}/deny", {"csrf": browser.csrf(), "reason": "no"})
+        assert next_event() == [b"event: change", b"data: settled"]
+        assert isinstance(write.result(), psycopg.errors.InsufficientPrivilege)
+    stream.close()
+    assert 7 in accounts()
+    # Signed out: neither the stream nor the list.
+    stranger = Browser(gated)
+    assert stranger.get("/approvals/events")[0] == 401
+    assert stranger.get("/approvals/live")[0] == 401
+
+
+def test_the_page_serves_its_own_stylesheet_and_script_and_no_other_file(
+    gated: RunningGateway,
+) -> None:
+    browser = Browser(gated)
+    status, page = browser.get("/")
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert '<link rel="stylesheet" href="/static/desk.css">' in page
+    policy = browser.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "style-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    status, script = browser.get("/static/desk.js")
+    assert status == 200
+    assert browser.headers["Content-Type"].startswith("text/javascript")
+    assert "EventSource" in script
+    status, style = browser.get("/static/desk.css")
+    assert status == 200
+    assert ".request" in style
+    assert browser.headers["Content-Type"].startswith("text/css")
+    for path in ("/static/web.py", "/static/..%2Fweb.py", "/static/", "/static/desk.map"):
+        assert browser.get(path)[0] == 404, path
