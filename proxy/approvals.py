@@ -25,6 +25,8 @@ from proxy.store import (
 )
 
 log = logging.getLogger("airlock.approvals")
+#: Timed-out requests whose time of timing out is remembered (for the web page).
+_TIMED_OUT_KEPT = 10_000
 
 
 class NotAllowedToDecide(Exception):
@@ -52,14 +54,18 @@ class ApprovalHub:
         self._webhooks: dict[str, tuple[Any, ...]] = {}  # request id -> its rules' endpoints
         #: request id -> when its waiting agent stops waiting (a `hold: wait` being waited on)
         self._deadlines: dict[str, float] = {}
+        #: request id -> when its agent stopped waiting, the timeout having passed (the
+        #: request stays pending: approving it lets the agent retry); the latest kept.
+        self._timed_out: dict[str, float] = {}
         self._watchers: list[Callable[[str, str], None]] = []
 
     # --- who watches the requests change (the web page's live updates)
 
     def watch(self, watcher: Callable[[str, str], None]) -> Callable[[], None]:
         """Call `watcher(change, request_id)` whenever a request is made (`requested`),
-        decided or withdrawn (`settled`) or loses its session (`session_gone`, with the
-        session's id for the request id). Returns the function that stops watching.
+        decided or withdrawn (`settled`), its agent stops waiting (`timed_out`: it stays
+        pending) or it loses its session (`session_gone`, with the session's id for the
+        request id). Returns the function that stops watching.
         Watchers run on the event loop and must not block or raise."""
         self._watchers.append(watcher)
         return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
@@ -73,8 +79,13 @@ class ApprovalHub:
 
     def wait_deadline(self, request_id: str) -> float | None:
         """When the agent waiting for this request stops waiting; None when no agent
-        waits on it (a `hold: reject`, or a session that is gone)."""
+        waits on it (a `hold: reject`, a timeout passed, or a session that is gone)."""
         return self._deadlines.get(request_id)
+
+    def timed_out_at(self, request_id: str) -> float | None:
+        """When the agent stopped waiting for this pending request, its timeout having
+        passed (as far as this process knows)."""
+        return self._timed_out.get(request_id)
 
     # --- the requesting side
 
@@ -103,6 +114,10 @@ class ApprovalHub:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
+            while len(self._timed_out) >= _TIMED_OUT_KEPT:
+                del self._timed_out[next(iter(self._timed_out))]
+            self._timed_out[request_id] = self.clock()
+            self._changed("timed_out", request_id)
             return None
         finally:
             self._waiters.pop(request_id, None)
@@ -183,6 +198,7 @@ class ApprovalHub:
         if request.decided_by is not None:
             self._notify("approval.decided", request)
         self._webhooks.pop(request.id, None)
+        self._timed_out.pop(request.id, None)
         self._changed("settled", request.id)
 
     def _notify(self, event_type: str, request: ApprovalRequest) -> None:

@@ -278,6 +278,7 @@ class WebPages:
             approval=approval,
             now=now,
             wait_deadline=self.hub.wait_deadline(approval.id),
+            timed_out_at=self.hub.timed_out_at(approval.id),
             times_requested=self.hub.store.times_requested(approval),
         )
 
@@ -733,6 +734,8 @@ class CardFacts:
     now: float
     #: When the agent stops waiting (None: no agent waits, `hold: reject` or gone).
     wait_deadline: float | None
+    #: When the agent stopped waiting, its timeout having passed (None: not known to).
+    timed_out_at: float | None
     #: Requests for the same statement (text or fingerprint) by the same identity and
     #: target, this one included.
     times_requested: int
@@ -756,6 +759,11 @@ def _card_details(facts: CardFacts) -> list[tuple[str, str]]:
         waits = (
             f"until {_shown(_moment(facts.wait_deadline))} UTC "
             f"(in {format_age(left)}; then the statement is refused)"
+        )
+    elif facts.timed_out_at is not None:
+        waits = (
+            f"{_badge('timed out')} at {_shown(_moment(facts.timed_out_at))} UTC: the "
+            "statement was refused; approving lets the agent retry it"
         )
     elif r.hold == "reject" and live:
         waits = "not waiting: the agent was refused, and may retry once this is approved"
@@ -838,7 +846,10 @@ def _history_row(approval: ApprovalRequest) -> str:
 
 
 _BADGES = frozenset(
-    {"live", "gone", "sealed", "not sealed", "read", "write", "ddl", "admin", "unknown", *STATES}
+    {
+        *("live", "gone", "timed out", "sealed", "not sealed"),
+        *("read", "write", "ddl", "admin", "unknown", *STATES),
+    }
 )
 
 

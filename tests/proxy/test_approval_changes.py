@@ -51,3 +51,19 @@ async def test_the_wait_deadline_is_known_while_an_agent_waits(tmp_path: Path) -
     hub.approve(request.id, dba())
     assert (await waiting) is not None
     assert hub.wait_deadline(request.id) is None
+
+
+async def test_a_wait_that_times_out_is_told_and_the_request_stays_pending(
+    tmp_path: Path,
+) -> None:
+    hub = ApprovalHub(ApprovalStore(tmp_path / "a.db"), clock=lambda: NOW)
+    heard: list[tuple[str, str]] = []
+    hub.watch(lambda change, request_id: heard.append((change, request_id)))
+    request = hub.request(new())
+    assert await hub.wait(request.id, 0.01) is None
+    assert heard[-1] == ("timed_out", request.id)
+    assert hub.timed_out_at(request.id) == NOW
+    assert hub.wait_deadline(request.id) is None
+    assert hub.store.get(request.id).state == "pending"
+    hub.approve(request.id, dba())
+    assert hub.timed_out_at(request.id) is None
