@@ -342,7 +342,7 @@ def test_a_held_write_appears_live_and_leaves_when_decided_elsewhere(
 def test_who_cannot_approve_sees_no_approve_button(
     gateway_factory: Callable[..., RunningGateway],
     accounts: Callable[[], dict[int, int]],
-    browsers: Callable[[], Chrome],
+    browsers: Callable[..., Chrome],
 ) -> None:
     gateway = gateway_factory(rules=[rule()], auditors=["auditors"])
     with psycopg.connect(gateway.dsn(agent_token(gateway)), autocommit=True) as agent:
