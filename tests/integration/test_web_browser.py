@@ -302,7 +302,6 @@ def test_a_held_write_appears_live_and_leaves_when_decided_elsewhere(
         assert "live" in card.text
         assert "Agent waits\nuntil " in card.text
         assert "first time" in card.text
-        screenshot(driver, "desk")
         screenshot_element(card, "card")
 
         status, _ = api(
