@@ -25,6 +25,8 @@ from proxy.store import (
 )
 
 log = logging.getLogger("airlock.approvals")
+#: Timed-out requests whose time of timing out is remembered (for the web page).
+_TIMED_OUT_KEPT = 10_000
 
 
 class NotAllowedToDecide(Exception):
@@ -50,6 +52,40 @@ class ApprovalHub:
         self.clock = clock
         self._waiters: dict[str, asyncio.Future[ApprovalRequest]] = {}
         self._webhooks: dict[str, tuple[Any, ...]] = {}  # request id -> its rules' endpoints
+        #: request id -> when its waiting agent stops waiting (a `hold: wait` being waited on)
+        self._deadlines: dict[str, float] = {}
+        #: request id -> when its agent stopped waiting, the timeout having passed (the
+        #: request stays pending: approving it lets the agent retry); the latest kept.
+        self._timed_out: dict[str, float] = {}
+        self._watchers: list[Callable[[str, str], None]] = []
+
+    # --- who watches the requests change (the web page's live updates)
+
+    def watch(self, watcher: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call `watcher(change, request_id)` whenever a request is made (`requested`),
+        decided or withdrawn (`settled`), its agent stops waiting (`timed_out`: it stays
+        pending) or it loses its session (`session_gone`, with the session's id for the
+        request id). Returns the function that stops watching.
+        Watchers run on the event loop and must not block or raise."""
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
+
+    def _changed(self, change: str, request_id: str) -> None:
+        for watcher in tuple(self._watchers):
+            try:
+                watcher(change, request_id)
+            except Exception:
+                log.exception("a watcher of approval changes failed")
+
+    def wait_deadline(self, request_id: str) -> float | None:
+        """When the agent waiting for this request stops waiting; None when no agent
+        waits on it (a `hold: reject`, a timeout passed, or a session that is gone)."""
+        return self._deadlines.get(request_id)
+
+    def timed_out_at(self, request_id: str) -> float | None:
+        """When the agent stopped waiting for this pending request, its timeout having
+        passed (as far as this process knows)."""
+        return self._timed_out.get(request_id)
 
     # --- the requesting side
 
@@ -64,6 +100,7 @@ class ApprovalHub:
             new.statement_class,
         )
         self._notify("approval.requested", created)
+        self._changed("requested", created.id)
         return created
 
     async def wait(self, request_id: str, timeout_s: float) -> ApprovalRequest | None:
@@ -73,12 +110,18 @@ class ApprovalHub:
             return current
         future = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = future
+        self._deadlines[request_id] = self.clock() + timeout_s
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
+            while len(self._timed_out) >= _TIMED_OUT_KEPT:
+                del self._timed_out[next(iter(self._timed_out))]
+            self._timed_out[request_id] = self.clock()
+            self._changed("timed_out", request_id)
             return None
         finally:
             self._waiters.pop(request_id, None)
+            self._deadlines.pop(request_id, None)
 
     def withdraw(self, request_id: str, reason: str) -> ApprovalRequest | None:
         """Withdraw a pending request (a client cancel); None if it was decided already."""
@@ -92,6 +135,8 @@ class ApprovalHub:
 
     def sessions_gone(self, session_ids: Sequence[str]) -> None:
         self.store.sessions_gone(session_ids)
+        for session_id in session_ids:
+            self._changed("session_gone", session_id)
 
     # --- the deciding side
 
@@ -153,6 +198,8 @@ class ApprovalHub:
         if request.decided_by is not None:
             self._notify("approval.decided", request)
         self._webhooks.pop(request.id, None)
+        self._timed_out.pop(request.id, None)
+        self._changed("settled", request.id)
 
     def _notify(self, event_type: str, request: ApprovalRequest) -> None:
         if self.notifier is None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from policy.fingerprint import fingerprint
 from proxy.parameters import Parameter as Parameter
 
 PENDING, APPROVED, DENIED, WITHDRAWN = "pending", "approved", "denied", "withdrawn"
@@ -262,17 +263,53 @@ class ApprovalStore:
             raise UnknownRequest(request_id)
         return _from_row(row)
 
-    def list(self, state: str | None = None, *, limit: int = 500) -> list[ApprovalRequest]:
-        if state is None:
-            rows = self._db.execute(
-                "SELECT * FROM approvals ORDER BY created_at DESC LIMIT ?", (limit,)
-            )
-        else:
-            rows = self._db.execute(
-                "SELECT * FROM approvals WHERE state = ? ORDER BY created_at DESC LIMIT ?",
-                (state, limit),
-            )
+    def list(
+        self,
+        state: str | Sequence[str] | None = None,
+        *,
+        subject: str | None = None,
+        target: str | None = None,
+        limit: int = 500,
+        offset: int = 0,
+    ) -> list[ApprovalRequest]:
+        """Requests, newest first: in `state` (one or several), of the requester `subject`
+        (or whose email it is), on `target`; `limit` of them after skipping `offset`."""
+        where: list[str] = []
+        values: list[Any] = []
+        if state is not None:
+            states = [state] if isinstance(state, str) else list(state)
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            values += states
+        if subject is not None:
+            where.append("(subject = ? OR email = ? COLLATE NOCASE)")
+            values += [subject, subject]
+        if target is not None:
+            where.append("target = ?")
+            values.append(target)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.execute(
+            f"SELECT * FROM approvals{clause} ORDER BY created_at DESC LIMIT ? OFFSET ?",  # noqa: S608 (placeholders only)
+            (*values, limit, offset),
+        )
         return [_from_row(row) for row in rows]
+
+    def times_requested(self, request: ApprovalRequest, *, within: int = 1000) -> int:
+        """How many requests (this one included) asked for the same statement by the same
+        identity on the same target, whatever became of them: the same text, or the same
+        literal-stripped fingerprint (`delete ... where id = 2` and `... id = 3`). Counted
+        among that identity's latest `within` requests on the target."""
+        r = request.request
+        key = fingerprint(r.sql, r.protocol)
+        rows = self._db.execute(
+            "SELECT sql FROM approvals WHERE subject = ? AND target = ? AND protocol = ?"
+            " ORDER BY created_at DESC LIMIT ?",
+            (r.subject, r.target, r.protocol, within),
+        )
+        return sum(
+            1
+            for (sql,) in rows
+            if sql == r.sql or (key is not None and fingerprint(sql, r.protocol) == key)
+        )
 
     def count_by_state(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, count(*) FROM approvals GROUP BY state")

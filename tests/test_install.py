@@ -122,3 +122,6 @@ def test_pip_install_without_a_c_compiler_installs_the_pure_package(tmp_path: Pa
     assert not [
         p for package in ("proxy", "policy", "protocols") for p in (site / package).rglob("*.so")
     ]
+    # The web page's own stylesheet and script are package data.
+    assert (site / "proxy" / "static" / "desk.css").is_file()
+    assert (site / "proxy" / "static" / "desk.js").is_file()

@@ -5,8 +5,10 @@ form posts, redirects) against a real gateway, real agents and the real server."
 from __future__ import annotations
 
 import html
+import http.client
 import http.cookiejar
 import re
+import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -65,6 +67,13 @@ class Browser:
         except urllib.error.HTTPError as error:
             self.headers = dict(error.headers)
             return error.code, error.read().decode()
+
+    def download(self, path: str) -> tuple[int, bytes]:
+        """A link followed for its bytes (a download), with the page's cookies."""
+        request = urllib.request.Request(self.base + path)  # noqa: S310 (the gateway's http URL)
+        with self.opener.open(request, timeout=10) as response:
+            self.headers = dict(response.headers)
+            return response.status, response.read()
 
     def sign_in(self, token: str) -> str:
         status, page = self.post("/login", {"token": token})
@@ -355,3 +364,175 @@ def test_the_page_shows_bidi_and_control_characters_escaped(
             assert char not in page, repr(char)
         browser.post(f"/approvals/{request['id']}/deny", {"csrf": browser.csrf(), "reason": "no"})
         assert isinstance(write.result(), psycopg.errors.InsufficientPrivilege)
+
+
+def test_the_history_shows_decided_and_withdrawn_requests_with_filters(
+    gated: RunningGateway, accounts: Callable[[], dict[int, int]]
+) -> None:
+    browser = approver(gated)
+    with (
+        psycopg.connect(gated.dsn(agent_token(gated)), autocommit=True) as first,
+        psycopg.connect(gated.dsn(agent_token(gated, sub="agent-2")), autocommit=True) as second,
+    ):
+        update = Background(lambda: first.execute("update accounts set balance = 9 where id = 4"))
+        [updating] = pending(gated)
+        delete = Background(lambda: second.execute("delete from accounts where id = 5"))
+        [deleting] = [r for r in pending(gated, count=2) if r["id"] != updating["id"]]
+        browser.post(f"/approvals/{updating['id']}/approve", {"csrf": browser.csrf()})
+        update.result()
+        reason = {"csrf": browser.csrf(), "reason": "not today"}
+        browser.post(f"/approvals/{deleting['id']}/deny", reason)
+        delete.result()
+    status, page = browser.get("/history")
+    assert status == 200
+    assert "History (2)" in page
+    assert updating["id"] in page
+    assert deleting["id"] in page
+    assert "not today" in page
+    _, page = browser.get("/history?state=denied")
+    assert "History (1)" in page
+    assert deleting["id"] in page
+    assert updating["id"] not in page
+    _, page = browser.get("/history?requester=agent-1")
+    assert updating["id"] in page
+    assert deleting["id"] not in page
+    _, page = browser.get("/history?target=elsewhere")
+    assert "History (0)" in page
+    assert "No request matches." in page
+    _, page = browser.get("/history?state=nonsense")
+    assert "The state must be one of approved, denied, withdrawn." in page
+    # The requester sees their own requests only; nobody else's.
+    requester = Browser(gated)
+    requester.sign_in(agent_token(gated, sub="agent-2"))
+    _, page = requester.get("/history")
+    assert "History (1)" in page
+    assert deleting["id"] in page
+    assert updating["id"] not in page
+    assert accounts()[4] == 9
+    assert 5 in accounts()
+
+
+def test_auditors_search_page_and_download_sessions(
+    gateway_factory: Callable[..., RunningGateway], accounts: Callable[[], dict[int, int]]
+) -> None:
+    gateway = gateway_factory(rules=[rule()], auditors=["auditors"])
+    with psycopg.connect(gateway.dsn(agent_token(gateway)), autocommit=True) as agent:
+        agent.execute("select count(*) from accounts")
+    with psycopg.connect(gateway.dsn(agent_token(gateway, sub="agent-2")), autocommit=True) as two:
+        write = Background(lambda: two.execute("delete from accounts where id = 6"))
+        [request] = pending(gateway)
+        dba = approver(gateway)
+        dba.post(f"/approvals/{request['id']}/approve", {"csrf": dba.csrf()})
+        assert write.result() is not None
+    gateway.wait_for_no_sessions()
+    auditor = Browser(gateway)
+    auditor.sign_in(gateway.issuer.mint(sub="audit-1", groups=("auditors",)))
+
+    def listed(query: str) -> list[str]:
+        status, page = auditor.get("/sessions" + query)
+        assert status == 200, page
+        return re.findall(r'<a href="/sessions/([^"]+)">', page)
+
+    assert len(listed("")) == 2
+    [reader] = listed("?agent=agent-1")
+    [writer] = listed("?agent=agent-2")
+    assert listed("?class=write") == [writer]
+    assert listed("?class=read") == [reader]
+    assert listed("?approver=dba-1") == [writer]
+    assert listed("?approver=dba-9") == []
+    assert listed("?target=orders&since=1h") == [writer, reader]  # newest first
+    assert listed("?until=2000-01-01") == []
+    _, page = auditor.get("/sessions?since=yesterday")
+    assert "From: &#x27;yesterday&#x27; is neither an ISO 8601 date" in page
+
+    # The signed file, byte for byte, and what its verification found.
+    status, page = auditor.get(f"/sessions/{writer}")
+    assert f'href="/sessions/{writer}/transcript"' in page
+    status, body = auditor.download(f"/sessions/{writer}/transcript")
+    assert status == 200
+    assert "attachment" in auditor.headers["Content-Disposition"]
+    [path] = (gateway.settings.data_dir / "transcripts").glob(f"*/{writer}.airlock")
+    assert body == path.read_bytes()
+    status, body = auditor.download(f"/sessions/{writer}/verification")
+    text = body.decode()
+    assert "result: verified: sealed" in text
+    assert "BEGIN PUBLIC KEY" in text
+    assert f"airlock verify --public-key key.pem {writer}.airlock" in text
+    # An approver who is no auditor downloads nothing.
+    status, page = dba.get(f"/sessions/{writer}/transcript")
+    assert status == 403
+
+    # Pages past the first 200: copies of the file under other names are more sessions.
+    for n in range(199):
+        shutil.copy(path, path.with_name(f"copy{n:03}.airlock"))
+    _, page = auditor.get("/sessions")
+    assert "Sessions (201)" in page
+    assert len(re.findall(r'<a href="/sessions/([^"]+)">', page)) == 200
+    [older] = re.findall(r'<a rel="next" href="([^"]+)">', page)
+    _, page = auditor.get(html.unescape(older))
+    assert "Page 2 of 2" in page
+    assert len(re.findall(r'<a href="/sessions/([^"]+)">', page)) == 1
+    assert 6 not in accounts()
+
+
+def test_the_live_stream_says_when_requests_change(
+    gated: RunningGateway, accounts: Callable[[], dict[int, int]]
+) -> None:
+    browser = approver(gated)
+    address = urllib.parse.urlsplit(gated.api_url)
+    assert address.hostname is not None
+    stream = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    cookie = "; ".join(f"{c.name}={c.value}" for c in browser.cookies)
+    stream.request("GET", "/approvals/events", headers={"Cookie": cookie})
+    events = stream.getresponse()
+    assert events.status == 200
+    assert events.headers["Content-Type"] == "text/event-stream"
+    assert events.readline() == b"retry: 3000\n"
+
+    def next_event() -> list[bytes]:
+        lines: list[bytes] = []
+        while (line := events.readline()) != b"\n" or not lines:
+            if line != b"\n" and not line.startswith(b":"):  # not a keepalive
+                lines.append(line.rstrip(b"\n"))
+        return lines
+
+    with psycopg.connect(gated.dsn(agent_token(gated)), autocommit=True) as agent:
+        write = Background(lambda: agent.execute("delete from accounts where id = 7"))
+        [request] = pending(gated)
+        assert next_event() == [b"event: change", b"data: requested"]
+        status, fragment = browser.get("/approvals/live")
+        assert status == 200
+        assert fragment.startswith('<section id="pending"')
+        assert f'id="request-{request["id"]}"' in fragment
+        browser.post(f"/approvals/{request['id']}/deny", {"csrf": browser.csrf(), "reason": "no"})
+        assert next_event() == [b"event: change", b"data: settled"]
+        assert isinstance(write.result(), psycopg.errors.InsufficientPrivilege)
+    stream.close()
+    assert 7 in accounts()
+    # Signed out: neither the stream nor the list.
+    stranger = Browser(gated)
+    assert stranger.get("/approvals/events")[0] == 401
+    assert stranger.get("/approvals/live")[0] == 401
+
+
+def test_the_page_serves_its_own_stylesheet_and_script_and_no_other_file(
+    gated: RunningGateway,
+) -> None:
+    browser = Browser(gated)
+    status, page = browser.get("/")
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert '<link rel="stylesheet" href="/static/desk.css">' in page
+    policy = browser.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "style-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    status, script = browser.get("/static/desk.js")
+    assert status == 200
+    assert browser.headers["Content-Type"].startswith("text/javascript")
+    assert "EventSource" in script
+    status, style = browser.get("/static/desk.css")
+    assert status == 200
+    assert ".request" in style
+    assert browser.headers["Content-Type"].startswith("text/css")
+    for path in ("/static/web.py", "/static/..%2Fweb.py", "/static/", "/static/desk.map"):
+        assert browser.get(path)[0] == 404, path

@@ -24,9 +24,10 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.support.approvals import Background, agent_token, dba_token, pending, rule
+from tests.support.approvals import Background, agent_token, api, dba_token, pending, rule
 from tests.support.gateway import RunningGateway
 
 pytestmark = pytest.mark.timeout(90)
@@ -39,20 +40,21 @@ Chrome = webdriver.Chrome
 
 
 @pytest.fixture
-def browsers(tmp_path: Path) -> Iterator[Callable[[], Chrome]]:
-    """Start headless Chromium browsers, each with its own profile; all quit after."""
+def browsers(tmp_path: Path) -> Iterator[Callable[..., Chrome]]:
+    """Start headless Chromium browsers, each with its own profile (and a window of
+    `width` CSS pixels); all quit after."""
     for path in (CHROMIUM, CHROMEDRIVER):
         assert shutil.which(path), f"{path} is missing: run scripts/setup"
     started: list[Chrome] = []
 
-    def start() -> Chrome:
+    def start(width: int = 1100) -> Chrome:
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
         for argument in (
             "--headless=new",
             "--disable-gpu",
             "--disable-dev-shm-usage",
-            "--window-size=1100,800",
+            f"--window-size={width},800",
             f"--user-data-dir={tmp_path / f'profile{len(started)}'}",
         ):
             options.add_argument(argument)
@@ -60,6 +62,9 @@ def browsers(tmp_path: Path) -> Iterator[Callable[[], Chrome]]:
             options.add_argument("--no-sandbox")  # Chromium's sandbox refuses to run as root
         driver = Chrome(options=options, service=Service(CHROMEDRIVER))
         started.append(driver)
+        if width < 500:  # narrower than a desktop window goes: a phone's screen
+            metrics = {"width": width, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         return driver
 
     yield start
@@ -100,6 +105,13 @@ def screenshot(driver: Chrome, name: str) -> None:
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(Path(directory) / f"{name}.png"))
+
+
+def screenshot_element(element: WebElement, name: str) -> None:
+    directory = os.environ.get("AIRLOCK_SCREENSHOTS")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        assert element.screenshot(str(Path(directory) / f"{name}.png"))
 
 
 def test_an_approver_signs_in_approves_a_held_write_denies_another_and_signs_out(
@@ -171,6 +183,15 @@ def test_an_auditor_replays_a_session_in_the_browser(
     driver.find_element(By.LINK_TEXT, "Sessions").click()
     text = wait_for_text(driver, "Sessions (1)")
     assert "agent-1" in text
+    driver.find_element(By.ID, "f-agent").send_keys("agent-2")
+    button(driver, "Filter").click()
+    wait_for_text(driver, "Sessions (0)")
+    driver.find_element(By.ID, "f-agent").clear()
+    driver.find_element(By.ID, "f-agent").send_keys("agent-1")
+    driver.find_element(By.ID, "f-since").send_keys("1h")
+    button(driver, "Filter").click()
+    wait_for_text(driver, "Sessions (1)")
+    screenshot(driver, "sessions")
     driver.find_element(By.CSS_SELECTOR, "table a").click()
     text = wait_for_text(driver, "verified: ")
     assert "select count(*) from accounts where balance > 10" in text
@@ -262,3 +283,97 @@ def test_a_decision_posted_from_another_origin_of_the_same_site_decides_nothing(
         wait_for_text(driver, f"Request {request['id']} denied.")
         assert isinstance(write.result(), psycopg.errors.InsufficientPrivilege)
     assert 3 in accounts()
+
+
+def test_a_held_write_appears_live_and_leaves_when_decided_elsewhere(
+    gated: RunningGateway, accounts: Callable[[], dict[int, int]], browsers: Callable[[], Chrome]
+) -> None:
+    driver = browsers()
+    sign_in(driver, gated, dba_token(gated))
+    wait_for_text(driver, "Pending approvals (0)")
+    # Set on this very document: it is still there only if the page never reloads.
+    driver.execute_script("window.airlockSameDocument = true")
+    with psycopg.connect(gated.dsn(agent_token(gated)), autocommit=True) as agent:
+        first = Background(lambda: agent.execute("delete from accounts where id = 9"))
+        [request] = pending(gated)
+        text = wait_for_text(driver, "Pending approvals (1)")
+        card = driver.find_element(By.ID, f"request-{request['id']}")
+        assert "delete from accounts where id = 9" in card.text
+        assert "live" in card.text
+        assert "Agent waits\nuntil " in card.text
+        assert "first time" in card.text
+        screenshot_element(card, "card")
+
+        status, _ = api(
+            gated, "POST", f"/api/v1/approvals/{request['id']}/approve", dba_token(gated, "dba-2")
+        )
+        assert status == 200
+        wait_for_text(driver, "Pending approvals (0)")
+        assert not driver.find_elements(By.ID, f"request-{request['id']}")
+        assert first.result() is not None
+        # The same statement with other literals: the card counts the requests.
+        second = Background(lambda: agent.execute("delete from accounts where id = 10"))
+        [again] = pending(gated)
+        wait_for_text(driver, "Pending approvals (1)")
+        card = driver.find_element(By.ID, f"request-{again['id']}")
+        assert "2 times (same identity, target, statement)" in card.text
+        assert driver.execute_script("return window.airlockSameDocument") is True
+        # Cancelled by the agent: withdrawn, and gone from the page.
+        agent.cancel_safe()
+        assert isinstance(second.result(), psycopg.errors.QueryCanceled)
+        text = wait_for_text(driver, "Pending approvals (0)")
+        assert "Nothing waits for a decision." in text
+    assert driver.execute_script("return window.airlockSameDocument") is True
+    driver.find_element(By.LINK_TEXT, "History").click()
+    text = wait_for_text(driver, "History (2)")
+    assert request["id"] in text
+    assert again["id"] in text
+    Select(driver.find_element(By.ID, "f-state")).select_by_visible_text("withdrawn")
+    button(driver, "Filter").click()
+    text = wait_for_text(driver, "History (1)")
+    assert again["id"] in text
+    assert request["id"] not in text
+    screenshot(driver, "history")
+    assert 9 not in accounts()
+    assert 10 in accounts()
+
+
+def test_who_cannot_approve_sees_no_approve_button(
+    gateway_factory: Callable[..., RunningGateway],
+    accounts: Callable[[], dict[int, int]],
+    browsers: Callable[..., Chrome],
+) -> None:
+    gateway = gateway_factory(rules=[rule()], auditors=["auditors"])
+    with psycopg.connect(gateway.dsn(agent_token(gateway)), autocommit=True) as agent:
+        write = Background(lambda: agent.execute("delete from accounts where id = 8"))
+        [request] = pending(gateway)
+        people = {
+            "auditor": gateway.issuer.mint(sub="audit-1", groups=("auditors",)),
+            "requester": agent_token(gateway),
+        }
+        for who, token in people.items():
+            driver = browsers()
+            sign_in(driver, gateway, token)
+            text = wait_for_text(driver, "Pending approvals (1)")
+            card = driver.find_element(By.ID, f"request-{request['id']}")
+            assert "delete from accounts where id = 8" in card.text, who
+            assert not card.find_elements(By.TAG_NAME, "button"), who
+            assert not driver.find_elements(By.XPATH, "//button[normalize-space()='Approve']")
+            assert "Sessions" in text if who == "auditor" else "Sessions" not in text
+        # An approver, in a browser as wide as a phone's: the card and its buttons fit.
+        phone = browsers(width=390)
+        sign_in(phone, gateway, dba_token(gateway))
+        wait_for_text(phone, "Pending approvals (1)")
+        assert phone.execute_script("return window.innerWidth") <= 390
+        overflow = phone.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert overflow <= 0, f"the page is {overflow}px wider than the phone"
+        approve = button(phone.find_element(By.ID, f"request-{request['id']}"), "Approve")
+        assert approve.rect["x"] + approve.rect["width"] <= 390
+        screenshot(phone, "desk-phone")
+        phone.find_element(By.ID, f"reason-{request['id']}").send_keys("no")
+        button(phone, "Deny").click()
+        wait_for_text(phone, f"Request {request['id']} denied.")
+        assert isinstance(write.result(), psycopg.errors.InsufficientPrivilege)
+    assert 8 in accounts()

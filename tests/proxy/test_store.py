@@ -216,3 +216,31 @@ def test_a_store_made_before_reasons_and_previews_gains_their_columns(tmp_path: 
     assert old_store.get(created.id).request.why == "because"
     assert old_store.get(created.id).preview == {"state": "running"}
     old_store.close()
+
+
+def test_list_filters_by_states_requester_and_target_and_pages(store: ApprovalStore) -> None:
+    made = [store.create(new(session=f"s{n}"), NOW + n) for n in range(5)]
+    other = store.create(replace(new(), subject="agent-2", target="billing"), NOW + 10)
+    store.deny(made[0].id, approver="dba-1", approver_groups=["oncall-dba"], reason="no", now=NOW)
+    store.withdraw(made[1].id, reason="cancelled", now=NOW)
+    assert [r.id for r in store.list(["denied", "withdrawn"])] == [made[1].id, made[0].id]
+    assert [r.id for r in store.list(subject="agent-2")] == [other.id]
+    assert [r.id for r in store.list(target="orders", limit=2)] == [made[4].id, made[3].id]
+    assert [r.id for r in store.list(target="orders", limit=2, offset=2)] == [
+        made[2].id,
+        made[1].id,
+    ]
+    assert store.list("pending", target="billing", subject="agent-1") == []
+
+
+def test_times_requested_counts_the_same_statement_by_the_same_identity_and_target(
+    store: ApprovalStore,
+) -> None:
+    first = store.create(new("delete from t where id = 1"), NOW)
+    assert store.times_requested(first) == 1
+    store.create(new("delete from t where id = 2"), NOW + 1)  # the same but for its literal
+    store.create(new("delete from t where id = 1"), NOW + 2)
+    store.create(new("delete from u where id = 1"), NOW + 3)  # another statement
+    store.create(replace(new("delete from t where id = 1"), subject="agent-2"), NOW + 4)
+    store.create(replace(new("delete from t where id = 1"), target="billing"), NOW + 5)
+    assert store.times_requested(first) == 3
