@@ -20,6 +20,7 @@ escaped, as the CLI shows it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import html
 import secrets
@@ -28,6 +29,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 
@@ -43,7 +45,7 @@ from proxy.recording.sessions import find_sessions, find_transcript
 from proxy.recording.verifier import describe, read_transcript, verify_transcript
 from proxy.rendering import format_age, printable
 from proxy.signing import load_public_key
-from proxy.store import SCOPES, AlreadyDecided, ApprovalRequest, UnknownRequest
+from proxy.store import SCOPES, AlreadyDecided, ApprovalRequest, StoreUnavailable, UnknownRequest
 
 COOKIE = "airlock_page"
 #: Page sessions kept at most; the oldest go first when a sign-in needs room.
@@ -86,6 +88,21 @@ class PageSession:
     flash: tuple[str, bool] | None = None
 
 
+class SharedPageSessions(Protocol):
+    """Where gateways sharing a store keep page sessions, by the SHA-256 of the cookie
+    (proxy/store_pg.py PgStore): signed in through one gateway, signed in on all."""
+
+    def put_page_session(self, key_hash: str, identity: Identity, csrf: str) -> None: ...
+
+    def find_page_session(self, key_hash: str, now: float) -> tuple[Identity, str] | None: ...
+
+    def drop_page_session(self, key_hash: str, now: float) -> None: ...
+
+
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 class WebPages:
     def __init__(
         self,
@@ -94,12 +111,14 @@ class WebPages:
         data_dir: Path,
         auditors: frozenset[str],
         clock: Callable[[], float] = time.time,
+        shared: SharedPageSessions | None = None,
     ) -> None:
         self.hub = hub
         self.verifier = verifier
         self.data_dir = data_dir
         self.auditors = auditors
         self.clock = clock
+        self.shared = shared
         self._sessions: dict[str, PageSession] = {}
 
     def add_routes(self, app: web.Application) -> None:
@@ -116,6 +135,13 @@ class WebPages:
     def _page_session(self, request: web.Request) -> tuple[str, PageSession] | None:
         key = request.cookies.get(COOKIE, "")
         session = self._sessions.get(key)
+        if session is None and key and self.shared is not None:
+            try:
+                found = self.shared.find_page_session(_key_hash(key), self.clock())
+            except StoreUnavailable as error:
+                raise web.HTTPServiceUnavailable(text=str(error)) from None
+            if found is not None:  # signed in through another gateway
+                session = self._sessions[key] = PageSession(found[0], found[1])
         if session is None:
             return None
         if session.identity.expires_at <= self.clock():
@@ -175,7 +201,13 @@ class WebPages:
         while len(self._sessions) >= MAX_PAGE_SESSIONS:
             del self._sessions[next(iter(self._sessions))]
         key = secrets.token_urlsafe(32)
-        self._sessions[key] = PageSession(identity)
+        session = PageSession(identity)
+        if self.shared is not None:
+            try:
+                self.shared.put_page_session(_key_hash(key), identity, session.csrf)
+            except StoreUnavailable as error:
+                return _html(_login_page(f"Not signed in: {error}"), status=503)
+        self._sessions[key] = session
         response = web.HTTPSeeOther("/")
         response.set_cookie(
             COOKIE,
@@ -192,6 +224,11 @@ class WebPages:
         self, _request: web.Request, key: str, _session: PageSession, _fields: dict[str, str]
     ) -> str:
         self._sessions.pop(key, None)
+        if self.shared is not None:
+            try:
+                self.shared.drop_page_session(_key_hash(key), self.clock())
+            except StoreUnavailable as error:
+                raise web.HTTPServiceUnavailable(text=str(error)) from None
         return "/"
 
     # --- approvals
