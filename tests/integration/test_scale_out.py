@@ -43,7 +43,7 @@ class Served:
     cert: Path
 
     def api(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        request = urllib.request.Request(  # noqa: S310 (the gateway's own http URL)
+        request = urllib.request.Request(
             f"http://127.0.0.1:{self.api_port}{path}",
             method=method,
             data=None if body is None else json.dumps(body).encode(),
@@ -84,16 +84,12 @@ class Cluster:
         return wait_until(listed, PATIENCE_S, f"{count} pending request(s) seen through {via}")
 
     def request(self, via: str, request_id: str) -> dict[str, Any]:
-        status, body = self.gateways[via].api(
-            "GET", f"/api/v1/approvals/{request_id}", self.dba()
-        )
+        status, body = self.gateways[via].api("GET", f"/api/v1/approvals/{request_id}", self.dba())
         assert status == 200, body
         return dict(body)
 
 
-def _start(
-    directory: Path, name: str, issuer: TestIssuer, store: str, upstream: str
-) -> Served:
+def _start(directory: Path, name: str, issuer: TestIssuer, store: str, upstream: str) -> Served:
     pg_port, api_port = free_port(), free_port()
     data = directory / name
     data.mkdir()
@@ -136,7 +132,7 @@ def _start(
 
     def healthy() -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=1):  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=1):
                 return True
         except OSError:
             assert process.poll() is None, log.read_text()
@@ -177,9 +173,7 @@ def cluster(
                     served.process.wait()
         with psycopg.connect(local_pg.dsn("postgres"), autocommit=True) as admin:
             admin.execute(
-                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
-                    sql.Identifier(store_db)
-                )
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(store_db))
             )
         drop_database(local_pg, store_db)
 
@@ -205,6 +199,7 @@ class HeldWrite:
     def join(self) -> None:
         self.thread.join(PATIENCE_S)
         assert not self.thread.is_alive(), "the held statement never returned"
+        self.connection.close()
 
 
 def _balance(cluster: Cluster, row: int) -> int:
@@ -231,7 +226,6 @@ def test_a_hold_on_one_gateway_is_released_by_an_approval_through_another(
         assert held.error is None, held.error
         assert held.done_at is not None
         releases.append(held.done_at - decided_at)
-        held.connection.close()
         assert _balance(cluster, row) == 0
     print(f"release after a decision through another gateway: {releases}")
     assert max(releases) < 1.0, releases
@@ -245,7 +239,7 @@ def test_a_credential_minted_on_one_gateway_logs_in_on_another(cluster: Cluster)
     dsn = cluster.gateways["C"].dsn(minted["username"], minted["password"])
     with psycopg.connect(dsn) as agent:
         assert agent.execute("select balance from accounts where id = 4").fetchone() == (100,)
-    with pytest.raises(psycopg.OperationalError, match="password|authentication"):
+    with pytest.raises(psycopg.OperationalError, match=r"password|authentication"):
         psycopg.connect(cluster.gateways["C"].dsn(minted["username"], "not-the-password"))
 
 
@@ -337,7 +331,7 @@ def test_the_store_going_away_loses_no_decision_and_holds_resume(cluster: Cluste
         attempt = HeldWrite(cluster, "A", 8)
         time.sleep(0.3)
         if attempt.done_at is not None:  # refused: the store not reached yet
-            attempt.connection.close()
+            attempt.join()
             return None
         return attempt
 
