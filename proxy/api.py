@@ -55,6 +55,7 @@ from proxy.store import (
     STATES,
     AlreadyDecided,
     ApprovalRequest,
+    StoreUnavailable,
     UnknownRequest,
     iso_time,
 )
@@ -143,6 +144,8 @@ def _route(
             return _error(409, "conflict", str(error))
         except NotAllowedToDecide as error:
             return _error(403, "forbidden", str(error))
+        except StoreUnavailable as error:
+            return _error(503, "store_unavailable", str(error))
 
     return run
 

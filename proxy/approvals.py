@@ -4,7 +4,13 @@ A session holding a statement calls `request()` and then `wait()`. An approver's
 decision (through the API) goes through `approve()` or `deny()`, which check who
 decides (policy/approvals.py), record the decision in the store, wake the
 waiting session, if any, and notify the webhooks. Everything here runs on the
-event loop; the store's calls are short synchronous SQLite statements.
+event loop; the store's calls are short synchronous statements (SQLite, or the
+shared PostgreSQL store).
+
+With a shared store the decision may be made through another gateway: the store
+then calls `wake` (proxy/store_pg.py `follow`) with the request's id on its
+notification, or with None after a reconnect and every poll interval, and the
+waiting session's request is re-read from the store.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from proxy.store import (
     ApprovalRequest,
     ApprovalStore,
     NewRequest,
+    StoreUnavailable,
 )
 
 log = logging.getLogger("airlock.approvals")
@@ -105,9 +112,12 @@ class ApprovalHub:
 
     async def wait(self, request_id: str, timeout_s: float) -> ApprovalRequest | None:
         """The request once decided or withdrawn; None when timeout_s passes first."""
-        current = self.store.get(request_id)
-        if current.state != PENDING:
-            return current
+        try:
+            current = self.store.get(request_id)
+            if current.state != PENDING:
+                return current
+        except StoreUnavailable:
+            pass  # created a moment ago; re-read when the store is back (`wake`)
         future = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = future
         self._deadlines[request_id] = self.clock() + timeout_s
@@ -129,14 +139,45 @@ class ApprovalHub:
             request = self.store.withdraw(request_id, reason=reason, now=self.clock())
         except AlreadyDecided:
             return None
+        except StoreUnavailable as error:
+            # The statement never runs (its session stops waiting for it); the request
+            # is withdrawn when the gateway stops, or by the others if it dies.
+            log.warning("approval %s not withdrawn (%s): %s", request_id, reason, error)
+            return None
         log.info("approval %s withdrawn: %s", request_id, reason)
         self._settled(request)
         return request
 
     def sessions_gone(self, session_ids: Sequence[str]) -> None:
-        self.store.sessions_gone(session_ids)
+        try:
+            self.store.sessions_gone(session_ids)
+        except StoreUnavailable as error:
+            log.warning(
+                "sessions %s not marked gone in the store: %s", ", ".join(session_ids), error
+            )
         for session_id in session_ids:
             self._changed("session_gone", session_id)
+
+    def wake(self, request_id: str | None) -> None:
+        """A request may have been decided elsewhere (None: any of them): wake the
+        sessions here whose requests are no longer pending."""
+        if request_id is None:
+            waiting = list(self._waiters)
+        elif request_id in self._waiters:
+            waiting = [request_id]
+        else:
+            return
+        if not waiting:
+            return
+        try:
+            found = self.store.get_many(waiting)
+        except StoreUnavailable:
+            return  # the store calls again (with None) once it is back
+        for request in found:
+            if request.state != PENDING:
+                waiter = self._waiters.get(request.id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(request)
 
     # --- the deciding side
 

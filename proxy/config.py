@@ -161,6 +161,25 @@ class WebClientSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Where approvals live: SQLite in data_dir (url None, one gateway), or a PostgreSQL
+    database several gateways share (proxy/store_pg.py)."""
+
+    url: str | None = None
+    #: How often each gateway re-reads its held requests without a notification, and
+    #: records its heartbeat.
+    poll_s: float = 5.0
+    #: A gateway whose heartbeat is older than this is taken for dead by the others:
+    #: its open requests are marked gone and its held statements withdrawn.
+    heartbeat_timeout_s: float = 30.0
+
+    def __repr__(self) -> str:  # the URL may carry a password
+        shown = "sqlite" if self.url is None else "postgresql://..."
+        timeout_s = self.heartbeat_timeout_s
+        return f"StoreSettings({shown}, poll_s={self.poll_s}, heartbeat_timeout_s={timeout_s})"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: Path
     listen: ListenSettings
@@ -194,6 +213,7 @@ class Settings:
     drain_timeout_s: float = _DEFAULT_DRAIN_TIMEOUT_S
     #: SSO sign-in on the web page; None: people sign in by pasting a token.
     web: WebClientSettings | None = None
+    store: StoreSettings = StoreSettings()
 
 
 # --- durations and sizes -------------------------------------------------------------------
@@ -414,11 +434,13 @@ _TOP_KEYS = (
     "recording",
     "log_format",
     "web",
+    "store",
 )
 _WEB_KEYS = ("client_id", "client_secret_env", "client_secret_file", "redirect_url", "scopes")
 DEFAULT_WEB_SCOPES = ("openid", "profile", "email")
 #: The path the gateway serves the sign-in callback on (proxy/web.py).
 SSO_CALLBACK_PATH = "/sso/callback"
+_STORE_KEYS = ("url", "poll_interval", "heartbeat_timeout")
 _RECORDING_KEYS = ("on_failure", "capture_rows", "max_row_bytes")
 _LISTEN_KEYS = ("postgres", "mysql", "api")
 _IDENTITY_KEYS = (
@@ -693,10 +715,50 @@ class _Parser:
             ),
             log_format=self.choice(top.get("log_format", "text"), "log_format", LOG_FORMATS),
             web=self.web(top.get("web"), listen),
+            store=self.store(top.get("store")),
             policy_hash=hashlib.sha256(
                 json.dumps(rules_value or [], sort_keys=True, default=str).encode()
             ).hexdigest(),
         )
+
+    def store(self, value: object) -> StoreSettings:
+        """`store: postgresql://...`, or a mapping with `url`, `poll_interval` and
+        `heartbeat_timeout`; absent: SQLite in data_dir."""
+        if value is None:
+            return StoreSettings()
+        fields: Mapping[str, object] = (
+            {"url": value} if isinstance(value, str) else self.mapping(value, "store", _STORE_KEYS)
+        )
+        key = "store" if isinstance(value, str) else "store.url"
+        url = fields.get("url")
+        if url is None or url == "sqlite":
+            url = None
+        else:
+            url = self.string(url, key)
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise self.fail(
+                    key, "must be a postgresql:// URL (or sqlite, the default, for one gateway)"
+                )
+        default = StoreSettings()
+        poll = fields.get("poll_interval")
+        timeout = fields.get("heartbeat_timeout")
+        poll_s = (
+            default.poll_s
+            if poll is None
+            else self.duration(poll, "store.poll_interval", maximum=60.0)
+        )
+        timeout_s = (
+            default.heartbeat_timeout_s
+            if timeout is None
+            else self.duration(timeout, "store.heartbeat_timeout", maximum=3600.0)
+        )
+        if timeout_s < 2 * poll_s:
+            raise self.fail(
+                "store.heartbeat_timeout",
+                f"must be at least twice store.poll_interval ({2 * poll_s:g}s): a live "
+                "gateway records its heartbeat once per poll interval",
+            )
+        return StoreSettings(url=url, poll_s=poll_s, heartbeat_timeout_s=timeout_s)
 
     def login_limits(self, limits: Mapping[str, Any]) -> LoginLimits:
         default = LoginLimits()

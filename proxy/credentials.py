@@ -10,7 +10,10 @@ token.
 
 The gateway keeps only what checks a password (SCRAM's salted keys, MySQL's two
 hashes), never the password, and keeps it in memory: a restart forgets every
-credential. User names start with `PREFIX`, which is how a login is told apart from
+credential. With a shared store (`store: postgresql://...`) the verifiers are kept
+there too, so a credential minted through one gateway logs in on any (and outlives a
+restart of the one that minted it); the limits then count every gateway's
+credentials. User names start with `PREFIX`, which is how a login is told apart from
 one that sends a token.
 """
 
@@ -21,10 +24,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
+from policy.errors import AuthenticationFailed
 from policy.identity import Identity
 from protocols.mysql.auth import caching_sha2_hash, native_password_hash
 from protocols.postgres.auth import ScramAuthInfo, make_scram_auth_info
+from proxy.store import StoreUnavailable
 
 #: Every credential's user name starts with this; other user names are ignored at login.
 PREFIX = "airlock_"
@@ -79,6 +85,17 @@ class TooManyCredentials(Exception):
     pass
 
 
+class SharedCredentials(Protocol):
+    """Where gateways sharing a store keep credentials (proxy/store_pg.py PgStore). Its
+    calls raise proxy.store.StoreUnavailable when the store cannot be reached."""
+
+    def put_credential(self, credential: Credential) -> None: ...
+
+    def find_credential(self, username: str, now: float) -> Credential | None: ...
+
+    def live_credentials(self, subject: str, now: float) -> tuple[int, int]: ...
+
+
 class CredentialBook:
     """The live credentials of one gateway, by user name."""
 
@@ -87,10 +104,12 @@ class CredentialBook:
         clock: Callable[[], float] = time.time,
         max_live: int = MAX_LIVE,
         max_per_subject: int = MAX_LIVE_PER_SUBJECT,
+        shared: SharedCredentials | None = None,
     ) -> None:
         self.clock = clock
         self.max_live = max_live
         self.max_per_subject = max_per_subject
+        self.shared = shared
         self._live: dict[str, Credential] = {}
 
     def __len__(self) -> int:
@@ -102,11 +121,13 @@ class CredentialBook:
         now = self.clock()
         for name in [name for name, c in self._live.items() if c.expires_at <= now]:
             del self._live[name]
-        if len(self._live) >= self.max_live:
-            raise TooManyCredentials(
-                f"{len(self._live)} credentials are live, the most this gateway keeps"
-            )
-        held = sum(1 for c in self._live.values() if c.identity.subject == subject)
+        if self.shared is not None:
+            live, held = self.shared.live_credentials(subject, now)
+        else:
+            live = len(self._live)
+            held = sum(1 for c in self._live.values() if c.identity.subject == subject)
+        if live >= self.max_live:
+            raise TooManyCredentials(f"{live} credentials are live, the most this gateway keeps")
         if held >= self.max_per_subject:
             raise TooManyCredentials(
                 f'"{subject}" has {held} live credentials, the most one identity may hold'
@@ -114,6 +135,8 @@ class CredentialBook:
 
     def add(self, credential: Credential) -> None:
         self.make_room(credential.identity.subject)
+        if self.shared is not None:
+            self.shared.put_credential(credential)
         self._live[credential.username] = credential
 
     def find(self, username: str) -> Credential | None:
@@ -122,4 +145,14 @@ class CredentialBook:
         if credential is not None and credential.expires_at <= self.clock():
             del self._live[username]
             return None
+        if credential is None and self.shared is not None:
+            # Minted through another gateway (a store that cannot be reached: unknown).
+            try:
+                credential = self.shared.find_credential(username, self.clock())
+            except StoreUnavailable:
+                raise AuthenticationFailed(
+                    "the credential store is unreachable: try again, or log in with the token"
+                ) from None
+            if credential is not None:
+                self._live[username] = credential
         return credential

@@ -152,6 +152,16 @@ class RecordingFailed(RecordingUnavailable):
     mysql_errno = 1026  # ER_ERROR_ON_WRITE
 
 
+class ApprovalStoreUnavailable(AirlockError):
+    """A statement needs approval and the approval store (a shared PostgreSQL store)
+    cannot be reached: it is refused, never run unapproved. The session stays usable;
+    statements that need no approval relay as ever."""
+
+    sqlstate = "58000"  # system_error
+    mysql_errno = 1105  # ER_UNKNOWN_ERROR
+    mysql_sqlstate = "HY000"
+
+
 class GatewayShuttingDown(AirlockError):
     """The gateway is stopping: it ends the session."""
 

@@ -81,6 +81,7 @@ from proxy.session_core import (
     SetDeadline,
     StatementGrantFound,
     StatementReady,
+    StoreFailed,
     TimeUp,
     TokenOffered,
     UseGrant,
@@ -91,7 +92,7 @@ from proxy.session_core import (
     decision_event,
 )
 from proxy.session_core import RECORDING_BROKE as _RECORDING_FAILED
-from proxy.store import ApprovalRequest, NewRequest, Parameter
+from proxy.store import ApprovalRequest, NewRequest, Parameter, StoreUnavailable
 
 log = logging.getLogger("airlock.session")
 
@@ -639,58 +640,64 @@ class GatedSession:
         )
         while True:
             event: Event | None = None
-            for action in actions:
-                if isinstance(action, Forward):
-                    if action.decision.startswith("approved"):
-                        log.info("session %s: statement runs under %s", self.id, action.decision,
-                                 extra=self.log_fields("statement_approved"))  # fmt: skip
-                    return None, action.decision
-                if isinstance(action, Refuse):
-                    if action.decision == "deny":
-                        log.info("session %s: %s statement denied by policy", self.id,
-                                 verdict.statement_class.value,
-                                 extra=self.log_fields("statement_denied"))  # fmt: skip
-                    return action.error, action.decision
-                if isinstance(action, LookUpSessionGrant):
-                    event = SessionGrantFound(hub.store.session_grant(self.id, now))
-                elif isinstance(action, UseStatementGrant):
-                    grant = hub.store.use_statement_grant(
-                        subject=identity.subject,
-                        target=target.name,
-                        sql=action.sql,
-                        params_key=action.key,
-                        now=now,
-                    )
-                    event = StatementGrantFound(grant)
-                elif isinstance(action, GrantSession):
-                    gate.session_grant_until = action.until
-                elif isinstance(action, UseGrant):
-                    hub.store.use_grant(action.request_id, self.listener.clock())
-                elif isinstance(action, RequestApproval):
-                    event = ApprovalRequested(self._request(action))
-                elif isinstance(action, Record):
-                    self.record(action.kind, action.data)
-                elif isinstance(action, AnnounceHold):
-                    self.announce_hold(action.request)
-                elif isinstance(action, Withdraw):
-                    self._withdraw(action)
-                elif isinstance(action, AwaitDecision):
-                    waited = time.perf_counter()
-                    decided = await hub.wait(action.request_id, action.timeout_s)
-                    waited = time.perf_counter() - waited
-                    self._held_s += waited
-                    self.listener.instruments.hold_wait.labels(target=target.name).observe(waited)
-                    if self.ended:
-                        event = SessionEnded()
-                    elif decided is None:
-                        event = DeadlineReached()
+            try:
+                for action in actions:
+                    if isinstance(action, Forward):
+                        if action.decision.startswith("approved"):
+                            log.info("session %s: statement runs under %s", self.id,
+                                     action.decision,
+                                     extra=self.log_fields("statement_approved"))  # fmt: skip
+                        return None, action.decision
+                    if isinstance(action, Refuse):
+                        if action.decision == "deny":
+                            log.info("session %s: %s statement denied by policy", self.id,
+                                     verdict.statement_class.value,
+                                     extra=self.log_fields("statement_denied"))  # fmt: skip
+                        return action.error, action.decision
+                    if isinstance(action, LookUpSessionGrant):
+                        event = SessionGrantFound(hub.store.session_grant(self.id, now))
+                    elif isinstance(action, UseStatementGrant):
+                        grant = hub.store.use_statement_grant(
+                            subject=identity.subject,
+                            target=target.name,
+                            sql=action.sql,
+                            params_key=action.key,
+                            now=now,
+                        )
+                        event = StatementGrantFound(grant)
+                    elif isinstance(action, GrantSession):
+                        gate.session_grant_until = action.until
+                    elif isinstance(action, UseGrant):
+                        hub.store.use_grant(action.request_id, self.listener.clock())
+                    elif isinstance(action, RequestApproval):
+                        event = ApprovalRequested(self._request(action))
+                    elif isinstance(action, Record):
+                        self.record(action.kind, action.data)
+                    elif isinstance(action, AnnounceHold):
+                        self.announce_hold(action.request)
+                    elif isinstance(action, Withdraw):
+                        self._withdraw(action)
+                    elif isinstance(action, AwaitDecision):
+                        waited = time.perf_counter()
+                        decided = await hub.wait(action.request_id, action.timeout_s)
+                        waited = time.perf_counter() - waited
+                        self._held_s += waited
+                        self.listener.instruments.hold_wait.labels(target=target.name).observe(
+                            waited
+                        )
+                        if self.ended:
+                            event = SessionEnded()
+                        elif decided is None:
+                            event = DeadlineReached()
+                        else:
+                            event = ApprovalDecided(decided)
+                    elif isinstance(action, MakeDurable):
+                        await self.flush_recording()
+                        event = SessionEnded() if self.ended else Durable()
                     else:
-                        event = ApprovalDecided(decided)
-                elif isinstance(action, MakeDurable):
-                    await self.flush_recording()
-                    event = SessionEnded() if self.ended else Durable()
-                else:
-                    raise AssertionError(f"not an action of a decision: {action!r}")
+                        raise AssertionError(f"not an action of a decision: {action!r}")
+            except StoreUnavailable as error:
+                event = StoreFailed(str(error))
             assert event is not None, actions
             actions = core.handle(event)
 

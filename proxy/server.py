@@ -49,7 +49,8 @@ from proxy.pg_server import PgListener, PgSession
 from proxy.recording.writer import Recorder
 from proxy.signing import load_or_create
 from proxy.sso import SsoClient
-from proxy.store import ApprovalStore
+from proxy.store import ApprovalStore, StoreUnavailable
+from proxy.store_pg import PgStore
 from proxy.tls import ensure_self_signed, server_context
 from proxy.web import WebPages
 from proxy.webhooks import WebhookNotifier
@@ -73,6 +74,7 @@ _RESTART_ONLY = {
     "recording": "recording",
     "auditors": "auditors",
     "web": "web",
+    "store": "store",
     "max_statement_bytes": "limits.max_statement_bytes",
     "classify_timeout_s": "limits.classify_timeout",
 }
@@ -87,6 +89,8 @@ class Gateway:
         self.postgres: PgListener | None = None
         self.mysql: MySqlListener | None = None
         self.store: ApprovalStore | None = None
+        #: The shared store's LISTEN / heartbeat loop (store: postgresql://...).
+        self._following: asyncio.Task[None] | None = None
         self.hub: ApprovalHub | None = None
         self.notifier: WebhookNotifier | None = None
         self.classifiers = Classifiers(
@@ -120,18 +124,39 @@ class Gateway:
         else:
             cert, key = ensure_self_signed(settings.data_dir / "tls")
         self.tls_context = server_context(cert, key)
-        self.recorder = Recorder(settings.data_dir, load_or_create(settings.data_dir))
+        signing_key = load_or_create(settings.data_dir)
+        self.recorder = Recorder(settings.data_dir, signing_key)
         await self.recorder.start()
-        self.store = ApprovalStore(settings.data_dir / "airlock.db")
-        # Their sessions ended with the last process: a statement that waited never runs.
-        withdrawn = self.store.withdraw_orphaned_holds(
-            reason="the gateway restarted: the client's connection had ended", now=time.time()
-        )
-        if withdrawn:
-            log.info("%d held request(s) from earlier sessions withdrawn", withdrawn)
-        orphaned = self.store.sessions_gone()
-        if orphaned:
-            log.info("%d approval request(s) from earlier sessions marked session gone", orphaned)
+        if settings.store.url is not None:
+            shared = PgStore(
+                settings.store.url,
+                poll_s=settings.store.poll_s,
+                heartbeat_timeout_s=settings.store.heartbeat_timeout_s,
+            )
+            try:
+                await asyncio.to_thread(
+                    shared.open,
+                    now=time.time(),
+                    key_id=signing_key.key_id,
+                    public_key_pem=signing_key.public_key_pem(),
+                )
+            except StoreUnavailable as error:
+                raise SystemExit(f"airlock: store: {error}") from None
+            self.store = shared
+            self.credentials.shared = shared
+        else:
+            self.store = ApprovalStore(settings.data_dir / "airlock.db")
+            # Their sessions ended with the last process: a statement that waited never runs.
+            withdrawn = self.store.withdraw_orphaned_holds(
+                reason="the gateway restarted: the client's connection had ended", now=time.time()
+            )
+            if withdrawn:
+                log.info("%d held request(s) from earlier sessions withdrawn", withdrawn)
+            orphaned = self.store.sessions_gone()
+            if orphaned:
+                log.info(
+                    "%d approval request(s) from earlier sessions marked session gone", orphaned
+                )
         if settings.webhooks or any(rule.webhooks for rule in settings.rules):
             self.notifier = WebhookNotifier()
             await self.notifier.start()
@@ -141,6 +166,8 @@ class Gateway:
             global_webhooks=settings.webhooks,
             clock=time.time,
         )
+        if isinstance(self.store, PgStore):
+            self._following = asyncio.create_task(self.store.follow(self.hub.wake, time.time))
         # The API comes up first: with dev_issuer on, it serves the keys tokens verify against.
         if settings.listen.api is not None:
             await self._start_api(settings)
@@ -198,6 +225,7 @@ class Gateway:
                 settings.data_dir,
                 settings.auditors,
                 sso=SsoClient(settings.web, verifier) if settings.web is not None else None,
+                shared=self.store if isinstance(self.store, PgStore) else None,
             ),
             live_sessions=self._live_sessions,
         )
@@ -241,7 +269,10 @@ class Gateway:
             for session in listener.sessions:
                 statements.update(session.uncounted_statements())
         caches = [(dialect, self.classifiers.cached(dialect)) for dialect in ("postgres", "mysql")]
-        approvals = self.store.count_by_state() if self.store else {}
+        try:
+            approvals = self.store.count_by_state() if self.store else {}
+        except StoreUnavailable:
+            approvals = {}
         notifier = self.notifier
         webhooks = {
             "delivered": notifier.delivered if notifier else 0,
@@ -363,7 +394,7 @@ class Gateway:
             if self.store is None:
                 raise sqlite3.OperationalError("the approval store is not open")
             self.store.count_by_state()
-        except sqlite3.Error as error:
+        except (sqlite3.Error, StoreUnavailable) as error:
             store = {"ok": False, "error": str(error)}
         ready = (
             not self.draining
@@ -401,6 +432,12 @@ class Gateway:
         if self.recorder is not None:
             await self.recorder.close()  # after the sessions, which sealed their transcripts
         self.classifiers.close()
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following
+        if isinstance(self.store, PgStore):
+            self.store.stop(time.time())
         if self.store is not None:
             self.store.close()
 

@@ -37,6 +37,7 @@ from policy.judge import Ruling, judge
 from policy.rules import EffectivePolicy, HoldMode
 from proxy.errors import (
     AirlockError,
+    ApprovalStoreUnavailable,
     HoldTimedOut,
     QueryCanceled,
     RecordingFailed,
@@ -177,6 +178,13 @@ class Draining:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class StoreFailed:
+    """The approval store could not be reached while the statement was decided."""
+
+    detail: str
+
+
 Event = (
     StatementReady
     | SessionGrantFound
@@ -194,6 +202,7 @@ Event = (
     | TokenOffered
     | WarningDue
     | Draining
+    | StoreFailed
 )
 
 # --- actions
@@ -420,6 +429,17 @@ class SessionCore:
                 return []
             self._warned = True
             return [WarnClient(self.end_at, self.end_reason, max(self.end_at - event.now, 0.0))]
+        if isinstance(event, StoreFailed):
+            # Fail closed: a statement that needs approval is refused while the store
+            # that would hold its request (or grant) cannot be reached.
+            self.waiting = None
+            return [self._refuse(ApprovalStoreUnavailable(
+                "the statement needs approval and the approval store is unreachable;"
+                " it was not run",
+                detail=event.detail,
+                hint="retry once the store is back; statements that need no approval"
+                " still run",
+            ), "approval store unavailable")]  # fmt: skip
         if isinstance(event, RecordingBroke):
             reason = "the transcript cannot be written"
             end = EndSession(reason, RecordingFailed(RECORDING_BROKE), cancel_running=True)

@@ -1,4 +1,6 @@
-"""Approval requests and the grants they give, kept in SQLite in data_dir.
+"""Approval requests and the grants they give, kept in SQLite in data_dir (or, for
+several gateways, in a shared PostgreSQL database: proxy/store_pg.py, which runs this
+module's statements there).
 
 One table holds every request from the moment a statement is held until it is
 decided. An approved request is also its grant: scope `statement` lets the same
@@ -14,6 +16,12 @@ client disconnects: the statement that waited can never run.
 
 Every call is short and synchronous: SQLite in WAL mode answers in well under
 a millisecond, and holds are rare next to reads.
+
+The statements are written once, with `?` placeholders, for both engines: a column
+added to `_SCHEMA` and to the statements reaches the PostgreSQL store too (which adds
+it with a migration of its own, proxy/store_pg.py `MIGRATIONS`). Each request names
+the gateway that holds it (`gateway_id`): with a shared store, a gateway acts at
+startup and when its sessions end on its own requests only.
 """
 
 from __future__ import annotations
@@ -63,7 +71,8 @@ CREATE TABLE IF NOT EXISTS approvals (
     reason          TEXT,
     used_at         REAL,
     why             TEXT,
-    preview_json    TEXT
+    preview_json    TEXT,
+    gateway_id      TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, created_at);
 CREATE INDEX IF NOT EXISTS approvals_grant ON approvals (subject, target, params_key)
@@ -71,7 +80,12 @@ CREATE INDEX IF NOT EXISTS approvals_grant ON approvals (subject, target, params
 CREATE INDEX IF NOT EXISTS approvals_session ON approvals (session_id);
 """
 #: Columns added since the first schema: a store made before them gets them at open.
-_ADDED_COLUMNS = {"why": "TEXT", "preview_json": "TEXT"}
+_ADDED_COLUMNS = {"why": "TEXT", "preview_json": "TEXT", "gateway_id": "TEXT"}
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached (a shared PostgreSQL store is down or its connection
+    broke). Nothing was written; the caller fails closed."""
 
 
 class AlreadyDecided(Exception):
@@ -178,9 +192,14 @@ def iso_time(when: float | None) -> str | None:
 
 
 class ApprovalStore:
+    """The SQLite store: one gateway's, in data_dir."""
+
+    #: The gateway whose requests this store creates (None: the only one, SQLite).
+    gateway_id: str | None = None
+
     def __init__(self, path: Path | str) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db: Any = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -194,31 +213,43 @@ class ApprovalStore:
     def close(self) -> None:
         self._db.close()
 
+    def _own(self) -> tuple[str, tuple[Any, ...]]:
+        """The condition (with its values) that limits an update to this gateway's own
+        requests: none with SQLite, where every request is this gateway's."""
+        return "", ()
+
+    def _decided(self, request_id: str) -> None:
+        """A request was decided or withdrawn (for the PostgreSQL store: tell the others)."""
+
     # --- lifecycle of sessions
 
     def sessions_gone(self, session_ids: Sequence[str] | None = None) -> int:
-        """Mark the requests of these sessions (all open ones when None) as orphaned."""
+        """Mark the requests of these sessions (all this gateway's open ones when None)
+        as orphaned."""
         if session_ids is None:
+            own, values = self._own()
             cursor = self._db.execute(
-                "UPDATE approvals SET session_state = 'gone' WHERE session_state = 'open'"
+                "UPDATE approvals SET session_state = 'gone' WHERE session_state = 'open'" + own,  # noqa: S608 (a constant condition)
+                values,
             )
         else:
             cursor = self._db.executemany(
                 "UPDATE approvals SET session_state = 'gone' WHERE session_id = ?",
                 [(s,) for s in session_ids],
             )
-        return cursor.rowcount
+        return int(cursor.rowcount)
 
     def withdraw_orphaned_holds(self, *, reason: str, now: float) -> int:
         """Withdraw the pending `hold: wait` requests of sessions still marked open (at
         startup: their clients' connections ended with the previous process)."""
+        own, values = self._own()
         cursor = self._db.execute(
-            "UPDATE approvals SET state = 'withdrawn', decided_at = ?, decided_by = NULL,"
+            "UPDATE approvals SET state = 'withdrawn', decided_at = ?, decided_by = NULL,"  # noqa: S608 (own: a constant condition)
             " decided_groups_json = '[]', reason = ?"
-            " WHERE state = 'pending' AND hold = 'wait' AND session_state = 'open'",
-            (now, reason),
+            " WHERE state = 'pending' AND hold = 'wait' AND session_state = 'open'" + own,
+            (now, reason, *values),
         )
-        return cursor.rowcount
+        return int(cursor.rowcount)
 
     # --- requests
 
@@ -227,7 +258,7 @@ class ApprovalStore:
         self._db.execute(
             "INSERT INTO approvals (id, state, session_id, session_state, subject, groups_json,"
             " email, target, protocol, sql, params_json, params_key, class, reasons_json, hold,"
-            " approvers_json, grant_ttl_s, created_at, why)"
+            " approvers_json, grant_ttl_s, created_at, why, gateway_id)"
             " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 request_id,
@@ -247,6 +278,7 @@ class ApprovalStore:
                 new.grant_ttl_s,
                 now,
                 new.why,
+                self.gateway_id,
             ),
         )
         return ApprovalRequest(request_id, PENDING, "open", now, new)
@@ -262,6 +294,16 @@ class ApprovalStore:
         if row is None:
             raise UnknownRequest(request_id)
         return _from_row(row)
+
+    def get_many(self, request_ids: Sequence[str]) -> list[ApprovalRequest]:
+        """Those of these requests that exist, in no particular order."""
+        found: list[ApprovalRequest] = []
+        for start in range(0, len(request_ids), 500):
+            chunk = request_ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT * FROM approvals WHERE id IN ({marks})", chunk)  # noqa: S608 (only placeholders)
+            found.extend(_from_row(row) for row in rows)
+        return found
 
     def list(
         self,
@@ -312,8 +354,8 @@ class ApprovalStore:
         )
 
     def count_by_state(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT state, count(*) FROM approvals GROUP BY state")
-        return {state: 0 for state in STATES} | {row[0]: int(row[1]) for row in rows}
+        rows = self._db.execute("SELECT state, count(*) AS n FROM approvals GROUP BY state")
+        return {state: 0 for state in STATES} | {row["state"]: int(row["n"]) for row in rows}
 
     def approve(
         self,
@@ -366,6 +408,7 @@ class ApprovalStore:
         request = self.get(request_id)  # raises UnknownRequest
         if cursor.rowcount == 0:
             raise AlreadyDecided(request)
+        self._decided(request_id)
         return request
 
     # --- grants
@@ -401,7 +444,8 @@ class ApprovalStore:
         return None if row is None else _from_row(row)
 
 
-def _from_row(row: sqlite3.Row) -> ApprovalRequest:
+def _from_row(row: Any) -> ApprovalRequest:
+    """A request from its row: a sqlite3.Row, or a psycopg dict row."""
     new = NewRequest(
         session_id=row["session_id"],
         subject=row["subject"],

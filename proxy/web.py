@@ -38,6 +38,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 
@@ -73,6 +74,7 @@ from proxy.store import (
     STATES,
     AlreadyDecided,
     ApprovalRequest,
+    StoreUnavailable,
     UnknownRequest,
 )
 
@@ -117,6 +119,21 @@ class PageSession:
     flash: tuple[str, bool] | None = None
 
 
+class SharedPageSessions(Protocol):
+    """Where gateways sharing a store keep page sessions, by the SHA-256 of the cookie
+    (proxy/store_pg.py PgStore): signed in through one gateway, signed in on all."""
+
+    def put_page_session(self, key_hash: str, identity: Identity, csrf: str) -> None: ...
+
+    def find_page_session(self, key_hash: str, now: float) -> tuple[Identity, str] | None: ...
+
+    def drop_page_session(self, key_hash: str, now: float) -> None: ...
+
+
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 class WebPages:
     def __init__(
         self,
@@ -127,6 +144,7 @@ class WebPages:
         clock: Callable[[], float] = time.time,
         *,
         sso: SsoClient | None = None,
+        shared: SharedPageSessions | None = None,
     ) -> None:
         self.hub = hub
         #: SSO sign-in (authorization code + PKCE), when the config has a web client.
@@ -135,6 +153,7 @@ class WebPages:
         self.data_dir = data_dir
         self.auditors = auditors
         self.clock = clock
+        self.shared = shared
         self._sessions: dict[str, PageSession] = {}
         #: The live pages' event streams, each told to end when the server stops.
         self._streams: set[asyncio.Queue[str | None]] = set()
@@ -173,6 +192,13 @@ class WebPages:
     def _page_session(self, request: web.Request) -> tuple[str, PageSession] | None:
         key = request.cookies.get(COOKIE, "")
         session = self._sessions.get(key)
+        if session is None and key and self.shared is not None:
+            try:
+                found = self.shared.find_page_session(_key_hash(key), self.clock())
+            except StoreUnavailable as error:
+                raise web.HTTPServiceUnavailable(text=str(error)) from None
+            if found is not None:  # signed in through another gateway
+                session = self._sessions[key] = PageSession(found[0], found[1])
         if session is None:
             return None
         if session.identity.expires_at <= self.clock():
@@ -229,7 +255,10 @@ class WebPages:
         except AirlockError as error:
             return _html(self._login_page(f"Not signed in: {error.message}"), status=401)
         response = web.HTTPSeeOther("/")
-        self._open_session(request, response, identity)
+        try:
+            self._open_session(request, response, identity)
+        except StoreUnavailable as error:
+            return _html(self._login_page(f"Not signed in: {error}"), status=503)
         raise response
 
     def _open_session(
@@ -244,7 +273,10 @@ class WebPages:
         while len(self._sessions) >= MAX_PAGE_SESSIONS:
             del self._sessions[next(iter(self._sessions))]
         key = secrets.token_urlsafe(32)
-        self._sessions[key] = PageSession(identity)
+        session = PageSession(identity)
+        if self.shared is not None:  # raises StoreUnavailable: no session
+            self.shared.put_page_session(_key_hash(key), identity, session.csrf)
+        self._sessions[key] = session
         response.set_cookie(
             COOKIE,
             key,
@@ -299,7 +331,10 @@ class WebPages:
             # A page, not a redirect: a redirect in a navigation that began at the identity
             # provider's site would arrive without the SameSite=Strict cookie just set.
             response = _html(_continue_page(), status=200)
-            self._open_session(request, response, identity)
+            try:
+                self._open_session(request, response, identity)
+            except StoreUnavailable as error:
+                response = _html(self._login_page(f"Not signed in: {error}"), status=503)
         response.del_cookie(SSO_COOKIE, path=SSO_PATH)
         return response
 
@@ -307,6 +342,11 @@ class WebPages:
         self, _request: web.Request, key: str, _session: PageSession, _fields: dict[str, str]
     ) -> str:
         self._sessions.pop(key, None)
+        if self.shared is not None:
+            try:
+                self.shared.drop_page_session(_key_hash(key), self.clock())
+            except StoreUnavailable as error:
+                raise web.HTTPServiceUnavailable(text=str(error)) from None
         return "/"
 
     def _login_page(self, problem: str | None = None) -> str:
