@@ -28,4 +28,5 @@ cdef class CachedClassifier:
     cdef object _last_key
 
     cpdef object lookup(self, str sql)
+    cpdef object key(self, str sql)
     cpdef object _fingerprint(self, str sql)

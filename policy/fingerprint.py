@@ -219,6 +219,11 @@ class CachedClassifier:
             self.store(sql, verdict)
         return verdict
 
+    def key(self, sql: str) -> str | None:
+        """The fingerprint `lookup` and `store` use for `sql` (None: none); free for the
+        text just looked up."""
+        return self._fingerprint(sql)
+
     def clear(self) -> None:
         self._exact.clear()
         self._by_fingerprint.clear()

@@ -231,7 +231,7 @@ class MySqlGate:
 
     def scope_refusal(self, sql: str) -> DatabaseAccessDenied | None:
         """The refusal for a statement that names a database the target does not expose."""
-        reason = scope_refusal(sql, self.databases)
+        reason = scope_refusal(sql, self.databases, self.classifier.key(sql))
         if reason is None:
             return None
         return DatabaseAccessDenied(
@@ -407,7 +407,7 @@ class MySqlRelay:
                 if (
                     verdict is not None
                     and gate.admits(verdict)
-                    and scope_refusal(sql, gate.databases) is None
+                    and scope_refusal(sql, gate.databases, gate.classifier.key(sql)) is None
                 ):
                     if self.on_statement is not None:
                         self.on_statement(sql, verdict, None, None)
@@ -435,7 +435,7 @@ class MySqlRelay:
             if (
                 sql is None
                 or verdict is None
-                or scope_refusal(sql, gate.databases) is not None
+                or scope_refusal(sql, gate.databases, gate.classifier.key(sql)) is not None
                 or (self._roles is not None and verdict.statement_class is not _READ)
             ):
                 # Classified off the hot path; prepared under the write role unless a read.

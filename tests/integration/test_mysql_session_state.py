@@ -206,6 +206,36 @@ def test_statement_id_minus_one_is_refused(
     assert balances() == before
 
 
+def test_the_scope_answer_holds_for_every_literal_of_a_statement_shape(
+    wire: RawMySql, mysql_database: str
+) -> None:
+    """The gateway remembers scope answers per statement shape (literals taken out):
+    new literals neither open nor close a database."""
+    for n in range(1, 4):
+        assert wire.query(f"SELECT id FROM accounts WHERE id = {n}").text_rows() == [(str(n),)]  # noqa: S608
+        own = wire.query(f"SELECT id FROM {mysql_database}.accounts WHERE id = {n}")  # noqa: S608
+        assert own.text_rows() == [(str(n),)]
+        outside = wire.query(f"SELECT user FROM mysql.user WHERE user = 'u{n}'")  # noqa: S608
+        assert outside.errno == 1044, outside.error
+    for schema in ("mysql", mysql_database, "performance_schema"):
+        # information_schema shows only what the account may see, whichever schema it names
+        answer = wire.query(
+            f"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{schema}'"  # noqa: S608
+        )
+        assert answer.error is None, (schema, answer.error)
+
+
+def test_names_inside_executable_comments_are_checked(wire: RawMySql) -> None:
+    # The server runs the text of /*! ... */; the gateway checks it like any other (this
+    # target refuses unknown statements too, with another error: the scope comes first).
+    for sql in (
+        "SELECT 1 /*! , (SELECT COUNT(*) FROM mysql.user) */",
+        "SELECT 1 /*M!100000 , (SELECT COUNT(*) FROM mysql.user) */",
+    ):
+        answer = wire.query(sql)
+        assert answer.errno == 1044, (sql, answer.error)
+
+
 def test_databases_the_target_does_not_expose_are_refused(
     wire: RawMySql, mysql_database: str
 ) -> None:

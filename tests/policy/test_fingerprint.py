@@ -241,6 +241,14 @@ def test_cache_hits_by_exact_text_and_by_fingerprint() -> None:
     assert (cache.hits, cache.misses) == (3, 3)
 
 
+def test_key_is_the_fingerprint_lookup_used() -> None:
+    cache = CachedClassifier(MY)
+    cache.lookup("SELECT c FROM t WHERE id=5")
+    assert cache.key("SELECT c FROM t WHERE id=5") == fingerprint("SELECT c FROM t WHERE id=5", MY)
+    assert cache.key("SELECT c FROM t WHERE id=6") == fingerprint("SELECT c FROM t WHERE id=5", MY)
+    assert cache.key("SET @a = 1") is None
+
+
 def test_a_write_never_reuses_a_cached_read() -> None:
     cache = CachedClassifier(PG)
     cache.classify("SELECT 'a' ; SELECT 1")
