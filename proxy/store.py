@@ -259,7 +259,7 @@ class ApprovalStore:
             "INSERT INTO approvals (id, state, session_id, session_state, subject, groups_json,"
             " email, target, protocol, sql, params_json, params_key, class, reasons_json, hold,"
             " approvers_json, grant_ttl_s, created_at, why, gateway_id)"
-            " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 request_id,
                 new.session_id,
