@@ -203,13 +203,14 @@ def test_a_store_made_before_reasons_and_previews_gains_their_columns(tmp_path: 
     with sqlite3.connect(path) as old:  # the schema as it was before
         old.executescript(
             _SCHEMA.replace("    why             TEXT,\n", "").replace(
-                "    used_at         REAL,\n    preview_json    TEXT\n",
+                "    used_at         REAL,\n    preview_json    TEXT,\n    gateway_id      TEXT\n",
                 "    used_at         REAL\n",
             )
         )
         columns = {row[1] for row in old.execute("PRAGMA table_info(approvals)")}
         assert "why" not in columns
         assert "preview_json" not in columns
+        assert "gateway_id" not in columns
     old_store = ApprovalStore(path)
     created = old_store.create(replace(new(), why="because"), now=1.0)
     old_store.set_preview(created.id, {"state": "running"})
