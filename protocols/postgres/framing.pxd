@@ -1,5 +1,11 @@
 cimport cython
 
+cdef Py_ssize_t NEED_DATA, BAD_TYPE, BAD_LENGTH, TOO_LARGE, UNCAPPED
+
+# It answers codes, not exceptions; -9, which it never answers, stands for one (None as raw).
+@cython.locals(data="const unsigned char *", flags="const unsigned char *", length="long long")
+cpdef Py_ssize_t frame_at(bytes raw, Py_ssize_t pos, bytes types, Py_ssize_t max_bytes) except? -9
+
 cdef class BackendRelay:
     cdef bytes _types
     cdef bytes _usual_types
@@ -9,7 +15,7 @@ cdef class BackendRelay:
     cdef bytes _held
     cdef public list inspected
 
-    @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, kind=int, length=Py_ssize_t, end=Py_ssize_t, what=int, inspected=list)
+    @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, kind=int, end=Py_ssize_t, inspected=list)
     cpdef bytes feed(self, bytes raw)
 
     cpdef inspect_all(self, bint every)
