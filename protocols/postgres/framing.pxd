@@ -3,7 +3,9 @@ cimport cython
 cdef Py_ssize_t NEED_DATA, BAD_TYPE, BAD_LENGTH, TOO_LARGE, UNCAPPED
 
 # It answers codes, not exceptions; -9, which it never answers, stands for one (None as raw).
-@cython.locals(data="const unsigned char *", flags="const unsigned char *", length="long long")
+@cython.locals(
+    data="const unsigned char *", flags="const unsigned char *", top="long long", length="long long"
+)
 cpdef Py_ssize_t frame_at(bytes raw, Py_ssize_t pos, bytes types, Py_ssize_t max_bytes) except? -9
 
 cdef class BackendRelay:

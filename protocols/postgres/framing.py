@@ -57,9 +57,11 @@ def frame_at(raw: bytes, pos: int, types: bytes, max_bytes: int) -> int:
     flags = types
     if not flags[data[pos]]:
         return BAD_TYPE
-    length = (data[pos + 1] << 24) | (data[pos + 2] << 16) | (data[pos + 3] << 8) | data[pos + 4]
-    if length >= 0x80000000:
-        length -= 0x100000000
+    # The length is a signed int32, big-endian: its top byte carries the sign.
+    top = data[pos + 1]
+    if top >= 0x80:
+        top -= 0x100
+    length = top * 0x1000000 + (data[pos + 2] << 16) + (data[pos + 3] << 8) + data[pos + 4]
     if length < 4:
         return BAD_LENGTH
     if length >= max_bytes:  # length + 1 > max_bytes
