@@ -51,7 +51,7 @@ cdef class PgRelay:
     @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, end=Py_ssize_t, kind=int, flags=int, flags_of=bytes, max_bytes=Py_ssize_t)
     cpdef Py_ssize_t fast_forward(self, bytes raw) except -1
 
-    @cython.locals(kind=int, start=Py_ssize_t, end=Py_ssize_t, framed=bytes, inspected=list, tag=str, data="const char *", swaps=list, count=Py_ssize_t, i=Py_ssize_t, own_answers=bint, counting=bint)
+    @cython.locals(kind=int, start=Py_ssize_t, end=Py_ssize_t, framed=bytes, server=BackendRelay, marks="long long[::1]", tag=str, data="const char *", swaps=list, count=Py_ssize_t, i=Py_ssize_t, own_answers=bint, counting=bint)
     cpdef bytes server_data(self, bytes raw)
 
     cdef void _note_forwarded(self, int kind)

@@ -410,20 +410,21 @@ class PgRelay:
     def server_data(self, raw: bytes) -> bytes:
         """Server bytes in; the bytes to send the client out (the server never gets a reply
         from us). Raises ProtocolViolation when the server is out of step."""
-        framed = self._server.feed(raw)
-        inspected = self._server.inspected
-        if not inspected:
+        server = self._server
+        framed = server.feed(raw)
+        count = server.marked
+        if not count:
             return framed
+        marks = server.marks
         data = framed  # its slices are made straight from the buffer when compiled
         # Inspected messages are relayed as they are, except a refusal's error, which is
         # swapped for ours: `framed` is cut only there.
         swaps: list[tuple[int, int, bytes]] | None = None
-        count = len(inspected)
         i = 0
         own_answers = bool(self._own_units) or bool(self._runs)
         counting = self._roles is not None
         while i < count:
-            kind, start, end = inspected[i], inspected[i + 1], inspected[i + 2]
+            kind, start, end = marks[i], marks[i + 1], marks[i + 2]
             i += 3
             if own_answers:
                 if self._own_answer(framed, kind, start, end):

@@ -15,9 +15,13 @@ cdef class BackendRelay:
     cdef Py_ssize_t _max_inspected
     cdef Py_ssize_t _remaining
     cdef bytes _held
-    cdef public list inspected
+    cdef public long long[::1] marks
+    cdef public Py_ssize_t marked
 
-    @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, kind=int, end=Py_ssize_t, inspected=list)
+    @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, kind=int, end=Py_ssize_t, marked=Py_ssize_t)
     cpdef bytes feed(self, bytes raw)
+
+    @cython.locals(marks="long long[::1]", i=Py_ssize_t)
+    cdef _grow(self)
 
     cpdef inspect_all(self, bint every)

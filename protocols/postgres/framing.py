@@ -19,6 +19,7 @@ hands back whole the few messages the gateway must look at.
 from __future__ import annotations
 
 import struct
+from array import array
 
 from protocols.errors import MessageTooLarge, ProtocolViolation
 
@@ -194,10 +195,11 @@ class MessageFramer:
 class BackendRelay:
     """Finds message boundaries in server output without copying message bodies.
 
-    `feed(raw)` returns the bytes that may be passed on now, and leaves in `inspected`
+    `feed(raw)` returns the bytes that may be passed on now, and leaves in `marks`
     three ints for each whole message of an inspected type inside them, type, start
-    and end, for the caller to look at before the next feed. (One list, refilled by
-    each feed: on the hot path, no tuple or list is made per read.)
+    and end (`marked` ints in all), for the caller to look at before the next feed.
+    (One array of C integers, refilled by each feed: on the hot path, no list, tuple
+    or Python int is made per read.)
     Bodies of other messages (DataRow, CopyData, ...) pass as they arrive, even
     before their message is complete, so a large row is never buffered whole.
     What is held back for the next feed: a header not yet complete, and an
@@ -211,7 +213,8 @@ class BackendRelay:
         "_remaining",
         "_types",
         "_usual_types",
-        "inspected",
+        "marked",
+        "marks",
     )
 
     def __init__(
@@ -228,12 +231,11 @@ class BackendRelay:
         self._max_inspected = max_inspected_bytes
         self._remaining = 0  # body bytes of a passed-through message still to come
         self._held = b""  # an incomplete header, or an incomplete inspected message
-        self.inspected: list[int] = []
+        self.marks = array("q", bytes(8 * 48))
+        self.marked = 0
 
     def feed(self, raw: bytes) -> bytes:
-        inspected = self.inspected
-        if inspected:
-            inspected.clear()
+        self.marked = 0
         if self._held:
             raw = self._held + raw
             self._held = b""
@@ -263,14 +265,30 @@ class BackendRelay:
                 if end > size:
                     self._held = raw[pos:]
                     return raw[:pos]
-                inspected.append(kind)
-                inspected.append(pos)
-                inspected.append(end)
+                marked = self.marked
+                if marked + 3 > len(self.marks):
+                    self._grow()
+                self.marks[marked] = kind
+                self.marks[marked + 1] = pos
+                self.marks[marked + 2] = end
+                self.marked = marked + 3
             elif end > size:
                 self._remaining = end - size
                 return raw
             pos = end
         return raw
+
+    def _grow(self) -> None:
+        marks = self.marks
+        grown = array("q", bytes(16 * len(marks)))
+        for i in range(self.marked):
+            grown[i] = marks[i]
+        self.marks = grown
+
+    @property
+    def inspected(self) -> list[int]:
+        """The last feed's marks, as a list (for tests and debugging)."""
+        return [self.marks[i] for i in range(self.marked)]
 
     def inspect_all(self, every: bool) -> None:
         """Inspect every message from the next one framed on (True), or only the usual
