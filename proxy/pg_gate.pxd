@@ -16,8 +16,6 @@ from proxy.event_chain cimport EventChain
 cdef int _Q, _P, _B, _E, _C, _D
 cdef int _PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE
 
-# Made and confirmed per Bind on the hot path: freed ones are kept for the next.
-@cython.freelist(16)
 @cython.final
 cdef class Change:
     cdef Py_ssize_t unit
@@ -59,6 +57,7 @@ cdef class PgGate:
     cdef Py_ssize_t _done
     cdef Change _first
     cdef Change _last
+    cdef Change _spare
     cdef bint _skipping
     cdef list _describing
     cdef Py_ssize_t _barrier
@@ -93,6 +92,8 @@ cdef class PgGate:
 
     @cython.locals(undone=list, change=Change, table=dict)
     cdef _undo(self, Py_ssize_t unit)
+
+    cdef void _recycle(self, Change change)
 
     cpdef bint allowed(self, object verdict) except -1
 

@@ -131,9 +131,9 @@ class Portal:
 
 class Change:
     """A Parse, Bind or Close forwarded but not yet confirmed, undone if its batch fails
-    first. The gate keeps them in the order sent, as a chain (`next`): one is made per
-    Bind on the hot path, so it is a small C struct when compiled, taken from a free list,
-    and made and confirmed without a Python call."""
+    first. The gate keeps them in the order sent, as a chain (`next`): one is needed per
+    Bind on the hot path, so it is a small C struct when compiled, reused once confirmed
+    (the gate's `_spare` chain), and made and confirmed without a Python call."""
 
     __slots__ = ("answer", "name", "next", "portal", "previous", "unit")
 
@@ -197,6 +197,7 @@ class PgGate:
         #: Unconfirmed changes in the order sent (so by unit too): the oldest and newest.
         self._first: Change | None = None
         self._last: Change | None = None
+        self._spare: Change | None = None  # confirmed ones, made again from here
         #: The server failed the batch being built: it skips the rest of it, up to Sync.
         self._skipping = False
         self._describing: list[tuple[int, bytes]] = []  # statement Describes: (unit, name)
@@ -368,6 +369,7 @@ class PgGate:
         self._first = first.next
         if self._first is None:
             self._last = None
+        self._recycle(first)
 
     def failed(self) -> None:
         """The server sent an ErrorResponse: it failed the unit it is working on, and
@@ -395,7 +397,12 @@ class PgGate:
         if transaction_status == "I" and self.portals:
             # A transaction's end destroys its portals; later batches' portals live on.
             if self._last_bound <= unit:
-                self.portals.clear()  # none was bound in a later batch: the usual case
+                # None was bound in a later batch: the usual case. The unnamed portal,
+                # the one drivers use, is deleted first: the dict keeps its room for the
+                # next, where clearing an empty-but-for-it dict would free and remake it.
+                self.portals.pop(b"", None)
+                if self.portals:
+                    self.portals.clear()
             else:
                 for name in [n for n, portal in self.portals.items() if portal.unit <= unit]:
                     del self.portals[name]
@@ -422,7 +429,11 @@ class PgGate:
 
     def _change(self, answer: int, portal: bool, name: bytes, value: object) -> None:
         table: dict[bytes, object] = self.portals if portal else self.statements  # type: ignore[assignment]
-        change = Change.__new__(Change)  # no __init__ call: its fields are set here
+        change = self._spare
+        if change is None:
+            change = Change.__new__(Change)  # no __init__ call: its fields are set here
+        else:
+            self._spare = change.next
         change.unit = self._sent
         change.answer = answer
         change.portal = portal
@@ -467,6 +478,15 @@ class PgGate:
                 table.pop(change.name, None)
             else:
                 table[change.name] = change.previous
+            self._recycle(change)
+
+    def _recycle(self, change: Change) -> None:
+        """A change confirmed or undone: kept for the next one (one at most is made per
+        message on the hot path, so a session keeps about as many as it pipelines)."""
+        change.name = b""
+        change.previous = None
+        change.next = self._spare
+        self._spare = change
 
     # --- decisions made off the hot path
 
