@@ -33,6 +33,7 @@ cdef class PreparedStatement:
     cdef public tuple declared_types
     cdef public bint allowed
     cdef public object described
+    cdef public bytes parse
 
 
 cdef class Portal:

@@ -84,11 +84,14 @@ class PreparedStatement:
         "declared",
         "declared_types",
         "described",
+        "parse",
         "sql",
         "verdict",
     )
 
-    def __init__(self, sql: str, verdict: Verdict, declared: bytes, allowed: bool) -> None:
+    def __init__(
+        self, sql: str, verdict: Verdict, declared: bytes, allowed: bool, parse: bytes
+    ) -> None:
         self.sql = sql
         self.verdict = verdict
         self.class_name = CLASS_NAMES[verdict.statement_class]
@@ -100,6 +103,8 @@ class PreparedStatement:
         self.allowed = allowed
         #: The server's ParameterDescription, when the client asked for one.
         self.described: tuple[int, ...] | None = None
+        #: The whole Parse message that made it: the same one again is the same statement.
+        self.parse = parse
 
     @property
     def param_types(self) -> tuple[int, ...]:
@@ -304,29 +309,32 @@ class PgGate:
                 return ADMIT
             return DECIDE
         if kind == _P:
-            sql_end = parse_sql_end(raw, start, end)
-            if sql_end < 0:
-                return DECIDE
             name_end = text_end(raw, start + 5, end)
+            if name_end < 0:
+                return DECIDE
             name = data[start + 5 : name_end]
             first = self._first
             if first is not None and first.unit != self._sent and self._unsettled(False, name):
                 return WAIT
-            declared = data[sql_end + 1 : end]
+            parse = data[start:end]
+            existing = self.statements.get(name)
+            if existing is not None and existing.parse == parse:
+                # The same Parse again, byte for byte (drivers parse the unnamed statement
+                # anew for each query): checked and classified when it first came. A named
+                # one fails on the server (it exists), and the unnamed one is made anew.
+                self._change(_PARSE_COMPLETE, False, name, existing)
+                return ADMIT
+            sql_end = parse_sql_end(raw, start, end)
+            if sql_end < 0:
+                return DECIDE
             try:
                 sql = data[name_end + 1 : sql_end].decode()
             except UnicodeDecodeError:
                 return DECIDE
-            existing = self.statements.get(name)
-            if existing is not None and existing.sql == sql and existing.declared == declared:
-                # The same statement parsed again (the unnamed one, usually): a named one
-                # fails on the server (it exists), and the unnamed one is made anew.
-                self._change(_PARSE_COMPLETE, False, name, existing)
-                return ADMIT
             verdict = self.classifier.lookup(sql)
             if verdict is None:
                 return DECIDE
-            self._remember(name, sql, verdict, declared)
+            self._remember(name, sql, verdict, data[sql_end + 1 : end], parse)
             return ADMIT
         if kind == _C:
             name_end = target_name_end(raw, start, end)
@@ -527,14 +535,19 @@ class PgGate:
     def note_parse(self, parse: m.Parse, verdict: Verdict) -> None:
         name = parse.statement.encode()
         sql_end = parse.raw.index(b"\0", 5 + len(name) + 1)
-        self._remember(name, parse.sql, verdict, parse.raw[sql_end + 1 :])
+        self._remember(name, parse.sql, verdict, parse.raw[sql_end + 1 :], parse.raw)
 
-    def _remember(self, name: bytes, sql: str, verdict: Verdict, declared: bytes) -> None:
+    def _remember(
+        self, name: bytes, sql: str, verdict: Verdict, declared: bytes, parse: bytes
+    ) -> None:
         # A named statement parsed over an existing one fails on the server, which skips
         # the rest of the batch; the undo then brings the old one back.
         allowed = self._hot[verdict.statement_class]
         self._change(
-            _PARSE_COMPLETE, False, name, PreparedStatement(sql, verdict, declared, allowed)
+            _PARSE_COMPLETE,
+            False,
+            name,
+            PreparedStatement(sql, verdict, declared, allowed, parse),
         )
 
     def note_execute(self, portal_name: str) -> None:
