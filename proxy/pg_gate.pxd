@@ -101,4 +101,5 @@ cdef class PgGate:
     @cython.locals(unit=Py_ssize_t)
     cpdef ready(self, str transaction_status)
 
+    @cython.locals(statements=dict)
     cpdef note_query(self, str sql)

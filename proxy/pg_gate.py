@@ -525,12 +525,14 @@ class PgGate:
         It drops the unnamed statement and portal. SQL that may create or drop
         protocol-level statements' names (PREPARE, DEALLOCATE, DISCARD anywhere in it,
         in any case) makes the gate forget every statement: a false positive only costs
-        classifying them again.
+        classifying them again. With none to forget (simple-protocol clients), the SQL is
+        not scanned for them.
         """
-        self.statements.pop(b"", None)
+        statements = self.statements
+        statements.pop(b"", None)
         self.portals.pop(b"", None)
-        if names_statements(sql):
-            self.statements.clear()
+        if statements and names_statements(sql):
+            statements.clear()
 
     def note_parse(self, parse: m.Parse, verdict: Verdict) -> None:
         name = parse.statement.encode()
