@@ -53,6 +53,9 @@ import yaml
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The scripts that import this one (profile_relay.py, pg_cost_breakdown.py) run the gateway
+# in their own process: this tree's, not whatever the venv was installed from.
+sys.path.insert(0, str(REPO_ROOT))
 #: The `airlock` command of the interpreter running this script (the project's venv).
 AIRLOCK = Path(sys.executable).parent / "airlock"
 
@@ -62,8 +65,9 @@ AIRLOCK_GROUP = "data-agents"
 AIRLOCK_TARGET = "bench"
 PGBOUNCER_DATABASE = "bench"
 
-#: The targets of the performance issue.
-MIN_TPS_RATIO_VS_PGBOUNCER = 0.80
+#: The targets of the performance issues: TPS as a share of pgbouncer's at every client
+#: count (issue 15's; --min-ratio sets another), and latency added at 1 client.
+MIN_TPS_RATIO_VS_PGBOUNCER = 0.90
 MAX_ADDED_LATENCY_US_AT_1_CLIENT = 60.0
 
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
@@ -428,6 +432,15 @@ def wait_for_health(
     )
 
 
+def airlock_env() -> dict[str, str]:
+    """The environment `airlock` runs in: this tree's code first (PYTHONPATH), so that the
+    gateway measured is the one whose commit the report names, also from another git
+    worktree of a venv installed in editable mode from elsewhere."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
 def start_airlock(
     server: Endpoint, database: str, token_ttl_s: int, stack: contextlib.ExitStack
 ) -> RunningAirlock:
@@ -442,9 +455,11 @@ def start_airlock(
     upstream = f"postgresql://{server.user}@{server.host}:{server.port}/{database}?sslmode=disable"
     config = airlock_config(workdir, upstream, pg_port, api_port)
     log = workdir / "airlock.log"
+    env = airlock_env()
     with log.open("wb") as log_file:
         process = subprocess.Popen(
             [str(AIRLOCK), "serve", "--config", str(config)],
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -465,6 +480,7 @@ def start_airlock(
             "--ttl",
             str(token_ttl_s),
         ],
+        env=env,
         timeout=60,
         what="airlock dev-token",
     )
@@ -664,21 +680,18 @@ class TargetCheck:
         return "not measured" if self.met is None else "met" if self.met else "NOT met"
 
 
-def check_targets(rows: Sequence[Row]) -> list[TargetCheck]:
+def check_targets(
+    rows: Sequence[Row], min_ratio: float = MIN_TPS_RATIO_VS_PGBOUNCER
+) -> list[TargetCheck]:
     checks: list[TargetCheck] = []
-    name = (
-        f"airlock >= {MIN_TPS_RATIO_VS_PGBOUNCER:.0%} of pgbouncer TPS in every mode "
-        "(every client count)"
-    )
+    name = f"airlock >= {min_ratio:.0%} of pgbouncer TPS in every mode (every client count)"
     if rows:
         worst = min(rows, key=lambda row: row.tps_ratio("airlock", "pgbouncer"))
         ratio = worst.tps_ratio("airlock", "pgbouncer")
         checks.append(
             TargetCheck(
                 name,
-                all(
-                    r.tps_ratio("airlock", "pgbouncer") >= MIN_TPS_RATIO_VS_PGBOUNCER for r in rows
-                ),
+                all(r.tps_ratio("airlock", "pgbouncer") >= min_ratio for r in rows),
                 f"worst {ratio:.1%} ({worst.mode}, {worst.clients} clients)",
             )
         )
@@ -885,7 +898,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds",
         type=int,
         default=1,
-        help="interleaved rounds per configuration; the median is reported",
+        help="interleaved rounds per configuration (direct, pgbouncer, airlock back to back "
+        "in each); the median is reported",
+    )
+    parser.add_argument(
+        "--min-ratio",
+        type=float,
+        default=MIN_TPS_RATIO_VS_PGBOUNCER,
+        help="the target: airlock's TPS as a share of pgbouncer's (default %(default)s)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write all figures here")
     parser.add_argument("--pg-host", default="127.0.0.1")
@@ -949,7 +969,7 @@ def benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str
                     )
             rows.append(row)
 
-    checks = check_targets(rows)
+    checks = check_targets(rows, args.min_ratio)
     return {
         "machine": facts,
         "parameters": {

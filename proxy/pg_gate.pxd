@@ -15,7 +15,15 @@ from proxy.event_chain cimport EventChain
 # Message types, as C values.
 cdef int _Q, _P, _B, _E, _C, _D
 cdef int _PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE
-cdef Py_ssize_t _UNIT, _ANSWER, _IS_PORTAL, _NAME, _PREVIOUS
+
+@cython.final
+cdef class Change:
+    cdef Py_ssize_t unit
+    cdef int answer
+    cdef bint portal
+    cdef bytes name
+    cdef object previous
+    cdef Change next
 
 cdef class PreparedStatement:
     cdef public str sql
@@ -26,6 +34,7 @@ cdef class PreparedStatement:
     cdef public tuple declared_types
     cdef public bint allowed
     cdef public object described
+    cdef public bytes parse
 
 
 cdef class Portal:
@@ -48,7 +57,9 @@ cdef class PgGate:
     cdef public object on_drained
     cdef Py_ssize_t _sent
     cdef Py_ssize_t _done
-    cdef list _changes
+    cdef Change _first
+    cdef Change _last
+    cdef Change _spare
     cdef bint _skipping
     cdef list _describing
     cdef Py_ssize_t _barrier
@@ -62,7 +73,7 @@ cdef class PgGate:
         name_end=Py_ssize_t, statement_end=Py_ssize_t, sql_end=Py_ssize_t, subtype=int,
         index=Py_ssize_t,
         statement=PreparedStatement, existing=PreparedStatement, found=Portal, types=tuple,
-        changes=list,
+        first=Change, bound=Portal,
         data="const char *",
     )
     cpdef int admit(self, int kind, bytes raw, Py_ssize_t start, Py_ssize_t end) except -1
@@ -71,21 +82,26 @@ cdef class PgGate:
 
     cpdef wait_after(self, Py_ssize_t unit)
 
-    @cython.locals(changes=list)
+    @cython.locals(first=Change)
     cpdef answered(self, int kind)
 
     cpdef failed(self)
 
+    @cython.locals(table=dict, change=Change)
     cdef _change(self, int answer, bint portal, bytes name, object value)
 
-    @cython.locals(change=tuple, sent=Py_ssize_t)
+    @cython.locals(change=Change, sent=Py_ssize_t)
     cdef bint _unsettled(self, bint portal, bytes name) except -1
 
-    @cython.locals(changes=list, count=Py_ssize_t, table=dict)
+    @cython.locals(undone=list, change=Change, table=dict)
     cdef _undo(self, Py_ssize_t unit)
+
+    cdef void _recycle(self, Change change)
 
     cpdef bint allowed(self, object verdict) except -1
 
+    @cython.locals(unit=Py_ssize_t)
     cpdef ready(self, str transaction_status)
 
+    @cython.locals(statements=dict)
     cpdef note_query(self, str sql)

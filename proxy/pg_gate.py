@@ -13,7 +13,7 @@ The picture follows what the server really does, never what the client asked for
   error it skips everything up to Sync. So within a batch the gate may assume every
   earlier message succeeded: if one did not, the later ones never run.
 - A Parse, Bind or Close changes a name at once, but only tentatively: the change is
-  kept in `_changes` until the server's ParseComplete, BindComplete or CloseComplete
+  kept as a `Change` until the server's ParseComplete, BindComplete or CloseComplete
   confirms it. An ErrorResponse undoes the failed batch's unconfirmed changes (the
   server skipped them), and once the gate has seen its own batch fail, it passes the
   rest of that batch unexamined: the server runs none of it.
@@ -88,11 +88,14 @@ class PreparedStatement:
         "declared",
         "declared_types",
         "described",
+        "parse",
         "sql",
         "verdict",
     )
 
-    def __init__(self, sql: str, verdict: Verdict, declared: bytes, allowed: bool) -> None:
+    def __init__(
+        self, sql: str, verdict: Verdict, declared: bytes, allowed: bool, parse: bytes
+    ) -> None:
         self.sql = sql
         self.verdict = verdict
         self.class_name = CLASS_NAMES[verdict.statement_class]
@@ -105,6 +108,8 @@ class PreparedStatement:
         self.allowed = allowed
         #: The server's ParameterDescription, when the client asked for one.
         self.described: tuple[int, ...] | None = None
+        #: The whole Parse message that made it: the same one again is the same statement.
+        self.parse = parse
 
     @property
     def param_types(self) -> tuple[int, ...]:
@@ -134,11 +139,20 @@ class Portal:
         self.approved = False
 
 
-#: A Parse, Bind or Close forwarded but not yet confirmed, undone if its batch fails
-#: first, is kept as a plain tuple (one is made per Bind on the hot path):
-#: (unit, the server message that confirms it, a portal's name?, name, previous value).
-_Change = tuple[int, int, bool, bytes, object]
-_UNIT, _ANSWER, _IS_PORTAL, _NAME, _PREVIOUS = range(5)
+class Change:
+    """A Parse, Bind or Close forwarded but not yet confirmed, undone if its batch fails
+    first. The gate keeps them in the order sent, as a chain (`next`): one is needed per
+    Bind on the hot path, so it is a small C struct when compiled, reused once confirmed
+    (the gate's `_spare` chain), and made and confirmed without a Python call."""
+
+    __slots__ = ("answer", "name", "next", "portal", "previous", "unit")
+
+    unit: int  # the batch it is in
+    answer: int  # the server message that confirms it: ParseComplete, BindComplete, ...
+    portal: bool  # a portal's name (else a statement's)
+    name: bytes
+    previous: object  # what the name meant before, restored by an undo
+    next: Change | None  # the change sent after it
 
 
 #: What `admit` answers.
@@ -191,7 +205,10 @@ class PgGate:
         self.on_drained: Callable[[], None] | None = None
         self._sent = 0
         self._done = 0
-        self._changes: list[_Change] = []  # in the order sent, so by unit too
+        #: Unconfirmed changes in the order sent (so by unit too): the oldest and newest.
+        self._first: Change | None = None
+        self._last: Change | None = None
+        self._spare: Change | None = None  # confirmed ones, made again from here
         #: The server failed the batch being built: it skips the rest of it, up to Sync.
         self._skipping = False
         self._describing: list[tuple[int, bytes]] = []  # statement Describes: (unit, name)
@@ -220,7 +237,7 @@ class PgGate:
             elif self._sent > self._barrier:
                 return WAIT
         if kind == _Q:
-            if self._changes:
+            if self._first is not None:
                 return WAIT
             if raw[end - 1] != 0:
                 return DECIDE  # malformed: the slow path says so
@@ -257,16 +274,18 @@ class PgGate:
             name_end = text_end(raw, start + 5, end)
             statement_name = data[name_end + 1 : statement_end]
             portal = data[start + 5 : name_end]
-            changes = self._changes
+            first = self._first
             if (
-                changes
-                and changes[0][_UNIT] != self._sent
+                first is not None
+                and first.unit != self._sent
                 and (self._unsettled(False, statement_name) or self._unsettled(True, portal))
             ):
                 return WAIT
-            statement = self.statements.get(statement_name)
-            bound = Portal(statement, data[start:end], self._sent)
-            self._last_bound = self._sent
+            bound = Portal.__new__(Portal)  # no __init__ call: its fields are set here
+            bound.statement = self.statements.get(statement_name)
+            bound.bind = data[start:end]
+            bound.unit = self._last_bound = self._sent
+            bound.approved = False
             self._change(_BIND_COMPLETE, True, portal, bound)
             return ADMIT
         if kind == _E:
@@ -274,8 +293,8 @@ class PgGate:
             if name_end < 0:
                 return DECIDE
             portal = data[start + 5 : name_end]
-            changes = self._changes
-            if changes and changes[0][_UNIT] != self._sent and self._unsettled(True, portal):
+            first = self._first
+            if first is not None and first.unit != self._sent and self._unsettled(True, portal):
                 return WAIT
             found = self.portals.get(portal)
             if found is None or (statement := found.statement) is None:
@@ -299,29 +318,32 @@ class PgGate:
                 return ADMIT
             return DECIDE
         if kind == _P:
+            name_end = text_end(raw, start + 5, end)
+            if name_end < 0:
+                return DECIDE
+            name = data[start + 5 : name_end]
+            first = self._first
+            if first is not None and first.unit != self._sent and self._unsettled(False, name):
+                return WAIT
+            parse = data[start:end]
+            existing = self.statements.get(name)
+            if existing is not None and existing.parse == parse:
+                # The same Parse again, byte for byte (drivers parse the unnamed statement
+                # anew for each query): checked and classified when it first came. A named
+                # one fails on the server (it exists), and the unnamed one is made anew.
+                self._change(_PARSE_COMPLETE, False, name, existing)
+                return ADMIT
             sql_end = parse_sql_end(raw, start, end)
             if sql_end < 0:
                 return DECIDE
-            name_end = text_end(raw, start + 5, end)
-            name = data[start + 5 : name_end]
-            changes = self._changes
-            if changes and changes[0][_UNIT] != self._sent and self._unsettled(False, name):
-                return WAIT
-            declared = data[sql_end + 1 : end]
             try:
                 sql = data[name_end + 1 : sql_end].decode()
             except UnicodeDecodeError:
                 return DECIDE
-            existing = self.statements.get(name)
-            if existing is not None and existing.sql == sql and existing.declared == declared:
-                # The same statement parsed again (the unnamed one, usually): a named one
-                # fails on the server (it exists), and the unnamed one is made anew.
-                self._change(_PARSE_COMPLETE, False, name, existing)
-                return ADMIT
             verdict = self.classifier.lookup(sql)
             if verdict is None:
                 return DECIDE
-            self._remember(name, sql, verdict, declared)
+            self._remember(name, sql, verdict, data[sql_end + 1 : end], parse)
             return ADMIT
         if kind == _C:
             name_end = target_name_end(raw, start, end)
@@ -329,10 +351,10 @@ class PgGate:
                 return DECIDE
             subtype = raw[start + 5]  # 'S' or 'P'
             name = data[start + 6 : name_end]
-            changes = self._changes
+            first = self._first
             if (
-                changes
-                and changes[0][_UNIT] != self._sent
+                first is not None
+                and first.unit != self._sent
                 and self._unsettled(subtype == 0x50, name)
             ):
                 return WAIT
@@ -358,10 +380,13 @@ class PgGate:
 
     def answered(self, kind: int) -> None:
         """The server confirmed the oldest unconfirmed Parse, Bind or Close."""
-        changes = self._changes
-        if not changes or changes[0][_ANSWER] != kind or changes[0][_UNIT] != self._done:
+        first = self._first
+        if first is None or first.answer != kind or first.unit != self._done:
             raise ProtocolViolation("server answered a message the gateway did not send")
-        del changes[0]
+        self._first = first.next
+        if self._first is None:
+            self._last = None
+        self._recycle(first)
 
     def failed(self) -> None:
         """The server sent an ErrorResponse: it failed the unit it is working on, and
@@ -381,7 +406,7 @@ class PgGate:
 
     def ready(self, transaction_status: str) -> None:
         unit = self._done
-        if self._changes:
+        if self._first is not None:
             self._undo(unit)  # a unit answered in full leaves nothing unconfirmed
         self._done = unit + 1
         if self._describing:
@@ -389,7 +414,12 @@ class PgGate:
         if transaction_status == "I" and self.portals:
             # A transaction's end destroys its portals; later batches' portals live on.
             if self._last_bound <= unit:
-                self.portals.clear()  # none was bound in a later batch: the usual case
+                # None was bound in a later batch: the usual case. The unnamed portal,
+                # the one drivers use, is deleted first: the dict keeps its room for the
+                # next, where clearing an empty-but-for-it dict would free and remake it.
+                self.portals.pop(b"", None)
+                if self.portals:
+                    self.portals.clear()
             else:
                 for name in [n for n, portal in self.portals.items() if portal.unit <= unit]:
                     del self.portals[name]
@@ -414,14 +444,34 @@ class PgGate:
 
     def known_statements(self) -> dict[bytes, str]:
         """The statements the gate is certain the server keeps: name -> SQL."""
-        unsettled = {name for _unit, _answer, portal, name, _ in self._changes if not portal}
+        unsettled = set()
+        change = self._first
+        while change is not None:
+            if not change.portal:
+                unsettled.add(change.name)
+            change = change.next
         return {name: s.sql for name, s in self.statements.items() if name not in unsettled}
 
     # --- the picture's bookkeeping
 
     def _change(self, answer: int, portal: bool, name: bytes, value: object) -> None:
         table: dict[bytes, object] = self.portals if portal else self.statements  # type: ignore[assignment]
-        self._changes.append((self._sent, answer, portal, name, table.get(name)))
+        change = self._spare
+        if change is None:
+            change = Change.__new__(Change)  # no __init__ call: its fields are set here
+        else:
+            self._spare = change.next
+        change.unit = self._sent
+        change.answer = answer
+        change.portal = portal
+        change.name = name
+        change.previous = table.get(name)
+        change.next = None
+        if self._last is None:
+            self._first = change
+        else:
+            self._last.next = change
+        self._last = change
         if value is None:
             table.pop(name, None)
         else:
@@ -432,24 +482,38 @@ class PgGate:
         the hot path first check that an earlier batch's change waits at all: the
         changes are in unit order, so then the first one is not this batch's.)"""
         sent = self._sent
-        for change in self._changes:
-            if change[_UNIT] != sent and change[_IS_PORTAL] == portal and change[_NAME] == name:
+        change = self._first
+        while change is not None:
+            if change.unit != sent and change.portal == portal and change.name == name:
                 return True
+            change = change.next
         return False
 
     def _undo(self, unit: int) -> None:
-        """Undo `unit`'s unconfirmed changes, newest first (they lead `_changes`)."""
-        changes = self._changes
-        count = 0
-        while count < len(changes) and changes[count][_UNIT] == unit:
-            count += 1
-        for _unit, _answer, portal, name, previous in reversed(changes[:count]):
-            table: dict[bytes, object] = self.portals if portal else self.statements  # type: ignore[assignment]
-            if previous is None:
-                table.pop(name, None)
+        """Undo `unit`'s unconfirmed changes, newest first (they lead the chain)."""
+        undone: list[Change] = []
+        change = self._first
+        while change is not None and change.unit == unit:
+            undone.append(change)
+            change = change.next
+        self._first = change
+        if change is None:
+            self._last = None
+        for change in reversed(undone):
+            table: dict[bytes, object] = self.portals if change.portal else self.statements  # type: ignore[assignment]
+            if change.previous is None:
+                table.pop(change.name, None)
             else:
-                table[name] = previous
-        del changes[:count]
+                table[change.name] = change.previous
+            self._recycle(change)
+
+    def _recycle(self, change: Change) -> None:
+        """A change confirmed or undone: kept for the next one (one at most is made per
+        message on the hot path, so a session keeps about as many as it pipelines)."""
+        change.name = b""
+        change.previous = None
+        change.next = self._spare
+        self._spare = change
 
     # --- decisions made off the hot path
 
@@ -480,24 +544,31 @@ class PgGate:
         It drops the unnamed statement and portal. SQL that may create or drop
         protocol-level statements' names (PREPARE, DEALLOCATE, DISCARD anywhere in it,
         in any case) makes the gate forget every statement: a false positive only costs
-        classifying them again.
+        classifying them again. With none to forget (simple-protocol clients), the SQL is
+        not scanned for them.
         """
-        self.statements.pop(b"", None)
+        statements = self.statements
+        statements.pop(b"", None)
         self.portals.pop(b"", None)
-        if names_statements(sql):
-            self.statements.clear()
+        if statements and names_statements(sql):
+            statements.clear()
 
     def note_parse(self, parse: m.Parse, verdict: Verdict) -> None:
         name = parse.statement.encode()
         sql_end = parse.raw.index(b"\0", 5 + len(name) + 1)
-        self._remember(name, parse.sql, verdict, parse.raw[sql_end + 1 :])
+        self._remember(name, parse.sql, verdict, parse.raw[sql_end + 1 :], parse.raw)
 
-    def _remember(self, name: bytes, sql: str, verdict: Verdict, declared: bytes) -> None:
+    def _remember(
+        self, name: bytes, sql: str, verdict: Verdict, declared: bytes, parse: bytes
+    ) -> None:
         # A named statement parsed over an existing one fails on the server, which skips
         # the rest of the batch; the undo then brings the old one back.
         allowed = self._hot[verdict.statement_class] >= 0
         self._change(
-            _PARSE_COMPLETE, False, name, PreparedStatement(sql, verdict, declared, allowed)
+            _PARSE_COMPLETE,
+            False,
+            name,
+            PreparedStatement(sql, verdict, declared, allowed, parse),
         )
 
     def note_execute(self, portal_name: str) -> None:

@@ -1,7 +1,7 @@
 # C declarations for pg_relay.py when Cython compiles it (see setup.py); the .py is the source.
 cimport cython
 
-from protocols.postgres.framing cimport BackendRelay
+from protocols.postgres.framing cimport BackendRelay, frame_at
 from proxy.event_chain cimport EventChain
 from proxy.pg_gate cimport PgGate
 
@@ -9,7 +9,7 @@ from proxy.pg_gate cimport PgGate
 cdef int _Z, _S, _K, _R, _E, _T, _C, _D
 cdef int _QUERY, _SYNC, _FUNCTION_CALL, _TERMINATE
 cdef int _PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE, _EXECUTE
-cdef int _PLAIN, _GATE, _OPENS_BATCH, _ENDS_BATCH
+cdef int _PLAIN, _GATE, _OPENS_BATCH, _ENDS_BATCH, _FRAMED
 cdef bytes _FRONTEND_FLAGS
 
 cdef class PgRelay:
@@ -48,10 +48,10 @@ cdef class PgRelay:
 
     cdef void _update_idle(self)
 
-    @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, end=Py_ssize_t, kind=int, length=Py_ssize_t, flags=int, flags_of=bytes, max_bytes=Py_ssize_t)
+    @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, end=Py_ssize_t, kind=int, flags=int, flags_of=bytes, max_bytes=Py_ssize_t)
     cpdef Py_ssize_t fast_forward(self, bytes raw) except -1
 
-    @cython.locals(kind=int, start=Py_ssize_t, end=Py_ssize_t, framed=bytes, inspected=list, tag=str, data="const char *", swaps=list, count=Py_ssize_t, i=Py_ssize_t, own_answers=bint, counting=bint)
+    @cython.locals(kind=int, start=Py_ssize_t, end=Py_ssize_t, framed=bytes, server=BackendRelay, marks="long long[::1]", tag=str, data="const char *", swaps=list, count=Py_ssize_t, i=Py_ssize_t, own_answers=bint, counting=bint)
     cpdef bytes server_data(self, bytes raw)
 
     cdef void _note_forwarded(self, int kind)

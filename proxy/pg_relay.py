@@ -44,7 +44,7 @@ from typing import Protocol
 
 from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
-from protocols.postgres.framing import BackendRelay, MessageFramer
+from protocols.postgres.framing import BackendRelay, MessageFramer, frame_at
 from proxy.actions import EndSession as EndSession
 from proxy.actions import SendToClient as SendToClient
 from proxy.actions import SendToServer as SendToServer
@@ -96,10 +96,12 @@ _EXECUTE = b"E"[0]
 _PLAIN_FORWARD = _FRONTEND_TYPES - {_TERMINATE, _FUNCTION_CALL}
 #: The messages a gate looks at; the rest (Sync, Flush, COPY data) it always admits.
 _GATED = frozenset(b"QPBECD")
-# The same sets as one flag byte per message type, for the hot path.
-_PLAIN, _GATE, _OPENS_BATCH, _ENDS_BATCH = 1, 2, 4, 8
+# The same sets as one flag byte per message type, for the hot path (and as frame_at's
+# table: every frontend type has _FRAMED, so any other type has no flag at all).
+_PLAIN, _GATE, _OPENS_BATCH, _ENDS_BATCH, _FRAMED = 1, 2, 4, 8, 16
 _FRONTEND_FLAGS = bytes(
-    (_PLAIN if kind in _PLAIN_FORWARD else 0)
+    (_FRAMED if kind in _FRONTEND_TYPES else 0)
+    | (_PLAIN if kind in _PLAIN_FORWARD else 0)
     | (_GATE if kind in _GATED else 0)
     | (_OPENS_BATCH if kind in _EXTENDED else 0)
     | (_ENDS_BATCH if kind in (_QUERY, _SYNC) else 0)
@@ -368,9 +370,11 @@ class PgRelay:
         Most reads from a client are exactly one or a few whole messages, none of them
         special: the caller sends them on as they are, without copying them into the
         framer. The first message that is partial, special (Terminate, FunctionCall, a
-        malformed header) or not admitted by the gate ends the prefix; `client_data`
-        frames the rest. The prefix is final: the messages in it are never looked at
-        again, so the gate's bookkeeping happens exactly once per message.
+        header `frame_at` refuses) or not admitted by the gate ends the prefix;
+        `client_data` frames the rest with the MessageFramer, which reads headers with the
+        same `frame_at`, so both find the same messages (tests/protocols/postgres/
+        test_fast_path.py holds them to that). The prefix is final: the messages in it are
+        never looked at again, so the gate's bookkeeping happens exactly once per message.
         """
         if not self._client_idle:
             return 0
@@ -379,20 +383,16 @@ class PgRelay:
         gate = self._gate
         max_bytes = self._max_message_bytes
         flags_of = _FRONTEND_FLAGS
-        while size - pos >= 5:
-            # The header by hand: compiled, four shifts in C. A negative length (top bit
-            # set) reads as a huge one here, which the cap below stops just the same.
+        while True:
+            # Framed as MessageFramer frames it (the same frame_at, the same cap): a
+            # message not all in this read, or one the framer would refuse, is left to it.
+            end = frame_at(raw, pos, flags_of, max_bytes)
+            if end < 0 or end > size:
+                break
             kind = raw[pos]
-            length = (
-                (raw[pos + 1] << 24) | (raw[pos + 2] << 16) | (raw[pos + 3] << 8) | raw[pos + 4]
-            )
-            end = pos + 1 + length
             flags = flags_of[kind]
             if (
                 not flags & _PLAIN
-                or length < 4
-                or length >= max_bytes
-                or end > size
                 or (kind == _QUERY and self._unsynced)
                 or (gate is not None and flags & _GATE and gate.admit(kind, raw, pos, end) != 1)
             ):
@@ -436,20 +436,21 @@ class PgRelay:
     def server_data(self, raw: bytes) -> bytes:
         """Server bytes in; the bytes to send the client out (the server never gets a reply
         from us). Raises ProtocolViolation when the server is out of step."""
-        framed = self._server.feed(raw)
-        inspected = self._server.inspected
-        if not inspected:
+        server = self._server
+        framed = server.feed(raw)
+        count = server.marked
+        if not count:
             return framed
+        marks = server.marks
         data = framed  # its slices are made straight from the buffer when compiled
         # Inspected messages are relayed as they are, except a refusal's error, which is
         # swapped for ours: `framed` is cut only there.
         swaps: list[tuple[int, int, bytes]] | None = None
-        count = len(inspected)
         i = 0
         own_answers = bool(self._own_units) or bool(self._runs)
         counting = self._roles is not None
         while i < count:
-            kind, start, end = inspected[i], inspected[i + 1], inspected[i + 2]
+            kind, start, end = marks[i], marks[i + 1], marks[i + 2]
             i += 3
             if own_answers:
                 if self._own_answer(framed, kind, start, end):

@@ -372,6 +372,31 @@ def test_the_same_statement_parsed_again_keeps_its_verdict() -> None:
         assert admit(g, execute(""))
 
 
+def test_a_parse_that_differs_by_a_byte_is_a_new_statement() -> None:
+    """A Parse identical to the one that made a statement is that statement again; any
+    other under the same name (SQL, declared types) is judged afresh, and undone with
+    its batch when the server fails it."""
+    g = gate()
+    known(g, "select $1", "delete from accounts where id = $1")
+    for raw in (parse("select $1"), parse("select $1", types=(23,))):
+        for _ in range(2):
+            assert admit(g, raw)
+            assert admit(g, bind())
+            assert admit(g, execute())
+            sync(g)
+            server(g, "1", "2", "ZI")
+    assert g.statements[b""].declared_types == (23,)
+    assert admit(g, parse("delete from accounts where id = $1"))
+    assert admit(g, bind())
+    assert not admit(g, execute())  # the write's verdict, not the select's
+    sync(g)
+    server(g, "E", "ZI")  # the server failed the batch: the select is back
+    statement = g.statements[b""]
+    assert (statement.sql, statement.declared_types) == ("select $1", (23,))
+    assert admit(g, parse("select $1", types=(23,)))
+    assert g.statements[b""] is statement
+
+
 @pytest.mark.parametrize("kind", [b"B", b"P"])
 def test_a_bind_or_parse_whose_first_name_lacks_its_nul_is_left_to_the_slow_path(
     kind: bytes,
