@@ -60,13 +60,22 @@ CREATE TABLE IF NOT EXISTS approvals (
     expires_at      REAL,
     comment         TEXT,
     reason          TEXT,
-    used_at         REAL
+    used_at         REAL,
+    transaction_state TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, created_at);
 CREATE INDEX IF NOT EXISTS approvals_grant ON approvals (subject, target, params_key)
     WHERE state = 'approved';
 CREATE INDEX IF NOT EXISTS approvals_session ON approvals (session_id);
 """
+
+#: Columns added since the first schema, with their declarations: a store made before
+#: them gets them when opened (existing requests read NULL: not known).
+_ADDED_COLUMNS = (("transaction_state", "TEXT"),)
+
+#: The session's transaction state as an approval request records it (`transaction`):
+#: none open, one open, one failed (it ends only in ROLLBACK), one open READ ONLY.
+TRANSACTION_STATES = ("idle", "in transaction", "failed", "read only")
 
 
 class AlreadyDecided(Exception):
@@ -106,6 +115,9 @@ class NewRequest:
     hold: str
     approver_groups: tuple[str, ...]
     grant_ttl_s: float
+    #: The session's transaction state when the request was made (TRANSACTION_STATES);
+    #: None when the gateway could not tell.
+    transaction: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +165,7 @@ class ApprovalRequest:
             "hold": r.hold,
             "approver_groups": list(r.approver_groups),
             "grant_ttl_s": r.grant_ttl_s,
+            "transaction": r.transaction,
             "created_at": iso_time(self.created_at),
             "decision": decision,
         }
@@ -175,9 +188,17 @@ class ApprovalStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._add_columns()
 
     def close(self) -> None:
         self._db.close()
+
+    def _add_columns(self) -> None:
+        """Migrate a store made by an earlier version: add the columns it lacks."""
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(approvals)")}
+        for name, declaration in _ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE approvals ADD COLUMN {name} {declaration}")
 
     # --- lifecycle of sessions
 
@@ -212,8 +233,8 @@ class ApprovalStore:
         self._db.execute(
             "INSERT INTO approvals (id, state, session_id, session_state, subject, groups_json,"
             " email, target, protocol, sql, params_json, params_key, class, reasons_json, hold,"
-            " approvers_json, grant_ttl_s, created_at)"
-            " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " approvers_json, grant_ttl_s, created_at, transaction_state)"
+            " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 request_id,
                 new.session_id,
@@ -231,6 +252,7 @@ class ApprovalStore:
                 json.dumps(list(new.approver_groups)),
                 new.grant_ttl_s,
                 now,
+                new.transaction,
             ),
         )
         return ApprovalRequest(request_id, PENDING, "open", now, new)
@@ -362,6 +384,7 @@ def _from_row(row: sqlite3.Row) -> ApprovalRequest:
         hold=row["hold"],
         approver_groups=tuple(json.loads(row["approvers_json"])),
         grant_ttl_s=row["grant_ttl_s"],
+        transaction=row["transaction_state"],
     )
     request = ApprovalRequest(row["id"], row["state"], row["session_state"], row["created_at"], new)
     if row["decided_at"] is None:
