@@ -25,7 +25,7 @@ a MySQL text with an executable comment (`/*! ... */`, which the server runs), i
 
 from __future__ import annotations
 
-from policy.classify import StatementClass, lex
+from policy.classify import Lexed, StatementClass, lex
 from policy.classify.tokens import split_statements, word_of
 
 #: First words of statements the server refuses in a READ ONLY transaction, by dialect
@@ -44,7 +44,7 @@ def refused_in_read_only(sql: str, dialect: str, statement_class: StatementClass
     if statement_class not in (StatementClass.WRITE, StatementClass.DDL):
         return False
     lexed = lex(sql, dialect)
-    if not hasattr(lexed, "tokens"):
+    if not isinstance(lexed, Lexed):
         return False  # the lexers disagree: unknown
     if dialect == "mysql" and any(c.text.startswith(("/*!", "/*M!")) for c in lexed.comments):
         return False

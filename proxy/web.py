@@ -409,6 +409,7 @@ def _request_card(approval: ApprovalRequest, csrf: str, now: float, *, decide: b
         f"approvers: {_shown(', '.join(r.approver_groups))}</p>"
         f"<pre>{_shown(r.sql, multiline=True)}</pre>{parameters}"
         + (f"<p>Why held: {_shown(reasons)}</p>" if reasons else "")
+        + (f"<p>Transaction: {_shown(r.transaction)}</p>" if r.transaction else "")
         + (_decision_forms(request_id, csrf) if decide else "")
         + "</section>"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from policy.approvals import grant_expiry, refusal_to_decide
 from proxy.store import (
+    _SCHEMA,
     AlreadyDecided,
     ApprovalRequest,
     ApprovalStore,
@@ -184,3 +186,34 @@ def test_grants_are_capped_by_grant_ttl() -> None:
     assert grant_expiry(NOW, 3600, 900) == NOW + 900
     with pytest.raises(ValueError, match="positive"):
         grant_expiry(NOW, 0, 900)
+
+
+def test_a_request_keeps_the_session_transaction_state(store: ApprovalStore) -> None:
+    made = store.create(replace(new(), transaction="read only"), NOW)
+    assert store.get(made.id).request.transaction == "read only"
+    assert store.get(made.id).to_json()["transaction"] == "read only"
+    assert store.get(store.create(new(key="k2"), NOW).id).to_json()["transaction"] is None
+
+
+def test_a_store_made_before_the_transaction_column_gets_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    old_schema = _SCHEMA.replace(",\n    transaction_state TEXT\n", "\n")
+    assert "transaction_state" not in old_schema
+    db.executescript(old_schema)
+    db.execute(
+        "INSERT INTO approvals (id, state, session_id, session_state, subject, groups_json,"
+        " target, protocol, sql, params_json, params_key, class, reasons_json, hold,"
+        " approvers_json, grant_ttl_s, created_at) VALUES ('apr_old', 'pending', 's0', 'open',"
+        " 'agent-1', '[]', 'orders', 'postgres', 'delete from t', '[]', 'k', 'write', '[]',"
+        " 'wait', '[]', 60, 1)"
+    )
+    db.commit()
+    db.close()
+    store = ApprovalStore(path)
+    old = store.get("apr_old")
+    assert old.request.sql == "delete from t"
+    assert old.request.transaction is None
+    made = store.create(replace(new(), transaction="idle"), NOW)
+    store.close()
+    assert ApprovalStore(path).get(made.id).request.transaction == "idle"
