@@ -318,7 +318,7 @@ def _requester(approval: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def render_table(approvals: Sequence[Mapping[str, Any]], now: datetime) -> str:
-    header = ("ID", "AGE", "REQUESTER", "TARGET", "CLASS", "STATE", "SQL")
+    header = ("ID", "AGE", "REQUESTER", "TARGET", "CLASS", "STATE", "TRANSACTION", "SQL")
     rows = [header]
     for approval in approvals:
         sql = approval.get("sql")
@@ -330,6 +330,7 @@ def render_table(approvals: Sequence[Mapping[str, Any]], now: datetime) -> str:
                 _text(approval.get("target")),
                 _text(approval.get("class")),
                 _text(approval.get("state")),
+                _transaction(approval),
                 one_line_sql(sql) if isinstance(sql, str) else _text(sql),
             )
         )
@@ -339,6 +340,12 @@ def render_table(approvals: Sequence[Mapping[str, Any]], now: datetime) -> str:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
     return "\n".join(lines)
+
+
+def _transaction(approval: Mapping[str, Any]) -> str:
+    """The session's transaction state when the request was made ("-": not known)."""
+    state = approval.get("transaction")
+    return "-" if state is None else _text(state)
 
 
 def render_approval(approval: Mapping[str, Any], now: datetime) -> str:
@@ -357,6 +364,7 @@ def render_approval(approval: Mapping[str, Any], now: datetime) -> str:
     if approval.get("session_state"):
         session += f" ({_text(approval.get('session_state'))})"
     fields.append(("session", session))
+    fields.append(("transaction", _transaction(approval)))
     fields.append(("created", _when(approval.get("created_at"), now)))
     reasons = approval.get("reasons")
     class_text = _text(approval.get("class"))

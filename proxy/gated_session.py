@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol
 
 from policy.classify import CLASS_NAMES, StatementClass, Verdict
 from policy.identity import Identity
+from policy.judge import Ruling, judge
 from policy.rules import EffectivePolicy, effective_policy
 from protocols.errors import MessageTooLarge
 from proxy import logs, preview
@@ -134,6 +135,10 @@ class Gate(Protocol):
 
 #: What runs under a target's write role, when it has one: every class but read.
 WRITE_ROLE_CLASSES = frozenset(c for c in StatementClass if c is not StatementClass.READ)
+#: The decision on a statement that would be held, forwarded instead because the session
+#: is inside a READ ONLY transaction where the server refuses it (policy/read_only.py):
+#: it runs under the read role, and the agent gets the server's own error at once.
+READ_ONLY_REFUSES = "allow: read-only transaction, the server refuses it"
 #: The verdict on statement text that is not valid in the connection's character set.
 NOT_TEXT = Verdict(
     StatementClass.UNKNOWN,
@@ -169,6 +174,9 @@ class GatedSession:
         self.ended = False
         #: Decides what needs a decision (sans-I/O; this class carries out its actions).
         self.core: SessionCore | None = None
+        #: The session's transaction state as the statement being decided found it
+        #: (proxy/store.py's TRANSACTION_STATES; None: not known).
+        self._transaction: str | None = None
         #: Client bytes read since a statement was held (see `read_while_held`).
         self._read_while_held = 0
         self._requested = False  # this session has made approval requests
@@ -253,6 +261,12 @@ class GatedSession:
     async def _decision(self, held: Any) -> Sequence[object]:
         """Decide the held message: the relay's actions once it is released."""
         raise NotImplementedError
+
+    async def _transaction_state(self, sql: str, verdict: Verdict) -> tuple[str | None, bool]:
+        """A statement that needs approval is being decided: the session's transaction
+        state (None: not known), and whether the server surely refuses the statement
+        there (a READ ONLY transaction: policy/read_only.py), so it needs no approval."""
+        return None, False
 
     async def log_in(self) -> bool:
         """The protocol's login, up to relaying; False when it ended without a session."""
@@ -635,6 +649,15 @@ class GatedSession:
         assert target is not None
         core = self._core()
         hub, now = self.listener.hub, self.listener.clock()
+        self._transaction = None
+        statement_class = CLASS_NAMES[verdict.statement_class]
+        if judge(statement_class, policy, gate.session_grant_until, now).ruling is Ruling.HOLD:
+            self._transaction, refused = await self._transaction_state(sql, verdict)
+            if refused:
+                log.info("session %s: %s statement forwarded: the server refuses it in the "
+                         "read-only transaction", self.id, statement_class,
+                         extra=self.log_fields("statement_read_only"))  # fmt: skip
+                return None, READ_ONLY_REFUSES
         actions = core.handle(
             StatementReady(sql, verdict, parameters, key, now, gate.session_grant_until)
         )
@@ -723,6 +746,7 @@ class GatedSession:
                 approver_groups=tuple(sorted(policy.approvers)),
                 grant_ttl_s=policy.grant_ttl_s,
                 why=preview.justification(action.sql),
+                transaction=self._transaction,
             ),
             policy.webhooks,
         )

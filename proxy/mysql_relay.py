@@ -92,6 +92,10 @@ _HARMLESS = frozenset(
 )
 _QUERY, _PREPARE, _EXECUTE = Command.QUERY, Command.STMT_PREPARE, Command.STMT_EXECUTE
 _READ = StatementClass.READ
+_PING, _STATISTICS = Command.PING, Command.STATISTICS
+#: ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION: refused before it ran; the transaction is
+#: as it was.
+_READ_ONLY_REFUSAL = 1792
 _SET_OPTION = int(Command.SET_OPTION)
 _NO_BACKSLASH_ESCAPES = int(ServerStatus.NO_BACKSLASH_ESCAPES)
 _ANSI_QUOTES = int(ServerStatus.ANSI_QUOTES)  # MariaDB reports it; MySQL does not
@@ -328,6 +332,10 @@ class MySqlRelay:
         self.answer_sequence: int | None = None
         #: The command the client waits on the decision for.
         self.held: HoldCommand | None = None
+        #: The server status flags of the last statement's answer (its last OK or EOF), as
+        #: far as they tell the transaction's state now; None when not known (no statement
+        #: answered yet, the last one failed, or another command came since).
+        self.transaction_flags: int | None = None
         self._preparing: tuple[str, Verdict] | None = None
         self.multi_statements = bool(capabilities & Capability.MULTI_STATEMENTS)
         self._option: bool | None = None  # a COM_SET_OPTION awaiting the server's answer
@@ -674,6 +682,15 @@ class MySqlRelay:
                 "gateway cannot follow"
             )
         command = self._answered
+        if command in (_QUERY, _EXECUTE):
+            error = tracker.error
+            if error is None:
+                self.transaction_flags = tracker.status_flags
+            elif error.code != _READ_ONLY_REFUSAL:
+                # Some errors end the transaction (a deadlock rolls it back): not known.
+                self.transaction_flags = None
+        elif command not in (_PREPARE, _PING, _STATISTICS):
+            self.transaction_flags = None
         if command == _PREPARE:
             preparing, self._preparing = self._preparing, None
             ok = tracker.prepare_ok

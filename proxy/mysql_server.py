@@ -33,6 +33,7 @@ from typing import Any
 
 from policy.classify import LEXER_REASON, StatementClass, Verdict
 from policy.classify.data.mysql import CHARSETS as SAFE_CHARSETS
+from policy.read_only import refused_in_read_only
 from policy.rules import effective_policy
 from protocols.errors import ProtocolViolation
 from protocols.mysql import auth
@@ -65,7 +66,7 @@ from proxy.errors import (
     UnknownTarget,
     UpstreamUnavailable,
 )
-from proxy.gated_session import WRITE_ROLE_CLASSES, GatedSession
+from proxy.gated_session import READ_ONLY_REFUSES, WRITE_ROLE_CLASSES, GatedSession
 from proxy.listener import Listener
 from proxy.metrics import LATENCY_SAMPLE_EVERY
 from proxy.mysql_relay import (
@@ -199,6 +200,9 @@ class MySqlSession(GatedSession):
         self.gate: MySqlGate | None = None
         self._login_sequence = 0  # the sequence id of the next packet to the client in login
         self._elevated_classes: frozenset[StatementClass] = frozenset()
+        #: Every statement the session ran was a read: it cannot have made a temporary
+        #: table, so a write's table is not one (policy/read_only.py).
+        self._only_reads = True
         self._relay_latency: Callable[[float], None] = _ignore
         self._countdown = LATENCY_SAMPLE_EVERY
 
@@ -548,6 +552,8 @@ class MySqlSession(GatedSession):
         grant holds). An execute's parameters are recorded raw, and decoded on replay."""
         assert self.gate is not None
         decision = "allow" if self.gate.class_allowed(verdict) else "approved for the session"
+        if verdict.statement_class is not StatementClass.READ:
+            self._only_reads = False
         if self.recording is None:
             self.count_statement(verdict.statement_class, decision)
             return
@@ -569,6 +575,9 @@ class MySqlSession(GatedSession):
         decision: str,
     ) -> None:
         """A statement decided off the hot path (held, refused, or carried out here)."""
+        ran = decision != "deny" and decision != READ_ONLY_REFUSES
+        if ran and verdict.statement_class is not StatementClass.READ:
+            self._only_reads = False
         extra = None if parameters is None else {"params": [p.to_json() for p in parameters]}
         self.record_statement(sql, verdict, decision, extra)
 
@@ -653,7 +662,10 @@ class MySqlSession(GatedSession):
             self._statement_ran(text, verdict, None, decision)
             if refusal is None:
                 await self.record_durably(verdict.statement_class)
-            elevate = verdict.statement_class in self._elevated_classes
+            # What the server refuses as read-only runs as it came: under the read role.
+            elevate = (
+                verdict.statement_class in self._elevated_classes and decision != READ_ONLY_REFUSES
+            )
             return relay.release(forward=refusal is None, error=refusal, elevate=elevate)
         if held.command == Command.STMT_EXECUTE:
             run = gate.execution(payload)
@@ -669,9 +681,30 @@ class MySqlSession(GatedSession):
             self._statement_ran(run.sql, run.verdict, run.parameters, decision)
             if refusal is None:
                 await self.record_durably(run.verdict.statement_class)
-            elevate = run.verdict.statement_class in self._elevated_classes
+            elevate = (
+                run.verdict.statement_class in self._elevated_classes
+                and decision != READ_ONLY_REFUSES
+            )
             return relay.release(forward=refusal is None, error=refusal, elevate=elevate)
         raise ProtocolViolation(f"unexpected held command {held.command}")
+
+    async def _transaction_state(self, sql: str, verdict: Verdict) -> tuple[str | None, bool]:
+        """The transaction state by the status flags of the last statement's answer
+        (MariaDB sets IN_TRANS_READONLY in a READ ONLY transaction); None when they do not
+        tell it. A write the server refuses there needs no approval, unless the session
+        could have a temporary table (one made by a statement that was not a read)."""
+        relay = self.relay
+        assert relay is not None
+        flags = relay.transaction_flags
+        if flags is None or relay.busy:
+            return None, False
+        if not flags & ServerStatus.IN_TRANS:
+            return "idle", False
+        if not flags & ServerStatus.IN_TRANS_READONLY:
+            return "in transaction", False
+        return "read only", self._only_reads and refused_in_read_only(
+            sql, "mysql", verdict.statement_class
+        )
 
     async def _consume_refresh(self, held: HoldCommand) -> HoldCommand | AirlockError:
         """The held command, or in place of an in-band token refresh the constant query

@@ -42,6 +42,10 @@ cdef class PgRelay:
     cdef Py_ssize_t _refusal_seq
     cdef dict _refusals
     cdef public object held
+    cdef Py_ssize_t _probe_unit
+    cdef public list probe_rows
+    cdef public bint probe_failed
+    cdef public object on_probed
     cdef public bint terminated
     cdef public bint server_fatal
     cdef public dict server_parameters

@@ -318,6 +318,12 @@ class PgRelay:
         self._refusal_seq = 0
         self._refusals: dict[int, bytes] = {}  # sequence number -> our error for it
         self.held: bytes | None = None
+        #: A Query of the gateway's own that asks the server something (`probe`): its unit,
+        #: the DataRows answering it, and whether it failed; `on_probed` hears its end.
+        self._probe_unit = -1
+        self.probe_rows: list[bytes] = []
+        self.probe_failed = False
+        self.on_probed: Callable[[], None] | None = None
         self.terminated = False
         #: The server sent a FATAL or PANIC error: it is about to close, and said why.
         self.server_fatal = False
@@ -669,8 +675,18 @@ class PgRelay:
         one of them (not to be relayed)? Their side effects happen here."""
         unit = self._units_sent - self._owed  # the unit the server is answering
         if self._own_units and self._own_units[0] == unit:
+            if unit == self._probe_unit:
+                if kind == _D:
+                    self.probe_rows.append(framed[start:end])
+                elif kind == _E:
+                    self.probe_failed = True
             if kind == _Z:
                 self._server_ready(framed, start, end)
+                if unit == self._probe_unit:
+                    self._probe_unit = -1
+                    if self.on_probed is not None:
+                        probed, self.on_probed = self.on_probed, None
+                        probed()
             elif kind == _E:
                 self._failed_at = self._answered
                 if self._gate is not None:
@@ -698,6 +714,21 @@ class PgRelay:
             if run_unit == unit and first <= position < run_end:
                 return True
         return False
+
+    # --- asking the server
+
+    def probe(self, sql: str) -> bytes:
+        """A simple Query of the gateway's own, to send while the server is idle (nothing
+        owed, no batch open) and a client message is held: its answers never reach the
+        client. Its DataRows collect in `probe_rows` (`probe_failed` when it failed), and
+        `on_probed` is called once its ReadyForQuery arrives."""
+        if self.busy or self.held is None or self._probe_unit >= 0:
+            raise RuntimeError("the server is not idle between the client's messages")
+        self.probe_rows = []
+        self.probe_failed = False
+        self._probe_unit = self._units_sent
+        self._own_unit(switchback=False)
+        return m.Query.build(sql).raw
 
     # --- defence in depth: the write role for what the gate let through
 

@@ -22,10 +22,12 @@ from typing import Any
 from policy.classify import CLASS_NAMES, LEXER_REASON, StatementClass, Verdict
 from policy.identity import Identity
 from policy.judge import judge
+from policy.read_only import refused_in_read_only
 from protocols.errors import ProtocolViolation
 from protocols.postgres import messages as m
 from protocols.postgres.auth import ScramServerExchange
 from protocols.postgres.framing import MessageFramer, StartupFramer
+from proxy.actions import SendToServer
 from proxy.channel import Channel, ConnectionClosed
 from proxy.credentials import Credential, is_credential_name
 from proxy.errors import (
@@ -37,7 +39,7 @@ from proxy.errors import (
     StatementTooLarge,
     UnknownTarget,
 )
-from proxy.gated_session import GatedSession
+from proxy.gated_session import READ_ONLY_REFUSES, GatedSession
 from proxy.listener import Listener
 from proxy.metrics import StatementCounts
 from proxy.parameters import NO_PARAMETERS_KEY
@@ -60,6 +62,15 @@ log = logging.getLogger("airlock.postgres")
 CANCEL_TIMEOUT_S = 5.0
 #: A warning of the session's end waits this long while the client is busy, then retries.
 WARN_RETRY_S = 1.0
+#: What the gateway asks the server, on the session's own connection and unseen by the
+#: client, when a statement that needs approval arrives inside a transaction: is it READ
+#: ONLY, and does the session have any temporary relation (a write could be to one)?
+READ_ONLY_PROBE = (
+    "SELECT pg_catalog.current_setting('transaction_read_only'), EXISTS (SELECT FROM "
+    "pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema())"
+)
+#: The transaction state by ReadyForQuery status (proxy/store.py's TRANSACTION_STATES).
+TRANSACTION_STATES = {"I": "idle", "T": "in transaction", "E": "failed"}
 #: Room for the largest token we would verify, plus the message envelope.
 _MAX_PASSWORD_MESSAGE_BYTES = 64 * 1024
 
@@ -576,7 +587,11 @@ class PgSession(GatedSession):
             if refusal is None:
                 await self.record_durably(verdict.statement_class)
                 gate.note_query(message.sql)
-                self._elevate = verdict.statement_class is not StatementClass.READ
+                # What the server refuses as read-only runs as it came: under the read role.
+                self._elevate = (
+                    verdict.statement_class is not StatementClass.READ
+                    and decision != READ_ONLY_REFUSES
+                )
             return refusal
         if isinstance(message, m.Execute):
             run = gate.execution(message)
@@ -591,6 +606,45 @@ class PgSession(GatedSession):
             return refusal
         # Only a malformed Bind, Close or Describe gets here, and decoding it failed.
         raise ProtocolViolation(f"unexpected held message {raw[:1]!r}")
+
+    async def _transaction_state(self, sql: str, verdict: Verdict) -> tuple[str | None, bool]:
+        """The transaction state as the server's last ReadyForQuery gave it; inside a
+        transaction, a held simple Query asks the server whether it is READ ONLY
+        (READ_ONLY_PROBE). An Execute is not asked about: its batch is open on the server,
+        where a Query of ours would end it, so its state is not known."""
+        relay = self.relay
+        assert relay is not None
+        held = relay.held
+        if held is None or held[0] != ord("Q"):
+            return None, False
+        if relay.busy:
+            await self._server_caught_up()  # earlier Queries still run: their end decides
+            if relay.busy or relay.held is not held:
+                return None, False
+        status = TRANSACTION_STATES.get(relay.transaction_status)
+        if status != "in transaction":
+            return status, False
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def probed() -> None:
+            if not answered.done():
+                answered.set_result(None)
+
+        relay.on_probed = probed
+        self._apply([SendToServer(relay.probe(READ_ONLY_PROBE))])
+        await answered
+        values = None if relay.probe_failed else _single_row(relay.probe_rows)
+        if values is None or values[0] not in ("on", "off"):
+            log.warning("session %s: the server did not say whether the transaction is "
+                        "read only", self.id)  # fmt: skip
+            return status, False
+        if values[0] == "off":
+            return status, False
+        # No temporary relation in the session: a write cannot be to a temporary table.
+        no_temporary = values[1] == "f"
+        return "read only", no_temporary and refused_in_read_only(
+            sql, "postgres", verdict.statement_class
+        )
 
     async def _server_caught_up(self) -> None:
         """Until the server has answered every batch the gateway forwarded."""
@@ -630,6 +684,25 @@ class PgSession(GatedSession):
                 hint=f"an approver runs: airlock approve {request.id}",
             ).raw
         )
+
+
+def _single_row(rows: list[bytes]) -> list[str | None] | None:
+    """The text columns of the one DataRow in `rows`; None unless there is exactly one."""
+    if len(rows) != 1:
+        return None
+    row = rows[0]
+    count = int.from_bytes(row[5:7], "big")
+    values: list[str | None] = []
+    pos = 7
+    for _ in range(count):
+        length = int.from_bytes(row[pos : pos + 4], "big", signed=True)
+        pos += 4
+        if length < 0:
+            values.append(None)
+            continue
+        values.append(row[pos : pos + length].decode("utf-8", "replace"))
+        pos += length
+    return values
 
 
 def _in_place_of(message: m.Query | m.Parse, sql: str) -> m.Query | m.Parse:

@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS approvals (
     used_at         REAL,
     why             TEXT,
     preview_json    TEXT,
-    gateway_id      TEXT
+    gateway_id      TEXT,
+    transaction_state TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, created_at);
 CREATE INDEX IF NOT EXISTS approvals_grant ON approvals (subject, target, params_key)
@@ -80,12 +81,25 @@ CREATE INDEX IF NOT EXISTS approvals_grant ON approvals (subject, target, params
 CREATE INDEX IF NOT EXISTS approvals_session ON approvals (session_id);
 """
 #: Columns added since the first schema: a store made before them gets them at open.
-_ADDED_COLUMNS = {"why": "TEXT", "preview_json": "TEXT", "gateway_id": "TEXT"}
+_ADDED_COLUMNS = {
+    "why": "TEXT",
+    "preview_json": "TEXT",
+    "gateway_id": "TEXT",
+    "transaction_state": "TEXT",
+}
 
 
 class StoreUnavailable(Exception):
     """The store cannot be reached (a shared PostgreSQL store is down or its connection
     broke). Nothing was written; the caller fails closed."""
+
+
+#: Columns added since the first schema, with their declarations: a store made before
+#: them gets them when opened (existing requests read NULL: not known).
+
+#: The session's transaction state as an approval request records it (`transaction`):
+#: none open, one open, one failed (it ends only in ROLLBACK), one open READ ONLY.
+TRANSACTION_STATES = ("idle", "in transaction", "failed", "read only")
 
 
 class AlreadyDecided(Exception):
@@ -127,6 +141,9 @@ class NewRequest:
     grant_ttl_s: float
     #: The agent's justification (proxy/preview.py's `justification`), if it gave one.
     why: str | None = None
+    #: The session's transaction state when the request was made (TRANSACTION_STATES);
+    #: None when the gateway could not tell.
+    transaction: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +195,7 @@ class ApprovalRequest:
             "hold": r.hold,
             "approver_groups": list(r.approver_groups),
             "grant_ttl_s": r.grant_ttl_s,
+            "transaction": r.transaction,
             "created_at": iso_time(self.created_at),
             "decision": decision,
         }
@@ -258,8 +276,8 @@ class ApprovalStore:
         self._db.execute(
             "INSERT INTO approvals (id, state, session_id, session_state, subject, groups_json,"
             " email, target, protocol, sql, params_json, params_key, class, reasons_json, hold,"
-            " approvers_json, grant_ttl_s, created_at, why, gateway_id)"
-            " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " approvers_json, grant_ttl_s, created_at, why, gateway_id, transaction_state)"
+            " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 request_id,
                 new.session_id,
@@ -279,6 +297,7 @@ class ApprovalStore:
                 now,
                 new.why,
                 self.gateway_id,
+                new.transaction,
             ),
         )
         return ApprovalRequest(request_id, PENDING, "open", now, new)
@@ -465,6 +484,7 @@ def _from_row(row: Any) -> ApprovalRequest:
         approver_groups=tuple(json.loads(row["approvers_json"])),
         grant_ttl_s=row["grant_ttl_s"],
         why=row["why"],
+        transaction=row["transaction_state"],
     )
     preview = json.loads(row["preview_json"]) if row["preview_json"] else None
     request = ApprovalRequest(

@@ -915,6 +915,7 @@ def _card_details(facts: CardFacts) -> list[tuple[str, str]]:
         ("Class", _badge(r.statement_class)),
         ("Why held", _shown("; ".join(r.reasons)) if r.reasons else "-"),
         *([("Agent says why", f'<span class="why">{_shown(r.why)}</span>')] if r.why else []),
+        *([("Transaction", _shown(r.transaction))] if r.transaction else []),
         ("Approvers", _shown(", ".join(r.approver_groups))),
     ]
 

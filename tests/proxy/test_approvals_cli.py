@@ -67,6 +67,7 @@ def approval(
         "reasons": ["UPDATE modifies data"],
         "hold": "wait",
         "approver_groups": ["oncall-dba"],
+        "transaction": "in transaction",
         "created_at": iso(datetime.now(UTC) - age),
         "decision": None,
     }
@@ -311,7 +312,10 @@ def test_list_sends_the_token_and_prints_a_table(
 
     header, first, second, *rest = result.out.splitlines()
     assert rest == []
-    assert header.split() == ["ID", "AGE", "REQUESTER", "TARGET", "CLASS", "STATE", "SQL"]
+    assert header.split() == [
+        "ID", "AGE", "REQUESTER", "TARGET", "CLASS", "STATE", "TRANSACTION", "SQL"
+    ]  # fmt: skip
+    assert first[header.index("TRANSACTION") :].startswith("in transaction ")
     assert first.split()[:6] == ["apr_1", "2m", "agent-1", "orders", "write", "pending"]
     assert first.endswith("UPDATE t SET a = $1 WHERE id = $2")
     assert second.split()[:6] == ["apr_2", "5m", "agent-2", "shop", "write", "pending"]
@@ -393,6 +397,7 @@ def test_get_shows_sql_and_parameters(
     assert "parameters:  $1 = 42 (int4)" in lines
     assert "             $2 = NULL (text)" in lines
     assert "class:       write (UPDATE modifies data)" in lines
+    assert "transaction: in transaction" in lines
     assert "approvers:   oncall-dba" in lines
     assert any(line.startswith("created:") and line.endswith("(5m ago)") for line in lines)
 

@@ -203,7 +203,8 @@ def test_a_store_made_before_reasons_and_previews_gains_their_columns(tmp_path: 
     with sqlite3.connect(path) as old:  # the schema as it was before
         old.executescript(
             _SCHEMA.replace("    why             TEXT,\n", "").replace(
-                "    used_at         REAL,\n    preview_json    TEXT,\n    gateway_id      TEXT\n",
+                "    used_at         REAL,\n    preview_json    TEXT,\n    gateway_id      TEXT,\n"
+                "    transaction_state TEXT\n",
                 "    used_at         REAL\n",
             )
         )
@@ -245,3 +246,34 @@ def test_times_requested_counts_the_same_statement_by_the_same_identity_and_targ
     store.create(replace(new("delete from t where id = 1"), subject="agent-2"), NOW + 4)
     store.create(replace(new("delete from t where id = 1"), target="billing"), NOW + 5)
     assert store.times_requested(first) == 3
+
+
+def test_a_request_keeps_the_session_transaction_state(store: ApprovalStore) -> None:
+    made = store.create(replace(new(), transaction="read only"), NOW)
+    assert store.get(made.id).request.transaction == "read only"
+    assert store.get(made.id).to_json()["transaction"] == "read only"
+    assert store.get(store.create(new(key="k2"), NOW).id).to_json()["transaction"] is None
+
+
+def test_a_store_made_before_the_transaction_column_gets_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    old_schema = _SCHEMA.replace(",\n    transaction_state TEXT\n", "\n")
+    assert "transaction_state" not in old_schema
+    db.executescript(old_schema)
+    db.execute(
+        "INSERT INTO approvals (id, state, session_id, session_state, subject, groups_json,"
+        " target, protocol, sql, params_json, params_key, class, reasons_json, hold,"
+        " approvers_json, grant_ttl_s, created_at) VALUES ('apr_old', 'pending', 's0', 'open',"
+        " 'agent-1', '[]', 'orders', 'postgres', 'delete from t', '[]', 'k', 'write', '[]',"
+        " 'wait', '[]', 60, 1)"
+    )
+    db.commit()
+    db.close()
+    store = ApprovalStore(path)
+    old = store.get("apr_old")
+    assert old.request.sql == "delete from t"
+    assert old.request.transaction is None
+    made = store.create(replace(new(), transaction="idle"), NOW)
+    store.close()
+    assert ApprovalStore(path).get(made.id).request.transaction == "idle"
