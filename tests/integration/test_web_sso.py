@@ -190,7 +190,7 @@ def test_a_dba_signs_in_with_sso_approves_a_held_write_and_signs_out(
         assert cookie["sameSite"] == "Strict"
         assert not [c for c in driver.get_cookies() if c["name"] == "airlock_sso"]
 
-        card = driver.find_element(By.CSS_SELECTOR, "section.request")
+        card = driver.find_element(By.CSS_SELECTOR, "article.request")
         assert "update accounts set balance = 7 where id = 4" in card.text
         button(card, "Approve").click()
         wait_for_text(driver, "approved.")
