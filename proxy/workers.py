@@ -30,8 +30,9 @@ from proxy.tls import ensure_self_signed
 
 log = logging.getLogger("airlock.workers")
 
-#: How long a worker must have run for its death to count as a crash (restarted) rather
-#: than a failure to start (the supervisor gives up: a port in use, a bad store).
+#: A worker that exits with an error status this soon failed to start (a port in use, a
+#: store it cannot reach): the supervisor gives up. Any other death (a signal, later) is
+#: a crash: the worker is started again.
 STARTUP_S = 5.0
 RESTART_DELAY_S = 1.0
 POLL_S = 0.2
@@ -113,7 +114,7 @@ class Supervisor:
                 del self.workers[number]
                 if self._stopping:
                     continue
-                if time.monotonic() - worker.started < STARTUP_S and code != 0:
+                if time.monotonic() - worker.started < STARTUP_S and code > 0:
                     log.error("worker %d failed to start (exit %d): stopping", number, code)
                     self._stopping = True
                     status = 1

@@ -120,7 +120,7 @@ def _stop(served: Served) -> None:
 def store(local_pg: PgServer, pg_database: str) -> Iterator[Store]:
     with psycopg.connect(local_pg.dsn(pg_database), autocommit=True) as admin:
         # pg_sleep alone classifies unknown (held); through a view it is a read.
-        admin.execute("create view slow as select pg_sleep(30) as slept")
+        admin.execute("create view slow as select pg_sleep(30)::text as slept")
     store_db = create_database(local_pg)
     auth = local_pg.superuser + (f":{local_pg.password}" if local_pg.password else "")
     where = f"{local_pg.host}:{local_pg.port}"
@@ -215,7 +215,8 @@ def test_two_workers_serve_connections_and_route_cancels(
             ) as agent:
                 agent.execute("select 1")
             time.sleep(0.1)  # the session's end is logged as it closes
-            ended = re.findall(r"\[worker (\d) pid \d+\]: session \S+ ended", served.log.read_text())
+            pattern = r"\[worker (\d) pid \d+\]: session \S+ ended"
+            ended = re.findall(pattern, served.log.read_text())
             return set(ended) == {"1", "2"}
 
         wait_until(both_workers_served, PATIENCE_S, "sessions on both workers", every_s=0)
