@@ -221,15 +221,15 @@ def test_two_workers_serve_connections_and_route_cancels(
 
         wait_until(both_workers_served, PATIENCE_S, "sessions on both workers", every_s=0)
         # Wherever the cancel lands (the kernel picks the worker), it stops the query.
-        asyncio.run(
-            _slow_query_cancelled_via(served, served.pg_port, token, store.upstream_dsn)
-        )
+        asyncio.run(_slow_query_cancelled_via(served, served.pg_port, token, store.upstream_dsn))
         # A dead worker is started again.
         pids = set(re.findall(r"worker \d started \(pid (\d+)\)", served.log.read_text()))
         os.kill(int(sorted(pids)[0]), signal.SIGKILL)
         wait_until(
-            lambda: "restarting" in served.log.read_text()
-            and len(re.findall(r"worker \d started", served.log.read_text())) == 3,
+            lambda: (
+                "restarting" in served.log.read_text()
+                and len(re.findall(r"worker \d started", served.log.read_text())) == 3
+            ),
             PATIENCE_S,
             "the killed worker to be started again",
         )
@@ -239,9 +239,7 @@ def test_two_workers_serve_connections_and_route_cancels(
     assert "all workers stopped" in served.log.read_text()
 
 
-def test_workers_without_the_shared_store_are_refused(
-    issuer: TestIssuer, tmp_path: Path
-) -> None:
+def test_workers_without_the_shared_store_are_refused(issuer: TestIssuer, tmp_path: Path) -> None:
     config = _config(tmp_path / "S", issuer, None, "postgresql://nobody@127.0.0.1:1/none")
     process, log = _serve(config, "--workers", "2")
     assert process.wait(timeout=30) == 2
