@@ -72,13 +72,28 @@ def _settings(args: argparse.Namespace) -> Settings | None:
 
 def _serve(args: argparse.Namespace) -> int:
     from proxy.server import Gateway
+    from proxy.workers import Supervisor, check_workers, worker_command
 
     settings = _settings(args)
     if settings is None:
         return EXIT_USAGE
-    if getattr(args, "log_format", None) is None:
-        logs.configure(_log_level(args), settings.log_format)
-    gateway = Gateway(settings)
+    worker: int | None = args.worker
+    log_format = getattr(args, "log_format", None)
+    if log_format is None or worker is not None:
+        logs.configure(_log_level(args), log_format or settings.log_format, worker=worker)
+    workers = (os.cpu_count() or 1) if args.workers == "auto" else int(args.workers)
+    if worker is None:
+        problem = check_workers(settings, workers)
+        if problem is not None:
+            print(f"airlock: bad config: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        if workers > 1:
+            extra = [f"--log-level={_log_level(args)}"]
+            if log_format is not None:
+                extra.append(f"--log-format={log_format}")
+            command = worker_command(args.config, extra)
+            return Supervisor(settings, command, workers).run()
+    gateway = Gateway(settings, reuse_port=worker is not None)
 
     async def serve() -> None:
         try:
@@ -167,6 +182,13 @@ def _choice(parse: Any) -> Any:
     return checked
 
 
+def _workers(text: str) -> str:
+    """--workers: a positive number, or "auto" (one per core)."""
+    if text == "auto" or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"--workers takes a number from 1 up, or auto, not {text!r}")
+
+
 def _log_level(args: argparse.Namespace) -> str:
     return str(getattr(args, "log_level", None) or "INFO")
 
@@ -205,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", required=True, help="path to airlock.yaml")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default="1",
+        metavar="N",
+        help="worker processes sharing the ports (default 1; 'auto': one per core;"
+        " more than 1 needs store: postgresql://...)",
+    )
+    serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
     check = commands.add_parser(
         "check-config", help="validate a config file as serve would, and say OK or what is wrong"

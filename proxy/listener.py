@@ -160,9 +160,13 @@ class Listener(Generic[S]):
     def new_session(self, channel: Channel) -> S:
         raise NotImplementedError
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
+        """Listen on host:port; `reuse_port`: share it with the other workers (SO_REUSEPORT:
+        the kernel spreads new connections over them)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._accept, host, port, reuse_address=True)
+        self._server = await loop.create_server(
+            self._accept, host, port, reuse_address=True, reuse_port=reuse_port or None
+        )
         return self._server
 
     def _accept(self) -> Channel:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -27,7 +28,7 @@ from typing import IO, Any
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: The keys a record may carry beyond the four every JSON line has, in output order.
-CONTEXT_KEYS = ("event", "session", "identity", "target", "client")
+CONTEXT_KEYS = ("event", "session", "identity", "target", "client", "worker")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _bound: ContextVar[Mapping[str, str]] = ContextVar(
@@ -103,14 +104,26 @@ class JsonFormatter(logging.Formatter):
 _HANDLER_NAME = "airlock"
 
 
-def configure(level: str = "INFO", log_format: str = "text", stream: IO[str] | None = None) -> None:
+def configure(
+    level: str = "INFO",
+    log_format: str = "text",
+    stream: IO[str] | None = None,
+    *,
+    worker: int | None = None,
+) -> None:
     """Send the log to `stream` (stderr) at `level`, as `log_format`; again to change
-    either (the config's log_format is known only once the file is read)."""
+    either (the config's log_format is known only once the file is read). `worker`: this
+    process is worker N of `airlock serve --workers` (its lines say so, and its pid)."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(_BoundFields())
+    if worker is not None:
+        bind(worker=f"{worker} pid {os.getpid()}")
     if parse_format(log_format) == "json":
         handler.setFormatter(JsonFormatter())
+    elif worker is not None:
+        named = f"%(name)s [worker {worker} pid {os.getpid()}]"
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT.replace("%(name)s", named)))
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()

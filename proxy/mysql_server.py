@@ -150,8 +150,8 @@ class MySqlListener(Listener["MySqlSession"]):
             if connection_id not in self.connections:
                 return connection_id
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
-        server = await super().start(host, port)
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
+        server = await super().start(host, port, reuse_port=reuse_port)
         if self.announcing is not None:
             self.spawn(self._learn_version(self.announcing))
         return server

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,10 @@ class CancelTarget:
     session: PgSession
 
 
+#: A cancel secret's owner number sits above this bit (8 bits), the random part below.
+OWNER_SHIFT = 24
+
+
 def _int32(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
@@ -122,6 +127,12 @@ def _int32(value: int) -> int:
 class PgListener(Listener["PgSession"]):
     def init_protocol_state(self) -> None:
         self.cancel_keys: dict[tuple[int, int], CancelTarget] = {}
+        #: This gateway's (or worker's) owner number in the shared store, 1-255: the top 8
+        #: bits of the secrets it mints. 0: no shared store, all 32 bits random.
+        self.owner = 0
+        #: Forwards a cancel key whose owner is another gateway or worker (the store's
+        #: NOTIFY airlock_cancel): (owner, process id, secret).
+        self.route_cancel: Callable[[int, int, int], None] | None = None
 
     def new_session(self, channel: Channel) -> PgSession:
         return PgSession(self, channel)
@@ -129,15 +140,38 @@ class PgListener(Listener["PgSession"]):
     def new_cancel_key(self, process_id: int) -> tuple[int, int]:
         """The client's cancel key for an upstream backend: its real process id (public:
         pg_stat_activity shows it) and a secret of the gateway's own, unique among this
-        listener's keys. The secret is 32 random bits today; docs/security.md ("Cancel
-        keys") says how its layout may later carry which gateway owns the session."""
+        listener's keys. With a shared store its top 8 bits are this gateway's owner number
+        and 24 are random; without, all 32 are random (docs/security.md, "Cancel keys")."""
         while True:
-            key = (process_id, _int32(secrets.randbits(32)))
+            if self.owner:
+                secret = self.owner << OWNER_SHIFT | secrets.randbits(OWNER_SHIFT)
+            else:
+                secret = secrets.randbits(32)
+            key = (process_id, _int32(secret))
             if key not in self.cancel_keys:
                 return key
 
     async def forward_cancel(self, request: m.CancelRequest) -> None:
-        target = self.cancel_keys.get((request.process_id, request.secret_key))
+        owner = (request.secret_key & 0xFFFFFFFF) >> OWNER_SHIFT
+        if (
+            (request.process_id, request.secret_key) not in self.cancel_keys
+            and self.owner
+            and owner != self.owner
+            and self.route_cancel is not None
+        ):
+            # Another gateway's (or worker's) key: it decides, against its own sessions.
+            log.info("cancel request forwarded to owner %d", owner)
+            self.route_cancel(owner, request.process_id, request.secret_key)
+            return
+        await self.cancel_key_of_ours(request.process_id, request.secret_key)
+
+    def cancel_forwarded(self, process_id: int, secret_key: int) -> None:
+        """A cancel key that landed on another gateway or worker, routed here by its owner
+        number: honoured only if both halves match a session of ours."""
+        self.spawn(self.cancel_key_of_ours(process_id, secret_key))
+
+    async def cancel_key_of_ours(self, process_id: int, secret_key: int) -> None:
+        target = self.cancel_keys.get((process_id, secret_key))
         if target is None:
             log.info("cancel request with an unknown key ignored")
             return

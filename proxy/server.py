@@ -81,8 +81,10 @@ _RESTART_ONLY = {
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, reuse_port: bool = False) -> None:
         self.settings = settings
+        #: One of `airlock serve --workers N`: the listening ports are shared (SO_REUSEPORT).
+        self.reuse_port = reuse_port
         self.verifier: OidcVerifier | None = None
         self.dev_issuer: DevIssuer | None = None
         self.tls_context: ssl.SSLContext | None = None
@@ -167,7 +169,9 @@ class Gateway:
             clock=time.time,
         )
         if isinstance(self.store, PgStore):
-            self._following = asyncio.create_task(self.store.follow(self.hub.wake, time.time))
+            self._following = asyncio.create_task(
+                self.store.follow(self.hub.wake, time.time, cancel=self._cancel_forwarded)
+            )
         # The API comes up first: with dev_issuer on, it serves the keys tokens verify against.
         if settings.listen.api is not None:
             await self._start_api(settings)
@@ -176,12 +180,27 @@ class Gateway:
         await self.verifier.start()
         if settings.listen.postgres is not None:
             self.postgres = self._listener(PgListener)
+            if isinstance(self.store, PgStore):
+                self.postgres.owner = self.store.owner
+                self.postgres.route_cancel = self._route_cancel
             await self._listen("postgres", self.postgres, settings.listen.postgres)
         if settings.listen.mysql is not None:
             self.mysql = self._listener(MySqlListener)
             await self._listen("mysql", self.mysql, settings.listen.mysql)
         for name, (host, port) in self.bound.items():
             log.info("listening for %s on %s", name, logs.host_port((host, port)))
+
+    def _route_cancel(self, owner: int, process_id: int, secret: int) -> None:
+        """A cancel key another gateway or worker minted: over the store to its owner."""
+        assert isinstance(self.store, PgStore)
+        try:
+            self.store.send_cancel(owner, process_id, secret)
+        except StoreUnavailable as error:
+            log.warning("could not forward a cancel request to owner %d: %s", owner, error)
+
+    def _cancel_forwarded(self, process_id: int, secret: int) -> None:
+        if self.postgres is not None:
+            self.postgres.cancel_forwarded(process_id, secret)
 
     def _listener(self, kind: type[L]) -> L:
         assert self.verifier is not None
@@ -200,7 +219,7 @@ class Gateway:
     async def _listen(
         self, name: str, listener: PgListener | MySqlListener, endpoint: Endpoint
     ) -> None:
-        server = await listener.start(endpoint.host, endpoint.port)
+        server = await listener.start(endpoint.host, endpoint.port, reuse_port=self.reuse_port)
         self.bound[name] = _bound_address(server)
 
     async def _start_api(self, settings: Settings) -> None:
@@ -244,7 +263,12 @@ class Gateway:
                 )
             self.dev_issuer = issuer
         await runner.setup()
-        site = web.TCPSite(runner, settings.listen.api.host, settings.listen.api.port)
+        site = web.TCPSite(
+            runner,
+            settings.listen.api.host,
+            settings.listen.api.port,
+            reuse_port=self.reuse_port or None,
+        )
         await site.start()
         self.bound["api"] = _bound_address(runner.server, site)
         if self.dev_issuer is not None and settings.listen.api.port == 0:

@@ -50,6 +50,11 @@ log = logging.getLogger("airlock.store")
 
 #: The channel a decision is announced on; the payload is the request id only.
 CHANNEL = "airlock_decisions"
+#: The channel a PostgreSQL cancel key is forwarded on, to the gateway (or worker) whose
+#: owner number its secret carries: payload "<owner> <process id> <secret>".
+CANCEL_CHANNEL = "airlock_cancel"
+#: Owner numbers: the top 8 bits of a cancel secret; 0 stays "not routed" (SQLite store).
+OWNERS = range(1, 256)
 #: pg_advisory_xact_lock key for migrations: hashtext('airlock.schema') is stable.
 _MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('airlock.schema'))"
 #: How long a connect may take in the background before it counts as a failure.
@@ -93,6 +98,12 @@ CREATE TABLE IF NOT EXISTS page_sessions (
     csrf            TEXT NOT NULL,
     expires_at      DOUBLE PRECISION NOT NULL
 );
+""",
+    ),
+    (
+        3,
+        """
+ALTER TABLE gateways ADD COLUMN IF NOT EXISTS owner INTEGER;
 """,
     ),
 )
@@ -191,6 +202,8 @@ class PgStore(ApprovalStore):
         self.gateway_id = f"gw_{os.urandom(6).hex()}"
         self._db = _Connection(url)
         self._stopping = False
+        #: This gateway's owner number (1-255, unique among live gateways), set by `open`.
+        self.owner = 0
 
     # --- startup and shutdown
 
@@ -203,12 +216,35 @@ class PgStore(ApprovalStore):
             migrate(connection)
         except psycopg.OperationalError as error:
             raise StoreUnavailable(_describe(error)) from None
-        self._db.execute(
-            "INSERT INTO gateways (id, host, pid, started_at, heartbeat_at, key_id,"
-            " public_key_pem) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (self.gateway_id, socket.gethostname(), os.getpid(), now, now, key_id, public_key_pem),
-        )
-        log.info("store: PostgreSQL, as gateway %s", self.gateway_id)
+        try:
+            with connection.transaction():
+                # One owner number per live gateway (or worker): the top bits of the cancel
+                # keys it mints, so a cancel landing anywhere finds its way back.
+                connection.execute("SELECT pg_advisory_xact_lock(hashtext('airlock.owners'))")
+                taken = {
+                    row["owner"]
+                    for row in connection.execute(
+                        "SELECT owner FROM gateways WHERE stopped_at IS NULL"
+                        " AND owner IS NOT NULL AND heartbeat_at >= %s",
+                        (now - self.heartbeat_timeout_s,),
+                    ).fetchall()
+                }
+                owner = next((number for number in OWNERS if number not in taken), None)
+                if owner is None:
+                    raise StoreUnavailable(
+                        f"{len(OWNERS)} gateways (or workers) are live on this store already:"
+                        " there is no owner number left for another"
+                    )
+                connection.execute(
+                    "INSERT INTO gateways (id, host, pid, started_at, heartbeat_at, key_id,"
+                    " public_key_pem, owner) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (self.gateway_id, socket.gethostname(), os.getpid(), now, now, key_id,
+                     public_key_pem, owner),
+                )  # fmt: skip
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(_describe(error)) from None
+        self.owner = owner
+        log.info("store: PostgreSQL, as gateway %s (owner %d)", self.gateway_id, owner)
         self.reap(now)
 
     def stop(self, now: float) -> None:
@@ -279,6 +315,13 @@ class PgStore(ApprovalStore):
                 )
         return len(dead)
 
+    def send_cancel(self, owner: int, process_id: int, secret: int) -> None:
+        """Forward a PostgreSQL cancel key to the gateway whose owner number is `owner`:
+        it cancels only when both halves match one of its sessions."""
+        self._db.execute(
+            "SELECT pg_notify(?, ?)", (CANCEL_CHANNEL, f"{owner} {process_id} {secret}")
+        )
+
     def gateways(self) -> list[dict[str, Any]]:
         """Every gateway that used this store, newest first."""
         rows = self._db.execute("SELECT * FROM gateways ORDER BY started_at DESC").fetchall()
@@ -286,10 +329,16 @@ class PgStore(ApprovalStore):
 
     # --- the wake-up
 
-    async def follow(self, wake: Callable[[str | None], None], clock: Callable[[], float]) -> None:
+    async def follow(
+        self,
+        wake: Callable[[str | None], None],
+        clock: Callable[[], float],
+        cancel: Callable[[int, int], None] | None = None,
+    ) -> None:
         """Forever (until cancelled): LISTEN for decisions and call `wake(request_id)` for
         each; `wake(None)` (re-read every held statement's request) after each reconnect
-        and each poll interval, when the heartbeat is recorded and dead gateways reaped."""
+        and each poll interval, when the heartbeat is recorded and dead gateways reaped.
+        `cancel(process_id, secret)`: a cancel key forwarded to this gateway's owner number."""
         while not self._stopping:
             try:
                 listener = await psycopg.AsyncConnection.connect(
@@ -302,11 +351,16 @@ class PgStore(ApprovalStore):
             try:
                 async with listener:
                     await listener.execute(f"LISTEN {CHANNEL}")
+                    if cancel is not None:
+                        await listener.execute(f"LISTEN {CANCEL_CHANNEL}")
                     await self._keep(wake, clock)
                     last_poll = clock()
                     while True:
                         async for note in listener.notifies(timeout=1.0):
-                            wake(note.payload)
+                            if note.channel == CHANNEL:
+                                wake(note.payload)
+                            elif cancel is not None:
+                                self._cancel_noted(note.payload, cancel)
                         if self._db.broken or clock() - last_poll >= self.poll_s:
                             await self._keep(wake, clock)
                             last_poll = clock()
@@ -314,6 +368,15 @@ class PgStore(ApprovalStore):
                 message = str(error) if isinstance(error, StoreUnavailable) else _describe(error)
                 log.warning("store: %s; reconnecting", message)
                 await asyncio.sleep(1.0)
+
+    def _cancel_noted(self, payload: str, cancel: Callable[[int, int], None]) -> None:
+        try:
+            owner, process_id, secret = (int(part) for part in payload.split())
+        except ValueError:
+            log.warning("store: a malformed cancel notification ignored")
+            return
+        if owner == self.owner:
+            cancel(process_id, secret)
 
     async def _keep(self, wake: Callable[[str | None], None], clock: Callable[[], float]) -> None:
         if self._db.broken:
