@@ -4,7 +4,7 @@ package is in pyproject.toml.
 Every compiled module has a pure-Python version that runs where it is not built. Most are
 ordinary Python files: the `.py` is the one source, and the `.pxd` beside it only
 declares C types for its classes and hot loops (Cython's "augmenting" declarations). The
-two written for Cython (`native`: proxy/event_chain.pyx, policy/sqlscan.pyx) have a twin
+two written for Cython (`native`: proxy/recording/event_chain.pyx, policy/sqlscan.pyx) have a twin
 `.py` of the same name, held to them by their tests. A build is an extension module of
 the same name, which Python imports before the `.py`.
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relay_cost import PARAM_SQL, READY, SYNC, make_gate, parse, transactions
 
 from protocols.postgres import messages as m
-from proxy.pg_relay import PgRelay, Pipe
+from proxy.postgres.relay import PgRelay, Pipe
 
 
 def run(mode: str, count: int, relayed: bool = True) -> int:
@@ -44,7 +44,7 @@ def run(mode: str, count: int, relayed: bool = True) -> int:
     sent: list[bytes] = []
     pipe = Pipe(relay, sent.append, sent.append, _left_fast_path, _failed)
     if hasattr(pipe, "on_latency"):
-        from proxy.metrics import Instruments
+        from proxy.core.metrics import Instruments
 
         pipe.on_latency = Instruments().relay_latency("postgres")
     if mode == "prepared":

@@ -33,9 +33,9 @@ from policy.fingerprint import CachedClassifier
 from policy.rules import Action, Rule, effective_policy
 from protocols.mysql.messages import Capability, OkPacket, ServerStatus, StmtPrepareOk
 from protocols.mysql.packets import frame, lenenc_bytes, lenenc_int
-from proxy.mysql_relay import MySqlGate, MySqlRelay
+from proxy.mysql.relay import MySqlGate, MySqlRelay
+from proxy.recording.signing import load_or_create
 from proxy.recording.writer import Recorder
-from proxy.signing import load_or_create
 
 CAPS = int(
     Capability.PROTOCOL_41

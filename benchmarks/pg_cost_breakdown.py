@@ -16,7 +16,7 @@ round by round so that drift hits them alike:
 | `airlock`   | plus the transcript's statement and result events: the gateway as it runs |
 
 The gateway's code is not changed. For the `framing` and `gate` runs this script wraps,
-in its own process only, the name `PgRelay` in proxy.pg_server (to build relays without
+in its own process only, the name `PgRelay` in proxy.postgres.session (to build relays without
 a gate or result listener), and `PgSession._start_relay` and `PgSession.result` (to
 take the transcript's recorders off the gate and relay a session builds: statements are
 counted, not recorded, and results not recorded), and puts them back before the
@@ -63,10 +63,10 @@ from pg_throughput import (
 )
 from profile_relay import _loop_factory, pgbench_async
 
-import proxy.pg_server as pg_server
+import proxy.postgres.session as pg_server
 from policy.classify import Verdict
 from proxy.config import load_settings
-from proxy.pg_relay import PgRelay
+from proxy.postgres.relay import PgRelay
 from proxy.server import Gateway
 
 VARIANTS = ("pgbouncer", "forwarder", "framing", "gate", "airlock")

@@ -238,7 +238,7 @@ _LINE = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
 
 
 def _function(frame: str) -> str:
-    """A frame without its line number: "PgRelay.server_data (proxy/pg_relay.py)"."""
+    """A frame without its line number: "PgRelay.server_data (proxy/postgres/relay.py)"."""
     match = _LINE.match(frame)
     return f"{match.group(1)} ({match.group(2)})" if match else frame
 
@@ -455,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when installed, as `airlock serve` runs on (proxy/cli.py)."""
+    """uvloop's loop when installed, as `airlock serve` runs on (proxy/cli/main.py)."""
     if importlib.util.find_spec("uvloop") is None:
         return None
     import uvloop

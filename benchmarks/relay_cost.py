@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from policy.fingerprint import CachedClassifier
 from policy.rules import Action, Rule, effective_policy
 from protocols.postgres import messages as m
-from proxy.pg_gate import PgGate
-from proxy.pg_relay import PgRelay
+from proxy.postgres.gate import PgGate
+from proxy.postgres.relay import PgRelay
 
 SQL = "SELECT abalance FROM pgbench_accounts WHERE aid = {};"
 PARAM_SQL = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;"
@@ -127,8 +127,8 @@ def recording_cost(count: int) -> None:
     import tempfile
 
     from policy.classify import classify
+    from proxy.recording.signing import SigningKey
     from proxy.recording.writer import Recorder
-    from proxy.signing import SigningKey
 
     verdict = classify(PARAM_SQL, "postgres")
     with tempfile.TemporaryDirectory() as directory:

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from relay_cost import PARAM_SQL, READY, SYNC, make_gate, parse, transactions
 
-from proxy.event_chain import EventChain
-from proxy.pg_relay import PgRelay, Pipe
+from proxy.postgres.relay import PgRelay, Pipe
+from proxy.recording.event_chain import EventChain
 
 MODES = ("simple", "extended", "prepared")
 VARIANTS = ("framing", "gate", "airlock")

@@ -1,6 +1,6 @@
 """Who a client is: verifying an OIDC access token against a key set, purely.
 
-Fetching keys (discovery, JWKS, caching) is I/O and lives in proxy/oidc.py; this
+Fetching keys (discovery, JWKS, caching) is I/O and lives in proxy/http/oidc.py; this
 module only decides, given the token, the keys and the clock, whether the token
 proves an identity. See ../shared/reference/jwt_attacks.md for the cases it rejects.
 """

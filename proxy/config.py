@@ -34,8 +34,8 @@ import yaml.nodes
 from policy.identity import IdentitySettings
 from policy.rules import STATEMENT_CLASSES, Action, HoldMode, Preview, Rule
 from proxy.addresses import is_loopback
+from proxy.approvals.webhooks import WebhookEndpoint
 from proxy.logs import LOG_FORMATS
-from proxy.webhooks import WebhookEndpoint
 
 __all__ = [
     "ConfigError",
@@ -163,7 +163,7 @@ class WebClientSettings:
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     """Where approvals live: SQLite in data_dir (url None, one gateway), or a PostgreSQL
-    database several gateways share (proxy/store_pg.py)."""
+    database several gateways share (proxy/approvals/store_pg.py)."""
 
     url: str | None = None
     #: How often each gateway re-reads its held requests without a notification, and
@@ -438,7 +438,7 @@ _TOP_KEYS = (
 )
 _WEB_KEYS = ("client_id", "client_secret_env", "client_secret_file", "redirect_url", "scopes")
 DEFAULT_WEB_SCOPES = ("openid", "profile", "email")
-#: The path the gateway serves the sign-in callback on (proxy/web.py).
+#: The path the gateway serves the sign-in callback on (proxy/http/web.py).
 SSO_CALLBACK_PATH = "/sso/callback"
 _STORE_KEYS = ("url", "poll_interval", "heartbeat_timeout")
 _RECORDING_KEYS = ("on_failure", "capture_rows", "max_row_bytes")

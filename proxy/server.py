@@ -35,25 +35,25 @@ from prometheus_client.core import Metric
 
 from policy.identity import Identity
 from proxy import logs
-from proxy.api import CredentialsApi, make_app
-from proxy.approvals import ApprovalHub
-from proxy.classifying import Classifiers
+from proxy.approvals.credentials import CredentialBook
+from proxy.approvals.hub import ApprovalHub
+from proxy.approvals.store import ApprovalStore, StoreUnavailable
+from proxy.approvals.store_pg import PgStore
+from proxy.approvals.webhooks import WebhookNotifier
 from proxy.config import ConfigError, Endpoint, Settings, dev_issuer_url, load_settings
-from proxy.credentials import CredentialBook
-from proxy.dev_issuer import DevIssuer
+from proxy.core.classifying import Classifiers
+from proxy.core.metrics import Instruments, StatementCounts, counter, gateway_registry, gauge
+from proxy.core.tls import ensure_self_signed, server_context
 from proxy.errors import GatewayShuttingDown, IssuerUnavailable
-from proxy.metrics import Instruments, StatementCounts, counter, gateway_registry, gauge
-from proxy.mysql_server import MySqlListener, MySqlSession
-from proxy.oidc import OidcConfigError, OidcVerifier, SignInEndpoints
-from proxy.pg_server import PgListener, PgSession
+from proxy.http.api import CredentialsApi, make_app
+from proxy.http.dev_issuer import DevIssuer
+from proxy.http.oidc import OidcConfigError, OidcVerifier, SignInEndpoints
+from proxy.http.sso import SsoClient
+from proxy.http.web import WebPages
+from proxy.mysql.session import MySqlListener, MySqlSession
+from proxy.postgres.session import PgListener, PgSession
+from proxy.recording.signing import load_or_create
 from proxy.recording.writer import Recorder
-from proxy.signing import load_or_create
-from proxy.sso import SsoClient
-from proxy.store import ApprovalStore, StoreUnavailable
-from proxy.store_pg import PgStore
-from proxy.tls import ensure_self_signed, server_context
-from proxy.web import WebPages
-from proxy.webhooks import WebhookNotifier
 
 log = logging.getLogger("airlock")
 
@@ -284,7 +284,7 @@ class Gateway:
     # --- metrics and readiness
 
     def _metric_families(self) -> list[Metric]:
-        """The gateway's counts at scrape time (proxy/metrics.py has the histograms)."""
+        """The gateway's counts at scrape time (proxy/core/metrics.py has the histograms)."""
         listeners = self._listeners()
         sessions = sum(len(listener.sessions) for listener in listeners)
         statements = StatementCounts()

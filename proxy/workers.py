@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from types import FrameType
 
 from proxy.config import Settings
-from proxy.signing import load_or_create
-from proxy.tls import ensure_self_signed
+from proxy.core.tls import ensure_self_signed
+from proxy.recording.signing import load_or_create
 
 log = logging.getLogger("airlock.workers")
 

@@ -102,7 +102,7 @@ def test_pip_install_without_a_c_compiler_installs_the_pure_package(tmp_path: Pa
         "import importlib, sys\n"
         "for name in sys.argv[1:]:\n"
         "    print(importlib.import_module(name).__file__)\n"
-        "from proxy.event_chain import EventChain\n"
+        "from proxy.recording.event_chain import EventChain\n"
         "chain = EventChain(lambda: 1.5)\n"
         "chain.result_tag('SELECT 1')\n"
         "print(chain.prev)\n"

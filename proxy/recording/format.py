@@ -6,7 +6,7 @@ A transcript file is a stream of msgpack maps: events, each
     {"seq": n, "ts": unix seconds (float), "kind": str, "data": {...}, "prev": hex sha256}
 
 then, once the session ended, one seal {"seal": {"last", "seq", "key_id", "sig"}}.
-`encode_event` is the one encoder of an event; proxy/event_chain.pyx packs the two events
+`encode_event` is the one encoder of an event; proxy/recording/event_chain.pyx packs the two events
 every statement makes (a `statement` allowed on its class, a bare `result` tag) in C,
 byte for byte as `encode_event` would, and tests/proxy/test_recording_format.py holds it
 to that for every kind. `decode` is the one decoder of an event's data: it takes every

@@ -17,7 +17,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from proxy import signing
+from proxy.recording import signing
 from proxy.recording.format import (
     EVENT_KEYS as _EVENT_KEYS,
 )

@@ -7,7 +7,7 @@ goes in it and docs/transcript-format.md describes it. The writer adds `session_
 `format` (the schema version) to the session start.
 
 Seal. When a session ends, `seal()` writes the `session.end` event and then the seal,
-an Ed25519 signature (proxy/signing.py) over `format.seal_message()`; a file with events
+an Ed25519 signature (proxy/recording/signing.py) over `format.seal_message()`; a file with events
 but no seal (the gateway was killed) verifies as far as its chain goes and is reported
 "unsealed", never valid.
 
@@ -42,8 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from proxy.event_chain import EventChain
-from proxy.ledger import Ledger, LedgerError
+from proxy.recording.event_chain import EventChain
 from proxy.recording.format import (
     SCHEMA_VERSION,
     SESSION_END,
@@ -56,7 +55,8 @@ from proxy.recording.format import (
     seal_message,
     transcripts_dir,
 )
-from proxy.signing import SigningKey
+from proxy.recording.ledger import Ledger, LedgerError
+from proxy.recording.signing import SigningKey
 
 log = logging.getLogger("airlock.transcript")
 

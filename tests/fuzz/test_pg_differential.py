@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from protocols.postgres import messages as m
-from proxy import pg_gate
-from proxy.pg_server import READ_ONLY_PROBE
+from proxy.postgres import gate as pg_gate
+from proxy.postgres.session import READ_ONLY_PROBE
 from proxy.recording.format import transcripts_dir
 from proxy.recording.verifier import read_transcript
 from tests.fuzz import oracles, pgwire

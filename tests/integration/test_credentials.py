@@ -21,8 +21,8 @@ import pymysql
 import pytest
 
 from proxy.recording.sessions import transcript_paths
+from proxy.recording.signing import load_public_key
 from proxy.recording.verifier import describe, read_transcript, verify_transcript
-from proxy.signing import load_public_key
 from tests.support.approvals import (
     Background,
     agent_token,

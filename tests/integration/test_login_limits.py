@@ -17,7 +17,7 @@ import psycopg
 import pymysql
 import pytest
 
-from proxy.listener import Listener
+from proxy.core.listener import Listener
 from tests.support.gateway import RunningGateway
 from tests.support.waiting import PATIENCE_S, wait_until
 

@@ -258,7 +258,7 @@ def test_sigterm_lets_statements_finish_within_the_grace_then_cancels_the_rest(
         [
             sys.executable,
             "-m",
-            "proxy.cli",
+            "proxy.cli.main",
             "verify",
             "--all",
             "--data-dir",

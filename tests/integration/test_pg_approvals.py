@@ -15,7 +15,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from proxy.webhooks import generate_secret, verify
+from proxy.approvals.webhooks import generate_secret, verify
 from tests.support.approvals import (
     REQUEST_ID,
     Background,

@@ -16,7 +16,7 @@ import psycopg
 import pymysql
 import pytest
 
-from proxy.gated_session import READ_ONLY_REFUSES
+from proxy.core.gated_session import READ_ONLY_REFUSES
 from proxy.recording.sessions import transcript_paths
 from proxy.recording.verifier import read_transcript
 from tests.support.approvals import (

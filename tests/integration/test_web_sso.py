@@ -25,8 +25,8 @@ import psycopg
 import pytest
 from selenium.webdriver.common.by import By
 
-from proxy.dev_issuer import DevIssuer
-from proxy.store import ApprovalRequest
+from proxy.approvals.store import ApprovalRequest
+from proxy.http.dev_issuer import DevIssuer
 from tests.integration.test_web_browser import (
     Chrome,
     body_text,

@@ -7,8 +7,8 @@ import asyncio
 from pathlib import Path
 
 from policy.identity import Identity
-from proxy.approvals import ApprovalHub
-from proxy.store import ApprovalStore
+from proxy.approvals.hub import ApprovalHub
+from proxy.approvals.store import ApprovalStore
 from tests.proxy.test_store import NOW, new
 
 

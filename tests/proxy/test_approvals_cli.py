@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from proxy.approvals_cli import add_parsers
+from proxy.cli.approvals import add_parsers
+from proxy.core.tls import ensure_self_signed, server_context
 from proxy.rendering import format_age, format_parameter, one_line_sql
-from proxy.tls import ensure_self_signed, server_context
 
 DBA_TOKEN = "eyJhbGciOiJSUzI1NiJ9.dba-1-token-payload.c2lnbmF0dXJl"
 AGENT_TOKEN = "eyJhbGciOiJSUzI1NiJ9.agent-1-token-payload.c2lnbmF0dXJl"

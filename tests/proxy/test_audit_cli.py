@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from proxy import signing
-from proxy.audit_cli import add_parsers
-from proxy.ledger import Ledger, verify_ledger
+from proxy.cli.audit import add_parsers
+from proxy.recording import signing
+from proxy.recording.ledger import Ledger, verify_ledger
 from proxy.recording.render import render
 from proxy.recording.sessions import parse_since
+from proxy.recording.signing import SigningKey
 from proxy.recording.verifier import read_transcript
 from proxy.recording.writer import Recorder
-from proxy.signing import SigningKey
 from tests.proxy.test_transcript import END, START_TS, Clock, record_session, start_data
 
 SEALED = "3f2a9c1e5b7d4e0f8a6c2b1d9e7f5a3c"

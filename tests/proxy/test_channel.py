@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from proxy.channel import Channel
+from proxy.core.channel import Channel
 
 
 class FakeTransport:

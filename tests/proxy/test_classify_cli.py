@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.classify_cli import add_parser
+from proxy.cli.classify import add_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,7 +124,7 @@ def test_an_unknown_dialect_is_a_usage_error() -> None:
 def test_as_a_process() -> None:
     script = (
         "import argparse, sys\n"
-        "from proxy.classify_cli import add_parser\n"
+        "from proxy.cli.classify import add_parser\n"
         "parser = argparse.ArgumentParser(prog='airlock')\n"
         "add_parser(parser.add_subparsers(dest='command', required=True))\n"
         "args = parser.parse_args(sys.argv[1:])\n"

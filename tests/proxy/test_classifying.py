@@ -10,7 +10,7 @@ from collections.abc import Hashable
 import pytest
 
 from policy.classify import StatementClass, Verdict
-from proxy.classifying import Classifiers, FairScheduler
+from proxy.core.classifying import Classifiers, FairScheduler
 from proxy.errors import StatementTooLarge
 
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from policy.rules import Action, HoldMode, Preview, effective_policy
+from proxy.approvals.webhooks import WebhookEndpoint
 from proxy.config import (
     ConfigError,
     Endpoint,
@@ -21,7 +22,6 @@ from proxy.config import (
     parse_duration,
     parse_settings,
 )
-from proxy.webhooks import WebhookEndpoint
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-Pa55word"

@@ -10,7 +10,7 @@ from policy.identity import Identity
 from protocols.mysql import auth as mysql_auth
 from protocols.postgres import messages as m
 from protocols.postgres.auth import ScramServerExchange, UpstreamLogin
-from proxy.credentials import (
+from proxy.approvals.credentials import (
     PREFIX,
     CredentialBook,
     TooManyCredentials,

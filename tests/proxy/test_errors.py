@@ -18,8 +18,8 @@ import proxy.errors
 from policy.errors import AirlockError
 from protocols.mysql.messages import ErrPacket
 from protocols.postgres import messages as pg
-from proxy.mysql_relay import error_packet
-from proxy.pg_relay import error_message
+from proxy.mysql.relay import error_packet
+from proxy.postgres.relay import error_message
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,5 +1,5 @@
-"""EventChain writes exactly what msgpack and hashlib would, in C (proxy/event_chain.pyx)
-and in pure Python (proxy/event_chain.py), and the two write the same bytes: a transcript
+"""EventChain writes exactly what msgpack and hashlib would, in C (proxy/recording/event_chain.pyx)
+and in pure Python (proxy/recording/event_chain.py), and the two write the same bytes: a transcript
 written by either verifies under either.
 
 Every test runs against each implementation there is: both in a compiled tree, the pure
@@ -17,10 +17,13 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from proxy.event_chain import EventChain
+from proxy.recording.event_chain import EventChain
 from tests.support.builds import implementations
 
-CHAINS = {name: module.EventChain for name, module in implementations("proxy.event_chain").items()}
+CHAINS = {
+    name: module.EventChain
+    for name, module in implementations("proxy.recording.event_chain").items()
+}
 
 PACKER = msgpack.Packer(use_bin_type=True)
 ZERO_HASH = "0" * 64
@@ -402,8 +405,8 @@ def test_a_transcript_written_by_either_chain_verifies_under_either(
     """A whole session recorded through either build of the transcript writer (the pure
     one, or the compiled one) with each chain verifies, and the file is the same, byte
     for byte, whichever chain wrote it."""
+    from proxy.recording.signing import SigningKey
     from proxy.recording.verifier import verify
-    from proxy.signing import SigningKey
 
     module = WRITERS[build]
     key = SigningKey.generate()

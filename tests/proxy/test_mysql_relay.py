@@ -40,6 +40,7 @@ from protocols.mysql.messages import (
 from protocols.mysql.messages import ServerStatus as S
 from protocols.mysql.packets import MAX_CHUNK, PacketReader, frame, lenenc_bytes, lenenc_int
 from protocols.mysql.responses import ResponseTracker
+from proxy.approvals.store import Parameter
 from proxy.errors import (
     AirlockError,
     FeatureNotSupported,
@@ -47,7 +48,7 @@ from proxy.errors import (
     StatementDenied,
     WriteRoleRefused,
 )
-from proxy.mysql_relay import (
+from proxy.mysql.relay import (
     UNPREPARED,
     EndSession,
     HoldCommand,
@@ -62,7 +63,6 @@ from proxy.mysql_relay import (
     parse_kill,
 )
 from proxy.parameters import mysql_parameters
-from proxy.store import Parameter
 
 CLASSIC = int(
     C.PROTOCOL_41

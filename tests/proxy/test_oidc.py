@@ -19,7 +19,7 @@ import pytest
 
 from policy.identity import IdentitySettings, InvalidToken, UnknownKeyId
 from proxy.errors import IssuerUnavailable
-from proxy.oidc import (
+from proxy.http.oidc import (
     OidcConfigError,
     OidcVerifier,
     check_endpoint_url,

@@ -18,7 +18,7 @@ from proxy.parameters import (
     postgres_bound_values,
     postgres_parameters,
 )
-from proxy.pg_gate import (
+from proxy.postgres.gate import (
     ADMIT,
     DECIDE,
     PORTAL_BY_SQL,

@@ -9,8 +9,8 @@ import pytest
 from protocols.errors import MessageTooLarge, ProtocolViolation
 from protocols.postgres import messages as m
 from proxy.errors import AirlockError, FeatureNotSupported, StatementDenied
-from proxy.pg_gate import ADMIT, DECIDE, PgGate
-from proxy.pg_relay import EndSession, HoldMessage, PgRelay, Pipe, SendToClient, SendToServer
+from proxy.postgres.gate import ADMIT, DECIDE, PgGate
+from proxy.postgres.relay import EndSession, HoldMessage, PgRelay, Pipe, SendToClient, SendToServer
 
 MAX = 1 << 20
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.pg_startup import (
+from proxy.postgres.startup import (
     StartupSetting,
     equivalent_set,
     quote_literal,

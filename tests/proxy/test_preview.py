@@ -7,8 +7,8 @@ import pytest
 
 from policy.classify import StatementClass, classify
 from policy.rules import Preview
-from proxy.preview import WHY_MAX_CHARS, justification, previewed
-from proxy.store import ApprovalRequest, NewRequest
+from proxy.approvals.store import ApprovalRequest, NewRequest
+from proxy.core.preview import WHY_MAX_CHARS, justification, previewed
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from proxy.ledger import verify_ledger
 from proxy.recording.format import Result, Statement
+from proxy.recording.ledger import verify_ledger
 from proxy.recording.render import export_lines, render
 from proxy.recording.sessions import transcript_paths
+from proxy.recording.signing import load_public_key_file
 from proxy.recording.verifier import read_transcript, verify_transcript
-from proxy.signing import load_public_key_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v1"
 PROTOCOLS = ("postgres", "mysql")

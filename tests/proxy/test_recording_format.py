@@ -1,5 +1,5 @@
 """The transcript schema: one definition per event kind, one encoder that the C packer
-(proxy/event_chain.pyx) matches byte for byte, one decoder that reads back what the
+(proxy/recording/event_chain.pyx) matches byte for byte, one decoder that reads back what the
 encoder wrote."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import struct
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from proxy.event_chain import EventChain
 from proxy.recording import format
+from proxy.recording.event_chain import EventChain
 from proxy.recording.format import (
     ApprovalDecided,
     ApprovalRequested,

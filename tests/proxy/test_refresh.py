@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.classifying import Classifiers
+from proxy.core.classifying import Classifiers
+from proxy.core.refresh import answer_sql, mentions_refresh, refresh_token
 from proxy.errors import RefreshRefused
-from proxy.refresh import answer_sql, mentions_refresh, refresh_token
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl"
 

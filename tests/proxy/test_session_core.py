@@ -10,7 +10,8 @@ from typing import Any, get_args
 from policy.classify import StatementClass, Verdict
 from policy.rules import Action as RuleAction
 from policy.rules import HoldMode, Rule, effective_policy
-from proxy import session_core as core
+from proxy.approvals.store import APPROVED, DENIED, PENDING, WITHDRAWN, ApprovalRequest, NewRequest
+from proxy.core import session_core as core
 from proxy.errors import (
     HoldTimedOut,
     QueryCanceled,
@@ -21,7 +22,6 @@ from proxy.errors import (
 )
 from proxy.parameters import NO_PARAMETERS_KEY, Parameter
 from proxy.recording.format import TokenRefreshed
-from proxy.store import APPROVED, DENIED, PENDING, WITHDRAWN, ApprovalRequest, NewRequest
 
 NOW = 1_000.0
 UPDATE = "update accounts set balance = 0 where id = $1"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from policy.approvals import grant_expiry, refusal_to_decide
-from proxy.store import (
+from proxy.approvals.store import (
     _SCHEMA,
     AlreadyDecided,
     ApprovalRequest,

@@ -18,13 +18,13 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from proxy import signing
-from proxy.gated_session import seal_abandoned
-from proxy.ledger import verify_ledger
-from proxy.recording import writer
+from proxy.core.gated_session import seal_abandoned
+from proxy.recording import signing, writer
 from proxy.recording.format import seal_message, transcripts_dir
+from proxy.recording.ledger import verify_ledger
 from proxy.recording.render import export_lines, render, transcript_lines
 from proxy.recording.sessions import find_sessions, find_transcript
+from proxy.recording.signing import SigningKey
 from proxy.recording.verifier import (
     VerifyResult,
     parse_transcript,
@@ -33,7 +33,6 @@ from proxy.recording.verifier import (
     verify_transcript,
 )
 from proxy.recording.writer import Recorder, SessionRecording, TranscriptError
-from proxy.signing import SigningKey
 from tests.support.waiting import PATIENCE_S, until
 
 START_TS = 1_600_000_000.0  # 2020-09-13 12:26:40 UTC

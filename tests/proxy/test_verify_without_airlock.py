@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from proxy.recording.signing import load_or_create, public_key_path
 from proxy.recording.writer import Recorder
-from proxy.signing import load_or_create, public_key_path
 
 ROOT = Path(__file__).parents[2]
 SCRIPT = ROOT / "docs" / "verify_transcript.py"

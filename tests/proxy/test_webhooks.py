@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from proxy.webhooks import (
+from proxy.approvals.webhooks import (
     APPROVAL_DECIDED,
     APPROVAL_REQUESTED,
     WebhookEndpoint,

@@ -39,7 +39,7 @@ import yaml
 from psycopg import sql
 
 from proxy.config import dev_issuer_url, load_settings
-from proxy.dev_issuer import DevIssuer
+from proxy.http.dev_issuer import DevIssuer
 from tests.support.gateway import REPOSITORY, free_port
 from tests.support.mariadb import MariaDb
 from tests.support.pgcluster import PgServer, throwaway_database

@@ -37,7 +37,7 @@ from tests.support.waiting import PATIENCE_S, wait_until
 
 T = TypeVar("T")
 
-#: Where `python -m proxy.cli` imports this work tree's gateway from.
+#: Where `python -m proxy.cli.main` imports this work tree's gateway from.
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 

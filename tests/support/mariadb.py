@@ -23,7 +23,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from proxy.tls import ensure_self_signed
+from proxy.core.tls import ensure_self_signed
 from tests.support.gateway import RunningGateway, gateway_document, start_gateway
 from tests.support.issuer import TestIssuer
 from tests.support.waiting import wait_until

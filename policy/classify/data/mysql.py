@@ -45,7 +45,7 @@ SETTINGS = names(
 )
 
 #: Character sets the gateway's lexer reads correctly: the one list for both the login's
-#: character set and SET NAMES / CHARACTER SET / character_set_* (proxy/mysql_server.py
+#: character set and SET NAMES / CHARACTER SET / character_set_* (proxy/mysql/session.py
 #: checks the login against it). Each is ASCII-compatible and no multibyte character of
 #: it contains a quote or backslash byte (unlike sjis, big5, gbk, cp932, gb18030).
 CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii", "latin1"})

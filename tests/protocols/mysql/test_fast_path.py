@@ -143,7 +143,7 @@ def decoded(command: int, caps: int, stream: bytes) -> tuple[tuple[object, ...],
 def fast(
     command: int, caps: int, chunks: list[bytes], rows: list[bytes] | None = None
 ) -> tuple[tuple[object, ...], int, bool]:
-    """The relay's way (proxy/mysql_relay.py): each read followed in place, from where the
+    """The relay's way (proxy/mysql/relay.py): each read followed in place, from where the
     reader's split packet ends; whatever follow leaves is framed by the reader."""
     tracker = ResponseTracker(command, caps, on_row=None if rows is None else rows.append)
     reader = PacketReader(MAX)

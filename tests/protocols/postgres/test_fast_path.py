@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from protocols.errors import MessageTooLarge, ProtocolViolation
 from protocols.postgres import messages as m
 from protocols.postgres.framing import MessageFramer
-from proxy.pg_gate import ADMIT, PgGate
-from proxy.pg_relay import PgRelay, SendToServer
+from proxy.postgres.gate import ADMIT, PgGate
+from proxy.postgres.relay import PgRelay, SendToServer
 
 FRONTEND = frozenset(m.FRONTEND_TYPES)
 _QUERY, _SYNC, _TERMINATE = b"Q"[0], b"S"[0], b"X"[0]

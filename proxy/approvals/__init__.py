@@ -1,0 +1,2 @@
+"""Approval requests: the hub that holds and wakes sessions, the store, short-lived
+credentials and webhooks."""

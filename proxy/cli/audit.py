@@ -1,0 +1,393 @@
+"""The auditor's commands: `airlock sessions list`, `replay`, `verify`, `export`, `keys`.
+
+They read transcripts straight from `--data-dir` (proxy/recording/), offline: no
+gateway needs to run. `verify` and `replay` check seals against the public key in the
+data dir's keys/, or against `--public-key FILE` (one exported earlier with `airlock
+keys export-public`, which does not trust whatever key now sits beside the transcripts).
+
+Exit codes: 0 done (for verify and replay: every transcript valid), 1 a transcript
+failed to verify (altered, incomplete, or unsealed; for replay also: no key to check it
+with), 2 usage (no such session, no key, bad option). A reader that closes the pipe
+(`airlock replay X | head`) ends the command quietly (proxy/cli/main.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from proxy.cli.approvals import add_session_refresh, positive_number
+from proxy.recording import signing
+from proxy.recording.format import SUFFIX, transcripts_dir
+from proxy.recording.ledger import LEDGER_FILE, SealEntry, verify_ledger
+from proxy.recording.render import event_json, export_lines, paced, render
+from proxy.recording.sessions import find_sessions, find_transcript, parse_since, transcript_paths
+from proxy.recording.verifier import (
+    Transcript,
+    VerifyResult,
+    describe,
+    read_transcript,
+    verify_transcript,
+)
+from proxy.rendering import one_line_sql
+
+DEFAULT_DATA_DIR = Path("./airlock-data")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+#: Per transcript, `verify` names this many problems and counts the rest.
+PROBLEMS_SHOWN = 20
+IDENTITY_COLUMN_CHARS = 32
+END_COLUMN_CHARS = 40
+
+
+class _Usage(Exception):
+    """Exit 2 with this message."""
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"airlock: {message}", file=sys.stderr)
+    return code
+
+
+def _since(text: str) -> float:
+    try:
+        return parse_since(text, time.time())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _public_key(args: argparse.Namespace) -> Ed25519PublicKey:
+    if args.public_key is not None:
+        return signing.load_public_key_file(args.public_key)
+    return signing.load_public_key(args.data_dir)
+
+
+def _cell(value: str | None, width: int) -> str:
+    return "-" if value is None else one_line_sql(value, width)
+
+
+def _utc(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _emit(lines: Iterable[str]) -> None:
+    """Print lines as they come (replay --speed is watched live)."""
+    for line in lines:
+        print(line, flush=True)
+
+
+# --- sessions list -----------------------------------------------------------------------------
+
+
+def _sessions_list(args: argparse.Namespace) -> int:
+    if not transcripts_dir(args.data_dir).is_dir():
+        return _fail(f"no transcripts under {args.data_dir} (is --data-dir right?)")
+    sessions = find_sessions(
+        args.data_dir, identity=args.identity, target=args.target, since=args.since
+    )
+    if args.json:
+        for session in sessions:
+            print(json.dumps(session.to_json()))
+        return EXIT_OK
+    if not sessions:
+        print("no sessions")
+        return EXIT_OK
+    header = ("SESSION", "STARTED (UTC)", "IDENTITY", "TARGET", "CLIENT", "STATEMENTS", "END")
+    rows = [header]
+    for session in sessions:
+        end = session.end_reason if session.ended_at is not None else None
+        rows.append(
+            (
+                session.session_id,
+                _utc(session.started_at),
+                _cell(session.subject, IDENTITY_COLUMN_CHARS),
+                _cell(session.target, IDENTITY_COLUMN_CHARS),
+                _cell(session.client, IDENTITY_COLUMN_CHARS),
+                str(session.statements),
+                _cell(end, END_COLUMN_CHARS) if end else "(no end: open, or cut off)",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+    return EXIT_OK
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+
+def _replay(args: argparse.Namespace) -> int:
+    try:
+        path = find_transcript(args.data_dir, args.session)
+        record = read_transcript(path)
+    except LookupError as error:
+        return _fail(str(error))
+    except OSError as error:
+        return _fail(f"{args.session}: {error.strerror or error}")
+    footer = _replay_footer(args, record)
+    if args.json:
+        # The events only: whether they verify goes to stderr, and `verify` says more.
+        _emit(event_json(record.session_id, event) for event in paced(record.events, args.speed))
+        if not footer.startswith("verified"):
+            print(f"airlock: {footer}", file=sys.stderr)
+        return _verified(footer)
+    _emit(render(record, speed=args.speed))
+    print(f"-- {footer}")
+    return _verified(footer)
+
+
+def _verified(footer: str) -> int:
+    """Replay's status: 0 when the transcript verifies, 1 when it does not (altered,
+    unsealed, or no key to check it with), as `verify` would say."""
+    return EXIT_OK if footer.startswith("verified") else EXIT_FAILED
+
+
+def _replay_footer(args: argparse.Namespace, record: Transcript) -> str:
+    try:
+        public_key = _public_key(args)
+    except signing.SigningKeyError as error:
+        return f"not verified: {error}"
+    result = verify_transcript(record, public_key)
+    if result.ok:
+        return f"verified: {describe(result)}"
+    if result.status == "unsealed":
+        return f"UNSEALED: {describe(result)}"
+    return f"DOES NOT VERIFY: {describe(result)}"
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        public_key = _public_key(args)
+    except signing.SigningKeyError as error:
+        return _fail(str(error))
+    if args.all:
+        if not transcripts_dir(args.data_dir).is_dir():
+            return _fail(f"no transcripts under {args.data_dir} (is --data-dir right?)")
+        paths = transcript_paths(args.data_dir)
+    else:
+        try:
+            paths = [find_transcript(args.data_dir, args.session)]
+        except LookupError as error:
+            return _fail(str(error))
+    ledger = verify_ledger(transcripts_dir(args.data_dir), public_key)
+    listed = {entry.session_id for entry in ledger.entries} if ledger is not None else set()
+    counts = {"valid": 0, "unsealed": 0, TAIL_CUT: 0, "invalid": 0}
+    for path in paths:
+        name = path.name.removesuffix(SUFFIX)
+        try:
+            record = read_transcript(path)
+        except OSError as error:
+            counts["invalid"] += 1
+            print(f"invalid   {name}  cannot read {path}: {error.strerror or error}")
+            continue
+        result = verify_transcript(record, public_key)
+        seal = ledger.seals.get(name) if ledger is not None else None
+        status, problems = _with_ledger(record, result, seal, listed=name in listed)
+        counts[status] += 1
+        if status == "valid":
+            print(f"valid     {name}  {describe(result)}")
+            continue
+        first, *rest = problems
+        print(f"{status:<8}  {name}  {first}")
+        for problem in rest[: PROBLEMS_SHOWN - 1]:
+            print(" " * 10 + " " * len(name) + f"  {problem}")
+        if len(rest) >= PROBLEMS_SHOWN:
+            more = len(rest) - (PROBLEMS_SHOWN - 1)
+            print(" " * 10 + " " * len(name) + f"  ... and {more} more")
+    if not args.all:
+        return EXIT_OK if counts["valid"] == len(paths) else EXIT_FAILED
+    cut = f"{counts[TAIL_CUT]} tail cut, " if counts[TAIL_CUT] else ""
+    print(
+        f"{len(paths)} transcripts: {counts['valid']} valid, "
+        f"{counts['unsealed']} unsealed, {cut}{counts['invalid']} invalid"
+    )
+    ledger_ok = _verify_ledger(args.data_dir, public_key, paths)
+    return EXIT_OK if counts["valid"] == len(paths) and ledger_ok else EXIT_FAILED
+
+
+def _with_ledger(
+    record: Transcript,
+    result: VerifyResult,
+    seal: SealEntry | None,
+    *,
+    listed: bool,
+) -> tuple[str, list[str]]:
+    """The transcript's status and problems, told apart by the ledger: a file the ledger
+    records as sealed but that ends earlier or differently had its tail cut; a listed
+    session with no seal record anywhere was never sealed."""
+    if seal is not None:
+        own = record.seal
+        if own is None or (own.last, own.seq) != (seal.last, seal.events):
+            events = record.events
+            if not events or events[-1].seq < seal.events:
+                ends = f"the file ends at event {events[-1].seq}" if events else "the file is empty"
+            else:
+                ends = "the file ends differently"
+            problem = (
+                f"tail cut: the ledger records it sealed at event {seal.events} "
+                f"({seal.last[:16]}), but {ends}"
+            )
+            return TAIL_CUT, [problem, *result.problems]
+    elif listed and result.status == "unsealed":
+        last = f" (0 to {record.events[-1].seq})" if record.events else ""
+        return "unsealed", [
+            f"not sealed (gateway crashed or still running): {result.events} events "
+            f"intact{last}, and the ledger lists its start but no seal",
+        ]
+    return result.status, result.problems
+
+
+#: verify's status for a transcript whose ledger seal record its file does not match.
+TAIL_CUT = "tail cut"
+
+
+def _verify_ledger(data_dir: Path, public_key: Ed25519PublicKey, paths: list[Path]) -> bool:
+    """The session ledger: intact, and a transcript for every session it lists (a
+    transcript deleted whole is found only this way) and a listing for every transcript."""
+    directory = transcripts_dir(data_dir)
+    result = verify_ledger(directory, public_key)
+    if result is None:
+        if not paths:
+            return True
+        print(f"invalid   ledger  {LEDGER_FILE} is missing, though transcripts exist")
+        return False
+    for problem in result.problems:
+        print(f"invalid   ledger  {problem}")
+    for session_id in result.missing:
+        print(f"missing   {session_id}  listed in the ledger, but its transcript is gone")
+    listed = {entry.session_id for entry in result.entries}
+    unlisted = [p for p in paths if p.name.removesuffix(SUFFIX) not in listed]
+    for path in unlisted:
+        name = path.name.removesuffix(SUFFIX)
+        print(f"unlisted  {name}  not in the session ledger (added, or older than the ledger)")
+    last = result.last
+    tail = f"; last entry {last.seq}, {last.hash[:16]}" if last is not None else ""
+    print(
+        f"ledger: {len(result.entries)} sessions listed, {len(result.missing)} missing, "
+        f"{len(unlisted)} unlisted, {len(result.problems)} problems{tail}"
+    )
+    return result.ok and not unlisted
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def _export(args: argparse.Namespace) -> int:
+    if not transcripts_dir(args.data_dir).is_dir():
+        return _fail(f"no transcripts under {args.data_dir} (is --data-dir right?)")
+    _emit(export_lines(args.data_dir, args.since))
+    return EXIT_OK
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+def _keys_export_public(args: argparse.Namespace) -> int:
+    try:
+        public_key = signing.load_public_key(args.data_dir)
+    except signing.SigningKeyError as error:
+        return _fail(str(error))
+    print(signing.public_key_pem_of(public_key), end="")
+    print(f"# key id {signing.key_id(public_key)}", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- argparse ----------------------------------------------------------------------------------
+
+
+def _data_dir_option() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        metavar="DIR",
+        help=f"the gateway's data_dir (default {DEFAULT_DATA_DIR})",
+    )
+    return common
+
+
+def _public_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="FILE",
+        help="verify seals with this PEM public key (default: the one in DIR/keys/)",
+    )
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `sessions list`, `replay`, `verify`, `export` and `keys export-public`."""
+    common = _data_dir_option()
+
+    sessions = commands.add_parser("sessions", help="list recorded sessions")
+    sessions_actions = sessions.add_subparsers(dest="sessions_command", required=True)
+    listing = sessions_actions.add_parser("list", parents=[common], help="list sessions")
+    listing.add_argument("--identity", metavar="X", help="only this subject or email")
+    listing.add_argument("--target", metavar="T", help="only this target")
+    listing.add_argument(
+        "--since",
+        type=_since,
+        metavar="T",
+        help="only sessions active at or after T: 2025-06-01, 2025-06-01T18:00Z, or 24h (ago)",
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(handler=_sessions_list)
+    add_session_refresh(sessions_actions)
+
+    replay = commands.add_parser("replay", parents=[common], help="replay a session transcript")
+    replay.add_argument("session", metavar="SESSION", help="session id, a unique prefix, or a file")
+    replay.add_argument("--json", action="store_true", help="the events as JSON lines")
+    replay.add_argument(
+        "--speed",
+        type=positive_number,
+        metavar="N",
+        help="pause between events, at N times the recorded pace (default: no pauses)",
+    )
+    _public_key_option(replay)
+    replay.set_defaults(handler=_replay)
+
+    verify = commands.add_parser(
+        "verify",
+        parents=[common],
+        help="check transcripts for altered, removed or reordered events and their seals",
+    )
+    which = verify.add_mutually_exclusive_group(required=True)
+    which.add_argument("session", nargs="?", metavar="SESSION", help="session id, prefix, or file")
+    which.add_argument("--all", action="store_true", help="every transcript in the data dir")
+    _public_key_option(verify)
+    verify.set_defaults(handler=_verify)
+
+    export = commands.add_parser(
+        "export", parents=[common], help="events as JSON lines, for a SIEM"
+    )
+    export.add_argument(
+        "--since",
+        type=_since,
+        metavar="T",
+        help="only events at or after T: 2025-06-01, 2025-06-01T18:00Z, or 24h (ago)",
+    )
+    export.set_defaults(handler=_export)
+
+    keys = commands.add_parser("keys", help="the gateway's transcript signing key")
+    keys_actions = keys.add_subparsers(dest="keys_command", required=True)
+    export_public = keys_actions.add_parser(
+        "export-public", parents=[common], help="print the public key (PEM) for auditors"
+    )
+    export_public.set_defaults(handler=_keys_export_public)

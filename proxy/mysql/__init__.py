@@ -1,0 +1,1 @@
+"""The MySQL session: its relay and gate, login and upstream connections."""
