@@ -3,7 +3,10 @@
 A session holding a statement calls `request()` and then `wait()`. An approver's
 decision (through the API) goes through `approve()` or `deny()`, which check who
 decides (policy/approvals.py), record the decision in the store, wake the
-waiting session, if any, and notify the webhooks. Everything here runs on the
+waiting session, if any, and notify the webhooks. A request that needs several
+approvers (the two-person rule) stays pending until enough distinct ones have
+approved; each approval before the last is told to the waiting session (which
+records it) and to the webhooks (`approval.partially_approved`). Everything here runs on the
 event loop; the store's calls are short synchronous SQLite statements.
 """
 
@@ -43,12 +46,16 @@ class ApprovalHub:
         notifier: Notifier | None = None,
         global_webhooks: Sequence[Any] = (),
         clock: Callable[[], float],
+        public_url: str | None = None,
     ) -> None:
         self.store = store
+        self.public_url = public_url
         self.notifier = notifier
         self.global_webhooks = tuple(global_webhooks)
         self.clock = clock
         self._waiters: dict[str, asyncio.Future[ApprovalRequest]] = {}
+        #: request id -> what the waiting session does with an approval that is not the last
+        self._progress: dict[str, Callable[[ApprovalRequest], None]] = {}
         self._webhooks: dict[str, tuple[Any, ...]] = {}  # request id -> its rules' endpoints
 
     # --- the requesting side
@@ -66,19 +73,36 @@ class ApprovalHub:
         self._notify("approval.requested", created)
         return created
 
-    async def wait(self, request_id: str, timeout_s: float) -> ApprovalRequest | None:
-        """The request once decided or withdrawn; None when timeout_s passes first."""
+    async def wait(
+        self,
+        request_id: str,
+        timeout_s: float,
+        on_progress: Callable[[ApprovalRequest], None] | None = None,
+    ) -> ApprovalRequest | None:
+        """The request once decided or withdrawn; None when timeout_s passes first.
+        `on_progress` is called with the request after each approval that leaves it
+        pending (it needs more approvers)."""
         current = self.store.get(request_id)
         if current.state != PENDING:
             return current
         future = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = future
+        if on_progress is not None:
+            self._progress[request_id] = on_progress
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
+            self._timed_out(request_id)
             return None
         finally:
             self._waiters.pop(request_id, None)
+            self._progress.pop(request_id, None)
+
+    def _timed_out(self, request_id: str) -> None:
+        request = self.store.get(request_id)
+        if request.state == PENDING:
+            log.info("approval %s: its agent stopped waiting; it stays pending", request_id)
+            self._notify("approval.timed_out", request)
 
     def withdraw(self, request_id: str, reason: str) -> ApprovalRequest | None:
         """Withdraw a pending request (a client cancel); None if it was decided already."""
@@ -115,6 +139,20 @@ class ApprovalHub:
             comment=comment,
             now=now,
         )
+        if decided.state == PENDING:
+            log.info(
+                "approval %s approved by %s (scope %s): %d of %d approvals",
+                request_id,
+                approver.subject,
+                scope,
+                len(decided.approvals),
+                decided.request.approvals_required,
+            )
+            progress = self._progress.get(request_id)
+            if progress is not None:
+                progress(decided)
+            self._notify("approval.partially_approved", decided)
+            return decided
         log.info("approval %s approved by %s (scope %s)", request_id, approver.subject, scope)
         self._settled(decided)
         return decided
@@ -150,13 +188,23 @@ class ApprovalHub:
         waiter = self._waiters.get(request.id)
         if waiter is not None and not waiter.done():
             waiter.set_result(request)
-        if request.decided_by is not None:
-            self._notify("approval.decided", request)
+        # Approved, denied or withdrawn: whoever was told of the request hears it is settled.
+        self._notify("approval.decided", request)
         self._webhooks.pop(request.id, None)
+
+    def page_url(self, request_id: str) -> str | None:
+        """The request's card on the web page, when `web.public_url` is configured."""
+        if self.public_url is None:
+            return None
+        return f"{self.public_url}/#request-{request_id}"
 
     def _notify(self, event_type: str, request: ApprovalRequest) -> None:
         if self.notifier is None:
             return
         endpoints = self.global_webhooks + self._webhooks.get(request.id, ())
         if endpoints:
-            self.notifier.notify(event_type, request.to_json(), endpoints)
+            data = request.to_json()
+            url = self.page_url(request.id)
+            if url is not None:
+                data["url"] = url
+            self.notifier.notify(event_type, data, endpoints)

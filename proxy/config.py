@@ -180,6 +180,8 @@ class Settings:
     log_format: str = "text"
     #: On SIGTERM, how long running statements get to finish before their sessions end.
     drain_timeout_s: float = _DEFAULT_DRAIN_TIMEOUT_S
+    #: `web.public_url`: where people reach the web page (webhook messages link to it).
+    public_url: str | None = None
 
 
 # --- durations and sizes -------------------------------------------------------------------
@@ -399,6 +401,7 @@ _TOP_KEYS = (
     "auditors",
     "recording",
     "log_format",
+    "web",
 )
 _RECORDING_KEYS = ("on_failure", "capture_rows", "max_row_bytes")
 _LISTEN_KEYS = ("postgres", "mysql", "api")
@@ -436,10 +439,19 @@ _RULE_KEYS = (
     "grant_ttl",
     "session_ttl",
     "webhooks",
+    "approvals_required",
 )
+#: More distinct approvers than this for one statement is a typo, not a policy.
+_MAX_APPROVALS_REQUIRED = 10
+_WEB_KEYS = ("public_url",)
 _WEBHOOK_KEYS = ("url", "format", "secret_env", "secret_file", "events")
 _WEBHOOK_FORMATS = ("standard", "slack")
-_WEBHOOK_EVENTS = ("approval.requested", "approval.decided")
+_WEBHOOK_EVENTS = (
+    "approval.requested",
+    "approval.partially_approved",
+    "approval.decided",
+    "approval.timed_out",
+)
 _TLS_KEYS = ("cert_file", "key_file")
 _LOGIN_LIMITS_KEYS = ("login_timeout", "max_pending_logins", "max_pending_logins_per_address")
 _LIMITS_KEYS = (
@@ -671,6 +683,7 @@ class _Parser:
                 self.string_list(top.get("auditors") or [], "auditors", what="groups")
             ),
             log_format=self.choice(top.get("log_format", "text"), "log_format", LOG_FORMATS),
+            public_url=self.web(top.get("web")),
             policy_hash=hashlib.sha256(
                 json.dumps(rules_value or [], sort_keys=True, default=str).encode()
             ).hexdigest(),
@@ -1100,6 +1113,13 @@ class _Parser:
         rule = dataclasses.replace(
             Rule(groups=frozenset(groups), targets=frozenset(target_names)), **changes
         )
+        if section.get("approvals_required") is not None:
+            rule = dataclasses.replace(
+                rule,
+                approvals_required=self.approvals_required(
+                    section["approvals_required"], f"{key}.approvals_required", rule
+                ),
+            )
         approving = [c for c in STATEMENT_CLASSES if rule.action_for(c) is Action.APPROVE]
         if approving and not rule.approvers:
             listed = ", ".join(c if c in changes else f"{c} (by default)" for c in approving)
@@ -1109,6 +1129,42 @@ class _Parser:
                 "allowed to decide (or set those classes to allow or deny)",
             )
         return rule
+
+    def approvals_required(
+        self, value: object, key: str, rule: Rule
+    ) -> tuple[tuple[str, int], ...]:
+        """`{ddl: 2}`: how many distinct approvers each listed class needs."""
+        section = self.mapping(value, key, STATEMENT_CLASSES)
+        required = []
+        for statement_class, count in section.items():
+            count_key = f"{key}.{statement_class}"
+            number = self.count(count, count_key, _MAX_APPROVALS_REQUIRED)
+            action = rule.action_for(statement_class)
+            if action is not Action.APPROVE:
+                raise self.fail(
+                    count_key,
+                    f"{statement_class} statements are {action.value} in this rule, never "
+                    f"held: set {statement_class}: approve to require approvals for them",
+                )
+            required.append((statement_class, number))
+        return tuple(required)
+
+    def web(self, value: object) -> str | None:
+        """The web page's public URL (links in webhook messages), without a trailing /."""
+        if value is None:
+            return None
+        section = self.mapping(value, "web", _WEB_KEYS)
+        if section.get("public_url") is None:
+            return None
+        url = self.string(section["public_url"], "web.public_url")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.fail(
+                "web.public_url", "must be an http(s) URL, e.g. https://airlock.example.com"
+            )
+        if parts.query or parts.fragment:
+            raise self.fail("web.public_url", "must have no query or fragment")
+        return url.rstrip("/")
 
     def recording(self, value: object) -> RecordingSettings:
         if value is None:

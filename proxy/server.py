@@ -138,6 +138,7 @@ class Gateway:
             notifier=self.notifier,
             global_webhooks=settings.webhooks,
             clock=time.time,
+            public_url=settings.public_url,
         )
         # The API comes up first: with dev_issuer on, it serves the keys tokens verify against.
         if settings.listen.api is not None:
@@ -527,6 +528,7 @@ class Gateway:
         hub = self.hub
         assert hub is not None
         hub.global_webhooks = settings.webhooks
+        hub.public_url = settings.public_url
         wanted = settings.webhooks or any(rule.webhooks for rule in settings.rules)
         if wanted and self.notifier is None:
             self.notifier = WebhookNotifier()

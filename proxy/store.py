@@ -6,6 +6,13 @@ text with the same parameters from the same identity on the same target run
 once before `expires_at`; scope `session` lets the requesting session's
 statements that need approval run until `expires_at`.
 
+A request needs `approvals_required` distinct approvers (the two-person rule: 1
+unless the rule says more). Each approver's decision is a row of `decisions`;
+the request becomes approved when enough distinct approvers have approved, and
+denied at the first denial. An approval's grant is the strictest of what its
+approvers asked: scope `session` only if every one of them chose it, and the
+earliest expiry.
+
 Requests are never deleted. When the gateway starts, requests whose sessions
 died with the previous process are marked `session_state = 'gone'`. Those of
 `hold: reject` stay decidable (an approved one is a grant the agent can use by
@@ -18,11 +25,12 @@ a millisecond, and holds are rare next to reads.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -66,7 +74,34 @@ CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, created_at);
 CREATE INDEX IF NOT EXISTS approvals_grant ON approvals (subject, target, params_key)
     WHERE state = 'approved';
 CREATE INDEX IF NOT EXISTS approvals_session ON approvals (session_id);
+CREATE TABLE IF NOT EXISTS decisions (
+    request_id      TEXT NOT NULL REFERENCES approvals (id),
+    approver        TEXT NOT NULL,
+    groups_json     TEXT NOT NULL,
+    verdict         TEXT NOT NULL,
+    at              REAL NOT NULL,
+    scope           TEXT,
+    expires_at      REAL,
+    comment         TEXT,
+    reason          TEXT,
+    PRIMARY KEY (request_id, approver)
+);
 """
+
+#: Columns added after the first release: (name, definition), added to older stores.
+_ADDED_COLUMNS = (("approvals_required", "INTEGER NOT NULL DEFAULT 1"),)
+
+#: An older store's decisions, one per decided request, copied into `decisions` once.
+_COPY_OLD_DECISIONS = """
+INSERT OR IGNORE INTO decisions
+    (request_id, approver, groups_json, verdict, at, scope, expires_at, comment, reason)
+SELECT id, decided_by, coalesce(decided_groups_json, '[]'),
+       CASE state WHEN 'approved' THEN 'approve' ELSE 'deny' END,
+       decided_at, scope, expires_at, comment, reason
+FROM approvals WHERE decided_by IS NOT NULL AND state IN ('approved', 'denied')
+"""
+
+APPROVE, DENY = "approve", "deny"
 
 
 class AlreadyDecided(Exception):
@@ -84,6 +119,19 @@ class AlreadyDecided(Exception):
             message = f"request {request.id} is already {request.state}{by}"
         super().__init__(message)
         self.request = request
+
+
+class AlreadyApproved(AlreadyDecided):
+    """This approver's approval of a request that needs more approvers is already
+    counted: the same person approving twice counts once."""
+
+    def __init__(self, request: ApprovalRequest, approver: str) -> None:
+        super().__init__(request)
+        missing = request.approvals_missing
+        self.args = (
+            f"{approver} already approved request {request.id}; it needs {missing} more "
+            f"approval{'s' if missing != 1 else ''} from other approvers",
+        )
 
 
 class UnknownRequest(KeyError):
@@ -106,6 +154,34 @@ class NewRequest:
     hold: str
     approver_groups: tuple[str, ...]
     grant_ttl_s: float
+    #: Distinct approvers needed (the two-person rule when 2).
+    approvals_required: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One approver's answer to a request."""
+
+    by: str
+    groups: tuple[str, ...]
+    verdict: str  # APPROVE or DENY
+    at: float
+    scope: str | None = None
+    expires_at: float | None = None
+    comment: str | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "groups": list(self.groups),
+            "verdict": self.verdict,
+            "at": iso_time(self.at),
+            "scope": self.scope,
+            "expires_at": iso_time(self.expires_at),
+            "comment": self.comment,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +199,17 @@ class ApprovalRequest:
     comment: str | None = None
     reason: str | None = None
     used_at: float | None = None
+    #: Every approver's answer so far, oldest first.
+    decisions: tuple[Decision, ...] = ()
+
+    @property
+    def approvals(self) -> tuple[Decision, ...]:
+        return tuple(d for d in self.decisions if d.verdict == APPROVE)
+
+    @property
+    def approvals_missing(self) -> int:
+        """How many more distinct approvers must approve (0 once approved)."""
+        return max(0, self.request.approvals_required - len(self.approvals))
 
     def to_json(self) -> dict[str, Any]:
         r = self.request
@@ -154,6 +241,9 @@ class ApprovalRequest:
             "approver_groups": list(r.approver_groups),
             "grant_ttl_s": r.grant_ttl_s,
             "created_at": iso_time(self.created_at),
+            "approvals_required": r.approvals_required,
+            "approvals_received": len(self.approvals),
+            "decisions": [d.to_json() for d in self.decisions],
             "decision": decision,
         }
 
@@ -175,6 +265,28 @@ class ApprovalStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older release up to this schema."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(approvals)")}
+        missing = [(name, kind) for name, kind in _ADDED_COLUMNS if name not in columns]
+        if not missing:
+            return
+        with self._transaction():
+            for name, kind in missing:
+                self._db.execute(f"ALTER TABLE approvals ADD COLUMN {name} {kind}")
+            self._db.execute(_COPY_OLD_DECISIONS)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -212,8 +324,8 @@ class ApprovalStore:
         self._db.execute(
             "INSERT INTO approvals (id, state, session_id, session_state, subject, groups_json,"
             " email, target, protocol, sql, params_json, params_key, class, reasons_json, hold,"
-            " approvers_json, grant_ttl_s, created_at)"
-            " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " approvers_json, grant_ttl_s, created_at, approvals_required)"
+            " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 request_id,
                 new.session_id,
@@ -231,6 +343,7 @@ class ApprovalStore:
                 json.dumps(list(new.approver_groups)),
                 new.grant_ttl_s,
                 now,
+                new.approvals_required,
             ),
         )
         return ApprovalRequest(request_id, PENDING, "open", now, new)
@@ -239,19 +352,34 @@ class ApprovalStore:
         row = self._db.execute("SELECT * FROM approvals WHERE id = ?", (request_id,)).fetchone()
         if row is None:
             raise UnknownRequest(request_id)
-        return _from_row(row)
+        return self._from_row(row)
 
-    def list(self, state: str | None = None, *, limit: int = 500) -> list[ApprovalRequest]:
-        if state is None:
-            rows = self._db.execute(
-                "SELECT * FROM approvals ORDER BY created_at DESC LIMIT ?", (limit,)
-            )
-        else:
-            rows = self._db.execute(
-                "SELECT * FROM approvals WHERE state = ? ORDER BY created_at DESC LIMIT ?",
-                (state, limit),
-            )
-        return [_from_row(row) for row in rows]
+    def list(
+        self,
+        state: str | None = None,
+        *,
+        requester: str | None = None,
+        target: str | None = None,
+        since: float | None = None,
+        limit: int = 500,
+    ) -> list[ApprovalRequest]:
+        """The newest requests first, filtered by state, requester subject, target and
+        creation time (at or after `since`)."""
+        where: list[str] = []
+        values: list[str | float] = []
+        for column, value in (("state", state), ("subject", requester), ("target", target)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                values.append(value)
+        if since is not None:
+            where.append("created_at >= ?")
+            values.append(since)
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.execute(
+            f"SELECT * FROM approvals{condition} ORDER BY created_at DESC LIMIT ?",  # noqa: S608 (fixed column names)
+            (*values, limit),
+        ).fetchall()
+        return [self._from_row(row) for row in rows]
 
     def count_by_state(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, count(*) FROM approvals GROUP BY state")
@@ -268,15 +396,37 @@ class ApprovalStore:
         comment: str | None,
         now: float,
     ) -> ApprovalRequest:
+        """Count one approver's approval; the request is approved once it has
+        `approvals_required` of them. AlreadyApproved when this approver's is counted."""
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
-        return self._decide(
-            request_id,
-            "UPDATE approvals SET state = 'approved', decided_at = ?, decided_by = ?,"
-            " decided_groups_json = ?, scope = ?, expires_at = ?, comment = ?"
-            " WHERE id = ? AND state = 'pending'",
-            (now, approver, json.dumps(list(approver_groups)), scope, expires_at, comment),
-        )
+        with self._transaction():
+            request = self._pending(request_id)
+            if any(d.by == approver for d in request.approvals):
+                raise AlreadyApproved(request, approver)
+            decision = Decision(
+                approver, tuple(approver_groups), APPROVE, now, scope, expires_at, comment
+            )
+            self._add_decision(request_id, decision)
+            approvals = (*request.approvals, decision)
+            if len(approvals) >= request.request.approvals_required:
+                # The grant is the strictest any approver gave.
+                every_session = all(a.scope == "session" for a in approvals)
+                self._db.execute(
+                    "UPDATE approvals SET state = 'approved', decided_at = ?, decided_by = ?,"
+                    " decided_groups_json = ?, scope = ?, expires_at = ?, comment = ?"
+                    " WHERE id = ?",
+                    (
+                        now,
+                        approver,
+                        json.dumps(list(approver_groups)),
+                        "session" if every_session else "statement",
+                        min(a.expires_at for a in approvals if a.expires_at is not None),
+                        comment,
+                        request_id,
+                    ),
+                )
+        return self.get(request_id)
 
     def deny(
         self,
@@ -287,12 +437,33 @@ class ApprovalStore:
         reason: str,
         now: float,
     ) -> ApprovalRequest:
-        return self._decide(
-            request_id,
-            "UPDATE approvals SET state = 'denied', decided_at = ?, decided_by = ?,"
-            " decided_groups_json = ?, reason = ? WHERE id = ? AND state = 'pending'",
-            (now, approver, json.dumps(list(approver_groups)), reason),
-        )
+        """One denial decides: the request is denied, whatever approvals it had."""
+        with self._transaction():
+            self._pending(request_id)
+            self._db.execute("DELETE FROM decisions WHERE request_id = ? AND approver = ?",
+                             (request_id, approver))  # fmt: skip
+            decision = Decision(approver, tuple(approver_groups), DENY, now, reason=reason)
+            self._add_decision(request_id, decision)
+            self._db.execute(
+                "UPDATE approvals SET state = 'denied', decided_at = ?, decided_by = ?,"
+                " decided_groups_json = ?, reason = ? WHERE id = ?",
+                (now, approver, json.dumps(list(approver_groups)), reason, request_id),
+            )
+        return self.get(request_id)
+
+    def _pending(self, request_id: str) -> ApprovalRequest:
+        request = self.get(request_id)  # raises UnknownRequest
+        if request.state != PENDING:
+            raise AlreadyDecided(request)
+        return request
+
+    def _add_decision(self, request_id: str, d: Decision) -> None:
+        self._db.execute(
+            "INSERT INTO decisions (request_id, approver, groups_json, verdict, at, scope,"
+            " expires_at, comment, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (request_id, d.by, json.dumps(list(d.groups)), d.verdict, d.at, d.scope,
+             d.expires_at, d.comment, d.reason),
+        )  # fmt: skip
 
     def withdraw(self, request_id: str, *, reason: str, now: float) -> ApprovalRequest:
         """The requester gave up (a cancel): nobody can decide it any more."""
@@ -340,10 +511,29 @@ class ApprovalStore:
             " AND scope = 'session' AND expires_at > ? ORDER BY expires_at DESC LIMIT 1",
             (session_id, now),
         ).fetchone()
-        return None if row is None else _from_row(row)
+        return None if row is None else self._from_row(row)
+
+    def _from_row(self, row: sqlite3.Row) -> ApprovalRequest:
+        decisions = self._db.execute(
+            "SELECT * FROM decisions WHERE request_id = ? ORDER BY at, rowid", (row["id"],)
+        )
+        return _from_row(row, tuple(_decision(d) for d in decisions))
 
 
-def _from_row(row: sqlite3.Row) -> ApprovalRequest:
+def _decision(row: sqlite3.Row) -> Decision:
+    return Decision(
+        by=row["approver"],
+        groups=tuple(json.loads(row["groups_json"])),
+        verdict=row["verdict"],
+        at=row["at"],
+        scope=row["scope"],
+        expires_at=row["expires_at"],
+        comment=row["comment"],
+        reason=row["reason"],
+    )
+
+
+def _from_row(row: sqlite3.Row, decisions: tuple[Decision, ...]) -> ApprovalRequest:
     new = NewRequest(
         session_id=row["session_id"],
         subject=row["subject"],
@@ -362,8 +552,12 @@ def _from_row(row: sqlite3.Row) -> ApprovalRequest:
         hold=row["hold"],
         approver_groups=tuple(json.loads(row["approvers_json"])),
         grant_ttl_s=row["grant_ttl_s"],
+        approvals_required=row["approvals_required"],
     )
-    request = ApprovalRequest(row["id"], row["state"], row["session_state"], row["created_at"], new)
+    request = ApprovalRequest(
+        row["id"], row["state"], row["session_state"], row["created_at"], new,
+        decisions=decisions,
+    )  # fmt: skip
     if row["decided_at"] is None:
         return request
     return replace(

@@ -275,7 +275,7 @@ class WebPages:
             # A request this person may not see is answered as one that does not exist.
             if self._sight(session, self.hub.store.get(request_id)) is RequestSight.HIDDEN:
                 raise UnknownRequest(request_id)
-            decide()
+            decided = decide()
         except UnknownRequest:
             session.flash = (f"No approval request {request_id}.", True)
         except AlreadyDecided as error:
@@ -284,7 +284,12 @@ class WebPages:
         except NotAllowedToDecide as error:
             session.flash = (f"Not allowed: {error}", True)
         else:
-            session.flash = (f"Request {request_id} {done}.", False)
+            missing = decided.approvals_missing if decided.state == "pending" else 0
+            if missing:
+                more = f"{missing} more approval{'s' if missing != 1 else ''} needed"
+                session.flash = (f"Your approval of {request_id} is recorded; {more}.", False)
+            else:
+                session.flash = (f"Request {request_id} {done}.", False)
 
     # --- sessions and transcripts (auditors)
 
@@ -407,10 +412,24 @@ def _request_card(approval: ApprovalRequest, csrf: str, now: float, *, decide: b
         f"<p>Requested by <strong>{requester}</strong> "
         f"({_shown(', '.join(r.groups))}); session {_shown(r.session_id[:12])}; "
         f"approvers: {_shown(', '.join(r.approver_groups))}</p>"
-        f"<pre>{_shown(r.sql, multiline=True)}</pre>{parameters}"
+        + _approvals_line(approval)
+        + f"<pre>{_shown(r.sql, multiline=True)}</pre>{parameters}"
         + (f"<p>Why held: {_shown(reasons)}</p>" if reasons else "")
         + (_decision_forms(request_id, csrf) if decide else "")
         + "</section>"
+    )
+
+
+def _approvals_line(approval: ApprovalRequest) -> str:
+    """Under the two-person rule: "1 of 2 approvals (alice)"; nothing otherwise."""
+    required = approval.request.approvals_required
+    if required < 2:
+        return ""
+    who = ", ".join(d.by for d in approval.approvals)
+    return (
+        f'<p class="approvals">{len(approval.approvals)} of {required} approvals'
+        + (f" ({_shown(who)})" if who else "")
+        + "</p>"
     )
 
 
