@@ -187,7 +187,7 @@ def test_cli_webhooks_and_history_follow_each_decision(
             lambda: agent.execute("update accounts set balance = 2 where id = 6")
         )
         [other] = pending(gateway)
-        agent.cancel()
+        agent.cancel_safe()
         assert isinstance(cancelled.result(), psycopg.errors.QueryCanceled)
 
     events = [json.loads(body) for _, body in hook.events(5)]
