@@ -4,15 +4,16 @@ A rule matches a client when the client's groups intersect the rule's groups and
 the target is one of the rule's targets. Precedence when several rules match:
 the strictest answer wins per class (deny > approve > allow), approver groups are
 the union, the hold mode is `wait` only if every matching rule says `wait`, and
-the shortest timeout/ttl wins. Stricter-wins means adding a rule can never
-loosen what another rule already demands of a group.
+the shortest timeout/ttl wins, and a class needs as many distinct approvers as the
+most demanding rule asks (`unknown` as many as any class). Stricter-wins means
+adding a rule can never loosen what another rule already demands of a group.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Action(enum.Enum):
@@ -62,10 +63,16 @@ class Rule:
     #: (opaque here: the gateway's endpoint objects).
     webhooks: tuple[object, ...] = ()
     preview: Preview = Preview()
+    #: How many distinct approvers a class needs (the two-person rule), as (class, count)
+    #: pairs; a class not listed needs one.
+    approvals_required: tuple[tuple[str, int], ...] = ()
 
     def action_for(self, statement_class: str) -> Action:
         action: Action = getattr(self, statement_class)
         return action
+
+    def approvals_for(self, statement_class: str) -> int:
+        return dict(self.approvals_required).get(statement_class, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +87,18 @@ class EffectivePolicy:
     session_ttl_s: float
     webhooks: tuple[object, ...] = ()
     preview: Preview = Preview()
+    #: Distinct approvers each class needs; 1 when absent.
+    approvals_required: dict[str, int] = field(default_factory=dict)
 
     def action_for(self, statement_class: str) -> Action:
         # `unknown` (or anything unexpected) is treated as the strictest class.
         return self.actions.get(statement_class, self.actions["unknown"])
+
+    def approvals_for(self, statement_class: str) -> int:
+        """How many distinct approvers a held statement of this class needs."""
+        if statement_class not in STATEMENT_CLASSES:  # anything unexpected: as unknown
+            statement_class = "unknown"
+        return self.approvals_required.get(statement_class, 1)
 
 
 def matching_rules(rules: Iterable[Rule], groups: Iterable[str], target: str) -> list[Rule]:
@@ -103,6 +118,9 @@ def effective_policy(
         actions[cls] = max((r.action_for(cls) for r in matched), key=_STRICTNESS.__getitem__)
     # unknown is never looser than any other class
     actions["unknown"] = max(actions.values(), key=_STRICTNESS.__getitem__)
+    # The most approvers any matching rule asks for; unknown needs the most of any class.
+    required = {cls: max(r.approvals_for(cls) for r in matched) for cls in STATEMENT_CLASSES}
+    required["unknown"] = max(required.values())
     return EffectivePolicy(
         actions=actions,
         approvers=frozenset().union(*(r.approvers for r in matched)),
@@ -117,6 +135,7 @@ def effective_policy(
             dry_run=all(r.preview.dry_run for r in matched),
             timeout_s=min(r.preview.timeout_s for r in matched),
         ),
+        approvals_required={cls: n for cls, n in required.items() if n > 1},
     )
 
 

@@ -214,6 +214,8 @@ class Settings:
     #: SSO sign-in on the web page; None: people sign in by pasting a token.
     web: WebClientSettings | None = None
     store: StoreSettings = StoreSettings()
+    #: `web.public_url`: where people reach the web page (webhook messages link to it).
+    public_url: str | None = None
 
 
 # --- durations and sizes -------------------------------------------------------------------
@@ -436,7 +438,16 @@ _TOP_KEYS = (
     "web",
     "store",
 )
-_WEB_KEYS = ("client_id", "client_secret_env", "client_secret_file", "redirect_url", "scopes")
+_WEB_KEYS = (
+    "client_id",
+    "client_secret_env",
+    "client_secret_file",
+    "redirect_url",
+    "scopes",
+    "public_url",
+)
+#: The keys of `web` that make the page an SSO client (the rest: `public_url`).
+_SSO_KEYS = ("client_id", "client_secret_env", "client_secret_file", "redirect_url", "scopes")
 DEFAULT_WEB_SCOPES = ("openid", "profile", "email")
 #: The path the gateway serves the sign-in callback on (proxy/http/web.py).
 SSO_CALLBACK_PATH = "/sso/callback"
@@ -478,11 +489,19 @@ _RULE_KEYS = (
     "session_ttl",
     "webhooks",
     "preview",
+    "approvals_required",
 )
 _PREVIEW_KEYS = ("explain", "dry_run", "timeout")
+#: More distinct approvers than this for one statement is a typo, not a policy.
+_MAX_APPROVALS_REQUIRED = 10
 _WEBHOOK_KEYS = ("url", "format", "secret_env", "secret_file", "events")
 _WEBHOOK_FORMATS = ("standard", "slack")
-_WEBHOOK_EVENTS = ("approval.requested", "approval.decided")
+_WEBHOOK_EVENTS = (
+    "approval.requested",
+    "approval.partially_approved",
+    "approval.decided",
+    "approval.timed_out",
+)
 _TLS_KEYS = ("cert_file", "key_file")
 _LOGIN_LIMITS_KEYS = ("login_timeout", "max_pending_logins", "max_pending_logins_per_address")
 _LIMITS_KEYS = (
@@ -715,6 +734,7 @@ class _Parser:
             ),
             log_format=self.choice(top.get("log_format", "text"), "log_format", LOG_FORMATS),
             web=self.web(top.get("web"), listen),
+            public_url=self.public_url(top.get("web")),
             store=self.store(top.get("store")),
             policy_hash=hashlib.sha256(
                 json.dumps(rules_value or [], sort_keys=True, default=str).encode()
@@ -890,6 +910,9 @@ class _Parser:
         if value is None:
             return None
         key = "web"
+        section = self.mapping(value, key, _WEB_KEYS)
+        if not any(section.get(name) is not None for name in _SSO_KEYS):
+            return None  # only `public_url`: no SSO client
         section = self.mapping(value, key, _WEB_KEYS, required=("client_id", "redirect_url"))
         if listen.api is None:
             raise self.fail(key, "needs the API listener (listen.api), which serves the page")
@@ -1240,6 +1263,13 @@ class _Parser:
         rule = dataclasses.replace(
             Rule(groups=frozenset(groups), targets=frozenset(target_names)), **changes
         )
+        if section.get("approvals_required") is not None:
+            rule = dataclasses.replace(
+                rule,
+                approvals_required=self.approvals_required(
+                    section["approvals_required"], f"{key}.approvals_required", rule
+                ),
+            )
         approving = [c for c in STATEMENT_CLASSES if rule.action_for(c) is Action.APPROVE]
         if approving and not rule.approvers:
             listed = ", ".join(c if c in changes else f"{c} (by default)" for c in approving)
@@ -1249,6 +1279,42 @@ class _Parser:
                 "allowed to decide (or set those classes to allow or deny)",
             )
         return rule
+
+    def approvals_required(
+        self, value: object, key: str, rule: Rule
+    ) -> tuple[tuple[str, int], ...]:
+        """`{ddl: 2}`: how many distinct approvers each listed class needs."""
+        section = self.mapping(value, key, STATEMENT_CLASSES)
+        required = []
+        for statement_class, count in section.items():
+            count_key = f"{key}.{statement_class}"
+            number = self.count(count, count_key, _MAX_APPROVALS_REQUIRED)
+            action = rule.action_for(statement_class)
+            if action is not Action.APPROVE:
+                raise self.fail(
+                    count_key,
+                    f"{statement_class} statements are {action.value} in this rule, never "
+                    f"held: set {statement_class}: approve to require approvals for them",
+                )
+            required.append((statement_class, number))
+        return tuple(required)
+
+    def public_url(self, value: object) -> str | None:
+        """The web page's public URL (links in webhook messages), without a trailing /."""
+        if value is None:
+            return None
+        section = self.mapping(value, "web", _WEB_KEYS)
+        if section.get("public_url") is None:
+            return None
+        url = self.string(section["public_url"], "web.public_url")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.fail(
+                "web.public_url", "must be an http(s) URL, e.g. https://airlock.example.com"
+            )
+        if parts.query or parts.fragment:
+            raise self.fail("web.public_url", "must have no query or fragment")
+        return url.rstrip("/")
 
     def recording(self, value: object) -> RecordingSettings:
         if value is None:

@@ -167,6 +167,7 @@ class Gateway:
             notifier=self.notifier,
             global_webhooks=settings.webhooks,
             clock=time.time,
+            public_url=settings.public_url,
         )
         if isinstance(self.store, PgStore):
             self._following = asyncio.create_task(
@@ -601,6 +602,7 @@ class Gateway:
         hub = self.hub
         assert hub is not None
         hub.global_webhooks = settings.webhooks
+        hub.public_url = settings.public_url
         wanted = settings.webhooks or any(rule.webhooks for rule in settings.rules)
         if wanted and self.notifier is None:
             self.notifier = WebhookNotifier()

@@ -3,14 +3,19 @@
 A session holding a statement calls `request()` and then `wait()`. An approver's
 decision (through the API) goes through `approve()` or `deny()`, which check who
 decides (policy/approvals.py), record the decision in the store, wake the
-waiting session, if any, and notify the webhooks. Everything here runs on the
-event loop; the store's calls are short synchronous statements (SQLite, or the
-shared PostgreSQL store).
+waiting session, if any, and notify the webhooks. A request that needs several
+approvers (the two-person rule) stays pending until enough distinct ones have
+approved; each approval before the last is told to the waiting session (which
+records it) and to the webhooks (`approval.partially_approved`). Everything here
+runs on the event loop; the store's calls are short synchronous statements (SQLite,
+or the shared PostgreSQL store).
 
 With a shared store the decision may be made through another gateway: the store
 then calls `wake` (proxy/approvals/store_pg.py `follow`) with the request's id on its
 notification, or with None after a reconnect and every poll interval, and the
-waiting session's request is re-read from the store.
+waiting session's request is re-read from the store. (An approval through another
+gateway that leaves a request pending is not told to the waiting session: its
+transcript records the decision that settles the request.)
 """
 
 from __future__ import annotations
@@ -52,12 +57,16 @@ class ApprovalHub:
         notifier: Notifier | None = None,
         global_webhooks: Sequence[Any] = (),
         clock: Callable[[], float],
+        public_url: str | None = None,
     ) -> None:
         self.store = store
+        self.public_url = public_url
         self.notifier = notifier
         self.global_webhooks = tuple(global_webhooks)
         self.clock = clock
         self._waiters: dict[str, asyncio.Future[ApprovalRequest]] = {}
+        #: request id -> what the waiting session does with an approval that is not the last
+        self._progress: dict[str, Callable[[ApprovalRequest], None]] = {}
         self._webhooks: dict[str, tuple[Any, ...]] = {}  # request id -> its rules' endpoints
         #: request id -> when its waiting agent stops waiting (a `hold: wait` being waited on)
         self._deadlines: dict[str, float] = {}
@@ -110,8 +119,15 @@ class ApprovalHub:
         self._changed("requested", created.id)
         return created
 
-    async def wait(self, request_id: str, timeout_s: float) -> ApprovalRequest | None:
-        """The request once decided or withdrawn; None when timeout_s passes first."""
+    async def wait(
+        self,
+        request_id: str,
+        timeout_s: float,
+        on_progress: Callable[[ApprovalRequest], None] | None = None,
+    ) -> ApprovalRequest | None:
+        """The request once decided or withdrawn; None when timeout_s passes first.
+        `on_progress` is called with the request after each approval that leaves it
+        pending (it needs more approvers)."""
         try:
             current = self.store.get(request_id)
             if current.state != PENDING:
@@ -121,6 +137,8 @@ class ApprovalHub:
         future = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = future
         self._deadlines[request_id] = self.clock() + timeout_s
+        if on_progress is not None:
+            self._progress[request_id] = on_progress
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
@@ -128,10 +146,21 @@ class ApprovalHub:
                 del self._timed_out[next(iter(self._timed_out))]
             self._timed_out[request_id] = self.clock()
             self._changed("timed_out", request_id)
+            self._stopped_waiting(request_id)
             return None
         finally:
             self._waiters.pop(request_id, None)
             self._deadlines.pop(request_id, None)
+            self._progress.pop(request_id, None)
+
+    def _stopped_waiting(self, request_id: str) -> None:
+        try:
+            request = self.store.get(request_id)
+        except StoreUnavailable:
+            return
+        if request.state == PENDING:
+            log.info("approval %s: its agent stopped waiting; it stays pending", request_id)
+            self._notify("approval.timed_out", request)
 
     def withdraw(self, request_id: str, reason: str) -> ApprovalRequest | None:
         """Withdraw a pending request (a client cancel); None if it was decided already."""
@@ -201,6 +230,21 @@ class ApprovalHub:
             comment=comment,
             now=now,
         )
+        if decided.state == PENDING:
+            log.info(
+                "approval %s approved by %s (scope %s): %d of %d approvals",
+                request_id,
+                approver.subject,
+                scope,
+                len(decided.approvals),
+                decided.request.approvals_required,
+            )
+            progress = self._progress.get(request_id)
+            if progress is not None:
+                progress(decided)
+            self._notify("approval.partially_approved", decided)
+            self._changed("partially_approved", request_id)
+            return decided
         log.info("approval %s approved by %s (scope %s)", request_id, approver.subject, scope)
         self._settled(decided)
         return decided
@@ -236,15 +280,25 @@ class ApprovalHub:
         waiter = self._waiters.get(request.id)
         if waiter is not None and not waiter.done():
             waiter.set_result(request)
-        if request.decided_by is not None:
-            self._notify("approval.decided", request)
+        # Approved, denied or withdrawn: whoever was told of the request hears it is settled.
+        self._notify("approval.decided", request)
         self._webhooks.pop(request.id, None)
         self._timed_out.pop(request.id, None)
         self._changed("settled", request.id)
+
+    def page_url(self, request_id: str) -> str | None:
+        """The request's card on the web page, when `web.public_url` is configured."""
+        if self.public_url is None:
+            return None
+        return f"{self.public_url}/#request-{request_id}"
 
     def _notify(self, event_type: str, request: ApprovalRequest) -> None:
         if self.notifier is None:
             return
         endpoints = self.global_webhooks + self._webhooks.get(request.id, ())
         if endpoints:
-            self.notifier.notify(event_type, request.to_json(), endpoints)
+            data = request.to_json()
+            url = self.page_url(request.id)
+            if url is not None:
+                data["url"] = url
+            self.notifier.notify(event_type, data, endpoints)

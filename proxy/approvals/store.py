@@ -8,6 +8,13 @@ text with the same parameters from the same identity on the same target run
 once before `expires_at`; scope `session` lets the requesting session's
 statements that need approval run until `expires_at`.
 
+A request needs `approvals_required` distinct approvers (the two-person rule: 1
+unless the rule says more). Each approver's decision is a row of `decisions`;
+the request becomes approved when enough distinct approvers have approved, and
+denied at the first denial. An approval's grant is the strictest of what its
+approvers asked: scope `session` only if every one of them chose it, and the
+earliest expiry.
+
 Requests are never deleted. When the gateway starts, requests whose sessions
 died with the previous process are marked `session_state = 'gone'`. Those of
 `hold: reject` stay decidable (an approved one is a grant the agent can use by
@@ -26,11 +33,12 @@ startup and when its sessions end on its own requests only.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -79,6 +87,18 @@ CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, created_at);
 CREATE INDEX IF NOT EXISTS approvals_grant ON approvals (subject, target, params_key)
     WHERE state = 'approved';
 CREATE INDEX IF NOT EXISTS approvals_session ON approvals (session_id);
+CREATE TABLE IF NOT EXISTS decisions (
+    request_id      TEXT NOT NULL REFERENCES approvals (id),
+    approver        TEXT NOT NULL,
+    groups_json     TEXT NOT NULL,
+    verdict         TEXT NOT NULL,
+    at              REAL NOT NULL,
+    scope           TEXT,
+    expires_at      REAL,
+    comment         TEXT,
+    reason          TEXT,
+    PRIMARY KEY (request_id, approver)
+);
 """
 #: Columns added since the first schema: a store made before them gets them at open.
 _ADDED_COLUMNS = {
@@ -86,6 +106,7 @@ _ADDED_COLUMNS = {
     "preview_json": "TEXT",
     "gateway_id": "TEXT",
     "transaction_state": "TEXT",
+    "approvals_required": "INTEGER NOT NULL DEFAULT 1",
 }
 
 
@@ -94,12 +115,22 @@ class StoreUnavailable(Exception):
     broke). Nothing was written; the caller fails closed."""
 
 
-#: Columns added since the first schema, with their declarations: a store made before
-#: them gets them when opened (existing requests read NULL: not known).
-
 #: The session's transaction state as an approval request records it (`transaction`):
 #: none open, one open, one failed (it ends only in ROLLBACK), one open READ ONLY.
 TRANSACTION_STATES = ("idle", "in transaction", "failed", "read only")
+
+
+#: An older store's decisions, one per decided request, copied into `decisions` once.
+_COPY_OLD_DECISIONS = """
+INSERT OR IGNORE INTO decisions
+    (request_id, approver, groups_json, verdict, at, scope, expires_at, comment, reason)
+SELECT id, decided_by, coalesce(decided_groups_json, '[]'),
+       CASE state WHEN 'approved' THEN 'approve' ELSE 'deny' END,
+       decided_at, scope, expires_at, comment, reason
+FROM approvals WHERE decided_by IS NOT NULL AND state IN ('approved', 'denied')
+"""
+
+APPROVE, DENY = "approve", "deny"
 
 
 class AlreadyDecided(Exception):
@@ -117,6 +148,19 @@ class AlreadyDecided(Exception):
             message = f"request {request.id} is already {request.state}{by}"
         super().__init__(message)
         self.request = request
+
+
+class AlreadyApproved(AlreadyDecided):
+    """This approver's approval of a request that needs more approvers is already
+    counted: the same person approving twice counts once."""
+
+    def __init__(self, request: ApprovalRequest, approver: str) -> None:
+        super().__init__(request)
+        missing = request.approvals_missing
+        self.args = (
+            f"{approver} already approved request {request.id}; it needs {missing} more "
+            f"approval{'s' if missing != 1 else ''} from other approvers",
+        )
 
 
 class UnknownRequest(KeyError):
@@ -144,6 +188,34 @@ class NewRequest:
     #: The session's transaction state when the request was made (TRANSACTION_STATES);
     #: None when the gateway could not tell.
     transaction: str | None = None
+    #: Distinct approvers needed (the two-person rule when 2).
+    approvals_required: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One approver's answer to a request."""
+
+    by: str
+    groups: tuple[str, ...]
+    verdict: str  # APPROVE or DENY
+    at: float
+    scope: str | None = None
+    expires_at: float | None = None
+    comment: str | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "groups": list(self.groups),
+            "verdict": self.verdict,
+            "at": iso_time(self.at),
+            "scope": self.scope,
+            "expires_at": iso_time(self.expires_at),
+            "comment": self.comment,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +235,17 @@ class ApprovalRequest:
     used_at: float | None = None
     #: The impact preview (proxy/core/preview.py), once started: {"state": "running"} until done.
     preview: dict[str, Any] | None = None
+    #: Every approver's answer so far, oldest first.
+    decisions: tuple[Decision, ...] = ()
+
+    @property
+    def approvals(self) -> tuple[Decision, ...]:
+        return tuple(d for d in self.decisions if d.verdict == APPROVE)
+
+    @property
+    def approvals_missing(self) -> int:
+        """How many more distinct approvers must approve (0 once approved)."""
+        return max(0, self.request.approvals_required - len(self.approvals))
 
     def to_json(self) -> dict[str, Any]:
         r = self.request
@@ -197,6 +280,9 @@ class ApprovalRequest:
             "grant_ttl_s": r.grant_ttl_s,
             "transaction": r.transaction,
             "created_at": iso_time(self.created_at),
+            "approvals_required": r.approvals_required,
+            "approvals_received": len(self.approvals),
+            "decisions": [d.to_json() for d in self.decisions],
             "decision": decision,
         }
 
@@ -223,10 +309,31 @@ class ApprovalStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
-        present = {row["name"] for row in self._db.execute("PRAGMA table_info(approvals)")}
-        for column, kind in _ADDED_COLUMNS.items():
-            if column not in present:
-                self._db.execute(f"ALTER TABLE approvals ADD COLUMN {column} {kind}")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older release up to this schema."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(approvals)")}
+        missing = [(n, kind) for n, kind in _ADDED_COLUMNS.items() if n not in columns]
+        if not missing:
+            return
+        with self._transaction():
+            for name, kind in missing:
+                self._db.execute(f"ALTER TABLE approvals ADD COLUMN {name} {kind}")
+            self._db.execute(_COPY_OLD_DECISIONS)
+
+    #: What opens a transaction that takes the store's write lock at once.
+    _BEGIN = "BEGIN IMMEDIATE"
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute(self._BEGIN)
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -276,8 +383,10 @@ class ApprovalStore:
         self._db.execute(
             "INSERT INTO approvals (id, state, session_id, session_state, subject, groups_json,"
             " email, target, protocol, sql, params_json, params_key, class, reasons_json, hold,"
-            " approvers_json, grant_ttl_s, created_at, why, gateway_id, transaction_state)"
-            " VALUES (?, 'pending', ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " approvers_json, grant_ttl_s, created_at, why, gateway_id, transaction_state,"
+            " approvals_required)"
+            " VALUES (?, 'pending', ?, 'open',"
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 request_id,
                 new.session_id,
@@ -298,6 +407,7 @@ class ApprovalStore:
                 new.why,
                 self.gateway_id,
                 new.transaction,
+                new.approvals_required,
             ),
         )
         return ApprovalRequest(request_id, PENDING, "open", now, new)
@@ -312,7 +422,7 @@ class ApprovalStore:
         row = self._db.execute("SELECT * FROM approvals WHERE id = ?", (request_id,)).fetchone()
         if row is None:
             raise UnknownRequest(request_id)
-        return _from_row(row)
+        return self._from_row(row)
 
     def get_many(self, request_ids: Sequence[str]) -> list[ApprovalRequest]:
         """Those of these requests that exist, in no particular order."""
@@ -321,7 +431,7 @@ class ApprovalStore:
             chunk = request_ids[start : start + 500]
             marks = ", ".join("?" * len(chunk))
             rows = self._db.execute(f"SELECT * FROM approvals WHERE id IN ({marks})", chunk)  # noqa: S608 (only placeholders)
-            found.extend(_from_row(row) for row in rows)
+            found.extend(self._from_row(row) for row in rows)
         return found
 
     def list(
@@ -329,12 +439,16 @@ class ApprovalStore:
         state: str | Sequence[str] | None = None,
         *,
         subject: str | None = None,
+        requester: str | None = None,
         target: str | None = None,
+        since: float | None = None,
         limit: int = 500,
         offset: int = 0,
     ) -> list[ApprovalRequest]:
         """Requests, newest first: in `state` (one or several), of the requester `subject`
-        (or whose email it is), on `target`; `limit` of them after skipping `offset`."""
+        (or `requester`; or whose email it is), on `target`, made at or after `since`;
+        `limit` of them after skipping `offset`."""
+        subject = subject if subject is not None else requester
         where: list[str] = []
         values: list[Any] = []
         if state is not None:
@@ -347,12 +461,15 @@ class ApprovalStore:
         if target is not None:
             where.append("target = ?")
             values.append(target)
+        if since is not None:
+            where.append("created_at >= ?")
+            values.append(since)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         rows = self._db.execute(
             f"SELECT * FROM approvals{clause} ORDER BY created_at DESC LIMIT ? OFFSET ?",  # noqa: S608 (placeholders only)
             (*values, limit, offset),
         )
-        return [_from_row(row) for row in rows]
+        return [self._from_row(row) for row in rows]
 
     def times_requested(self, request: ApprovalRequest, *, within: int = 1000) -> int:
         """How many requests (this one included) asked for the same statement by the same
@@ -387,15 +504,39 @@ class ApprovalStore:
         comment: str | None,
         now: float,
     ) -> ApprovalRequest:
+        """Count one approver's approval; the request is approved once it has
+        `approvals_required` of them. AlreadyApproved when this approver's is counted."""
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
-        return self._decide(
-            request_id,
-            "UPDATE approvals SET state = 'approved', decided_at = ?, decided_by = ?,"
-            " decided_groups_json = ?, scope = ?, expires_at = ?, comment = ?"
-            " WHERE id = ? AND state = 'pending'",
-            (now, approver, json.dumps(list(approver_groups)), scope, expires_at, comment),
-        )
+        with self._transaction():
+            self._lock(request_id)
+            request = self._pending(request_id)
+            if any(d.by == approver for d in request.approvals):
+                raise AlreadyApproved(request, approver)
+            decision = Decision(
+                approver, tuple(approver_groups), APPROVE, now, scope, expires_at, comment
+            )
+            self._add_decision(request_id, decision)
+            approvals = (*request.approvals, decision)
+            if len(approvals) >= request.request.approvals_required:
+                # The grant is the strictest any approver gave.
+                every_session = all(a.scope == "session" for a in approvals)
+                self._db.execute(
+                    "UPDATE approvals SET state = 'approved', decided_at = ?, decided_by = ?,"
+                    " decided_groups_json = ?, scope = ?, expires_at = ?, comment = ?"
+                    " WHERE id = ?",
+                    (
+                        now,
+                        approver,
+                        json.dumps(list(approver_groups)),
+                        "session" if every_session else "statement",
+                        min(a.expires_at for a in approvals if a.expires_at is not None),
+                        comment,
+                        request_id,
+                    ),
+                )
+        self._decided(request_id)
+        return self.get(request_id)
 
     def deny(
         self,
@@ -406,12 +547,39 @@ class ApprovalStore:
         reason: str,
         now: float,
     ) -> ApprovalRequest:
-        return self._decide(
-            request_id,
-            "UPDATE approvals SET state = 'denied', decided_at = ?, decided_by = ?,"
-            " decided_groups_json = ?, reason = ? WHERE id = ? AND state = 'pending'",
-            (now, approver, json.dumps(list(approver_groups)), reason),
-        )
+        """One denial decides: the request is denied, whatever approvals it had."""
+        with self._transaction():
+            self._lock(request_id)
+            self._pending(request_id)
+            self._db.execute("DELETE FROM decisions WHERE request_id = ? AND approver = ?",
+                             (request_id, approver))  # fmt: skip
+            decision = Decision(approver, tuple(approver_groups), DENY, now, reason=reason)
+            self._add_decision(request_id, decision)
+            self._db.execute(
+                "UPDATE approvals SET state = 'denied', decided_at = ?, decided_by = ?,"
+                " decided_groups_json = ?, reason = ? WHERE id = ?",
+                (now, approver, json.dumps(list(approver_groups)), reason, request_id),
+            )
+        self._decided(request_id)
+        return self.get(request_id)
+
+    def _lock(self, request_id: str) -> None:
+        """Inside a transaction: no other decision on this request until it ends (SQLite:
+        BEGIN IMMEDIATE has taken the whole store's write lock already)."""
+
+    def _pending(self, request_id: str) -> ApprovalRequest:
+        request = self.get(request_id)  # raises UnknownRequest
+        if request.state != PENDING:
+            raise AlreadyDecided(request)
+        return request
+
+    def _add_decision(self, request_id: str, d: Decision) -> None:
+        self._db.execute(
+            "INSERT INTO decisions (request_id, approver, groups_json, verdict, at, scope,"
+            " expires_at, comment, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (request_id, d.by, json.dumps(list(d.groups)), d.verdict, d.at, d.scope,
+             d.expires_at, d.comment, d.reason),
+        )  # fmt: skip
 
     def withdraw(self, request_id: str, *, reason: str, now: float) -> ApprovalRequest:
         """The requester gave up (a cancel): nobody can decide it any more."""
@@ -460,11 +628,29 @@ class ApprovalStore:
             " AND scope = 'session' AND expires_at > ? ORDER BY expires_at DESC LIMIT 1",
             (session_id, now),
         ).fetchone()
-        return None if row is None else _from_row(row)
+        return None if row is None else self._from_row(row)
+
+    def _from_row(self, row: Any) -> ApprovalRequest:
+        decisions = self._db.execute(
+            "SELECT * FROM decisions WHERE request_id = ? ORDER BY at, approver", (row["id"],)
+        )
+        return _from_row(row, tuple(_decision(d) for d in decisions))
 
 
-def _from_row(row: Any) -> ApprovalRequest:
-    """A request from its row: a sqlite3.Row, or a psycopg dict row."""
+def _decision(row: Any) -> Decision:
+    return Decision(
+        by=row["approver"],
+        groups=tuple(json.loads(row["groups_json"])),
+        verdict=row["verdict"],
+        at=row["at"],
+        scope=row["scope"],
+        expires_at=row["expires_at"],
+        comment=row["comment"],
+        reason=row["reason"],
+    )
+
+
+def _from_row(row: Any, decisions: tuple[Decision, ...]) -> ApprovalRequest:
     new = NewRequest(
         session_id=row["session_id"],
         subject=row["subject"],
@@ -485,11 +671,13 @@ def _from_row(row: Any) -> ApprovalRequest:
         grant_ttl_s=row["grant_ttl_s"],
         why=row["why"],
         transaction=row["transaction_state"],
+        approvals_required=row["approvals_required"],
     )
     preview = json.loads(row["preview_json"]) if row["preview_json"] else None
     request = ApprovalRequest(
-        row["id"], row["state"], row["session_state"], row["created_at"], new, preview=preview
-    )
+        row["id"], row["state"], row["session_state"], row["created_at"], new,
+        preview=preview, decisions=decisions,
+    )  # fmt: skip
     if row["decided_at"] is None:
         return request
     return replace(

@@ -262,6 +262,14 @@ class PgStore(ApprovalStore):
     def close(self) -> None:
         self._db.close()
 
+    #: The connection autocommits; a transaction is opened explicitly.
+    _BEGIN = "BEGIN"
+
+    def _lock(self, request_id: str) -> None:
+        """Two approvers deciding at once through two gateways are counted one after the
+        other: the request's row is locked until the transaction ends."""
+        self._db.execute("SELECT 1 FROM approvals WHERE id = ? FOR UPDATE", (request_id,))
+
     def _own(self) -> tuple[str, tuple[Any, ...]]:
         return " AND gateway_id = ?", (self.gateway_id,)
 

@@ -1,8 +1,13 @@
 """Webhook notifications for approval requests: signing, payloads and delivery.
 
-Approvers hear about a request when it is created (`approval.requested`) and
-when it is decided (`approval.decided`). Each endpoint gets either the event
-JSON itself (format "standard") or a Slack-compatible message (format "slack").
+Approvers hear about a request when it is created (`approval.requested`), when
+one approver of several approves it (`approval.partially_approved`: the
+two-person rule), when it is settled (`approval.decided`: approved, denied, or
+withdrawn by its client), and when its agent stops waiting for it
+(`approval.timed_out`: it stays pending). With `web.public_url` configured, each
+event's data has the request page's `url`, and Slack messages link to it. Each
+endpoint gets either the event JSON itself (format "standard") or a
+Slack-compatible message (format "slack").
 Signed endpoints get Standard Webhooks headers (https://www.standardwebhooks.com/):
 `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256>`
 over `{id}.{timestamp}.{body}`; `verify` checks them on the receiving side.
@@ -42,8 +47,12 @@ import aiohttp
 log = logging.getLogger("airlock.webhooks")
 
 APPROVAL_REQUESTED = "approval.requested"
+APPROVAL_PARTIALLY_APPROVED = "approval.partially_approved"
 APPROVAL_DECIDED = "approval.decided"
-ALL_EVENTS = frozenset({APPROVAL_REQUESTED, APPROVAL_DECIDED})
+APPROVAL_TIMED_OUT = "approval.timed_out"
+ALL_EVENTS = frozenset(
+    {APPROVAL_REQUESTED, APPROVAL_PARTIALLY_APPROVED, APPROVAL_DECIDED, APPROVAL_TIMED_OUT}
+)
 FORMATS = frozenset({"standard", "slack"})
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
@@ -296,6 +305,23 @@ def _parameters_text(parameters: Any) -> str | None:
     return "\n".join(lines)
 
 
+def _progress_text(data: Mapping[str, Any]) -> str | None:
+    """ "1 of 2 approvals" for a request that needs more than one approver, else None."""
+    required, received = data.get("approvals_required"), data.get("approvals_received")
+    if not isinstance(required, int) or not isinstance(received, int) or required < 2:
+        return None
+    return f"{received} of {required} approvals"
+
+
+def _latest_approver(data: Mapping[str, Any]) -> str:
+    decisions = data.get("decisions")
+    if isinstance(decisions, list):
+        for decision in reversed(decisions):
+            if isinstance(decision, Mapping) and decision.get("verdict") == "approve":
+                return _str(decision.get("by"))
+    return "?"
+
+
 def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
@@ -317,15 +343,40 @@ def slack_payload(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
         decision = {}
     by = _str(decision.get("by"))
 
+    progress = _progress_text(data)
     if event_type == APPROVAL_REQUESTED:
         text = f"Approval requested: {who} wants to run a {statement_class} on {target}"
         headline = (
             f":lock: *Approval requested* for a {_field(statement_class)} on {_field(target)}"
         )
+        if progress is not None:
+            headline += f" ({_field(progress)})"
+    elif event_type == APPROVAL_PARTIALLY_APPROVED:
+        latest = _latest_approver(data)
+        text = f"Request {request_id} approved by {latest} ({progress}): more approvals needed"
+        headline = (
+            f":ballot_box_with_check: *Approved by {_field(latest)}* ({_field(progress)}): "
+            "still pending, more approvals needed"
+        )
+    elif event_type == APPROVAL_DECIDED and state == "withdrawn":
+        why = _str(decision.get("reason"), "no reason given")
+        text = f"Request {request_id} withdrawn ({why}): it can no longer be decided"
+        headline = (
+            f":leftwards_arrow_with_hook: *Withdrawn*: {_field(why)}. "
+            "The statement never ran; nothing is left to decide."
+        )
     elif event_type == APPROVAL_DECIDED:
         text = f"Request {request_id} {state} by {by}: {statement_class} on {target} for {who}"
         icon = {"approved": ":white_check_mark:", "denied": ":no_entry:"}.get(state, ":bell:")
         headline = f"{icon} *{_field(state.capitalize())}* by {_field(by)}"
+        if state == "approved" and progress is not None:
+            headline += f" ({_field(progress)})"
+    elif event_type == APPROVAL_TIMED_OUT:
+        text = f"Request {request_id}: the agent stopped waiting; it stays pending"
+        headline = (
+            ":hourglass: *The agent stopped waiting* for a decision. The request stays "
+            "pending: once approved, the same statement runs when the agent retries it."
+        )
     else:
         text = f"Airlock {event_type} for request {request_id}"
         headline = f":bell: *{_field(event_type)}*"
@@ -346,13 +397,13 @@ def slack_payload(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
     if parameters is not None:
         blocks.append(_section("*Parameters:*\n" + _code_block(parameters)))
 
-    if event_type == APPROVAL_DECIDED:
-        outcome = [f"*Scope:* {_field(decision.get('scope'))}"]
+    if event_type == APPROVAL_DECIDED and state in ("approved", "denied"):
+        outcome = [f"*Scope:* {_field(decision.get('scope'))}"] if state == "approved" else []
         for key, label in (("expires_at", "Expires"), ("reason", "Reason"), ("comment", "Comment")):
             if decision.get(key):
                 outcome.append(f"*{label}:* {_field(decision.get(key))}")
         blocks.append(_section("\n".join(outcome)))
-    elif event_type == APPROVAL_REQUESTED:
+    elif event_type in (APPROVAL_REQUESTED, APPROVAL_PARTIALLY_APPROVED):
         blocks.append(
             _section(
                 "*To approve:* "
@@ -361,12 +412,12 @@ def slack_payload(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
                 + _code_block(f'airlock deny {request_id} --reason "..."', SLACK_FIELD_CHARS)
             )
         )
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": f"Request `{_field(request_id)}`"}],
-        }
-    )
+    footer = f"Request `{_field(request_id)}`"
+    url = data.get("url")
+    if isinstance(url, str) and url.startswith(("https://", "http://")):
+        # Slack's link syntax: <url|label>; the URL is escaped as any text is.
+        footer += f" · <{_mrkdwn_escape(url)}|open in Airlock>"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": footer}]})
     return {"text": _clip(_mrkdwn_escape(text), SLACK_SECTION_CHARS), "blocks": blocks}
 
 

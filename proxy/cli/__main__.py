@@ -1,4 +1,4 @@
-"""`python -m proxy.cli.main`: the `airlock` command."""
+"""`python -m proxy.cli`: the `airlock` command."""
 
 from proxy.cli.main import main
 

@@ -126,8 +126,10 @@ class ApiClient:
         if urlsplit(self.server).scheme not in ("http", "https"):
             raise ValueError("ApiClient needs an http:// or https:// server")
 
-    def list_approvals(self, state: str) -> list[dict[str, Any]]:
-        answer = self._call("GET", "/api/v1/approvals?" + urlencode({"state": state}))
+    def list_approvals(self, state: str, **filters: str | None) -> list[dict[str, Any]]:
+        """Requests in `state`; `filters` (requester, target, since) narrow the history."""
+        query = {"state": state} | {k: v for k, v in filters.items() if v is not None}
+        answer = self._call("GET", "/api/v1/approvals?" + urlencode(query))
         approvals = answer.get("approvals") if isinstance(answer, dict) else None
         if not isinstance(approvals, list) or not all(isinstance(a, dict) for a in approvals):
             raise BadAnswer('expected {"approvals": [...]}')
@@ -317,6 +319,27 @@ def _requester(approval: Mapping[str, Any]) -> tuple[str, str, str]:
     return _text(requester.get("subject")), _text(requester.get("email")), group_text
 
 
+def _approvals_text(approval: Mapping[str, Any], required: int) -> str:
+    """ "1 of 2 (alice)": the two-person rule's count, and who approved so far."""
+    decisions = approval.get("decisions")
+    approvers = [
+        _text(d.get("by"))
+        for d in (decisions if isinstance(decisions, list) else [])
+        if isinstance(d, dict) and d.get("verdict") == "approve"
+    ]
+    text = f"{len(approvers)} of {required}"
+    return text + (f" ({', '.join(approvers)})" if approvers else "")
+
+
+def _state_text(approval: Mapping[str, Any]) -> str:
+    """The state; a pending request that needs several approvers adds its count: 1/2."""
+    state = _text(approval.get("state"))
+    required, received = approval.get("approvals_required"), approval.get("approvals_received")
+    if state == "pending" and isinstance(required, int) and required > 1:
+        state += f" {received if isinstance(received, int) else 0}/{required}"
+    return state
+
+
 def render_table(approvals: Sequence[Mapping[str, Any]], now: datetime) -> str:
     header = ("ID", "AGE", "REQUESTER", "TARGET", "CLASS", "STATE", "TRANSACTION", "SQL")
     rows = [header]
@@ -329,7 +352,7 @@ def render_table(approvals: Sequence[Mapping[str, Any]], now: datetime) -> str:
                 _clip(_requester(approval)[0], REQUESTER_COLUMN_CHARS),
                 _text(approval.get("target")),
                 _text(approval.get("class")),
-                _text(approval.get("state")),
+                _state_text(approval),
                 _transaction(approval),
                 one_line_sql(sql) if isinstance(sql, str) else _text(sql),
             )
@@ -386,6 +409,9 @@ def render_approval(approval: Mapping[str, Any], now: datetime) -> str:
     impact = preview_lines(approval.get("preview"))
     if impact:
         fields.append(("preview", "\n".join(printable(line) for line in impact)))
+    required = approval.get("approvals_required")
+    if isinstance(required, int) and required > 1:
+        fields.append(("approvals", _approvals_text(approval, required)))
     decision = approval.get("decision")
     if isinstance(decision, dict):
         decided = _text(decision.get("by"))
@@ -506,7 +532,12 @@ def _list(args: argparse.Namespace) -> int:
             return render_table(approvals, now)
         return "no approvals" if args.state == "all" else f"no {args.state} approvals"
 
-    return _run(args, lambda client: client.list_approvals(args.state), show)
+    def call(client: ApiClient) -> list[dict[str, Any]]:
+        return client.list_approvals(
+            args.state, requester=args.requester, target=args.target, since=args.since
+        )
+
+    return _run(args, call, show)
 
 
 def _get(args: argparse.Namespace) -> int:
@@ -517,7 +548,18 @@ def _approve(args: argparse.Namespace) -> int:
     def call(client: ApiClient) -> dict[str, Any]:
         return client.approve(args.id, scope=args.scope, ttl_s=args.ttl, comment=args.comment)
 
-    return _run(args, call, render_approval, after=_say_if_capped)
+    return _run(args, call, _approved, after=_say_if_capped)
+
+
+def _approved(approval: Mapping[str, Any], now: datetime) -> str:
+    """The request after an approval: under the two-person rule, it may still wait."""
+    required, received = approval.get("approvals_required"), approval.get("approvals_received")
+    shown = render_approval(approval, now)
+    if approval.get("state") != "pending" or not isinstance(required, int):
+        return shown
+    missing = required - received if isinstance(received, int) else required
+    more = f"{missing} more approval{'s' if missing != 1 else ''} needed"
+    return f"recorded; {more} (from other approvers)\n{shown}"
 
 
 def _say_if_capped(args: argparse.Namespace, approval: Mapping[str, Any]) -> None:
@@ -640,6 +682,11 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     listing = actions.add_parser("list", parents=[common], help="list approval requests")
     listing.add_argument(
         "--state", choices=STATES, default="pending", help="which requests (default pending)"
+    )
+    listing.add_argument("--requester", metavar="SUBJECT", help="only this requester's")
+    listing.add_argument("--target", metavar="NAME", help="only requests on this target")
+    listing.add_argument(
+        "--since", metavar="WHEN", help="only requests made since, e.g. 24h or 2025-06-01"
     )
     listing.set_defaults(handler=_list)
     get = actions.add_parser("get", parents=[common], help="show one approval request")

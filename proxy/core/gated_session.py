@@ -82,6 +82,7 @@ from proxy.core.session_core import (
     WarningDue,
     Withdraw,
     decision_event,
+    progress_event,
 )
 from proxy.core.session_core import RECORDING_BROKE as _RECORDING_FAILED
 from proxy.errors import (
@@ -703,7 +704,9 @@ class GatedSession:
                         self._withdraw(action)
                     elif isinstance(action, AwaitDecision):
                         waited = time.perf_counter()
-                        decided = await hub.wait(action.request_id, action.timeout_s)
+                        decided = await hub.wait(
+                            action.request_id, action.timeout_s, on_progress=self._approved_once
+                        )
                         waited = time.perf_counter() - waited
                         self._held_s += waited
                         self.listener.instruments.hold_wait.labels(target=target.name).observe(
@@ -724,6 +727,11 @@ class GatedSession:
                 event = StoreFailed(str(error))
             assert event is not None, actions
             actions = core.handle(event)
+
+    def _approved_once(self, request: ApprovalRequest) -> None:
+        """One approver of several approved the held statement: it waits on, recorded."""
+        if not self.ended:
+            self.record("approval.decided", progress_event(request))
 
     def _request(self, action: RequestApproval) -> ApprovalRequest:
         policy, identity, target = self.policy, self.identity, self.target
@@ -748,6 +756,7 @@ class GatedSession:
                 grant_ttl_s=policy.grant_ttl_s,
                 why=preview.justification(action.sql),
                 transaction=self._transaction,
+                approvals_required=policy.approvals_for(action.verdict.statement_class.value),
             ),
             policy.webhooks,
         )

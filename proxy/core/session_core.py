@@ -640,6 +640,7 @@ def request_event(request: ApprovalRequest) -> dict[str, Any]:
         hold=r.hold,
         approver_groups=tuple(r.approver_groups),
         why=r.why,
+        extra={"approvals_required": r.approvals_required} if r.approvals_required > 1 else {},
     ).to_data()
 
 
@@ -654,4 +655,34 @@ def decision_event(request: ApprovalRequest) -> dict[str, Any]:
         expires_at=request.expires_at,
         comment=request.comment,
         reason=request.reason,
+        extra=_approvals_counted(request),
     ).to_data()
+
+
+def progress_event(request: ApprovalRequest) -> dict[str, Any]:
+    """An approval that leaves the request pending (it needs more approvers): the
+    latest approver's decision, with the request still `pending`."""
+    latest = request.approvals[-1]
+    return RecordedDecision(
+        id=request.id,
+        state=request.state,
+        by=latest.by,
+        groups=latest.groups,
+        at=latest.at,
+        scope=latest.scope,
+        expires_at=latest.expires_at,
+        comment=latest.comment,
+        extra=_approvals_counted(request),
+    ).to_data()
+
+
+def _approvals_counted(request: ApprovalRequest) -> dict[str, Any]:
+    """Under the two-person rule: how many approved of how many needed, and who."""
+    required = request.request.approvals_required
+    if required < 2:
+        return {}
+    return {
+        "approvals": len(request.approvals),
+        "approvals_required": required,
+        "approved_by": [d.by for d in request.approvals],
+    }

@@ -63,6 +63,7 @@ from proxy.recording.verifier import Transcript, VerifyResult, read_transcript, 
 
 _MAX_BODY_BYTES = 64 * 1024
 _MAX_TEXT_CHARS = 2000
+_MAX_LISTED = 500
 
 
 class ApiError(Exception):
@@ -194,15 +195,40 @@ class ApprovalsApi:
         return approval
 
     async def list(self, request: web.Request, identity: Identity) -> Any:
-        state = request.query.get("state", "pending")
+        """Pending requests by default; `state` (or `all`), `requester` (a subject),
+        `target` and `since` (ISO 8601 or a duration ago: 24h) look through the history.
+        Newest first, at most `limit` (default and maximum 500)."""
+        query = request.query
+        state = query.get("state", "pending")
         if state not in (*STATES, "all"):
             raise ApiError(400, "bad_request", f"state must be one of {', '.join(STATES)}, all")
-        found = self.hub.store.list(None if state == "all" else state)
+        since = query.get("since")
+        try:
+            since_ts = None if since is None else parse_since(since, self.hub.clock())
+        except ValueError as error:
+            raise ApiError(400, "bad_request", f"since: {error}") from None
+        limit = query.get("limit", str(_MAX_LISTED))
+        if not limit.isdigit() or not 1 <= int(limit) <= _MAX_LISTED:
+            raise ApiError(400, "bad_request", f"limit must be a number from 1 to {_MAX_LISTED}")
+        found = self.hub.store.list(
+            None if state == "all" else state,
+            requester=query.get("requester") or None,
+            target=query.get("target") or None,
+            since=since_ts,
+            limit=int(limit),
+        )
         shown = [r for r in found if self._sight(r, identity) is not RequestSight.HIDDEN]
-        return {"approvals": [r.to_json() for r in shown]}
+        return {"approvals": [self._json(r) for r in shown]}
+
+    def _json(self, approval: ApprovalRequest) -> dict[str, Any]:
+        data = approval.to_json()
+        url = self.hub.page_url(approval.id)
+        if url is not None:
+            data["url"] = url
+        return data
 
     async def get(self, request: web.Request, identity: Identity) -> Any:
-        return self._visible(request.match_info["id"], identity).to_json()
+        return self._json(self._visible(request.match_info["id"], identity))
 
     async def approve(self, request: web.Request, identity: Identity) -> Any:
         self._visible(request.match_info["id"], identity)
@@ -212,9 +238,11 @@ class ApprovalsApi:
             raise ApiError(400, "bad_request", f"scope must be one of {', '.join(SCOPES)}")
         ttl_s = _ttl(body)
         comment = _text(body, "comment")
-        return self.hub.approve(
-            request.match_info["id"], identity, scope=scope, ttl_s=ttl_s, comment=comment
-        ).to_json()
+        return self._json(
+            self.hub.approve(
+                request.match_info["id"], identity, scope=scope, ttl_s=ttl_s, comment=comment
+            )
+        )
 
     async def deny(self, request: web.Request, identity: Identity) -> Any:
         self._visible(request.match_info["id"], identity)
@@ -222,7 +250,7 @@ class ApprovalsApi:
         reason = _text(body, "reason")
         if not reason:
             raise ApiError(400, "bad_request", "a reason is required to deny")
-        return self.hub.deny(request.match_info["id"], identity, reason=reason).to_json()
+        return self._json(self.hub.deny(request.match_info["id"], identity, reason=reason))
 
 
 class CredentialsApi:

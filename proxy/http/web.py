@@ -506,7 +506,7 @@ class WebPages:
             # A request this person may not see is answered as one that does not exist.
             if self._sight(session, self.hub.store.get(request_id)) is RequestSight.HIDDEN:
                 raise UnknownRequest(request_id)
-            decide()
+            decided = decide()
         except UnknownRequest:
             session.flash = (f"No approval request {request_id}.", True)
         except AlreadyDecided as error:
@@ -515,7 +515,12 @@ class WebPages:
         except NotAllowedToDecide as error:
             session.flash = (f"Not allowed: {error}", True)
         else:
-            session.flash = (f"Request {request_id} {done}.", False)
+            missing = decided.approvals_missing if decided.state == "pending" else 0
+            if missing:
+                more = f"{missing} more approval{'s' if missing != 1 else ''} needed"
+                session.flash = (f"Your approval of {request_id} is recorded; {more}.", False)
+            else:
+                session.flash = (f"Request {request_id} {done}.", False)
 
     # --- history
 
@@ -916,6 +921,7 @@ def _card_details(facts: CardFacts) -> list[tuple[str, str]]:
         ("Why held", _shown("; ".join(r.reasons)) if r.reasons else "-"),
         *([("Agent says why", f'<span class="why">{_shown(r.why)}</span>')] if r.why else []),
         *([("Transaction", _shown(r.transaction))] if r.transaction else []),
+        *([("Approvals", _approvals_so_far(approval))] if r.approvals_required > 1 else []),
         ("Approvers", _shown(", ".join(r.approver_groups))),
     ]
 
@@ -961,6 +967,17 @@ def _preview_block(preview: dict[str, object] | None) -> str:
     return (
         '<details class="preview" open><summary>Impact preview</summary>'
         f"<pre>{shown}</pre></details>"
+    )
+
+
+def _approvals_so_far(approval: ApprovalRequest) -> str:
+    """Under the two-person rule: "1 of 2 approvals (alice)"."""
+    who = ", ".join(d.by for d in approval.approvals)
+    return (
+        f'<span class="approvals">{len(approval.approvals)} of '
+        f"{approval.request.approvals_required} approvals"
+        + (f" ({_shown(who)})" if who else "")
+        + "</span>"
     )
 
 

@@ -245,6 +245,8 @@ def _approval_decided(data: dict[str, Any]) -> str:
         facts.append(f"for {format_age(ttl)}")
     elif data.get("expires_at") is not None:
         facts.append(f"until {_moment(data['expires_at'])}")
+    if _is_int(data.get("approvals")) and _is_int(data.get("approvals_required")):
+        facts.append(f"{data['approvals']} of {data['approvals_required']} approvals")
     if facts:
         line += f" ({', '.join(facts)})"
     said = _first(data, "comment", "reason")

@@ -63,3 +63,17 @@ def test_webhooks_of_every_matching_rule_apply_once_each() -> None:
     policy = effective_policy([a, b], ["agents", "etl"], "orders")
     assert policy is not None
     assert policy.webhooks == ("hook-a", "shared", "hook-b")
+
+
+def test_a_class_needs_as_many_approvers_as_the_most_demanding_rule_and_unknown_the_most() -> None:
+    two_for_ddl = rule({"agents"}, ddl=Action.APPROVE, approvals_required=(("ddl", 2),))
+    three_for_write = rule({"etl"}, approvals_required=(("write", 3),))
+    policy = effective_policy([two_for_ddl, three_for_write], ["agents", "etl"], "orders")
+    assert policy is not None
+    assert (policy.approvals_for("ddl"), policy.approvals_for("write")) == (2, 3)
+    assert policy.approvals_for("read") == 1
+    assert policy.approvals_for("unknown") == 3
+    assert policy.approvals_for("something new") == 3
+    only_agents = effective_policy([two_for_ddl, three_for_write], ["agents"], "orders")
+    assert only_agents is not None
+    assert (only_agents.approvals_for("ddl"), only_agents.approvals_for("write")) == (2, 1)

@@ -1100,7 +1100,12 @@ def test_webhooks_global_and_per_rule(tmp_path: Path) -> None:
     slack, signed = settings.webhooks
     assert (slack.format, slack.secret) == ("slack", None)
     assert (signed.format, signed.secret) == ("standard", secret)
-    assert signed.events == {"approval.requested", "approval.decided"}
+    assert signed.events == {
+        "approval.requested",
+        "approval.partially_approved",
+        "approval.decided",
+        "approval.timed_out",
+    }
     [per_rule] = settings.rules[0].webhooks
     assert isinstance(per_rule, WebhookEndpoint)
     assert per_rule.events == {"approval.decided"}
@@ -1220,3 +1225,44 @@ def test_web_client_refuses(
     document["web"] = web
     with pytest.raises(ConfigError, match=error):
         parse_settings(document, source=tmp_path / "a.yaml", environ={**ENVIRON, **environ})
+
+
+def test_approvals_required_names_classes_that_need_approval(tmp_path: Path) -> None:
+    document = base_document()
+    document["rules"][0]["ddl"] = "approve"
+    document["rules"][0]["approvals_required"] = {"ddl": 2}
+    document["web"] = {"public_url": "https://airlock.example.com/"}
+    settings = load_settings(write_config(tmp_path, document), environ=ENVIRON)
+    assert settings.rules[0].approvals_for("ddl") == 2
+    assert settings.rules[0].approvals_for("write") == 1
+    assert settings.public_url == "https://airlock.example.com"
+
+
+@pytest.mark.parametrize(
+    ("required", "problem"),
+    [
+        ({"ddl": 2}, r"rules\[0\]\.approvals_required\.ddl: ddl statements are deny in this rule"),
+        ({"write": 0}, r"approvals_required\.write: must be a whole number from 1 to 10"),
+        ({"write": 11}, r"approvals_required\.write: must be a whole number from 1 to 10"),
+        ({"write": "two"}, r"approvals_required\.write: must be a whole number"),
+        ({"writes": 2}, r"approvals_required\.writes: unknown key"),
+        ([2], r"approvals_required: must be a mapping"),
+    ],
+)
+def test_bad_approvals_required_is_refused_clearly(
+    tmp_path: Path, required: object, problem: str
+) -> None:
+    document = base_document()
+    document["rules"][0]["approvals_required"] = required
+    with pytest.raises(ConfigError, match=problem):
+        load_settings(write_config(tmp_path, document), environ=ENVIRON)
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://airlock.example.com", "airlock.example.com", "https://a.example.com/?x=1"]
+)
+def test_a_bad_web_public_url_is_refused(tmp_path: Path, url: str) -> None:
+    document = base_document()
+    document["web"] = {"public_url": url}
+    with pytest.raises(ConfigError, match=r"web\.public_url: must"):
+        load_settings(write_config(tmp_path, document), environ=ENVIRON)

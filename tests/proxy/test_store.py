@@ -11,6 +11,7 @@ import pytest
 from policy.approvals import grant_expiry, refusal_to_decide
 from proxy.approvals.store import (
     _SCHEMA,
+    AlreadyApproved,
     AlreadyDecided,
     ApprovalRequest,
     ApprovalStore,
@@ -277,3 +278,103 @@ def test_a_store_made_before_the_transaction_column_gets_it(tmp_path: Path) -> N
     made = store.create(replace(new(), transaction="idle"), NOW)
     store.close()
     assert ApprovalStore(path).get(made.id).request.transaction == "idle"
+
+
+# --- the two-person rule
+
+
+def approve_as(
+    store: ApprovalStore, request_id: str, approver: str, scope: str = "statement", ttl: float = 60
+) -> ApprovalRequest:
+    return store.approve(
+        request_id,
+        approver=approver,
+        approver_groups=["oncall-dba"],
+        scope=scope,
+        expires_at=NOW + ttl,
+        comment=f"ok from {approver}",
+        now=NOW,
+    )
+
+
+def test_a_request_needing_two_approvers_is_approved_by_the_second_distinct_one(
+    store: ApprovalStore,
+) -> None:
+    request = store.create(replace(new(), approvals_required=2), NOW)
+    once = approve_as(store, request.id, "dba-1", scope="session", ttl=600)
+    assert (once.state, once.approvals_missing) == ("pending", 1)
+    assert once.to_json()["approvals_received"] == 1
+    with pytest.raises(AlreadyApproved, match=r"dba-1 already approved .* 1 more approval from"):
+        approve_as(store, request.id, "dba-1")
+    assert store.get(request.id).approvals_missing == 1
+    twice = approve_as(store, request.id, "dba-2", scope="session", ttl=60)
+    assert (twice.state, twice.decided_by, twice.approvals_missing) == ("approved", "dba-2", 0)
+    # Both asked for a session grant; it ends at the earlier expiry.
+    assert (twice.scope, twice.expires_at) == ("session", NOW + 60)
+    assert [d.by for d in twice.decisions] == ["dba-1", "dba-2"]
+    with pytest.raises(AlreadyDecided):
+        approve_as(store, request.id, "dba-3")
+
+
+def test_one_approver_choosing_statement_scope_makes_the_grant_a_statement_grant(
+    store: ApprovalStore,
+) -> None:
+    request = store.create(replace(new(), approvals_required=2), NOW)
+    approve_as(store, request.id, "dba-1", scope="statement")
+    assert approve_as(store, request.id, "dba-2", scope="session").scope == "statement"
+
+
+def test_a_denial_after_an_approval_denies_and_keeps_both_decisions(
+    store: ApprovalStore,
+) -> None:
+    request = store.create(replace(new(), approvals_required=2), NOW)
+    approve_as(store, request.id, "dba-1")
+    denied = store.deny(
+        request.id, approver="dba-1", approver_groups=["oncall-dba"], reason="second thoughts",
+        now=NOW + 1,
+    )  # fmt: skip
+    assert denied.state == "denied"
+    # An approver who approves then denies leaves only the denial.
+    assert [(d.by, d.verdict) for d in denied.decisions] == [("dba-1", "deny")]
+    assert denied.to_json()["decisions"][0]["reason"] == "second thoughts"
+
+
+def test_history_filters_by_state_requester_target_and_time(store: ApprovalStore) -> None:
+    first = store.create(new(), NOW)
+    other = store.create(replace(new(), subject="agent-2", target="billing"), NOW + 10)
+    store.withdraw(first.id, reason="the client disconnected", now=NOW + 20)
+    assert [r.id for r in store.list("withdrawn")] == [first.id]
+    assert [r.id for r in store.list(requester="agent-2")] == [other.id]
+    assert [r.id for r in store.list(target="orders")] == [first.id]
+    assert [r.id for r in store.list(since=NOW + 5)] == [other.id]
+    assert [r.id for r in store.list()] == [other.id, first.id]
+    assert store.list("pending", requester="agent-1") == []
+
+
+def test_an_older_store_gains_the_decisions_table_with_its_past_decisions(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    schema = _SCHEMA.split("CREATE TABLE IF NOT EXISTS decisions")[0]
+    old.executescript(schema)
+    old.execute(
+        "INSERT INTO approvals (id, state, session_id, session_state, subject, groups_json,"
+        " target, protocol, sql, params_json, params_key, class, reasons_json, hold,"
+        " approvers_json, grant_ttl_s, created_at, decided_at, decided_by,"
+        " decided_groups_json, scope, expires_at, comment)"
+        " VALUES ('apr_old', 'approved', 's0', 'gone', 'agent-1', '[]', 'orders',"
+        " 'postgres', 'update t set a = 1', '[]', 'k', 'write', '[]', 'wait',"
+        " '[\"oncall-dba\"]', 900, ?, ?, 'dba-1', '[\"oncall-dba\"]', 'statement', ?, 'fine')",
+        (NOW, NOW + 5, NOW + 65),
+    )
+    old.commit()
+    old.close()
+    store = ApprovalStore(path)
+    migrated = store.get("apr_old")
+    assert migrated.request.approvals_required == 1
+    assert [(d.by, d.verdict, d.comment) for d in migrated.decisions] == [
+        ("dba-1", "approve", "fine")
+    ]
+    store.close()
+    assert ApprovalStore(path).get("apr_old").decisions == migrated.decisions  # once only
