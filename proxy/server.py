@@ -46,11 +46,12 @@ from proxy.metrics import Instruments, StatementCounts, counter, gateway_registr
 from proxy.mysql_server import MySqlListener, MySqlSession
 from proxy.oidc import OidcConfigError, OidcVerifier, SignInEndpoints
 from proxy.pg_server import PgListener, PgSession
+from proxy.recording.shipping import TranscriptShipper
 from proxy.recording.writer import Recorder
 from proxy.signing import load_or_create
 from proxy.sso import SsoClient
 from proxy.store import ApprovalStore, StoreUnavailable
-from proxy.store_pg import PgStore
+from proxy.store_pg import PgStore, TranscriptStore
 from proxy.tls import ensure_self_signed, server_context
 from proxy.web import WebPages
 from proxy.webhooks import WebhookNotifier
@@ -100,6 +101,9 @@ class Gateway:
         #: Credentials minted through the API, for both listeners.
         self.credentials = CredentialBook()
         self.recorder: Recorder | None = None
+        #: With a shared store: sealed transcripts shipped there, and read back by the API.
+        self.transcripts: TranscriptStore | None = None
+        self.shipper: TranscriptShipper | None = None
         self._api_runner: web.AppRunner | None = None
         #: (host, port) actually bound, per listener name; port 0 in the config picks a free one.
         self.bound: dict[str, tuple[str, int]] = {}
@@ -144,6 +148,11 @@ class Gateway:
                 raise SystemExit(f"airlock: store: {error}") from None
             self.store = shared
             self.credentials.shared = shared
+            assert shared.gateway_id is not None  # PgStore names itself
+            self.transcripts = TranscriptStore(shared.url, shared.gateway_id)
+            self.shipper = TranscriptShipper(self.transcripts, settings.data_dir)
+            self.recorder.on_sealed = self.shipper.sealed
+            self.shipper.start()
         else:
             self.store = ApprovalStore(settings.data_dir / "airlock.db")
             # Their sessions ended with the last process: a statement that waited never runs.
@@ -215,6 +224,7 @@ class Gateway:
             hub=self.hub,
             verifier=verifier,
             data_dir=settings.data_dir,
+            transcripts=self.transcripts,
             auditors=settings.auditors,
             metrics=self.registry,
             readiness=self.readiness,
@@ -226,6 +236,7 @@ class Gateway:
                 settings.auditors,
                 sso=SsoClient(settings.web, verifier) if settings.web is not None else None,
                 shared=self.store if isinstance(self.store, PgStore) else None,
+                transcripts=self.transcripts,
             ),
             live_sessions=self._live_sessions,
         )
@@ -431,6 +442,10 @@ class Gateway:
             await self.notifier.close()
         if self.recorder is not None:
             await self.recorder.close()  # after the sessions, which sealed their transcripts
+        if self.shipper is not None:
+            await self.shipper.stop()  # after the recorder, which sealed the last ones
+        if self.transcripts is not None:
+            self.transcripts.close()
         self.classifiers.close()
         if self._following is not None:
             self._following.cancel()
