@@ -383,8 +383,9 @@ class _Sealed:
 
 def _remote_sessions(args: argparse.Namespace, client: ApiClient) -> list[SessionSummary]:
     query = {"identity": getattr(args, "identity", None), "target": getattr(args, "target", None)}
-    if args.since is not None:
-        query["since"] = datetime.fromtimestamp(args.since, UTC).isoformat()
+    since = getattr(args, "since", None)
+    if since is not None:
+        query["since"] = datetime.fromtimestamp(since, UTC).isoformat()
     given = {name: value for name, value in query.items() if value is not None}
     answer = client.get("/api/v1/sessions" + ("?" + urlencode(given) if given else ""))
     sessions = answer.get("sessions") if isinstance(answer, dict) else None

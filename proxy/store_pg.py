@@ -494,8 +494,9 @@ class TranscriptStore:
         rows = self._execute(
             f"SELECT {_SUMMARY_COLUMNS}, t.transcript, (SELECT g.public_key_pem FROM gateways g"  # noqa: S608 (our columns)
             " WHERE g.key_id = t.key_id AND g.public_key_pem IS NOT NULL LIMIT 1)"
-            " AS public_key_pem FROM transcripts t WHERE t.session_id LIKE ? || '%' LIMIT 2",
-            (session_id.replace("%", "").replace("_", r"\_"),),
+            " AS public_key_pem FROM transcripts t WHERE starts_with(t.session_id, ?)"
+            " ORDER BY length(t.session_id) LIMIT 2",
+            (session_id,),
         ).fetchall()
         exact = [row for row in rows if row["session_id"] == session_id]
         if exact or len(rows) == 1:
