@@ -589,7 +589,10 @@ class WebPages:
             search = SessionSearch.of(wanted, self.clock())
         except ValueError as error:
             problem, search = str(error), SessionSearch()
-        found = await asyncio.to_thread(search.run, self.data_dir, self.transcripts)
+        try:
+            found = await asyncio.to_thread(search.run, self.data_dir, self.transcripts)
+        except StoreUnavailable as error:
+            problem, found = str(error), []
         newest = sorted(found, key=lambda s: (s.started_at or 0.0, s.session_id), reverse=True)
         shown = newest[(page - 1) * SESSIONS_LISTED : page * SESSIONS_LISTED]
         rows = [
@@ -647,6 +650,9 @@ class WebPages:
         except LookupError:
             body = _error(f"No session {session_id}.")
             return _html(_layout("Session", body, session, self.auditors), status=404)
+        except StoreUnavailable as error:
+            body = _error(str(error))
+            return _html(_layout("Session", body, session, self.auditors), status=503)
         shown = f'<p class="{"notice" if ok else "error"}">{_shown(verdict)}</p>'
         replay = _shown(lines, multiline=True)
         quoted = urllib.parse.quote(session_id)
@@ -720,6 +726,9 @@ class WebPages:
         except LookupError:
             body = _error(f"No session {session_id}.")
             return _html(_layout("Session", body, session, self.auditors), status=404)
+        except StoreUnavailable as error:
+            body = _error(str(error))
+            return _html(_layout("Session", body, session, self.auditors), status=503)
 
 
 def _verdict(found: StoredTranscript) -> tuple[str, bool]:

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -16,6 +17,7 @@ import pytest
 
 from tests.integration.test_scale_out import Cluster, _kill_store_connections
 from tests.integration.test_scale_out import cluster as cluster  # the fixture
+from tests.integration.test_web import Browser
 from tests.support.gateway import REPOSITORY
 from tests.support.waiting import PATIENCE_S, wait_until
 
@@ -183,3 +185,33 @@ def test_a_file_is_not_a_session_id_through_the_api(command: list[str]) -> None:
     )
     assert run.returncode == 2, run.stderr
     assert "not a session id" in run.stderr
+
+
+@dataclass
+class _Page:
+    """What tests.integration.test_web.Browser needs of a gateway: its API's URL."""
+
+    api_url: str
+
+
+def test_the_web_page_lists_and_replays_every_gateway_s_sessions(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    for row, via in ((6, "A"), (7, "B")):
+        _session_on(cluster, via, row)
+    sessions = _listed(cluster, "C", 2)
+    browser = Browser(_Page(f"http://127.0.0.1:{cluster.gateways['C'].api_port}"))  # type: ignore[arg-type]
+    browser.sign_in(_auditor(cluster))
+    status, page = browser.get("/sessions")
+    assert status == 200, page
+    for session in sessions:
+        assert str(session["session_id"])[:12] in page
+    [from_a] = [s for s in sessions if str(s["path"]).startswith(str(tmp_path / "A"))]
+    session_id = str(from_a["session_id"])
+    status, page = browser.get(f"/sessions/{session_id}")
+    assert status == 200, page
+    assert "verified: " in page
+    assert "select balance from accounts where id = " in page
+    status, raw = browser.download(f"/sessions/{session_id}/transcript")
+    assert status == 200
+    assert raw == Path(str(from_a["path"])).read_bytes()
