@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from proxy.recording.format import SUFFIX
 from proxy.recording.sessions import summarize, transcript_paths
 from proxy.recording.verifier import parse_transcript
@@ -129,6 +131,10 @@ class TranscriptShipper:
             except StoreUnavailable as error:
                 self.failures += 1
                 log.warning("shipping transcripts (%s): %s; retrying in %gs", what, error, wait)
+            except psycopg.Error as error:  # the store refused it: retrying would not help
+                self.failures += 1
+                log.error("shipping transcripts (%s): the store refused it: %s", what, error)
+                return
             await asyncio.sleep(wait)
             wait = min(wait * 2, MAX_RETRY_S)
 

@@ -14,11 +14,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
+from proxy import signing
+from proxy.recording.shipping import TranscriptShipper
+from proxy.recording.writer import Recorder
+from proxy.store_pg import TranscriptStore, migrate
 from tests.integration.test_scale_out import Cluster, _kill_store_connections
 from tests.integration.test_scale_out import cluster as cluster  # the fixture
 from tests.integration.test_web import Browser
+from tests.proxy.test_audit_cli import path_of
+from tests.proxy.test_transcript import END, START_TS, Clock, record_session, start_data
 from tests.support.gateway import REPOSITORY
+from tests.support.pgcluster import PgServer, create_database, drop_database
 from tests.support.waiting import PATIENCE_S, wait_until
 
 
@@ -215,3 +223,40 @@ def test_the_web_page_lists_and_replays_every_gateway_s_sessions(
     status, raw = browser.download(f"/sessions/{session_id}/transcript")
     assert status == 200
     assert raw == Path(str(from_a["path"])).read_bytes()
+
+
+def test_a_gateway_starting_ships_what_its_data_dir_holds_once(
+    local_pg: PgServer, tmp_path: Path
+) -> None:
+    """The catch-up at start: every sealed transcript the store lacks, once; never an
+    unsealed one; shipping again changes nothing."""
+    data_dir = tmp_path / "data"
+    key = signing.load_or_create(data_dir)
+    recorder = Recorder(data_dir, key, clock=Clock(START_TS))
+    record_session(sealed := recorder.open("a" * 32, start_data()))
+    sealed.seal(END)
+    record_session(open_one := recorder.open("b" * 32, start_data()))
+    open_one.flush()
+    database = create_database(local_pg)
+    try:
+        with psycopg.connect(local_pg.dsn(database), autocommit=True, row_factory=dict_row) as db:
+            migrate(db)
+            db.execute(
+                "INSERT INTO gateways (id, host, pid, started_at, heartbeat_at, key_id,"
+                " public_key_pem) VALUES ('gw_1', 'h', 1, 0, 0, %s, %s)",
+                (key.key_id, key.public_key_pem()),
+            )
+        store = TranscriptStore(local_pg.dsn(database), "gw_1")
+        shipper = TranscriptShipper(store, data_dir)
+        shipper._catch_up()
+        shipper._catch_up()
+        assert shipper.shipped == 1
+        assert [row["session_id"] for row in store.summaries()] == ["a" * 32]
+        found = store.sealed("a" * 8)  # a prefix, as on a data_dir
+        assert found is not None
+        assert bytes(found["transcript"]) == path_of(data_dir, "a" * 32).read_bytes()
+        assert found["public_key_pem"] == key.public_key_pem()
+        assert store.sealed("b" * 32) is None
+        store.close()
+    finally:
+        drop_database(local_pg, database)
