@@ -38,7 +38,7 @@ from proxy import logs
 from proxy.approvals.credentials import CredentialBook
 from proxy.approvals.hub import ApprovalHub
 from proxy.approvals.store import ApprovalStore, StoreUnavailable
-from proxy.approvals.store_pg import PgStore
+from proxy.approvals.store_pg import PgStore, TranscriptStore
 from proxy.approvals.webhooks import WebhookNotifier
 from proxy.config import ConfigError, Endpoint, Settings, dev_issuer_url, load_settings
 from proxy.core.classifying import Classifiers
@@ -52,6 +52,7 @@ from proxy.http.sso import SsoClient
 from proxy.http.web import WebPages
 from proxy.mysql.session import MySqlListener, MySqlSession
 from proxy.postgres.session import PgListener, PgSession
+from proxy.recording.shipping import TranscriptShipper
 from proxy.recording.signing import load_or_create
 from proxy.recording.writer import Recorder
 
@@ -102,6 +103,9 @@ class Gateway:
         #: Credentials minted through the API, for both listeners.
         self.credentials = CredentialBook()
         self.recorder: Recorder | None = None
+        #: With a shared store: sealed transcripts shipped there, and read back by the API.
+        self.transcripts: TranscriptStore | None = None
+        self.shipper: TranscriptShipper | None = None
         self._api_runner: web.AppRunner | None = None
         #: (host, port) actually bound, per listener name; port 0 in the config picks a free one.
         self.bound: dict[str, tuple[str, int]] = {}
@@ -146,6 +150,11 @@ class Gateway:
                 raise SystemExit(f"airlock: store: {error}") from None
             self.store = shared
             self.credentials.shared = shared
+            assert shared.gateway_id is not None  # PgStore names itself
+            self.transcripts = TranscriptStore(shared.url, shared.gateway_id)
+            self.shipper = TranscriptShipper(self.transcripts, settings.data_dir)
+            self.recorder.on_sealed = self.shipper.sealed
+            self.shipper.start()
         else:
             self.store = ApprovalStore(settings.data_dir / "airlock.db")
             # Their sessions ended with the last process: a statement that waited never runs.
@@ -235,6 +244,7 @@ class Gateway:
             hub=self.hub,
             verifier=verifier,
             data_dir=settings.data_dir,
+            transcripts=self.transcripts,
             auditors=settings.auditors,
             metrics=self.registry,
             readiness=self.readiness,
@@ -246,6 +256,7 @@ class Gateway:
                 settings.auditors,
                 sso=SsoClient(settings.web, verifier) if settings.web is not None else None,
                 shared=self.store if isinstance(self.store, PgStore) else None,
+                transcripts=self.transcripts,
             ),
             live_sessions=self._live_sessions,
         )
@@ -456,6 +467,10 @@ class Gateway:
             await self.notifier.close()
         if self.recorder is not None:
             await self.recorder.close()  # after the sessions, which sealed their transcripts
+        if self.shipper is not None:
+            await self.shipper.stop()  # after the recorder, which sealed the last ones
+        if self.transcripts is not None:
+            self.transcripts.close()
         self.classifiers.close()
         if self._following is not None:
             self._following.cancel()

@@ -36,7 +36,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -104,6 +105,31 @@ CREATE TABLE IF NOT EXISTS page_sessions (
         3,
         """
 ALTER TABLE gateways ADD COLUMN IF NOT EXISTS owner INTEGER;
+""",
+    ),
+    (
+        4,
+        """
+CREATE TABLE IF NOT EXISTS transcripts (
+    session_id      TEXT PRIMARY KEY,
+    gateway_id      TEXT NOT NULL,
+    key_id          TEXT NOT NULL,
+    sealed_at       DOUBLE PRECISION NOT NULL,
+    shipped_at      DOUBLE PRECISION NOT NULL,
+    started_at      DOUBLE PRECISION,
+    last_at         DOUBLE PRECISION,
+    subject         TEXT,
+    email           TEXT,
+    groups_json     TEXT NOT NULL,
+    target          TEXT,
+    client          TEXT,
+    statements      INTEGER NOT NULL,
+    end_reason      TEXT,
+    path            TEXT NOT NULL,
+    transcript      BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transcripts_started ON transcripts (started_at);
+CREATE INDEX IF NOT EXISTS gateways_key ON gateways (key_id)
 """,
     ),
 )
@@ -467,6 +493,95 @@ class PgStore(ApprovalStore):
         self._db.execute(
             "DELETE FROM page_sessions WHERE key_hash = ? OR expires_at <= ?", (key_hash, now)
         )
+
+
+class TranscriptStore:
+    """Sealed transcripts in the shared store (the `transcripts` table), on a connection
+    of its own: the shipper writes and the API reads in worker threads, never on the
+    event loop. A row holds the transcript's bytes exactly as sealed plus summary
+    columns for listing; the signer's public key is the `gateways` row with the seal's
+    key id. Raises StoreUnavailable when the store cannot be reached (the connection
+    is re-opened on the next call)."""
+
+    def __init__(self, url: str, gateway_id: str) -> None:
+        self.gateway_id = gateway_id
+        self._db = _Connection(url)
+        self._lock = threading.Lock()
+
+    def _execute(self, sql: str, values: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        with self._lock:
+            if self._db.broken:
+                self._db.reconnect()
+            return self._db.execute(sql, values)
+
+    def put(self, row: Mapping[str, Any]) -> bool:
+        """Store one sealed transcript (`row` holds every column but gateway_id); False
+        when the session is there already (shipping is idempotent)."""
+        columns = {**row, "gateway_id": self.gateway_id}
+        names = ", ".join(columns)
+        marks = ", ".join("?" for _ in columns)
+        cursor = self._execute(
+            f"INSERT INTO transcripts ({names}) VALUES ({marks})"  # noqa: S608 (our names)
+            " ON CONFLICT (session_id) DO NOTHING",
+            tuple(columns.values()),
+        )
+        return cursor.rowcount == 1
+
+    def shipped(self, session_ids: Sequence[str]) -> set[str]:
+        """Which of these sessions the store already holds."""
+        rows = self._execute(
+            "SELECT session_id FROM transcripts WHERE session_id = ANY(?)", (list(session_ids),)
+        ).fetchall()
+        return {row["session_id"] for row in rows}
+
+    def summaries(
+        self,
+        *,
+        identity: str | None = None,
+        target: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every gateway's sealed sessions (summary columns, no bytes), oldest first."""
+        where, values = ["TRUE"], list[Any]()
+        if identity is not None:
+            where.append("(lower(subject) = lower(?) OR lower(email) = lower(?))")
+            values += [identity, identity]
+        if target is not None:
+            where.append("target = ?")
+            values.append(target)
+        if since is not None:
+            where.append("last_at >= ?")
+            values.append(since)
+        rows = self._execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM transcripts WHERE {' AND '.join(where)}"  # noqa: S608
+            " ORDER BY started_at, session_id",
+            values,
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    def sealed(self, session_id: str) -> dict[str, Any] | None:
+        """One session's row with its bytes and its signer's public key (None: no
+        such session; a prefix of one id is enough, as on a data_dir)."""
+        rows = self._execute(
+            f"SELECT {_SUMMARY_COLUMNS}, t.transcript, (SELECT g.public_key_pem FROM gateways g"  # noqa: S608 (our columns)
+            " WHERE g.key_id = t.key_id AND g.public_key_pem IS NOT NULL LIMIT 1)"
+            " AS public_key_pem FROM transcripts t WHERE starts_with(t.session_id, ?)"
+            " ORDER BY length(t.session_id) LIMIT 2",
+            (session_id,),
+        ).fetchall()
+        exact = [row for row in rows if row["session_id"] == session_id]
+        if exact or len(rows) == 1:
+            return dict((exact or rows)[0])
+        return None
+
+    def close(self) -> None:
+        self._db.close()
+
+
+_SUMMARY_COLUMNS = (
+    "session_id, gateway_id, key_id, sealed_at, started_at, last_at, subject, email,"
+    " groups_json, target, client, statements, end_reason, path"
+)
 
 
 # --- credentials and web-page sessions, for the gateways to share

@@ -171,6 +171,10 @@ class ApiClient:
             raise BadAnswer('expected {"sessions": [...]}')
         return sessions
 
+    def get(self, path: str) -> Any:
+        """GET an API path (with its query), the answer's JSON."""
+        return self._call("GET", path)
+
     def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         payload = None
@@ -497,6 +501,25 @@ def _client(args: argparse.Namespace) -> ApiClient:
     return ApiClient(server.rstrip("/"), token, args.timeout, args.cacert)
 
 
+def with_client(args: argparse.Namespace, work: Callable[[ApiClient], int]) -> int:
+    """Run `work` with the client --server/--token describe; the API's failures become
+    exit codes (2 usage, 1 refused, 3 unreachable) with the token redacted."""
+    console = _Console(_token(args))
+    try:
+        client = _client(args)
+    except UsageError as error:
+        return console.fail(str(error), EXIT_USAGE)
+    try:
+        return work(client)
+    except ServerUnreachable as error:
+        return console.fail(str(error), EXIT_UNREACHABLE)
+    except ApiRefused as error:
+        code = EXIT_UNREACHABLE if error.status in _UNAVAILABLE_STATUSES else EXIT_REFUSED
+        return console.fail(error.message, code)
+    except BadAnswer as error:
+        return console.fail(f"unexpected answer from {client.server}: {error}", EXIT_REFUSED)
+
+
 def _run(
     args: argparse.Namespace,
     call: Callable[[ApiClient], Any],
@@ -649,16 +672,23 @@ def add_session_refresh(
 
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    connection = common.add_argument_group("connection")
-    connection.add_argument(
-        "--server",
-        metavar="URL",
-        help=f"the gateway's API (default $AIRLOCK_SERVER, else {DEFAULT_SERVER})",
+    add_connection_options(
+        common,
+        server_help=f"the gateway's API (default $AIRLOCK_SERVER, else {DEFAULT_SERVER})",
+        bearer_help="the approver's bearer token (default $AIRLOCK_TOKEN, which keeps it "
+        "out of ps)",
     )
-    connection.add_argument(
-        "--token",
-        help="the approver's bearer token (default $AIRLOCK_TOKEN, which keeps it out of ps)",
-    )
+    common.add_argument("--json", action="store_true", help="print the API's JSON")
+    return common
+
+
+def add_connection_options(
+    parser: argparse.ArgumentParser, *, server_help: str, bearer_help: str
+) -> None:
+    """--server, --token, --timeout and --cacert, as `with_client` reads them."""
+    connection = parser.add_argument_group("connection")
+    connection.add_argument("--server", metavar="URL", help=server_help)
+    connection.add_argument("--token", help=bearer_help)
     connection.add_argument(
         "--timeout",
         type=positive_number,
@@ -669,8 +699,6 @@ def _common_options() -> argparse.ArgumentParser:
     connection.add_argument(
         "--cacert", metavar="FILE", help="trust only this CA for an https:// server"
     )
-    common.add_argument("--json", action="store_true", help="print the API's JSON")
-    return common
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -14,25 +14,44 @@ with), 2 usage (no such session, no key, bad option). A reader that closes the p
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from proxy.cli.approvals import add_session_refresh, positive_number
+from proxy.cli.approvals import (
+    ApiClient,
+    BadAnswer,
+    add_connection_options,
+    add_session_refresh,
+    positive_number,
+    with_client,
+)
 from proxy.recording import signing
-from proxy.recording.format import SUFFIX, transcripts_dir
+from proxy.recording.format import SESSION_ID, SUFFIX, transcripts_dir
 from proxy.recording.ledger import LEDGER_FILE, SealEntry, verify_ledger
-from proxy.recording.render import event_json, export_lines, paced, render
-from proxy.recording.sessions import find_sessions, find_transcript, parse_since, transcript_paths
+from proxy.recording.render import event_json, export_lines, export_transcript, paced, render
+from proxy.recording.sessions import (
+    SessionSummary,
+    find_sessions,
+    find_transcript,
+    parse_since,
+    transcript_paths,
+)
+from proxy.recording.shared import public_key_from_pem
 from proxy.recording.verifier import (
     Transcript,
     VerifyResult,
     describe,
+    parse_transcript,
     read_transcript,
     verify_transcript,
 )
@@ -92,11 +111,19 @@ def _emit(lines: Iterable[str]) -> None:
 
 
 def _sessions_list(args: argparse.Namespace) -> int:
+    if args.server is not None:
+        return with_client(
+            args, lambda client: _show_sessions(args, _remote_sessions(args, client))
+        )
     if not transcripts_dir(args.data_dir).is_dir():
         return _fail(f"no transcripts under {args.data_dir} (is --data-dir right?)")
     sessions = find_sessions(
         args.data_dir, identity=args.identity, target=args.target, since=args.since
     )
+    return _show_sessions(args, sessions)
+
+
+def _show_sessions(args: argparse.Namespace, sessions: list[SessionSummary]) -> int:
     if args.json:
         for session in sessions:
             print(json.dumps(session.to_json()))
@@ -130,6 +157,8 @@ def _sessions_list(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    if args.server is not None:
+        return with_client(args, lambda client: _replay_remote(args, client))
     try:
         path = find_transcript(args.data_dir, args.session)
         record = read_transcript(path)
@@ -137,7 +166,22 @@ def _replay(args: argparse.Namespace) -> int:
         return _fail(str(error))
     except OSError as error:
         return _fail(f"{args.session}: {error.strerror or error}")
-    footer = _replay_footer(args, record)
+    return _show_replay(args, record, _replay_footer(args, record))
+
+
+def _replay_remote(args: argparse.Namespace, client: ApiClient) -> int:
+    try:
+        sealed = _remote_sealed(client, args.session)
+        public_key = _remote_key(args, sealed)
+    except _Usage as error:
+        return _fail(str(error))
+    except signing.SigningKeyError as error:
+        return _show_replay(args, sealed.transcript, f"not verified: {error}")
+    footer = _footer(verify_transcript(sealed.transcript, public_key))
+    return _show_replay(args, sealed.transcript, footer)
+
+
+def _show_replay(args: argparse.Namespace, record: Transcript, footer: str) -> int:
     if args.json:
         # The events only: whether they verify goes to stderr, and `verify` says more.
         _emit(event_json(record.session_id, event) for event in paced(record.events, args.speed))
@@ -160,7 +204,10 @@ def _replay_footer(args: argparse.Namespace, record: Transcript) -> str:
         public_key = _public_key(args)
     except signing.SigningKeyError as error:
         return f"not verified: {error}"
-    result = verify_transcript(record, public_key)
+    return _footer(verify_transcript(record, public_key))
+
+
+def _footer(result: VerifyResult) -> str:
     if result.ok:
         return f"verified: {describe(result)}"
     if result.status == "unsealed":
@@ -172,6 +219,8 @@ def _replay_footer(args: argparse.Namespace, record: Transcript) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.server is not None:
+        return with_client(args, lambda client: _verify_remote(args, client))
     try:
         public_key = _public_key(args)
     except signing.SigningKeyError as error:
@@ -285,10 +334,149 @@ def _verify_ledger(data_dir: Path, public_key: Ed25519PublicKey, paths: list[Pat
     return result.ok and not unlisted
 
 
+def _verify_remote(args: argparse.Namespace, client: ApiClient) -> int:
+    """Verify on this side: the transcript's bytes as sealed, downloaded, checked with
+    --public-key or else the signer's public key as the shared store records it."""
+    listed = _remote_sessions(args, client) if args.all else []
+    names = [summary.session_id for summary in listed] if args.all else [args.session]
+    counts = {"valid": 0, "unsealed": 0, "invalid": 0}
+    for name in names:
+        try:
+            sealed = _remote_sealed(client, name)
+        except _Usage as error:
+            return _fail(str(error))
+        try:
+            result = verify_transcript(sealed.transcript, _remote_key(args, sealed))
+        except signing.SigningKeyError as error:
+            counts["invalid"] += 1
+            print(f"invalid   {sealed.session_id}  {error}")
+            continue
+        counts[result.status] += 1
+        gateway = f" (gateway {sealed.gateway})" if sealed.gateway else ""
+        if result.ok:
+            print(f"valid     {sealed.session_id}  {describe(result)}{gateway}")
+            continue
+        first, *rest = result.problems
+        print(f"{result.status:<8}  {sealed.session_id}  {first}{gateway}")
+        for problem in rest[: PROBLEMS_SHOWN - 1]:
+            print(" " * 10 + " " * len(sealed.session_id) + f"  {problem}")
+    if args.all:
+        print(
+            f"{len(names)} transcripts: {counts['valid']} valid, "
+            f"{counts['unsealed']} unsealed, {counts['invalid']} invalid "
+            "(verified here; each gateway's ledger stays on its data_dir: "
+            "`airlock verify --all --data-dir` there checks it)"
+        )
+    return EXIT_OK if counts["valid"] == len(names) else EXIT_FAILED
+
+
+# --- through the API (--server) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Sealed:
+    session_id: str
+    transcript: Transcript
+    public_key_pem: str | None
+    gateway: str | None
+
+
+def _remote_sessions(args: argparse.Namespace, client: ApiClient) -> list[SessionSummary]:
+    query = {"identity": getattr(args, "identity", None), "target": getattr(args, "target", None)}
+    since = getattr(args, "since", None)
+    if since is not None:
+        query["since"] = datetime.fromtimestamp(since, UTC).isoformat()
+    given = {name: value for name, value in query.items() if value is not None}
+    answer = client.get("/api/v1/sessions" + ("?" + urlencode(given) if given else ""))
+    sessions = answer.get("sessions") if isinstance(answer, dict) else None
+    if not isinstance(sessions, list) or not all(isinstance(s, dict) for s in sessions):
+        raise BadAnswer('expected {"sessions": [...]}')
+    return [_summary(session) for session in sessions]
+
+
+def _summary(fields: dict[str, Any]) -> SessionSummary:
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        return value if isinstance(value, str) else None
+
+    def number(name: str) -> float | None:
+        value = fields.get(name)
+        return float(value) if isinstance(value, int | float) else None
+
+    session_id = text("session_id")
+    if session_id is None or not SESSION_ID.fullmatch(session_id):
+        raise BadAnswer("a session without a valid session_id")
+    groups = fields.get("groups")
+    statements = fields.get("statements")
+    return SessionSummary(
+        session_id=session_id,
+        path=Path(text("path") or session_id + SUFFIX),
+        started_at=number("started_at"),
+        subject=text("subject"),
+        email=text("email"),
+        groups=tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else (),
+        target=text("target"),
+        client=text("client"),
+        statements=statements if isinstance(statements, int) else 0,
+        last_at=number("last_at"),
+        ended_at=number("ended_at"),
+        end_reason=text("end_reason"),
+        sealed=fields.get("sealed") is True,
+        gateway=text("gateway"),
+    )
+
+
+def _remote_sealed(client: ApiClient, session: str) -> _Sealed:
+    """A session's transcript bytes as sealed, from the API; never the server's verdict."""
+    if not SESSION_ID.fullmatch(session):
+        raise _Usage(f"{session!r} is not a session id (a file needs --data-dir, not --server)")
+    answer = client.get("/api/v1/sessions/" + quote(session, safe="") + "/sealed")
+    if not isinstance(answer, dict):
+        raise BadAnswer("expected a JSON object")
+    session_id, encoded = answer.get("session_id"), answer.get("transcript")
+    if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
+        raise BadAnswer("no valid session_id")
+    if not session_id.startswith(session):
+        raise BadAnswer(f"asked for session {session}, got {session_id}")
+    if not isinstance(encoded, str):
+        raise BadAnswer("no transcript")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise BadAnswer("the transcript is not base64") from None
+    pem, gateway = answer.get("public_key_pem"), answer.get("gateway")
+    return _Sealed(
+        session_id,
+        parse_transcript(raw, Path(session_id + SUFFIX)),
+        pem if isinstance(pem, str) else None,
+        gateway if isinstance(gateway, str) else None,
+    )
+
+
+def _remote_key(args: argparse.Namespace, sealed: _Sealed) -> Ed25519PublicKey:
+    """--public-key when given (the auditor's own copy); else the signer's key as the
+    gateway hands it out from the shared store."""
+    if args.public_key is not None:
+        return signing.load_public_key_file(args.public_key)
+    return public_key_from_pem(sealed.public_key_pem)
+
+
+def _export_remote(args: argparse.Namespace, client: ApiClient) -> int:
+    for summary in _remote_sessions(args, client):
+        try:
+            sealed = _remote_sealed(client, summary.session_id)
+        except _Usage as error:
+            return _fail(str(error))
+        _emit(export_transcript(sealed.transcript, args.since))
+    return EXIT_OK
+
+
 # --- export ------------------------------------------------------------------------------------
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.server is not None:
+        return with_client(args, lambda client: _export_remote(args, client))
     if not transcripts_dir(args.data_dir).is_dir():
         return _fail(f"no transcripts under {args.data_dir} (is --data-dir right?)")
     _emit(export_lines(args.data_dir, args.since))
@@ -332,6 +520,15 @@ def _public_key_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    add_connection_options(
+        parser,
+        server_help="read through a gateway's API instead of --data-dir: every gateway's "
+        "sessions when they share a store",
+        bearer_help="an auditor's bearer token (default $AIRLOCK_TOKEN, which keeps it out of ps)",
+    )
+
+
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `sessions list`, `replay`, `verify`, `export` and `keys export-public`."""
     common = _data_dir_option()
@@ -348,6 +545,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="only sessions active at or after T: 2025-06-01, 2025-06-01T18:00Z, or 24h (ago)",
     )
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    _server_options(listing)
     listing.set_defaults(handler=_sessions_list)
     add_session_refresh(sessions_actions)
 
@@ -361,6 +559,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="pause between events, at N times the recorded pace (default: no pauses)",
     )
     _public_key_option(replay)
+    _server_options(replay)
     replay.set_defaults(handler=_replay)
 
     verify = commands.add_parser(
@@ -372,6 +571,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     which.add_argument("session", nargs="?", metavar="SESSION", help="session id, prefix, or file")
     which.add_argument("--all", action="store_true", help="every transcript in the data dir")
     _public_key_option(verify)
+    _server_options(verify)
     verify.set_defaults(handler=_verify)
 
     export = commands.add_parser(
@@ -383,6 +583,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="T",
         help="only events at or after T: 2025-06-01, 2025-06-01T18:00Z, or 24h (ago)",
     )
+    _server_options(export)
     export.set_defaults(handler=_export)
 
     keys = commands.add_parser("keys", help="the gateway's transcript signing key")

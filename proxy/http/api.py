@@ -20,10 +20,12 @@ exist: lists leave it out and its id answers 404, as an unknown id does.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,6 +51,7 @@ from proxy.approvals.store import (
     UnknownRequest,
     iso_time,
 )
+from proxy.approvals.store_pg import TranscriptStore
 from proxy.config import TargetSettings, parse_duration
 from proxy.core.listener import TokenVerifier
 from proxy.core.metrics import CONTENT_TYPE, exposition
@@ -57,9 +60,9 @@ from proxy.errors import AirlockError
 from proxy.http.web import WebPages
 from proxy.recording.format import SESSION_ID
 from proxy.recording.render import event_json
-from proxy.recording.sessions import find_sessions, find_transcript, parse_since, summarize
-from proxy.recording.signing import load_public_key
-from proxy.recording.verifier import Transcript, VerifyResult, read_transcript, verify_transcript
+from proxy.recording.sessions import parse_since, summarize
+from proxy.recording.shared import StoredTranscript, find_stored, list_sessions
+from proxy.recording.verifier import Transcript, VerifyResult
 
 _MAX_BODY_BYTES = 64 * 1024
 _MAX_TEXT_CHARS = 2000
@@ -82,6 +85,7 @@ def make_app(
     hub: ApprovalHub | None = None,
     verifier: TokenVerifier | None = None,
     data_dir: Path | None = None,
+    transcripts: TranscriptStore | None = None,
     auditors: frozenset[str] = frozenset(),
     metrics: CollectorRegistry | None = None,
     readiness: Callable[[], Awaitable[tuple[bool, dict[str, object]]]] | None = None,
@@ -115,7 +119,7 @@ def make_app(
     if hub is not None and verifier is not None:
         ApprovalsApi(hub, verifier, auditors).add_routes(app)
     if data_dir is not None and verifier is not None:
-        SessionsApi(data_dir, auditors, verifier).add_routes(app)
+        SessionsApi(data_dir, auditors, verifier, transcripts).add_routes(app)
     if credentials is not None:
         credentials.add_routes(app)
     if live_sessions is not None and verifier is not None:
@@ -365,12 +369,26 @@ def _refreshed(session: LiveSession, answer: AnswerRefresh) -> dict[str, Any]:
 
 
 class SessionsApi:
-    """Transcripts for auditors: members of the config's `auditors` groups only."""
+    """Transcripts for auditors: members of the config's `auditors` groups only.
 
-    def __init__(self, data_dir: Path, auditors: frozenset[str], verifier: TokenVerifier) -> None:
+    With a shared store (`transcripts`), sessions are every gateway's: those shipped
+    into the store (sealed), and this gateway's own not shipped yet (still open, or
+    sealed a moment ago) from its data_dir. `/sealed` hands out a transcript's bytes
+    as sealed and the signer's public key, for the auditor to verify on their side
+    (`airlock verify --server`) rather than take this gateway's word for it.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        auditors: frozenset[str],
+        verifier: TokenVerifier,
+        transcripts: TranscriptStore | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.auditors = auditors
         self.verifier = verifier
+        self.transcripts = transcripts
 
     def add_routes(self, app: web.Application) -> None:
         route = functools.partial(_route, self.verifier)
@@ -379,6 +397,7 @@ class SessionsApi:
         app.router.add_get(
             "/api/v1/sessions/{id}/transcript", route(self._auditor(self.transcript_of))
         )
+        app.router.add_get("/api/v1/sessions/{id}/sealed", route(self._auditor(self.sealed)))
 
     def _auditor(self, handler: Handler) -> Handler:
         async def checked(request: web.Request, identity: Identity) -> Any:
@@ -396,8 +415,9 @@ class SessionsApi:
         except ValueError as error:
             raise ApiError(400, "bad_request", str(error)) from None
         found = await asyncio.to_thread(
-            find_sessions,
+            list_sessions,
             self.data_dir,
+            self.transcripts,
             identity=request.query.get("identity"),
             target=request.query.get("target"),
             since=since_ts,
@@ -405,29 +425,54 @@ class SessionsApi:
         return {"sessions": [summary.to_json() for summary in found]}
 
     async def get(self, request: web.Request, _identity: Identity) -> Any:
-        record, result = await asyncio.to_thread(self._verified, request.match_info["id"])
-        summary = summarize(record).to_json()
-        return {**summary, "verification": _verification(result)}
+        found = await asyncio.to_thread(self._verified, request.match_info["id"])
+        summary = summarize(found.transcript).to_json()
+        return {**summary, **found.origin(), "verification": _verification(found.result)}
 
     async def transcript_of(self, request: web.Request, _identity: Identity) -> Any:
-        record, result = await asyncio.to_thread(self._verified, request.match_info["id"])
+        found = await asyncio.to_thread(self._verified, request.match_info["id"])
+        record = found.transcript
         events = [json.loads(event_json(record.session_id, e)) for e in record.events]
         return {
             "session_id": record.session_id,
-            "verification": _verification(result),
+            **found.origin(),
+            "verification": _verification(found.result),
             "events": events,
         }
 
-    def _verified(self, session_id: str) -> tuple[Transcript, VerifyResult]:
+    async def sealed(self, request: web.Request, _identity: Identity) -> Any:
+        found = await asyncio.to_thread(self._found, request.match_info["id"])
+        return {
+            "session_id": found.transcript.session_id,
+            **found.origin(),
+            "public_key_pem": found.public_key_pem,
+            "transcript": base64.b64encode(found.raw).decode("ascii"),
+        }
+
+    def _found(self, session_id: str) -> StoredTranscript:
         if not SESSION_ID.fullmatch(session_id):
             raise ApiError(400, "bad_request", "not a session id")
         try:
-            path = find_transcript(self.data_dir, session_id)
+            return find_stored(self.data_dir, self.transcripts, session_id)
         except LookupError:
             raise ApiError(404, "not_found", f"no session {session_id}") from None
-        record = read_transcript(path)
-        result = verify_transcript(record, load_public_key(self.data_dir))
-        return record, result
+
+    def _verified(self, session_id: str) -> _Verified:
+        found = self._found(session_id)
+        return _Verified(found, found.verify())
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    found: StoredTranscript
+    result: VerifyResult
+
+    @property
+    def transcript(self) -> Transcript:
+        return self.found.transcript
+
+    def origin(self) -> dict[str, Any]:
+        return self.found.origin()
 
 
 def _verification(result: VerifyResult) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from proxy.approvals.store import (
     StoreUnavailable,
     UnknownRequest,
 )
+from proxy.approvals.store_pg import TranscriptStore
 from proxy.config import SSO_CALLBACK_PATH, parse_duration
 from proxy.core.listener import TokenVerifier
 from proxy.errors import AirlockError
@@ -63,6 +64,7 @@ from proxy.recording.format import (
     APPROVAL_DECIDED,
     SESSION_ID,
     STATEMENT,
+    SUFFIX,
     ApprovalDecided,
     Statement,
     decode,
@@ -70,12 +72,10 @@ from proxy.recording.format import (
 from proxy.recording.render import render
 from proxy.recording.sessions import (
     SessionSummary,
-    find_sessions,
-    find_transcript,
     parse_since,
 )
-from proxy.recording.signing import load_public_key, public_key_path
-from proxy.recording.verifier import Transcript, describe, read_transcript, verify_transcript
+from proxy.recording.shared import StoredTranscript, find_stored, list_sessions
+from proxy.recording.verifier import Transcript, describe
 from proxy.rendering import format_age, preview_lines, printable
 
 COOKIE = "airlock_page"
@@ -145,6 +145,7 @@ class WebPages:
         *,
         sso: SsoClient | None = None,
         shared: SharedPageSessions | None = None,
+        transcripts: TranscriptStore | None = None,
     ) -> None:
         self.hub = hub
         #: SSO sign-in (authorization code + PKCE), when the config has a web client.
@@ -154,6 +155,8 @@ class WebPages:
         self.auditors = auditors
         self.clock = clock
         self.shared = shared
+        #: The shared store's transcripts: every gateway's sessions are listed and replayed.
+        self.transcripts = transcripts
         self._sessions: dict[str, PageSession] = {}
         #: The live pages' event streams, each told to end when the server stops.
         self._streams: set[asyncio.Queue[str | None]] = set()
@@ -591,7 +594,10 @@ class WebPages:
             search = SessionSearch.of(wanted, self.clock())
         except ValueError as error:
             problem, search = str(error), SessionSearch()
-        found = await asyncio.to_thread(search.run, self.data_dir)
+        try:
+            found = await asyncio.to_thread(search.run, self.data_dir, self.transcripts)
+        except StoreUnavailable as error:
+            problem, found = str(error), []
         newest = sorted(found, key=lambda s: (s.started_at or 0.0, s.session_id), reverse=True)
         shown = newest[(page - 1) * SESSIONS_LISTED : page * SESSIONS_LISTED]
         rows = [
@@ -649,6 +655,9 @@ class WebPages:
         except LookupError:
             body = _error(f"No session {session_id}.")
             return _html(_layout("Session", body, session, self.auditors), status=404)
+        except StoreUnavailable as error:
+            body = _error(str(error))
+            return _html(_layout("Session", body, session, self.auditors), status=503)
         shown = f'<p class="{"notice" if ok else "error"}">{_shown(verdict)}</p>'
         replay = _shown(lines, multiline=True)
         quoted = urllib.parse.quote(session_id)
@@ -664,27 +673,23 @@ class WebPages:
 
     def _replay(self, session_id: str) -> tuple[str, str, bool]:
         """The replay as `airlock replay` prints it, and whether the transcript verifies."""
-        record = read_transcript(find_transcript(self.data_dir, session_id))
-        verdict, ok = self._verdict(record)
-        return "\n".join(render(record)), verdict, ok
-
-    def _verdict(self, record: Transcript) -> tuple[str, bool]:
-        result = verify_transcript(record, load_public_key(self.data_dir))
-        return ("verified: " if result.ok else "DOES NOT VERIFY: ") + describe(result), result.ok
+        found = find_stored(self.data_dir, self.transcripts, session_id)
+        verdict, ok = _verdict(found)
+        return "\n".join(render(found.transcript)), verdict, ok
 
     async def transcript(self, request: web.Request, session: PageSession) -> web.StreamResponse:
         """The transcript file as the gateway wrote it, signed: `airlock verify` checks it."""
         refused = self._auditor_refusal(session)
         if refused is not None:
             return refused
-        path = await self._transcript_path(request, session)
-        if isinstance(path, web.Response):
-            return path
-        body = await asyncio.to_thread(path.read_bytes)
+        found = await self._transcript_path(request, session)
+        if isinstance(found, web.Response):
+            return found
+        name = found.transcript.session_id + SUFFIX
         return web.Response(
-            body=body,
+            body=found.raw,
             content_type="application/octet-stream",
-            headers={**_HEADERS, "Content-Disposition": f'attachment; filename="{path.name}"'},
+            headers={**_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'},
         )
 
     async def verification(self, request: web.Request, session: PageSession) -> web.Response:
@@ -693,39 +698,48 @@ class WebPages:
         refused = self._auditor_refusal(session)
         if refused is not None:
             return refused
-        path = await self._transcript_path(request, session)
-        if isinstance(path, web.Response):
-            return path
-        text = await asyncio.to_thread(self._verification_text, path)
-        name = path.name + ".verification.txt"
+        found = await self._transcript_path(request, session)
+        if isinstance(found, web.Response):
+            return found
+        text = await asyncio.to_thread(self._verification_text, found)
+        name = found.transcript.session_id + SUFFIX + ".verification.txt"
         return web.Response(
             text=text,
             content_type="text/plain",
             headers={**_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'},
         )
 
-    def _verification_text(self, path: Path) -> str:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        verdict, _ok = self._verdict(read_transcript(path))
-        key_file = public_key_path(self.data_dir)
-        key = key_file.read_text() if key_file.exists() else "(no exported public key)\n"
+    def _verification_text(self, found: StoredTranscript) -> str:
+        digest = hashlib.sha256(found.raw).hexdigest()
+        verdict, _ok = _verdict(found)
+        key = found.public_key_pem or "(no public key known for its signer)\n"
+        name = found.transcript.session_id + SUFFIX
         return (
-            f"transcript: {path.name}\nsha256: {digest}\nchecked at: {_moment(self.clock())} UTC\n"
+            f"transcript: {name}\nsha256: {digest}\nchecked at: {_moment(self.clock())} UTC\n"
             f"result: {verdict}\n\nCheck it again with the public key below, saved as key.pem:\n"
-            f"  airlock verify --public-key key.pem {path.name}\n\n{key}"
+            f"  airlock verify --public-key key.pem {name}\n\n{key}"
         )
 
     async def _transcript_path(
         self, request: web.Request, session: PageSession
-    ) -> Path | web.Response:
+    ) -> StoredTranscript | web.Response:
         session_id = request.match_info["id"]
         if not SESSION_ID.fullmatch(session_id):
             return _html(_layout("Session", _error("Not a session id."), session), status=400)
         try:
-            return await asyncio.to_thread(find_transcript, self.data_dir, session_id)
+            return await asyncio.to_thread(find_stored, self.data_dir, self.transcripts, session_id)
         except LookupError:
             body = _error(f"No session {session_id}.")
             return _html(_layout("Session", body, session, self.auditors), status=404)
+        except StoreUnavailable as error:
+            body = _error(str(error))
+            return _html(_layout("Session", body, session, self.auditors), status=503)
+
+
+def _verdict(found: StoredTranscript) -> tuple[str, bool]:
+    """What `airlock verify` says of it, checked with its signer's public key."""
+    result = found.verify()
+    return ("verified: " if result.ok else "DOES NOT VERIFY: ") + describe(result), result.ok
 
 
 @dataclass(frozen=True)
@@ -761,14 +775,22 @@ class SessionSearch:
             approver=fields.get("approver") or None,
         )
 
-    def run(self, data_dir: Path) -> list[SessionSummary]:
-        found = find_sessions(data_dir, identity=self.agent, target=self.target, since=self.since)
+    def run(
+        self, data_dir: Path, transcripts: TranscriptStore | None = None
+    ) -> list[SessionSummary]:
+        found = list_sessions(
+            data_dir, transcripts, identity=self.agent, target=self.target, since=self.since
+        )
         if self.until is not None:
             until = self.until
             found = [s for s in found if s.started_at is not None and s.started_at <= until]
         if self.statement_class is None and self.approver is None:
             return found
-        return [s for s in found if self._events_match(read_transcript(s.path))]
+        return [
+            s
+            for s in found
+            if self._events_match(find_stored(data_dir, transcripts, s.session_id).transcript)
+        ]
 
     def _events_match(self, transcript: Transcript) -> bool:
         has_class = self.statement_class is None

@@ -409,7 +409,7 @@ def export_lines(data_dir: Path, since: float | None) -> Iterator[str]:
     for day in sorted(by_day):
         # A day at a time: sessions in start order without holding every transcript.
         for transcript in sorted(_readable(by_day[day]), key=_start_order):
-            yield from _export_transcript(transcript, since)
+            yield from export_transcript(transcript, since)
 
 
 def _readable(paths: list[Path]) -> list[Transcript]:
@@ -426,7 +426,8 @@ def _start_order(transcript: Transcript) -> tuple[float, str]:
     return (transcript.events[0].ts if transcript.events else 0.0, transcript.session_id)
 
 
-def _export_transcript(transcript: Transcript, since: float | None) -> Iterator[str]:
+def export_transcript(transcript: Transcript, since: float | None) -> Iterator[str]:
+    """One transcript's export lines: its events at or after `since`, then its seal."""
     for event in transcript.events:
         if since is None or event.ts >= since:
             yield event_json(transcript.session_id, event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,9 +32,13 @@ class SessionSummary:
     ended_at: float | None
     end_reason: str | None
     sealed: bool
+    #: The gateway that shipped it into the shared store (None: read from a data_dir).
+    gateway: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        shipped = {} if self.gateway is None else {"gateway": self.gateway}
         return {
+            **shipped,
             "session_id": self.session_id,
             "path": str(self.path),
             "started_at": self.started_at,
@@ -48,6 +53,28 @@ class SessionSummary:
             "end_reason": self.end_reason,
             "sealed": self.sealed,
         }
+
+
+def summary_from_row(row: dict[str, Any]) -> SessionSummary:
+    """A session as the shared store lists it (store_pg.TranscriptStore.summaries): every
+    one there is sealed, so its last event is its end."""
+    groups = json.loads(row["groups_json"])
+    return SessionSummary(
+        session_id=row["session_id"],
+        path=Path(row["path"]),
+        started_at=row["started_at"],
+        subject=row["subject"],
+        email=row["email"],
+        groups=tuple(g for g in groups if isinstance(g, str)),
+        target=row["target"],
+        client=row["client"],
+        statements=int(row["statements"]),
+        last_at=row["last_at"],
+        ended_at=row["last_at"] if row["end_reason"] is not None else None,
+        end_reason=row["end_reason"],
+        sealed=True,
+        gateway=row["gateway_id"],
+    )
 
 
 def transcript_paths(data_dir: Path, *, modified_since: float | None = None) -> list[Path]:

@@ -272,6 +272,9 @@ class Recorder:
         self._failures_lock = threading.Lock()  # writes fail in worker threads
         #: Transcript writes (write and fsync) that failed, each retry counted.
         self.write_failures = 0
+        #: Called (in a worker thread) with a session id and its file once its seal is on
+        #: disk: the shipper into a shared store (proxy/recording/shipping.py) listens here.
+        self.on_sealed: Callable[[str, Path], None] | None = None
 
     def open(self, session_id: str, start: dict[str, Any]) -> SessionRecording:
         """Create the session's transcript and make its start event durable.
@@ -404,6 +407,8 @@ class Recorder:
             ledger.append_seal(recording.session_id, sealed_as[0], sealed_as[1], self._clock())
         except LedgerError as error:
             log.error("session %s: its seal is not in the ledger: %s", recording.session_id, error)
+        if self.on_sealed is not None:
+            self.on_sealed(recording.session_id, recording.path)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -91,6 +91,8 @@ class Cluster:
 
 def _start(directory: Path, name: str, issuer: TestIssuer, store: str, upstream: str) -> Served:
     pg_port, api_port = free_port(), free_port()
+    while api_port == pg_port:  # free_port may hand out the same free port twice
+        api_port = free_port()
     data = directory / name
     data.mkdir()
     document = {
@@ -103,6 +105,7 @@ def _start(directory: Path, name: str, issuer: TestIssuer, store: str, upstream:
             "heartbeat_timeout": f"{HEARTBEAT_TIMEOUT_S:g}s",
         },
         "targets": {"orders": {"protocol": "postgres", "upstream": upstream}},
+        "auditors": ["auditors"],
         "rules": [
             {
                 "groups": ["data-agents"],
