@@ -132,6 +132,12 @@ CREATE INDEX IF NOT EXISTS transcripts_started ON transcripts (started_at);
 CREATE INDEX IF NOT EXISTS gateways_key ON gateways (key_id)
 """,
     ),
+    (
+        5,
+        """
+ALTER TABLE approvals ADD COLUMN IF NOT EXISTS approvals_required INTEGER NOT NULL DEFAULT 1;
+""",
+    ),
 )
 
 

@@ -144,8 +144,13 @@ def test_aiomysql_pool_cycle_passes(example_gateway: ExampleGateway) -> None:
                         )
                         assert await cursor.fetchall() == (("apple",), ("pear",))
         finally:
+            # The pool closes its connections without waiting for their TLS transports to
+            # finish closing: wait for each, or the garbage collector finds them open.
+            writers = [conn._writer for conn in pool._free if conn._writer is not None]
             pool.close()
             await asyncio.wait_for(pool.wait_closed(), 20)
+            for writer in writers:
+                await asyncio.wait_for(writer.wait_closed(), 5)
         return ids
 
     assert len(set(asyncio.run(agent()))) == 1
