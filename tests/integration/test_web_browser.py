@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -79,8 +79,10 @@ def body_text(driver: Chrome) -> str:
 def wait_for_text(driver: Chrome, text: str) -> str:
     """The page's visible text once it shows `text`."""
     try:
-        # The page may be between two documents (a form's redirect) when it is read.
-        WebDriverWait(driver, WAIT_S, ignored_exceptions=[StaleElementReferenceException]).until(
+        # The page may be between two documents (a form's redirect) or have had its list
+        # patched by its live script when it is read: Chromium then answers with a stale
+        # element or "node does not belong to the document"; read it again.
+        WebDriverWait(driver, WAIT_S, ignored_exceptions=[WebDriverException]).until(
             lambda d: text in body_text(d)
         )
     except TimeoutException:

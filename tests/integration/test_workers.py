@@ -209,11 +209,14 @@ def test_two_workers_serve_connections_and_route_cancels(
         token = issuer.mint(sub="agent-1", groups=("data-agents",))
 
         def both_workers_served() -> bool:
-            with psycopg.connect(
-                f"host=127.0.0.1 port={served.pg_port} dbname=orders user=agent "
-                f"password={token} sslmode=require connect_timeout=10"
-            ) as agent:
-                agent.execute("select 1")
+            try:
+                with psycopg.connect(
+                    f"host=127.0.0.1 port={served.pg_port} dbname=orders user=agent "
+                    f"password={token} sslmode=require connect_timeout=10"
+                ) as agent:
+                    agent.execute("select 1")
+            except psycopg.OperationalError:
+                return False  # no worker listens on the port yet (they are starting)
             time.sleep(0.1)  # the session's end is logged as it closes
             pattern = r"\[worker (\d) pid \d+\]: session \S+ ended"
             ended = re.findall(pattern, served.log.read_text())
