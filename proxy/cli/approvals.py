@@ -626,7 +626,8 @@ def _refresh(args: argparse.Namespace) -> int:
 # --- argparse ----------------------------------------------------------------------------------
 
 
-def _ttl(text: str) -> float:
+def positive_duration(text: str) -> float:
+    """An argparse type: a duration above zero (30s, 10m, 1h)."""
     try:
         seconds = parse_duration(text)
     except ValueError as error:
@@ -730,7 +731,10 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="statement: this statement once (default); session: writes in its session",
     )
     approve.add_argument(
-        "--ttl", type=_ttl, metavar="DURATION", help="how long the grant lasts, e.g. 30s, 10m, 1h"
+        "--ttl",
+        type=positive_duration,
+        metavar="DURATION",
+        help="how long the grant lasts, e.g. 30s, 10m, 1h",
     )
     approve.add_argument("--comment", metavar="TEXT", help="recorded with the decision")
     approve.set_defaults(handler=_approve)

@@ -24,7 +24,7 @@ from proxy.cli import approvals as approvals_cli
 from proxy.cli import audit as audit_cli
 from proxy.cli import classify as classify_cli
 from proxy.cli import demo
-from proxy.config import ConfigError, Settings, load_settings, parse_duration
+from proxy.config import ConfigError, Settings, load_settings
 
 DISTRIBUTION = "airlock-gateway"
 
@@ -164,16 +164,6 @@ def _dev_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _duration(text: str) -> float:
-    try:
-        seconds = parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive duration (got {text!r})")
-    return seconds
-
-
 def _choice(parse: Any) -> Any:
     """An argparse type from a parse function that raises ValueError."""
 
@@ -257,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--email", default=None)
     token.add_argument(
         "--ttl",
-        type=_duration,
+        type=approvals_cli.positive_duration,
         default=3600.0,
         metavar="DURATION",
         help="lifetime, e.g. 15m, 1h (default 1h)",

@@ -13,7 +13,6 @@ logins that must not get in.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import datetime
@@ -41,7 +40,7 @@ import pytest
 from pymysql.constants import CLIENT
 
 from tests.support.gateway import RunningGateway
-from tests.support.mariadb import MariaDb
+from tests.support.mariadb import MariaDb, aiomysql_close
 from tests.support.waiting import PATIENCE_S, wait_until
 
 PyMySqlConnection: TypeAlias = "pymysql.connections.Connection[pymysql.cursors.Cursor]"
@@ -1083,15 +1082,6 @@ async def aiomysql_connect(gateway: RunningGateway, token: str, **kwargs: Any) -
         connect_timeout=10,
         **kwargs,
     )
-
-
-async def aiomysql_close(conn: Any) -> None:
-    """QUIT, then wait until the TLS transport has really closed (aiomysql's
-    ensure_closed does not wait, and a socket left to the garbage collector warns)."""
-    writer = conn._writer
-    await conn.ensure_closed()
-    if writer is not None:
-        await asyncio.wait_for(writer.wait_closed(), 5)
 
 
 async def test_aiomysql_reads_writes_and_multi_statement(

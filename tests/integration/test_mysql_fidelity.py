@@ -21,7 +21,7 @@ import pymysql
 import pytest
 
 from tests.support.gateway import RunningGateway
-from tests.support.mariadb import MariaDb
+from tests.support.mariadb import MariaDb, aiomysql_close
 from tests.support.waiting import PATIENCE_S, wait_until
 
 PyMySqlConnection = Any
@@ -63,14 +63,6 @@ def one(connection: PyMySqlConnection, sql: str) -> Any:
         row = cursor.fetchone()
         assert row is not None
         return row[0]
-
-
-async def aiomysql_close(conn: Any) -> None:
-    """QUIT, then wait until the TLS transport has really closed."""
-    writer = conn._writer
-    await conn.ensure_closed()
-    if writer is not None:
-        await asyncio.wait_for(writer.wait_closed(), 5)
 
 
 @pytest.fixture

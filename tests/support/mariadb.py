@@ -9,6 +9,7 @@ machine, and a skip would count as a pass.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -197,3 +198,12 @@ def tls_mariadb() -> Iterator[TlsMariaDb]:
             server.kill()
             server.wait(timeout=10)
         shutil.rmtree(base, ignore_errors=True)
+
+
+async def aiomysql_close(conn: Any) -> None:
+    """QUIT, then wait until the TLS transport has really closed (aiomysql's
+    ensure_closed does not wait, and a socket left to the garbage collector warns)."""
+    writer = conn._writer
+    await conn.ensure_closed()
+    if writer is not None:
+        await asyncio.wait_for(writer.wait_closed(), 5)
